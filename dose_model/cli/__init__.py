@@ -1,0 +1,1 @@
+"""Thin command-line wrappers; the work lives in the library modules."""

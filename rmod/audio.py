@@ -1,0 +1,168 @@
+"""Audio file I/O shared by every stage: decode anything, write 16-bit atomically.
+
+Arrays are float32 ``[channels, samples]`` in the range [-1, 1]. Files are written
+under a temporary name in the destination folder and renamed into place, so a
+reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
+PCM16_SCALE = 32767.0
+
+
+class AudioFileError(Exception):
+    """A file that cannot be used as audio. ``str(err)`` names the path and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode an audio file to float32 ``[channels, samples]`` and its sample rate (Hz).
+
+    Raises :class:`AudioFileError` (naming the path) for undecodable, empty or
+    non-finite files instead of a library-specific traceback.
+    """
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for bad input
+        raise AudioFileError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+    if data.shape[0] == 0:
+        raise AudioFileError(path, "file holds no samples")
+    audio = np.ascontiguousarray(data.T)
+    if not np.isfinite(audio).all():
+        raise AudioFileError(path, "file holds non-finite samples (NaN or Inf)")
+    return audio, int(sr)
+
+
+def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """Return ``audio`` with exactly ``channels`` channels (mono is duplicated, extra
+    channels are averaged down to mono first)."""
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.shape[0] == channels:
+        return audio
+    mono = audio.mean(axis=0, keepdims=True)
+    return np.repeat(mono, channels, axis=0)
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample ``[channels, samples]`` from ``sr_in`` to ``sr_out`` Hz (soxr, deterministic).
+
+    The output length is exactly ``round(samples * sr_out / sr_in)``.
+    """
+    if sr_in == sr_out:
+        return audio
+    import librosa
+
+    n_out = int(round(audio.shape[-1] * sr_out / sr_in))
+    out = librosa.resample(audio, orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq", axis=-1)
+    return fit_length(out.astype(np.float32, copy=False), n_out)
+
+
+def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad the last axis to exactly ``n`` samples."""
+    have = audio.shape[-1]
+    if have == n:
+        return audio
+    if have > n:
+        return audio[..., :n]
+    pad = [(0, 0)] * (audio.ndim - 1) + [(0, n - have)]
+    return np.pad(audio, pad)
+
+
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """Quantize float ``[channels, samples]`` to int16 ``[samples, channels]``.
+
+    Scale is 32767 with round-half-to-even; values beyond [-1, 1] saturate. This is
+    the one place where float audio becomes 16-bit, so equal floats give equal bytes.
+    """
+    scaled = np.round(np.asarray(audio, dtype=np.float64) * PCM16_SCALE)
+    return np.clip(scaled, -32768, 32767).astype(np.int16).T.copy()
+
+
+def encode_audio(audio: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
+    """Encode float ``[channels, samples]`` as a 16-bit ``wav`` or ``flac`` file in memory."""
+    fmt = fmt.lower()
+    if fmt not in ("wav", "flac"):
+        raise ValueError(f"unsupported output format {fmt!r} (use 'wav' or 'flac')")
+    buf = io.BytesIO()
+    sf.write(buf, to_pcm16(audio), sample_rate, format=fmt.upper(), subtype="PCM_16")
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_audio(
+    path: str | os.PathLike, audio: np.ndarray, sample_rate: int, fmt: str | None = None
+) -> str:
+    """Write float ``[channels, samples]`` as 16-bit audio, atomically.
+
+    ``fmt`` defaults to the file's extension (``.wav`` or ``.flac``). Returns the
+    SHA-256 hex digest of the bytes written, for manifests.
+    """
+    path = Path(path)
+    fmt = fmt or path.suffix.lstrip(".")
+    data = encode_audio(audio, sample_rate, fmt)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def peak_db(audio: np.ndarray) -> float:
+    """Sample peak in dBFS (``-inf`` for silence)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def rms_db(audio: np.ndarray) -> float:
+    """RMS level in dBFS over all channels and samples (``-inf`` for silence)."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def db_to_gain(db: float) -> float:
+    """Linear amplitude factor for a level in dB."""
+    return float(10.0 ** (db / 20.0))
