@@ -1,0 +1,493 @@
+"""Sample libraries: drum one-shots and instrument loops, indexed in a manifest.
+
+A library is a JSON Lines manifest (UTF-8, one JSON object per line, keys sorted):
+
+* line 1, the header::
+
+      {"format": "rmod-library", "root": "/abs/samples", "version": 1}
+
+  ``root`` is the folder that entry paths are relative to. A relative ``root`` (the
+  built-in library writes ``"."``) is resolved against the manifest file's folder.
+* every further line, one entry, sorted by ``id``::
+
+      {"channels": 1, "cls": "kick", "duration": 0.41, "id": "kick/3f2a9c0d1e7b4a55",
+       "path": "kick/acoustic/k01.wav", "sample_rate": 44100, "sha256": "3f2a...",
+       "size_bytes": 36214, "split": "train"}
+
+  ``sha256`` is the *content* hash: SHA-256 of the decoded samples (float32,
+  ``[channels, samples]`` order, little endian) followed by the channel count, so the
+  same sound stored as WAV and as FLAC has the same hash. ``id`` is
+  ``<cls>/<first 16 hex digits of sha256>``. ``duration`` is in seconds (6 decimals),
+  ``size_bytes`` is the file size when indexed (a cheap integrity check).
+
+The split of an entry is a pure function of its content hash (see :func:`split_for_hash`),
+so no source sample can land in two splits and re-indexing gives the same assignment.
+:attr:`Library.fingerprint` is the SHA-256 of the manifest's entry lines (everything
+after the header): it names the library's content, wherever its folder lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rmod import CLASSES, DRUMS, INSTRUMENTS, SPLITS
+from rmod.audio import (
+    AUDIO_EXTENSIONS,
+    AudioFileError,
+    atomic_write_text,
+    peak_db,
+    read_audio,
+    resample,
+    to_channels,
+)
+
+FORMAT_NAME = "rmod-library"
+FORMAT_VERSION = 1
+DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+#: Bytes of decoded audio kept per process by :meth:`Library.load_audio`
+#: (override with the ``RMOD_AUDIO_CACHE_MB`` environment variable).
+DEFAULT_AUDIO_CACHE_MB = 256
+
+
+class LibraryError(Exception):
+    """A library manifest that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class LibraryEntry:
+    """One sample of a library.
+
+    ``path`` is absolute once the entry belongs to a loaded :class:`Library` (relative
+    to the root inside the manifest file). ``duration`` in seconds, ``sample_rate`` in Hz,
+    ``size_bytes`` the file size when indexed.
+    """
+
+    id: str
+    path: str
+    cls: str
+    duration: float
+    sample_rate: int
+    channels: int
+    sha256: str
+    split: str
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LibraryEntry:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` on missing/unknown keys."""
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown entry keys {sorted(unknown)}")
+        required = names - {"size_bytes"}
+        missing = required - set(data)
+        if missing:
+            raise ValueError(f"missing entry keys {sorted(missing)}")
+        entry = cls(
+            id=str(data["id"]),
+            path=str(data["path"]),
+            cls=str(data["cls"]),
+            duration=float(data["duration"]),
+            sample_rate=int(data["sample_rate"]),
+            channels=int(data["channels"]),
+            sha256=str(data["sha256"]),
+            split=str(data["split"]),
+            size_bytes=int(data.get("size_bytes", 0)),
+        )
+        if entry.cls not in CLASSES:
+            raise ValueError(f"unknown class {entry.cls!r} (expected one of {CLASSES})")
+        if entry.split not in SPLITS:
+            raise ValueError(f"unknown split {entry.split!r} (expected one of {SPLITS})")
+        return entry
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def content_hash(audio: np.ndarray) -> str:
+    """SHA-256 hex digest of decoded audio ``[channels, samples]`` (float32, little endian)."""
+    arr = np.ascontiguousarray(audio, dtype="<f4")
+    h = hashlib.sha256(arr.tobytes())
+    h.update(f"|channels={arr.shape[0]}".encode())
+    return h.hexdigest()
+
+
+def make_id(cls: str, sha256: str) -> str:
+    """Stable entry id ``<cls>/<first 16 hex digits of the content hash>``."""
+    return f"{cls}/{sha256[:16]}"
+
+
+def split_for_hash(sha256: str, fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS) -> str:
+    """Deterministic split of a content hash.
+
+    A number ``u`` in [0, 1) is taken from SHA-256(``"split:" + sha256``) (first 64 bits),
+    then ``train`` if ``u < f_train``, ``valid`` if ``u < f_train + f_valid``, else ``test``.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(
+            f"split fractions must be 3 non-negative numbers summing to 1: {fractions}"
+        )
+    digest = hashlib.sha256(f"split:{sha256}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    edge = 0.0
+    for name, frac in zip(SPLITS, fractions, strict=True):
+        edge += frac
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
+# ----------------------------------------------------------------------------- manifest I/O
+
+
+def _entry_line(entry: LibraryEntry) -> str:
+    return json.dumps(entry.to_dict(), sort_keys=True)
+
+
+def manifest_text(root: str, entries: Iterable[LibraryEntry]) -> str:
+    """Full manifest text: header line, then entries (paths relative to ``root``) by id."""
+    header = {"format": FORMAT_NAME, "root": str(root), "version": FORMAT_VERSION}
+    lines = [json.dumps(header, sort_keys=True)]
+    lines += [_entry_line(e) for e in sorted(entries, key=lambda e: e.id)]
+    return "\n".join(lines) + "\n"
+
+
+def write_manifest(path: str | os.PathLike, root: str, entries: Iterable[LibraryEntry]) -> str:
+    """Write a manifest atomically; returns its fingerprint."""
+    text = manifest_text(root, entries)
+    atomic_write_text(path, text)
+    return _fingerprint(text.split("\n", 1)[1])
+
+
+def _fingerprint(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str]:
+    """Parse a manifest: ``(root folder, entries with absolute paths, fingerprint)``.
+
+    Raises :class:`LibraryError` naming the file (and line) when it is missing or malformed.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LibraryError(f"{path}: cannot read library manifest ({exc})") from None
+    lines = text.split("\n")
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError as exc:
+        raise LibraryError(f"{path}:1: header is not JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise LibraryError(f"{path}:1: not an rmod library manifest (no format={FORMAT_NAME!r})")
+    if header.get("version") != FORMAT_VERSION:
+        raise LibraryError(
+            f"{path}:1: manifest version {header.get('version')!r}, this code reads {FORMAT_VERSION}"
+        )
+    root = Path(str(header.get("root", ".")))
+    if not root.is_absolute():
+        root = (path.parent / root).resolve()
+    entries: list[LibraryEntry] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            entry = LibraryEntry.from_dict(json.loads(line))
+        except (json.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise LibraryError(f"{path}:{lineno}: bad entry ({exc})") from None
+        if entry.id in seen:
+            raise LibraryError(f"{path}:{lineno}: duplicate id {entry.id}")
+        seen.add(entry.id)
+        entries.append(_with_path(entry, str(root / entry.path)))
+    body = text.split("\n", 1)[1] if "\n" in text else ""
+    return root, entries, _fingerprint(body)
+
+
+def _with_path(entry: LibraryEntry, path: str) -> LibraryEntry:
+    data = entry.to_dict()
+    data["path"] = path
+    return LibraryEntry.from_dict(data)
+
+
+# ----------------------------------------------------------------------------- audio cache
+
+
+class _AudioCache:
+    """Process-wide LRU of decoded audio, bounded in bytes. Never pickled."""
+
+    def __init__(self) -> None:
+        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def budget(self) -> int:
+        return int(float(os.environ.get("RMOD_AUDIO_CACHE_MB", DEFAULT_AUDIO_CACHE_MB)) * 2**20)
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            arr = self._data.get(key)
+            if arr is not None:
+                self._data.move_to_end(key)
+            return arr
+
+    def put(self, key: tuple, arr: np.ndarray) -> None:
+        with self._lock:
+            if key in self._data or arr.nbytes > self.budget:
+                return
+            self._data[key] = arr
+            self._bytes += arr.nbytes
+            while self._bytes > self.budget and self._data:
+                _, old = self._data.popitem(last=False)
+                self._bytes -= old.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+
+AUDIO_CACHE = _AudioCache()
+
+
+# ----------------------------------------------------------------------------- the library
+
+
+@dataclass
+class Library:
+    """An indexed sample library (see the module docstring for the file format).
+
+    Holds entries only, so it pickles cheaply to joblib/dask workers; decoded audio
+    lives in a per-process LRU cache (:data:`AUDIO_CACHE`).
+    """
+
+    path: Path
+    root: Path
+    fingerprint: str
+    entries: tuple[LibraryEntry, ...]
+    _by_id: dict[str, LibraryEntry] = field(init=False, repr=False)
+    _index: dict[tuple[str, str], tuple[str, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_id = {e.id: e for e in self.entries}
+        groups: dict[tuple[str, str], list[str]] = {}
+        for e in self.entries:
+            groups.setdefault((e.cls, e.split), []).append(e.id)
+        self._index = {k: tuple(sorted(v)) for k, v in groups.items()}
+
+    def __getstate__(self) -> dict:
+        return {
+            "path": self.path,
+            "root": self.root,
+            "fingerprint": self.fingerprint,
+            "entries": self.entries,
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Library:
+        """Load a manifest; ``None`` loads the built-in library (generated on first use)."""
+        if path is None:
+            from rmod.builtin import builtin_manifest_path
+
+            path = builtin_manifest_path()
+        path = Path(path).resolve()
+        root, entries, fingerprint = read_manifest(path)
+        return cls(path=path, root=root, fingerprint=fingerprint, entries=tuple(entries))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._by_id
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Classes with at least one entry, in :data:`rmod.CLASSES` order."""
+        present = {e.cls for e in self.entries}
+        return tuple(c for c in CLASSES if c in present)
+
+    def ids(self, cls: str, split: str) -> tuple[str, ...]:
+        """Sorted ids of class ``cls`` in ``split`` (empty tuple when there are none)."""
+        if cls not in CLASSES:
+            raise KeyError(f"unknown class {cls!r} (expected one of {CLASSES})")
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r} (expected one of {SPLITS})")
+        return self._index.get((cls, split), ())
+
+    def entry(self, entry_id: str) -> LibraryEntry:
+        """The entry with this id (``KeyError`` naming the library if absent)."""
+        try:
+            return self._by_id[entry_id]
+        except KeyError:
+            raise KeyError(f"no entry {entry_id!r} in library {self.path}") from None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{cls: {split: n}}`` for every class of :data:`rmod.CLASSES` (zeros included)."""
+        return {c: {s: len(self._index.get((c, s), ())) for s in SPLITS} for c in CLASSES}
+
+    def load_audio(self, entry_id: str, sample_rate: int = 44100) -> np.ndarray:
+        """Decoded audio of an entry as float32 ``[2, samples]`` at ``sample_rate`` Hz.
+
+        Mono is duplicated to stereo (more than 2 channels are averaged to mono first).
+        Results are cached per process (bounded LRU); the caller gets its own copy.
+        Raises :class:`rmod.audio.AudioFileError` naming the path if the file is gone,
+        undecodable, or no longer matches the manifest (length or sample rate changed).
+        """
+        entry = self.entry(entry_id)
+        key = (entry.path, entry.sha256, int(sample_rate))
+        cached = AUDIO_CACHE.get(key)
+        if cached is None:
+            audio, sr = read_audio(entry.path)
+            if sr != entry.sample_rate or round(audio.shape[1] / sr, 6) != entry.duration:
+                raise AudioFileError(
+                    entry.path,
+                    f"file changed since indexing (now {audio.shape[1] / sr:.6f} s at {sr} Hz, "
+                    f"manifest says {entry.duration} s at {entry.sample_rate} Hz); re-index it",
+                )
+            stereo = to_channels(audio, 2)
+            cached = np.ascontiguousarray(resample(stereo, sr, int(sample_rate)), dtype=np.float32)
+            AUDIO_CACHE.put(key, cached)
+        return cached.copy()
+
+
+# ----------------------------------------------------------------------------- indexing
+
+
+def _default_durations() -> dict[str, tuple[float, float]]:
+    d = {c: (0.05, 10.0) for c in DRUMS}
+    d.update({c: (4.0, 300.0) for c in INSTRUMENTS})
+    return d
+
+
+@dataclass(frozen=True)
+class IndexLimits:
+    """What ``index_library`` accepts.
+
+    ``durations``: per class ``(min_s, max_s)``. Defaults: one-shots (kick, snare, hihat)
+    0.05-10 s; loops (bass, piano, guitar, vocal) 4-300 s, so a 4 s segment always fits.
+    ``silence_db``: files whose peak is below this (dBFS) are refused as silent.
+    ``split_fractions``: (train, valid, test), summing to 1.
+    """
+
+    durations: dict[str, tuple[float, float]] = field(default_factory=_default_durations)
+    silence_db: float = -60.0
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+
+
+@dataclass
+class IndexReport:
+    """What ``index_library`` did: the manifest written, how many files entered it,
+    each refused file with its reason, and counts ``{cls: {split: n}}``."""
+
+    library_path: Path
+    n_indexed: int
+    refused: list[tuple[str, str]]
+    counts: dict[str, dict[str, int]]
+    fingerprint: str = ""
+
+
+def _scan(src: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Audio files under ``src`` with their class, and audio files outside class folders."""
+    found: list[tuple[Path, str]] = []
+    outside: list[tuple[str, str]] = []
+    for p in sorted(src.rglob("*"), key=lambda q: q.relative_to(src).as_posix()):
+        if not p.is_file() or p.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        top = p.relative_to(src).parts[0]
+        if len(p.relative_to(src).parts) > 1 and top in CLASSES:
+            found.append((p, top))
+        else:
+            outside.append((str(p), f"not inside a class folder ({', '.join(CLASSES)})"))
+    return found, outside
+
+
+def check_audio(path: Path, cls: str, limits: IndexLimits) -> tuple[np.ndarray, int]:
+    """Decode ``path`` and apply the limits of class ``cls``; ``AudioFileError`` if refused."""
+    audio, sr = read_audio(path)
+    duration = audio.shape[1] / sr
+    lo, hi = limits.durations[cls]
+    if duration < lo:
+        raise AudioFileError(path, f"too short for {cls}: {duration:.3f} s < {lo} s")
+    if duration > hi:
+        raise AudioFileError(path, f"too long for {cls}: {duration:.3f} s > {hi} s")
+    level = peak_db(audio)
+    if level < limits.silence_db:
+        raise AudioFileError(path, f"silent: peak {level:.1f} dBFS < {limits.silence_db} dBFS")
+    return audio, sr
+
+
+def index_library(
+    src_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    limits: IndexLimits | None = None,
+    progress: bool = False,
+) -> IndexReport:
+    """Index the class folders under ``src_dir`` into a manifest at ``out_path``.
+
+    Looks for WAV/FLAC/AIFF/OGG files (any rate, depth, channel count, nested folders)
+    under ``kick/ snare/ hihat/ bass/ piano/ guitar/ vocal/``. Refused files (undecodable,
+    empty, non-finite, silent, too short/long for the class, duplicate content, or audio
+    outside a class folder) are listed in the report with their reason and never enter
+    the library; of duplicates the first by sorted relative path is kept. The manifest
+    root is the absolute path of ``src_dir``. Written atomically, even if empty.
+    """
+    from tqdm import tqdm
+
+    limits = limits or IndexLimits()
+    src = Path(src_dir).resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such folder")
+    found, refused = _scan(src)
+    entries: list[LibraryEntry] = []
+    first_by_hash: dict[str, str] = {}
+    for path, cls in tqdm(found, desc="indexing", unit="file", disable=not progress):
+        try:
+            audio, sr = check_audio(path, cls, limits)
+        except AudioFileError as err:
+            refused.append((str(path), err.reason))
+            continue
+        digest = content_hash(audio)
+        rel = path.relative_to(src).as_posix()
+        if digest in first_by_hash:
+            refused.append((str(path), f"duplicate content of {first_by_hash[digest]}"))
+            continue
+        first_by_hash[digest] = rel
+        entries.append(
+            LibraryEntry(
+                id=make_id(cls, digest),
+                path=rel,
+                cls=cls,
+                duration=round(audio.shape[1] / sr, 6),
+                sample_rate=int(sr),
+                channels=int(audio.shape[0]),
+                sha256=digest,
+                split=split_for_hash(digest, limits.split_fractions),
+                size_bytes=path.stat().st_size,
+            )
+        )
+    out = Path(out_path)
+    fingerprint = write_manifest(out, str(src), entries)
+    counts = {c: {s: 0 for s in SPLITS} for c in CLASSES}
+    for e in entries:
+        counts[e.cls][e.split] += 1
+    refused.sort()
+    return IndexReport(out.resolve(), len(entries), refused, counts, fingerprint)
