@@ -1,0 +1,230 @@
+"""Manifest rows and ``build.json``: the on-disk contract between ``rmod`` and its readers.
+
+A dataset folder ``DIR`` holds ``DIR/build.json`` (:class:`BuildInfo`) and one JSON Lines
+manifest per split, ``DIR/manifests/{split}.jsonl`` (optionally ``.jsonl.gz``), one
+:class:`ManifestRow` per line. Paths inside rows are relative to ``DIR``. The format is
+documented in ``manifests/README.md`` and ``manifests/rmod-manifest.schema.json``.
+
+Rows are serialized with a fixed key order, no NaN/Inf and compact separators, so equal
+rows always give equal bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rmod.audio import atomic_write_bytes
+
+MANIFEST_FORMAT = "rmod-manifest/1"
+BUILD_JSON = "build.json"
+MANIFEST_DIR = "manifests"
+PARTS_DIR = "parts"
+#: ``build.json`` fields that must match for a rerun to continue an existing build.
+IDENTITY_FIELDS = (
+    "recipe_fingerprint",
+    "library_fingerprint",
+    "seed",
+    "counts",
+    "shard_size",
+    "audio_format",
+    "format",
+)
+
+
+class ManifestError(Exception):
+    """A manifest or ``build.json`` that cannot be read; the message names the file and line."""
+
+
+def dumps_row(obj: dict[str, Any]) -> str:
+    """One JSON line (no trailing newline): key order kept, compact, NaN/Inf refused."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One RMOD example as recorded in a manifest.
+
+    ``mixture``, ``oneshots`` and ``midi`` are paths relative to the dataset folder.
+    ``frames`` and ``checksums`` are keyed by role (``mixture``, ``kick``, ``snare``,
+    ``hihat``, ``midi``): length in samples and SHA-256 of the file's bytes.
+    ``sources`` maps a class/instrument to the library ids used; ``params`` is
+    ``ExampleParams.to_dict()`` (enough to re-render the example); ``loudness`` holds
+    levels in dBFS (``None`` for digital silence).
+    """
+
+    id: str
+    split: str
+    index: int
+    seed: int
+    mixture: str
+    oneshots: dict[str, str]
+    sample_rate: int
+    channels: int
+    duration: float
+    frames: dict[str, int]
+    checksums: dict[str, str]
+    sources: dict[str, list[str]]
+    params: dict[str, Any]
+    loudness: dict[str, float | None] = field(default_factory=dict)
+    midi: str | None = None
+
+    def files(self) -> dict[str, str]:
+        """Role -> relative path of every file this row points to."""
+        out = {"mixture": self.mixture, **self.oneshots}
+        if self.midi is not None:
+            out["midi"] = self.midi
+        return out
+
+    def source_ids(self) -> set[str]:
+        """Every library id used by this example, whatever the class."""
+        return {sid for ids in self.sources.values() for sid in ids}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict, keys in declaration order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing/unknown keys."""
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.name not in ("loudness", "midi")}
+        missing = sorted(required - set(data))
+        unknown = sorted(set(data) - names)
+        if missing or unknown:
+            raise ValueError(f"manifest row: missing keys {missing}, unknown keys {unknown}")
+        return cls(**{k: data[k] for k in names if k in data})
+
+    def to_json(self) -> str:
+        """The row as one JSON line (no newline)."""
+        return dumps_row(self.to_dict())
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def iter_manifest(path: str | os.PathLike) -> Iterator[ManifestRow]:
+    """Yield the rows of a ``.jsonl`` or ``.jsonl.gz`` manifest, in file order.
+
+    Raises :class:`ManifestError` naming the file and line of a malformed row.
+    """
+    path = Path(path)
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield ManifestRow.from_dict(json.loads(line))
+            except (ValueError, TypeError) as exc:
+                raise ManifestError(f"{path}:{lineno}: {exc}") from None
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """All rows of a manifest (see :func:`iter_manifest`)."""
+    return list(iter_manifest(path))
+
+
+def encode_manifest(rows: Iterable[ManifestRow]) -> bytes:
+    """JSON Lines bytes of ``rows`` (UTF-8, one row per line, trailing newline)."""
+    return "".join(row.to_json() + "\n" for row in rows).encode("utf-8")
+
+
+def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> None:
+    """Write rows atomically; a ``.gz`` suffix writes gzip (with a fixed mtime, so the
+    bytes depend only on the rows)."""
+    path = Path(path)
+    data = encode_manifest(rows)
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    atomic_write_bytes(path, data)
+
+
+def manifest_path(root: str | os.PathLike, split: str) -> Path:
+    """The final manifest of ``split``: ``.jsonl.gz`` if present, else ``.jsonl``."""
+    base = Path(root) / MANIFEST_DIR
+    gz = base / f"{split}.jsonl.gz"
+    return gz if gz.exists() else base / f"{split}.jsonl"
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """Content of ``DIR/build.json``: what a dataset was built from.
+
+    ``counts`` is examples per split; ``recipe`` is ``Recipe.to_dict()``. Nothing here
+    depends on how the build ran (workers, backend, time), so it is byte-stable.
+    """
+
+    recipe: dict[str, Any]
+    recipe_fingerprint: str
+    library_path: str | None
+    library_fingerprint: str
+    seed: int
+    counts: dict[str, int]
+    shard_size: int
+    audio_format: str
+    sample_rate: int
+    channels: int
+    rmod_version: str
+    format: str = MANIFEST_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildInfo:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing keys."""
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data and n != "format"]
+        if missing:
+            raise ValueError(f"build.json: missing keys {missing}")
+        return cls(**{k: data[k] for k in names if k in data})
+
+    def differences(self, other: BuildInfo) -> list[str]:
+        """Human-readable list of identity fields that differ from ``other``."""
+        out = []
+        for name in IDENTITY_FIELDS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                if name == "recipe_fingerprint":
+                    keys = _changed_keys(self.recipe, other.recipe)
+                    out.append(f"recipe differs (fields: {', '.join(keys) or 'unknown'})")
+                else:
+                    out.append(f"{name}: existing {theirs!r}, requested {mine!r}")
+        return out
+
+
+def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two nested dicts differ (at most 10)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out[:10]
+    return [] if a == b else [prefix.rstrip(".") or "<root>"]
+
+
+def write_build_info(root: str | os.PathLike, info: BuildInfo) -> None:
+    """Write ``DIR/build.json`` atomically (indented, sorted keys, trailing newline)."""
+    text = json.dumps(info.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_bytes(Path(root) / BUILD_JSON, text.encode("utf-8"))
+
+
+def read_build_info(root: str | os.PathLike) -> BuildInfo:
+    """Read ``DIR/build.json``; :class:`ManifestError` names the file when it is unusable."""
+    path = Path(root) / BUILD_JSON
+    try:
+        return BuildInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no build.json (is this an rmod dataset folder?)") from None
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(f"{path}: {exc}") from None
