@@ -1,0 +1,170 @@
+"""Checkpoints: the published Lightning files and our own training checkpoints.
+
+Published DOSE checkpoints are ``{"state_dict": {"inst_decoder.<name>": tensor, ...}, ...}``.
+Besides the weights the model uses they hold parameters it never uses
+(``positional_encoder.pe``, ``dac_projection_layer``, ``midi_embedding_layer``) and a causal
+``attn.mask`` buffer per block; `load_published` checks that they are there and drops them.
+Attention is stored as separate ``query``/``key``/``value`` projections, which we fuse into one
+``qkv`` projection (rows q, k, v).
+
+Our checkpoints (``last.ckpt``/``best.ckpt``) are a plain dict, loadable with
+``torch.load(path, weights_only=True)``::
+
+    {"format": "dose-train-v1", "model_config": {...}, "train_config": {...},
+     "model": state_dict, "optimizer": state_dict, "scheduler": {"step": int},
+     "step": int, "epoch": int, "batch_in_epoch": int, "best_valid": float,
+     "bad_evals": int, "rng": {"torch": uint8 tensor, "cuda": [uint8 tensor, ...]},
+     "world_size": int}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dose_model.config import ModelConfig
+from dose_model.model import DoseTransformer
+
+FORMAT = "dose-train-v1"
+PREFIX = "inst_decoder."
+UNUSED_PREFIXES = ("positional_encoder.", "dac_projection_layer.", "midi_embedding_layer.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not have the expected layout."""
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - report any unpickling error with the path
+        raise CheckpointError(f"{path}: cannot load with weights_only=True: {err}") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(data).__name__}")
+    return data
+
+
+def published_config_from_state(state: dict[str, torch.Tensor], num_heads: int) -> ModelConfig:
+    """Infer the published architecture's sizes from an ``inst_decoder.*`` state dict."""
+    try:
+        vocab, d_model = state["audio_embedding_layer.0.weight"].shape
+        n_out = state["fc.weight"].shape[0]
+        d_ff = state["blocks.0.ff.0.weight"].shape[0]
+    except KeyError as err:
+        raise CheckpointError(f"missing key {PREFIX}{err.args[0]}") from err
+    num_codebooks = sum(1 for k in state if k.startswith("audio_embedding_layer."))
+    num_layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    if n_out != num_codebooks * vocab:
+        raise CheckpointError(f"fc has {n_out} outputs, expected {num_codebooks} x {vocab}")
+    return ModelConfig.published_config(
+        num_layers=num_layers,
+        num_heads=num_heads,
+        d_model=int(d_model),
+        num_codebooks=num_codebooks,
+        vocab_size=int(vocab),
+        mlp_ratio=int(d_ff) // int(d_model),
+        dropout=0.1,
+    )
+
+
+def convert_published_state(
+    state: dict[str, torch.Tensor], config: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """Map published ``inst_decoder.*``-stripped keys to `DoseTransformer` keys.
+
+    Unused published parameters are dropped; a missing one is an error (the file is then not a
+    published DOSE checkpoint).
+    """
+    for prefix in UNUSED_PREFIXES:
+        if not any(k.startswith(prefix) for k in state):
+            raise CheckpointError(f"missing {PREFIX}{prefix}* (not a published DOSE checkpoint?)")
+    out: dict[str, torch.Tensor] = {}
+    for k in range(config.num_codebooks):
+        out[f"embeddings.{k}.weight"] = state[f"audio_embedding_layer.{k}.weight"]
+    for i in range(config.num_layers):
+        src, dst = f"blocks.{i}.", f"blocks.{i}."
+        for ln in ("ln1", "ln2"):
+            for p in ("weight", "bias"):
+                out[f"{dst}{ln}.{p}"] = state[f"{src}{ln}.{p}"]
+        for p in ("weight", "bias"):
+            out[f"{dst}attn.qkv.{p}"] = torch.cat(
+                [state[f"{src}attn.{name}.{p}"] for name in ("query", "key", "value")], dim=0
+            )
+            out[f"{dst}attn.proj.{p}"] = state[f"{src}attn.proj.{p}"]
+            out[f"{dst}fc1.{p}"] = state[f"{src}ff.0.{p}"]
+            out[f"{dst}fc2.{p}"] = state[f"{src}ff.2.{p}"]
+    for p in ("weight", "bias"):
+        out[f"ln_f.{p}"] = state[f"ln.{p}"]
+        out[f"head.{p}"] = state[f"fc.{p}"]
+    return out
+
+
+def load_published(
+    path: str | Path, num_heads: int = 16, device: str | torch.device = "cpu"
+) -> DoseTransformer:
+    """Load a published DOSE Lightning checkpoint as a published-mode model in eval mode.
+
+    Args:
+        path: ``.ckpt`` file holding ``{"state_dict": {"inst_decoder.…": tensor}}``.
+        num_heads: attention heads (not recoverable from shapes; the released models use 16).
+        device: where to put the model.
+
+    Returns:
+        `DoseTransformer` with ``config.published=True``; ``model(mixture, target[:, :-1])``
+        gives ``[B, 353 + L - 1, 9, 1025]`` logits as the published code.
+    """
+    data = _read(path)
+    raw = data.get("state_dict")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: no 'state_dict' mapping (not a Lightning checkpoint?)")
+    state = {k[len(PREFIX) :]: v for k, v in raw.items() if k.startswith(PREFIX)}
+    if not state:
+        raise CheckpointError(f"{path}: no '{PREFIX}*' keys in state_dict")
+    try:
+        config = published_config_from_state(state, num_heads)
+        converted = convert_published_state(state, config)
+    except (CheckpointError, KeyError) as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    model = DoseTransformer(config)
+    model.load_state_dict(converted, strict=True)
+    return model.to(device).eval()
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read one of our training checkpoints (weights_only) and check its format tag."""
+    data = _read(path)
+    if data.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a dose-train checkpoint (format {data.get('format')!r})"
+        )
+    return data
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> DoseTransformer:
+    """Load the model of one of our checkpoints (``last.ckpt``/``best.ckpt``) in eval mode."""
+    data = read_checkpoint(path)
+    config = ModelConfig.from_dict(data["model_config"])
+    model = DoseTransformer(config)
+    model.load_state_dict(data["model"], strict=True)
+    return model.to(device).eval()

@@ -1,0 +1,114 @@
+"""Model structure, causality through gradients, config loading and validation."""
+
+import pytest
+import torch
+
+from dose_model.config import ConfigError, ModelConfig, TrainConfig, load_config
+from dose_model.model import DoseTransformer
+
+TINY = dict(num_layers=2, num_heads=2, d_model=16, mixture_len=12, max_target_len=10, dropout=0.0)
+
+
+def tokens(b, t, k=9, v=1025, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, v, (b, t, k), generator=g)
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_causality_through_gradients(published):
+    """d logits at position t / d input embedding at positions > t is exactly zero."""
+    cfg = ModelConfig(**TINY, published=published, positions="none" if published else "learned")
+    torch.manual_seed(0)
+    model = DoseTransformer(cfg).eval()
+    seq = tokens(1, 20)
+    emb = model.embed(seq).detach().requires_grad_(True)
+    x = emb
+    for block in model.blocks:
+        x = block(x)
+    logits = model.logits(model.ln_f(x))  # [1, 20, 9, 1025]
+    for t in (0, 7, 13, 19):
+        (grad,) = torch.autograd.grad(logits[0, t].sum(), emb, retain_graph=True)
+        per_pos = grad[0].abs().sum(dim=-1)
+        assert torch.all(per_pos[t + 1 :] == 0), f"position {t} sees the future"
+        assert torch.all(per_pos[: t + 1] > 0), f"position {t} ignores its past"
+
+
+def test_published_embeds_codebook_zero_twice():
+    cfg = ModelConfig.published_config(**{**TINY, "positions": "none"})
+    model = DoseTransformer(cfg)
+    seq = tokens(2, 5)
+    want = 2 * model.embeddings[0](seq[..., 0]) + sum(
+        model.embeddings[k](seq[..., k]) for k in range(1, 9)
+    )
+    assert torch.allclose(model.embed(seq), want, atol=1e-6)
+
+
+def test_our_mode_adds_positions_and_embeds_once():
+    model = DoseTransformer(ModelConfig(**TINY))
+    seq = tokens(1, 6)
+    plain = sum(model.embeddings[k](seq[..., k]) for k in range(9))
+    assert torch.allclose(model.embed(seq), plain + model.positions.weight[:6], atol=1e-6)
+    shifted = model.embed(seq, offset=3)
+    assert torch.allclose(shifted, plain + model.positions.weight[3:9], atol=1e-6)
+    with pytest.raises(ValueError, match="max_len"):
+        model.embed(tokens(1, 23))
+
+
+def test_logit_positions_by_mode():
+    mix, tgt = tokens(2, 12), tokens(2, 10)
+    ours = DoseTransformer(ModelConfig(**TINY)).eval()
+    pub = DoseTransformer(ModelConfig.published_config(**{**TINY, "positions": "none"})).eval()
+    with torch.no_grad():
+        assert ours(mix, tgt[:, :-1]).shape == (2, 9, 9, 1025)  # positions M.. only
+        assert ours.target_logits(mix, tgt[:, :-1]).shape == (2, 9, 9, 1025)
+        assert ours(mix, tgt[:, :-1], logits_from=0).shape == (2, 21, 9, 1025)
+        full = pub(mix, tgt[:, :-1])
+        assert full.shape == (2, 21, 9, 1025)  # every position, as the published code
+        aligned = pub.target_logits(mix, tgt[:, :-1])
+        assert torch.equal(aligned, full[:, 11:])  # M-1.. predicts target[:, 0:]
+        part = ours(mix, tgt[:, :-1], logits_from=0)[:, 12:]
+        assert torch.allclose(part, ours(mix, tgt[:, :-1]), atol=1e-5)
+    assert ours.first_predicted == 1 and pub.first_predicted == 0
+
+
+def test_config_validation_and_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig(d_model=30, num_heads=4)
+    with pytest.raises(ConfigError, match="model.d_model"):
+        ModelConfig(d_model="big")
+    with pytest.raises(ConfigError, match="positions: none"):
+        ModelConfig(published=True)
+    with pytest.raises(ConfigError, match="train.lr"):
+        TrainConfig(lr=0)
+    good = tmp_path / "c.yaml"
+    good.write_text("model: {d_model: 32, num_heads: 2}\ntrain: {lr: 1.0e-3, batch_size: 4}\n")
+    model, train = load_config(good)
+    assert (model.d_model, model.num_heads, train.lr, train.batch_size) == (32, 2, 1e-3, 4)
+    assert ModelConfig.from_dict(model.to_dict()) == model
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {d_modle: 32}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.d_modle"):
+        load_config(bad)
+    bad.write_text("optim: {}\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(bad)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert cfg.lr_at(0) == pytest.approx(0.1)
+    assert cfg.lr_at(9) == pytest.approx(1.0)
+    assert cfg.lr_at(60) == pytest.approx(0.55)
+    assert cfg.lr_at(110) == pytest.approx(0.1)
+    lrs = [cfg.lr_at(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs[:-1], lrs[1:], strict=True))
+
+
+def test_recipes_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    paper_model, paper_train = load_config(root / "dose-paper.yaml")
+    assert (paper_model.num_layers, paper_model.num_heads, paper_model.d_model) == (10, 16, 1024)
+    tiny_model, _ = load_config(root / "dose-tiny.yaml")
+    assert tiny_model.d_model <= 64 and tiny_model.num_layers == 2
