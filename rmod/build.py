@@ -1,0 +1,304 @@
+"""Build a whole RMOD dataset: plan shards, schedule them through joblib, resume, finish.
+
+``build(BuildOptions(...))`` is what ``rmod-build`` runs:
+
+1. load the recipe and the library; derive split sizes (valid/test are recipe
+   fractions of the training size, at least 1 each);
+2. write ``DIR/build.json`` first, or, when it exists, refuse unless it describes the
+   same build (recipe, library, seed, sizes, shard size, format);
+3. remove debris of interrupted runs and skip shards that were already committed
+   (see :mod:`rmod.shards`);
+4. run the remaining shards through joblib (``loky`` processes on this machine, or
+   ``dask`` on a ``distributed`` cluster: a ``LocalCluster`` or ``--scheduler``);
+5. concatenate the manifest parts, in order, into ``DIR/manifests/{split}.jsonl``.
+
+Every example's randomness comes from (seed, split, index) alone, so the dataset is the
+same bytes whatever the number of workers, the backend or the number of resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+from tqdm import tqdm
+
+import rmod
+from rmod import SPLITS
+from rmod.manifest import BUILD_JSON, BuildInfo, ManifestError, read_build_info, write_build_info
+from rmod.shards import Shard, clean_incomplete, concatenate_parts, is_complete, plan_shards
+from rmod.worker import ExampleError, ShardResult, ShardTask, render_shard
+
+BACKENDS = ("loky", "dask")
+DEFAULT_SHARD_SIZE = 100
+
+
+class BuildRefused(Exception):
+    """The output folder holds a different build (the message lists what differs)."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Arguments of :func:`build` (the ``rmod-build`` options).
+
+    ``n``: training examples. ``recipe``/``library``: paths, ``None`` for the paper
+    recipe / built-in library. ``jobs``: parallel workers (``None``: all cores for
+    loky and a ``LocalCluster``; every worker thread of a ``--scheduler`` cluster).
+    ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's.
+    """
+
+    n: int
+    out: str | os.PathLike
+    recipe: str | os.PathLike | None = None
+    library: str | os.PathLike | None = None
+    seed: int = 0
+    jobs: int | None = None
+    backend: str = "loky"
+    scheduler: str | None = None
+    shard_size: int = DEFAULT_SHARD_SIZE
+    audio_format: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class BuildSummary:
+    """Outcome of a build; :meth:`line` is the one-line summary printed at the end."""
+
+    out: Path
+    counts: dict[str, int]
+    rendered: int = 0
+    reused: int = 0
+    shards_rendered: int = 0
+    shards_reused: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+    peak_rss_bytes: int = 0
+    peak_rss_worker: str = ""
+    cleaned: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every shard is committed and the manifests are written."""
+        return self.error is None
+
+    @property
+    def rate(self) -> float:
+        """Examples rendered per second of wall time."""
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """One-line summary: examples, time, rate, workers, peak worker memory."""
+        total = sum(self.counts.values())
+        split_text = ", ".join(f"{self.counts[s]} {s}" for s in SPLITS)
+        status = "done" if self.ok else "FAILED"
+        return (
+            f"rmod-build {status}: {self.rendered} examples rendered"
+            f" + {self.reused} reused = {total} ({split_text}) in {self.seconds:.1f} s,"
+            f" {self.rate:.2f} examples/s, {self.workers} worker(s),"
+            f" peak worker RSS {self.peak_rss_bytes / 2**20:.0f} MiB -> {self.out}"
+        )
+
+
+def split_counts(recipe: Any, n: int) -> dict[str, int]:
+    """Examples per split: ``n`` training; valid/test are the recipe's fractions of ``n``,
+    rounded half up, at least ``max(1, recipe.splits.min_per_split)`` each."""
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    floor = max(1, int(recipe.splits.min_per_split))
+    spec = recipe.splits
+    return {
+        "train": n,
+        "valid": max(floor, math.floor(n * float(spec.valid_fraction) + 0.5)),
+        "test": max(floor, math.floor(n * float(spec.test_fraction) + 0.5)),
+    }
+
+
+def make_build_info(
+    recipe: Any,
+    library: Any,
+    library_path: str | None,
+    seed: int,
+    counts: dict[str, int],
+    shard_size: int,
+    audio_format: str,
+) -> BuildInfo:
+    """The ``build.json`` record of a build (nothing about how it is run)."""
+    return BuildInfo(
+        recipe=recipe.to_dict(),
+        recipe_fingerprint=recipe.fingerprint,
+        library_path=library_path,
+        library_fingerprint=library.fingerprint,
+        seed=int(seed),
+        counts=dict(counts),
+        shard_size=int(shard_size),
+        audio_format=audio_format,
+        sample_rate=int(recipe.audio.sample_rate),
+        channels=int(recipe.audio.channels),
+        rmod_version=rmod.__version__,
+    )
+
+
+def prepare_output(out: Path, info: BuildInfo) -> None:
+    """Write ``build.json`` into a new folder, or check that an existing one matches.
+
+    Raises :class:`BuildRefused` listing every difference with the existing build.
+    """
+    if (out / BUILD_JSON).exists():
+        try:
+            existing = read_build_info(out)
+        except ManifestError as exc:
+            raise BuildRefused(f"{exc}; remove it or choose another --out") from None
+        diffs = info.differences(existing)
+        if diffs:
+            raise BuildRefused(
+                f"{out} already holds a different build; refusing to mix them.\n  "
+                + "\n  ".join(diffs)
+                + "\nRerun with the original options to resume, or choose another --out."
+            )
+        return
+    if out.exists() and any(p.name != ".DS_Store" for p in out.iterdir()):
+        raise BuildRefused(f"{out} exists, is not empty and holds no {BUILD_JSON}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_build_info(out, info)
+
+
+@contextmanager
+def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterator[int]:
+    """Configure joblib for ``backend``; yields the number of parallel workers.
+
+    ``dask`` connects a ``distributed.Client`` to ``scheduler`` (a running cluster,
+    output on a shared filesystem) or starts a ``LocalCluster`` of ``jobs`` worker
+    processes (one thread each) and closes it afterwards.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    if backend == "loky":
+        if scheduler:
+            raise ValueError("--scheduler needs --backend dask")
+        n = jobs or os.cpu_count() or 1
+        with joblib.parallel_config(backend="loky", n_jobs=n):
+            yield n
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        n = jobs or os.cpu_count() or 1
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    try:
+        workers = sum(client.nthreads().values())
+        n_jobs = jobs if (scheduler and jobs) else -1
+        with joblib.parallel_config(backend="dask", n_jobs=n_jobs):
+            yield min(workers, jobs) if (scheduler and jobs) else workers
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _load(options: BuildOptions) -> tuple[Any, Any, str | None]:
+    from rmod.library import Library
+    from rmod.recipe import load_recipe
+
+    recipe = load_recipe(options.recipe)
+    library_path = str(Path(options.library).resolve()) if options.library else None
+    return recipe, Library.load(library_path), library_path
+
+
+def build(options: BuildOptions) -> BuildSummary:
+    """Build (or resume) the dataset described by ``options`` into ``options.out``.
+
+    Returns a :class:`BuildSummary`; a failing example stops the build cleanly (finished
+    shards are kept) and is reported in ``summary.error``. Raises :class:`BuildRefused`
+    when ``out`` holds a different build, ``ValueError`` for bad options.
+    """
+    start = time.perf_counter()
+    if options.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
+    if options.jobs is not None and options.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {options.jobs}")
+    out = Path(options.out).resolve()
+    recipe, library, library_path = _load(options)
+    fmt = (options.audio_format or recipe.audio.format).lower()
+    if fmt not in ("wav", "flac"):
+        raise ValueError(f"unsupported --format {fmt!r} (use wav or flac)")
+    counts = split_counts(recipe, options.n)
+    info = make_build_info(
+        recipe, library, library_path, options.seed, counts, options.shard_size, fmt
+    )
+    prepare_output(out, info)
+    shards = plan_shards(counts, options.shard_size)
+    summary = BuildSummary(out=out, counts=counts)
+    summary.cleaned = clean_incomplete(out, shards)
+    todo = [s for s in shards if not is_complete(out, s)]
+    summary.shards_reused = len(shards) - len(todo)
+    summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
+    tasks = [
+        ShardTask(str(out), s, recipe, library_path, library.fingerprint, options.seed, fmt)
+        for s in todo
+    ]
+    try:
+        if tasks:
+            with scheduling(options.backend, options.jobs, options.scheduler) as workers:
+                summary.workers = workers
+                _run(tasks, summary, options.progress)
+        concatenate_parts(out, shards)
+    except ExampleError as exc:
+        summary.error = str(exc)
+    except KeyboardInterrupt:
+        summary.error = "interrupted; rerun the same command to resume"
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run(tasks: list[ShardTask], summary: BuildSummary, progress: bool) -> None:
+    """Run shard tasks through the configured joblib backend, updating ``summary``."""
+    total = sum(summary.counts.values())
+    bar = tqdm(
+        total=total,
+        initial=summary.reused,
+        desc="rmod-build",
+        unit="ex",
+        disable=not progress,
+        smoothing=0.1,
+    )
+    parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1)
+    try:
+        result: ShardResult
+        for result in parallel(joblib.delayed(render_shard)(t) for t in tasks):
+            summary.rendered += result.shard.size
+            summary.shards_rendered += 1
+            if result.peak_rss_bytes > summary.peak_rss_bytes:
+                summary.peak_rss_bytes = result.peak_rss_bytes
+                summary.peak_rss_worker = result.worker
+            bar.update(result.shard.size)
+            bar.set_postfix(shards=f"{summary.shards_rendered}/{len(tasks)}", refresh=False)
+    finally:
+        bar.close()
+
+
+__all__ = [
+    "BACKENDS",
+    "BuildOptions",
+    "BuildRefused",
+    "BuildSummary",
+    "Shard",
+    "build",
+    "make_build_info",
+    "prepare_output",
+    "scheduling",
+    "split_counts",
+]

@@ -1,0 +1,182 @@
+"""Check a built dataset against its manifests and ``build.json`` (``rmod-verify``).
+
+Checks, each reported as a :class:`Problem` naming the file or row:
+
+* ``build.json`` and every split's manifest exist and parse;
+* row counts per split match ``build.json``; every row's split is its manifest's split;
+* ids are unique across the dataset, and every row's file paths stay inside the folder;
+* every file a row points to exists, decodes, is 16-bit PCM with the dataset's sample
+  rate and channel count, has the length the row records (the mixture also the
+  recipe's duration), and its bytes match the recorded SHA-256;
+* splits are source-disjoint: no library id is used by two splits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from rmod import SPLITS
+from rmod.audio import sha256_file
+from rmod.manifest import (
+    BuildInfo,
+    ManifestError,
+    ManifestRow,
+    iter_manifest,
+    manifest_path,
+    read_build_info,
+)
+
+PCM16 = "PCM_16"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One failed check: ``where`` (a path, relative to the dataset when possible) and what."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_dataset`: rows and files checked, problems found."""
+
+    root: Path
+    rows: int = 0
+    files: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def line(self) -> str:
+        """One-line summary."""
+        status = "OK" if self.ok else f"FAILED, {len(self.problems)} problem(s)"
+        return f"rmod-verify {status}: {self.rows} rows, {self.files} files checked in {self.root}"
+
+
+def check_file(
+    root: Path, rel: str, sample_rate: int, channels: int, frames: int | None, sha256: str | None
+) -> list[str]:
+    """Problems of one audio file of a row (empty list when it is fine)."""
+    path = root / rel
+    if not path.is_file():
+        return ["file is missing"]
+    problems = []
+    try:
+        info = sf.info(str(path))
+        # Decode the whole file: a truncated file can have a valid header.
+        data, _ = sf.read(str(path), dtype="int16", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for bad input
+        return [f"does not decode ({type(exc).__name__}: {exc})"]
+    if info.subtype != PCM16:
+        problems.append(f"sample format {info.subtype}, expected {PCM16}")
+    if info.samplerate != sample_rate:
+        problems.append(f"sample rate {info.samplerate} Hz, expected {sample_rate} Hz")
+    if info.channels != channels:
+        problems.append(f"{info.channels} channel(s), expected {channels}")
+    if frames is not None and data.shape[0] != frames:
+        problems.append(f"{data.shape[0]} samples, expected {frames}")
+    if sha256 is not None and sha256_file(path) != sha256:
+        problems.append("checksum mismatch (bytes changed since the build)")
+    return problems
+
+
+def _inside(root: Path, rel: str) -> bool:
+    return not os.path.isabs(rel) and ".." not in Path(rel).parts
+
+
+def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list[Problem]:
+    """Problems of one row and its files."""
+    out = []
+    if row.split != split:
+        out.append(Problem(row.id, f"row says split {row.split!r} but is in the {split} manifest"))
+    if row.sample_rate != info.sample_rate:
+        out.append(Problem(row.id, f"sample_rate {row.sample_rate}, build has {info.sample_rate}"))
+    seconds = info.recipe.get("audio", {}).get("mixture_seconds", row.duration)
+    expected_mix = int(round(float(seconds) * info.sample_rate))
+    for role, rel in row.files().items():
+        if role == "midi":
+            if not (root / rel).is_file():
+                out.append(Problem(rel, f"{row.id}: file is missing"))
+            continue
+        if not _inside(root, rel):
+            out.append(Problem(rel, f"{row.id}: path leaves the dataset folder"))
+            continue
+        frames = row.frames.get(role)
+        if role == "mixture" and frames is not None and frames != expected_mix:
+            out.append(
+                Problem(rel, f"{row.id}: mixture is {frames} samples, recipe says {expected_mix}")
+            )
+        if role not in row.checksums:
+            out.append(Problem(rel, f"{row.id}: no checksum recorded"))
+        for what in check_file(
+            root, rel, info.sample_rate, info.channels, frames, row.checksums.get(role)
+        ):
+            out.append(Problem(rel, f"{row.id}: {what}"))
+    return out
+
+
+def verify_dataset(
+    root: str | os.PathLike,
+    progress: bool = True,
+    on_row: Callable[[ManifestRow], None] | None = None,
+) -> VerifyReport:
+    """Run every check on the dataset in ``root``; returns a :class:`VerifyReport`."""
+    root = Path(root)
+    report = VerifyReport(root=root)
+    try:
+        info = read_build_info(root)
+    except ManifestError as exc:
+        report.problems.append(Problem(str(root), str(exc)))
+        return report
+    seen: dict[str, str] = {}
+    used_by: dict[str, set[str]] = defaultdict(set)
+    total = sum(info.counts.values())
+    bar = tqdm(total=total, desc="rmod-verify", unit="row", disable=not progress)
+    for split in SPLITS:
+        path = manifest_path(root, split)
+        rel_manifest = str(path.relative_to(root))
+        if not path.is_file():
+            report.problems.append(Problem(rel_manifest, "manifest is missing"))
+            continue
+        n = 0
+        try:
+            for row in iter_manifest(path):
+                n += 1
+                report.rows += 1
+                bar.update(1)
+                if row.id in seen:
+                    report.problems.append(
+                        Problem(rel_manifest, f"duplicate id {row.id} (also in {seen[row.id]})")
+                    )
+                seen.setdefault(row.id, f"{split} manifest")
+                for sid in row.source_ids():
+                    used_by[sid].add(split)
+                report.files += len(row.files())
+                report.problems += check_row(root, row, info, split)
+                if on_row is not None:
+                    on_row(row)
+        except ManifestError as exc:
+            report.problems.append(Problem(rel_manifest, str(exc)))
+        expected = info.counts.get(split, 0)
+        if n != expected:
+            report.problems.append(Problem(rel_manifest, f"{n} rows, build.json says {expected}"))
+    bar.close()
+    for sid, splits in sorted(used_by.items()):
+        if len(splits) > 1:
+            names = ", ".join(s for s in SPLITS if s in splits)
+            report.problems.append(Problem(sid, f"library source used by several splits: {names}"))
+    return report

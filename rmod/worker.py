@@ -1,0 +1,171 @@
+"""What one worker does with one shard: draw, render and write its examples, then commit.
+
+Runs inside a joblib worker (a loky process, a dask.distributed worker, or the main
+process for ``--jobs 1``). The task sent to the worker is small: the recipe, the
+library's *path* and fingerprint, the seed and the shard bounds. The library itself
+(entries only) is loaded once per worker process and cached here; its audio is loaded
+lazily, per file, through the library's own LRU cache.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rmod import DRUMS
+from rmod.audio import AudioFileError, peak_db, rms_db, write_audio
+from rmod.manifest import ManifestRow
+from rmod.shards import Shard, commit_shard, make_temp_dir
+
+_LIBRARIES: dict[tuple[str | None, str], Any] = {}
+_LIBRARIES_LOCK = threading.Lock()
+
+
+class ExampleError(Exception):
+    """An example that could not be built; names the example and, when known, the file."""
+
+    def __init__(self, example_id: str, reason: str, path: str | None = None):
+        self.example_id = example_id
+        self.reason = reason
+        self.path = path
+        where = f" ({path})" if path else ""
+        super().__init__(f"example {example_id}{where}: {reason}")
+
+    def __reduce__(self):  # keep the fields when the error crosses a process boundary
+        return (type(self), (self.example_id, self.reason, self.path))
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs to build one shard (small and picklable)."""
+
+    root: str
+    shard: Shard
+    recipe: Any
+    library_path: str | None
+    library_fingerprint: str
+    seed: int
+    audio_format: str
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a worker reports back about a committed shard."""
+
+    shard: Shard
+    seconds: float
+    peak_rss_bytes: int
+    worker: str
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process in bytes (``getrusage`` maxrss)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def worker_library(path: str | None, fingerprint: str) -> Any:
+    """The library at ``path`` (``None`` = built-in), loaded once per process.
+
+    Raises ``RuntimeError`` when the library this worker sees is not the one the build
+    was planned with (e.g. a cluster node with a different copy).
+    """
+    from rmod.library import Library
+
+    key = (path, fingerprint)
+    with _LIBRARIES_LOCK:
+        lib = _LIBRARIES.get(key)
+        if lib is None:
+            lib = Library.load(path)
+            if lib.fingerprint != fingerprint:
+                raise RuntimeError(
+                    f"library {path or '<built-in>'} on worker {socket.gethostname()} has "
+                    f"fingerprint {lib.fingerprint[:12]}, the build expects {fingerprint[:12]}"
+                )
+            _LIBRARIES[key] = lib
+    return lib
+
+
+def _level(value: float) -> float | None:
+    """dBFS rounded to 1/1000 dB; ``None`` for silence (JSON has no -inf)."""
+    return None if value == float("-inf") else round(float(value), 3)
+
+
+def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> ManifestRow:
+    """Draw and render example ``index`` of the shard's split into ``out_dir``; its row."""
+    from rmod.example import draw_example, example_id, render_example
+
+    split, fmt, shard = task.shard.split, task.audio_format, task.shard
+    eid = example_id(split, index)
+    params = draw_example(task.recipe, library, task.seed, split, index)
+    rendered = render_example(params, task.recipe, library)
+    sr = int(task.recipe.audio.sample_rate)
+    rel_dir = f"{split}/{shard.number:06d}"
+    audio = {"mixture": rendered.mixture, **{c: rendered.oneshots[c] for c in DRUMS}}
+    paths, frames, checksums, loudness = {}, {}, {}, {}
+    for role, data in audio.items():
+        name = f"{eid}.{role}.{fmt}"
+        checksums[role] = write_audio(out_dir / name, data, sr, fmt)
+        paths[role] = f"{rel_dir}/{name}"
+        frames[role] = int(data.shape[-1])
+        loudness[f"{role}_peak_db"] = _level(peak_db(data))
+        loudness[f"{role}_rms_db"] = _level(rms_db(data))
+    sources = {cls: list(ids) for cls, ids in params.sources().items()}
+    return ManifestRow(
+        id=eid,
+        split=split,
+        index=index,
+        seed=task.seed,
+        mixture=paths["mixture"],
+        oneshots={c: paths[c] for c in DRUMS},
+        sample_rate=sr,
+        channels=int(rendered.mixture.shape[0]),
+        duration=round(frames["mixture"] / sr, 6),
+        frames=frames,
+        checksums=checksums,
+        sources=sources,
+        params=params.to_dict(),
+        loudness=loudness,
+    )
+
+
+def render_shard(task: ShardTask) -> ShardResult:
+    """Build every example of ``task.shard`` in a temporary folder and commit it.
+
+    Raises :class:`ExampleError` naming the first example that failed (and the file,
+    for an unreadable library file); nothing of the failed shard becomes visible.
+    """
+    start = time.perf_counter()
+    library = worker_library(task.library_path, task.library_fingerprint)
+    tmp = make_temp_dir(task.root, task.shard)
+    rows = []
+    try:
+        for index in task.shard.indices():
+            try:
+                rows.append(build_example(task, library, index, tmp))
+            except AudioFileError as exc:
+                raise ExampleError(_eid(task, index), exc.reason, exc.path) from None
+            except Exception as exc:
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                raise ExampleError(_eid(task, index), detail) from None
+        commit_shard(task.root, task.shard, tmp, rows)
+    finally:
+        if tmp.exists():  # not committed: leave nothing half-built behind
+            shutil.rmtree(tmp, ignore_errors=True)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    return ShardResult(task.shard, time.perf_counter() - start, peak_rss_bytes(), worker)
+
+
+def _eid(task: ShardTask, index: int) -> str:
+    from rmod.example import example_id
+
+    return example_id(task.shard.split, index)
