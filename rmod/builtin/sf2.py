@@ -1,0 +1,272 @@
+"""A small SoundFont 2 sampler: parse zones with ``sf2utils``, render single notes with numpy.
+
+Only what the built-in library needs: sample data, key/velocity ranges, root key and
+tuning, loop points, attenuation and the volume envelope (attack, hold, decay, sustain,
+release). Filters, LFOs and modulators are ignored. Notes are rendered by reading the
+zone's sample at a fractional position (linear interpolation), wrapping inside the loop
+when the zone loops, and multiplying by the envelope.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Generator operator numbers of the SoundFont 2.04 specification.
+_START_LOOP_OFS, _END_LOOP_OFS = 2, 3
+_PAN, _ATTACK, _HOLD, _DECAY, _SUSTAIN, _RELEASE = 17, 34, 35, 36, 37, 38
+_KEY_RANGE, _VEL_RANGE, _ATTENUATION = 43, 44, 48
+_START_LOOP_COARSE, _END_LOOP_COARSE = 45, 50
+_COARSE_TUNE, _FINE_TUNE, _SAMPLE_ID, _SAMPLE_MODES = 51, 52, 53, 54
+_SCALE_TUNING, _ROOT_KEY = 56, 58
+_TIMECENT_DEFAULT = -12000  # about 1 ms
+
+MAX_RELEASE_S = 1.0
+
+
+def default_sf2_path() -> Path:
+    """The General MIDI soundfont shipped inside the ``pretty_midi`` package (TimGM6mb.sf2)."""
+    import pretty_midi
+
+    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One key/velocity zone of an instrument, with everything the sampler uses.
+
+    ``start``/``end``: sample bounds in the soundfont's sample pool; ``loop``: loop start
+    and end relative to ``start`` (None when the zone does not loop). Times in seconds,
+    ``attenuation_db`` and ``sustain_db`` in dB below full scale, tunings in cents.
+    """
+
+    name: str
+    key_range: tuple[int, int]
+    vel_range: tuple[int, int]
+    sample_rate: int
+    start: int
+    end: int
+    loop: tuple[int, int] | None
+    root_key: int
+    tune_cents: float
+    scale_tuning: float
+    attenuation_db: float
+    attack_s: float
+    hold_s: float
+    decay_s: float
+    sustain_db: float
+    release_s: float
+
+
+def _short(gens: dict, oper: int, default: int) -> int:
+    gen = gens.get(oper)
+    return default if gen is None else gen.short
+
+
+def _range(gens: dict, oper: int) -> tuple[int, int]:
+    gen = gens.get(oper)
+    if gen is None:
+        return (0, 127)
+    lo, hi = gen.amount & 0xFF, (gen.amount >> 8) & 0xFF
+    return (min(lo, hi), max(lo, hi))
+
+
+def _timecents(gens: dict, oper: int) -> float:
+    return float(2.0 ** (_short(gens, oper, _TIMECENT_DEFAULT) / 1200.0))
+
+
+class SoundFont:
+    """A parsed SoundFont 2 file: presets by (bank, program), zones, the sample pool."""
+
+    def __init__(self, path: str | Path | None = None):
+        from sf2utils.sf2parse import Sf2File
+
+        self.path = Path(path) if path is not None else default_sf2_path()
+        raw = self.path.read_bytes()
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # sf2utils warns about harmless quirks of most files
+        try:
+            sf = Sf2File(io.BytesIO(raw))
+            presets = [p for p in sf.presets if p.name != "EOP"]
+            samples = [s for s in sf.samples if s.name != "EOS"]
+        finally:
+            logging.disable(previous)
+        offset = sf.raw.smpl_offset
+        n = max(s.end for s in samples) + 1
+        self.pool = np.frombuffer(raw, dtype="<i2", count=n, offset=offset).astype(np.float32)
+        self.pool /= 32768.0
+        self.names: dict[tuple[int, int], str] = {}
+        self._zones: dict[tuple[int, int], list[Zone]] = {}
+        for p in presets:
+            self.names[(p.bank, p.preset)] = p.name
+            self._zones[(p.bank, p.preset)] = self._preset_zones(p)
+
+    def _preset_zones(self, preset) -> list[Zone]:
+        zones: list[Zone] = []
+        for pbag in preset.bags:
+            inst = pbag.instrument
+            if inst is None:
+                continue
+            pkeys = _range(pbag.gens, _KEY_RANGE)
+            global_gens: dict = {}
+            for ibag in inst.bags:
+                if _SAMPLE_ID not in ibag.gens:
+                    global_gens = dict(ibag.gens)
+                    continue
+                gens = {**global_gens, **ibag.gens}
+                keys = _range(gens, _KEY_RANGE)
+                keys = (max(keys[0], pkeys[0]), min(keys[1], pkeys[1]))
+                if keys[0] > keys[1]:
+                    continue
+                zones.append(self._zone(ibag, gens, keys))
+        return zones
+
+    def _zone(self, ibag, gens: dict, keys: tuple[int, int]) -> Zone:
+        s = ibag.sample
+        looping = _short(gens, _SAMPLE_MODES, 0) & 1 == 1
+        loop = None
+        if looping:
+            ls = s.start_loop + _short(gens, _START_LOOP_OFS, 0)
+            ls += 32768 * _short(gens, _START_LOOP_COARSE, 0)
+            le = s.end_loop + _short(gens, _END_LOOP_OFS, 0)
+            le += 32768 * _short(gens, _END_LOOP_COARSE, 0)
+            if 0 <= ls < le <= s.duration and le - ls >= 8:
+                loop = (int(ls), int(le))
+        root = _short(gens, _ROOT_KEY, -1)
+        if not 0 <= root <= 127:
+            root = s.original_pitch
+        tune = 100.0 * _short(gens, _COARSE_TUNE, 0) + _short(gens, _FINE_TUNE, 0)
+        return Zone(
+            name=s.name,
+            key_range=keys,
+            vel_range=_range(gens, _VEL_RANGE),
+            sample_rate=int(s.sample_rate),
+            start=int(s.start),
+            end=int(s.end),
+            loop=loop,
+            root_key=int(root),
+            tune_cents=tune + s.pitch_correction,
+            scale_tuning=float(_short(gens, _SCALE_TUNING, 100)),
+            attenuation_db=max(0.0, _short(gens, _ATTENUATION, 0) / 10.0),
+            attack_s=_timecents(gens, _ATTACK),
+            hold_s=_timecents(gens, _HOLD),
+            decay_s=_timecents(gens, _DECAY),
+            sustain_db=min(100.0, max(0.0, _short(gens, _SUSTAIN, 0) / 10.0)),
+            release_s=min(MAX_RELEASE_S, _timecents(gens, _RELEASE)),
+        )
+
+    def zones(self, bank: int, program: int, key: int, velocity: int = 100) -> list[Zone]:
+        """Zones that sound for ``key`` at ``velocity`` in preset (bank, program)."""
+        return [
+            z
+            for z in self._zones.get((bank, program), [])
+            if z.key_range[0] <= key <= z.key_range[1]
+            and z.vel_range[0] <= velocity <= z.vel_range[1]
+        ]
+
+    def has_preset(self, bank: int, program: int) -> bool:
+        """Whether the soundfont defines preset (bank, program)."""
+        return (bank, program) in self._zones
+
+    def sample(self, zone: Zone) -> np.ndarray:
+        """The zone's raw sample, float32 mono, at ``zone.sample_rate``."""
+        return self.pool[zone.start : zone.end]
+
+
+@functools.lru_cache(maxsize=2)
+def load_soundfont(path: str | None = None) -> SoundFont:
+    """Parse a soundfont once per process (``None``: the one pretty_midi ships)."""
+    return SoundFont(path)
+
+
+def envelope(zone: Zone, n: int, note_off: int, sr: int) -> np.ndarray:
+    """Volume envelope (linear gain) of ``n`` samples with the key released at ``note_off``.
+
+    Attack is linear; decay falls at 96 dB per ``decay_s`` down to ``-sustain_db``;
+    after note-off the level falls at 96 dB per ``release_s``.
+    """
+    t = np.arange(n) / sr
+    db = np.zeros(n)
+    after_hold = t - zone.attack_s - zone.hold_s
+    decay = np.clip(after_hold, 0, None) * (96.0 / max(zone.decay_s, 1e-3))
+    db -= np.minimum(decay, zone.sustain_db)
+    if note_off < n:
+        rel = (t[note_off:] - t[note_off]) * (96.0 / max(zone.release_s, 1e-3))
+        db[note_off:] = db[note_off] - rel
+    gain = 10.0 ** (np.maximum(db, -120.0) / 20.0)
+    if zone.attack_s > 1.0 / sr:
+        gain *= np.clip(t / zone.attack_s, 0.0, 1.0)
+    return gain
+
+
+def render_zone(
+    sf: SoundFont,
+    zone: Zone,
+    key: float,
+    velocity: int,
+    note_s: float,
+    sr: int,
+    *,
+    cents: float = 0.0,
+    vibrato: tuple[float, float, float] | None = None,
+    tail_s: float | None = None,
+) -> np.ndarray:
+    """Play one zone at MIDI ``key`` (fractional keys detune) for ``note_s`` seconds.
+
+    ``cents``: extra pitch offset; ``vibrato``: (rate Hz, depth cents, delay s), a sine
+    pitch modulation that fades in over 0.2 s after the delay.
+    The output (float32 mono at ``sr`` Hz) lasts ``note_s`` + the release (or
+    ``tail_s``), shorter if a non-looping sample ends first.
+    """
+    data = sf.sample(zone)
+    tail = min(zone.release_s, MAX_RELEASE_S) if tail_s is None else tail_s
+    n = int(round((note_s + tail) * sr))
+    base = (key - zone.root_key) * zone.scale_tuning + zone.tune_cents
+    offset = np.full(n, base + cents)
+    if vibrato is not None:
+        rate, depth, delay = vibrato
+        t = np.arange(n) / sr
+        offset += depth * np.clip((t - delay) / 0.2, 0, 1) * np.sin(2 * np.pi * rate * t)
+    ratio = zone.sample_rate / sr * 2.0 ** (offset / 1200.0)
+    pos = np.concatenate([[0.0], np.cumsum(ratio[:-1])]) if n else np.zeros(0)
+    if zone.loop is not None:
+        ls, le = zone.loop
+        over = pos >= le
+        pos[over] = ls + np.mod(pos[over] - ls, le - ls)
+    else:
+        pos = pos[pos < data.size - 1]
+    out = np.interp(pos, np.arange(data.size), data)
+    out *= envelope(zone, out.size, int(round(note_s * sr)), sr)
+    gain = 10.0 ** (-zone.attenuation_db / 20.0) * (velocity / 127.0) ** 2
+    return (out * gain).astype(np.float32)
+
+
+def render_note(
+    sf: SoundFont,
+    bank: int,
+    program: int,
+    key: int,
+    velocity: int,
+    note_s: float,
+    sr: int,
+    *,
+    cents: float = 0.0,
+    vibrato: tuple[float, float, float] | None = None,
+    tail_s: float | None = None,
+) -> np.ndarray:
+    """Sum of every zone that sounds for (``key``, ``velocity``): float32 mono at ``sr`` Hz."""
+    parts = [
+        render_zone(sf, z, key, velocity, note_s, sr, cents=cents, vibrato=vibrato, tail_s=tail_s)
+        for z in sf.zones(bank, program, key, velocity)
+    ]
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    out = np.zeros(max(p.size for p in parts), dtype=np.float32)
+    for p in parts:
+        out[: p.size] += p
+    return out
