@@ -1,0 +1,358 @@
+"""One RMOD example: draw every random parameter, then render from the drawn records.
+
+``draw_example(recipe, library, seed, split, index)`` is the only place that draws. It
+uses :func:`example_rng` (a generator derived from seed, split and index alone, so the
+result is independent of workers or shards) and reads only the library's ids and entry
+durations, never audio. It returns :class:`ExampleParams`, a tree of frozen records
+that serializes to JSON. ``render_example(params, recipe, library)`` draws nothing: the
+same params, recipe and library give the same arrays, hence the same bytes.
+
+Draw order (fixed; changing it changes every example): for each drum class in
+``rmod.DRUMS`` order, hit count, grid points, two source ids, weight pair; for each
+instrument of the recipe in ``rmod.INSTRUMENTS`` order, drop decision, then (if kept and
+the split has loops) loop id, segment length, slice start, semitones; then the mixing
+parameters of each playing track (drums first, then instruments); then the master.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import miditoolkit
+import numpy as np
+
+from rmod import DRUMS, SPLITS
+from rmod.master import MasterParams, apply_master, draw_master
+from rmod.mixing import TrackMixParams, draw_track_mix, process_track
+from rmod.pattern import build_midi, draw_grid, grid_to_samples
+from rmod.recipe import Recipe
+from rmod.tracks import (
+    fit_target,
+    layer,
+    loop_to_length,
+    ms_to_samples,
+    normalize_peak,
+    normalize_rms,
+    pitch_shift,
+    render_drum_track,
+    slice_segment,
+)
+
+SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
+
+
+class ExampleError(ValueError):
+    """An example that cannot be drawn or rendered (message says why and what to do)."""
+
+
+def example_id(split: str, index: int) -> str:
+    """Stable id of an example, e.g. ``train-00000042``."""
+    return f"{split}-{int(index):08d}"
+
+
+def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """``Generator(PCG64(SeedSequence([seed, SPLIT_CODE[split], index])))``."""
+    if split not in SPLIT_CODE:
+        raise ExampleError(f"unknown split {split!r} (expected one of {SPLITS})")
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([int(seed), SPLIT_CODE[split], int(index)]))
+    )
+
+
+# ----------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class DrumParams:
+    """One drum class: the two layered source ids, their weights, the sorted grid points."""
+
+    sample_ids: tuple[str, str]
+    weights: tuple[float, float]
+    grid: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class InstrumentParams:
+    """One instrument. ``dropped``: left out by the drop draw; ``available``: the split has
+    loops of it. Only a kept and available instrument has a loop and plays."""
+
+    dropped: bool
+    available: bool
+    loop_id: str | None = None
+    segment_seconds: float = 0.0
+    start_sample: int = 0
+    semitones: int = 0
+
+    @property
+    def plays(self) -> bool:
+        """True when this instrument is in the mixture."""
+        return self.loop_id is not None
+
+
+@dataclass(frozen=True)
+class ExampleParams:
+    """Every random draw of one example (see the module docstring for the draw order)."""
+
+    id: str
+    seed: int
+    split: str
+    index: int
+    recipe_fingerprint: str
+    library_fingerprint: str
+    drums: dict[str, DrumParams]
+    instruments: dict[str, InstrumentParams]
+    mix: dict[str, TrackMixParams]
+    master: MasterParams
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict; :meth:`from_dict` inverts it exactly."""
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExampleParams:
+        """Rebuild from :meth:`to_dict` output (``ValueError`` naming a bad field)."""
+        return _from_plain(cls, data, "params")
+
+    def sources(self) -> dict[str, list[str]]:
+        """Library ids used, per drum class and per playing instrument."""
+        out = {cls: list(d.sample_ids) for cls, d in self.drums.items()}
+        for name, inst in self.instruments.items():
+            if inst.plays:
+                out[name] = [inst.loop_id]
+        return out
+
+    @property
+    def tracks(self) -> tuple[str, ...]:
+        """Names of the tracks in the mixture (drums, then playing instruments)."""
+        return tuple(self.mix)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_plain(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(value) - names
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _from_plain(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING:
+                raise ValueError(f"{where}.{f.name}: missing")
+        return tp(**kwargs)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
+        return {k: _from_plain(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
+            return tuple(_from_plain(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(
+            _from_plain(a, v, f"{where}[{i}]")
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+# ----------------------------------------------------------------------------- drawing
+def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int) -> ExampleParams:
+    """Draw every random parameter of example ``(seed, split, index)``; loads no audio.
+
+    Raises :class:`ExampleError` if a drum class has no one-shot in ``split``. An
+    instrument without loops in ``split`` is recorded as unavailable and left out.
+    """
+    rng = example_rng(seed, split, index)
+    sr = recipe.audio.sample_rate
+    drums: dict[str, DrumParams] = {}
+    for cls in DRUMS:
+        ids = library.ids(cls, split)
+        if not ids:
+            raise ExampleError(
+                f"the library has no {cls} one-shots in split {split!r}; "
+                f"add some (rmod-library index) or use another library"
+            )
+        n_hits = int(getattr(recipe.drums.hits, cls).sample(rng))
+        grid = draw_grid(n_hits, recipe.drums.grid_points, rng)
+        if len(ids) >= 2:
+            picks = rng.choice(len(ids), size=2, replace=False)
+        else:
+            picks = np.zeros(2, dtype=np.int64)
+        weights = recipe.drums.layer_weights.sample(rng)
+        drums[cls] = DrumParams(
+            sample_ids=(ids[int(picks[0])], ids[int(picks[1])]),
+            weights=(float(weights[0]), float(weights[1])),
+            grid=grid,
+        )
+    instruments: dict[str, InstrumentParams] = {}
+    for name in recipe.instrument_names:
+        spec = recipe.instruments.tracks[name]
+        dropped = bool(spec.drop.sample(rng))
+        ids = library.ids(name, split)
+        if dropped or not ids:
+            instruments[name] = InstrumentParams(dropped=dropped, available=bool(ids))
+            continue
+        loop_id = ids[int(rng.integers(len(ids)))]
+        seg_s = float(recipe.instruments.segment_seconds.sample(rng))
+        seg_n = int(round(seg_s * sr))
+        loop_n = int(math.floor(library.entry(loop_id).duration * sr))
+        start = int(rng.integers(0, max(0, loop_n - seg_n) + 1))
+        semitones = int(spec.semitones.sample(rng))
+        instruments[name] = InstrumentParams(
+            dropped=False,
+            available=True,
+            loop_id=loop_id,
+            segment_seconds=seg_s,
+            start_sample=start,
+            semitones=semitones,
+        )
+    mix: dict[str, TrackMixParams] = {}
+    for name in list(DRUMS) + [n for n, p in instruments.items() if p.plays]:
+        mix[name] = draw_track_mix(recipe.mixing.tracks[name], recipe.mixing, rng)
+    master = draw_master(recipe.master, rng)
+    return ExampleParams(
+        id=example_id(split, index),
+        seed=int(seed),
+        split=split,
+        index=int(index),
+        recipe_fingerprint=recipe.fingerprint,
+        library_fingerprint=str(library.fingerprint),
+        drums=drums,
+        instruments=instruments,
+        mix=mix,
+        master=master,
+    )
+
+
+# ----------------------------------------------------------------------------- rendering
+@dataclass
+class Rendered:
+    """Rendered audio of one example (float32 arrays, ``[2, samples]``).
+
+    ``mixture``: exactly ``mixture_seconds * sample_rate`` samples. ``oneshots``: the dry
+    layered one-shot per drum class, ``target_seconds`` long. ``stems``: each track after
+    its chain (pre-master level, may exceed full scale) and ``<drum>_dry`` dry drum tracks.
+    ``onsets``: sample positions per drum class. ``midi``: the drum pattern.
+    """
+
+    mixture: np.ndarray
+    oneshots: dict[str, np.ndarray]
+    stems: dict[str, np.ndarray]
+    onsets: dict[str, np.ndarray]
+    midi: miditoolkit.MidiFile
+    sample_rate: int
+
+
+def layered_oneshot(drum: DrumParams, recipe: Recipe, library: Any) -> np.ndarray:
+    """The layered one-shot of a drum class: peak-normalized sources, weighted sum."""
+    sr = recipe.audio.sample_rate
+    a, b = (
+        normalize_peak(library.load_audio(i, sr), recipe.drums.source_peak_db)
+        for i in drum.sample_ids
+    )
+    return layer(a, b, drum.weights)
+
+
+def instrument_track(inst: InstrumentParams, recipe: Recipe, library: Any) -> np.ndarray:
+    """Dry instrument track: slice, repeat to the mixture length, pitch shift, normalize."""
+    sr = recipe.audio.sample_rate
+    loop = library.load_audio(inst.loop_id, sr)
+    segment = slice_segment(loop, inst.start_sample, int(round(inst.segment_seconds * sr)))
+    track = loop_to_length(segment, recipe.mixture_samples)
+    track = pitch_shift(track, sr, inst.semitones)
+    return normalize_rms(track, recipe.instruments.loudness_rms_db)
+
+
+def render_example(params: ExampleParams, recipe: Recipe, library: Any) -> Rendered:
+    """Render an example from its drawn parameters (draws nothing).
+
+    Raises :class:`ExampleError` if ``recipe`` or ``library`` is not the one the
+    parameters were drawn with (fingerprints differ).
+    """
+    if params.recipe_fingerprint != recipe.fingerprint:
+        raise ExampleError(
+            f"{params.id}: drawn with recipe {params.recipe_fingerprint[:12]}, "
+            f"got {recipe.fingerprint[:12]} ({recipe.source}); use the recipe it was drawn with"
+        )
+    if params.library_fingerprint != str(library.fingerprint):
+        raise ExampleError(
+            f"{params.id}: drawn with library {params.library_fingerprint[:12]}, "
+            f"got {str(library.fingerprint)[:12]}; use the library it was drawn with"
+        )
+    sr = recipe.audio.sample_rate
+    n = recipe.mixture_samples
+    retrigger = ms_to_samples(recipe.drums.retrigger_fade_ms, sr)
+    target_fade = ms_to_samples(recipe.audio.target_fade_ms, sr)
+    dry: dict[str, np.ndarray] = {}
+    oneshots: dict[str, np.ndarray] = {}
+    onsets: dict[str, np.ndarray] = {}
+    for cls, drum in params.drums.items():
+        shot = layered_oneshot(drum, recipe, library)
+        onsets[cls] = grid_to_samples(drum.grid, recipe.drums.grid_points, n)
+        dry[cls] = render_drum_track(shot, onsets[cls], n, retrigger)
+        oneshots[cls] = fit_target(shot, recipe.target_samples, target_fade)
+    for name, inst in params.instruments.items():
+        if inst.plays:
+            dry[name] = instrument_track(inst, recipe, library)
+    stems: dict[str, np.ndarray] = {}
+    mix = np.zeros((2, n), dtype=np.float32)
+    for name, track_params in params.mix.items():
+        stems[name] = process_track(dry[name], track_params, sr, recipe.mixing.pan_law_db)
+        mix += stems[name]
+    for cls in params.drums:
+        stems[f"{cls}_dry"] = dry[cls]
+    mixture = apply_master(mix, params.master, sr, recipe.master.ceiling_dbfs)
+    midi = build_midi(
+        {cls: d.grid for cls, d in params.drums.items()},
+        {cls: getattr(recipe.drums.midi.notes, cls) for cls in params.drums},
+        recipe.drums.grid_points,
+        recipe.audio.mixture_seconds,
+        recipe.drums.midi.tempo_bpm,
+        recipe.drums.midi.ticks_per_beat,
+        recipe.drums.midi.velocity,
+    )
+    return Rendered(
+        mixture=mixture, oneshots=oneshots, stems=stems, onsets=onsets, midi=midi, sample_rate=sr
+    )

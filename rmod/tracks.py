@@ -1,0 +1,138 @@
+"""Dry tracks: layered drum one-shots placed on the pattern, and instrument loops.
+
+All audio is float32 ``[channels, samples]``; lengths are in samples, levels in dB.
+
+Drums
+    :func:`layer` sums two one-shots with a weight pair; :func:`render_drum_track`
+    places the layered one-shot at each onset. A new onset of the same class cuts the
+    sound still playing: the earlier sound fades out linearly over the ``fade`` samples
+    just before the new onset and is silent from the onset on ("slice on retrigger").
+    The last hit is cut at the end of the mixture (no wrap-around).
+    :func:`fit_target` makes the fixed-length target one-shot.
+
+Instruments
+    :func:`slice_segment` takes a segment of a loop, :func:`loop_to_length` repeats it
+    to fill the mixture, :func:`pitch_shift` shifts it by whole semitones (librosa),
+    :func:`normalize_rms` sets its level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def normalize_peak(audio: np.ndarray, peak_db: float | None) -> np.ndarray:
+    """Scale so the sample peak is ``peak_db`` dBFS (``None`` or silence: unchanged)."""
+    if peak_db is None:
+        return audio
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak == 0.0:
+        return audio
+    return (audio * np.float32(10.0 ** (peak_db / 20.0) / peak)).astype(np.float32)
+
+
+def normalize_rms(audio: np.ndarray, rms_db: float | None) -> np.ndarray:
+    """Scale so the RMS over all channels and samples is ``rms_db`` dBFS (silence unchanged)."""
+    if rms_db is None:
+        return audio
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    if rms == 0.0:
+        return audio
+    return (audio * np.float32(10.0 ** (rms_db / 20.0) / rms)).astype(np.float32)
+
+
+def layer(a: np.ndarray, b: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
+    """Weighted sum ``w1 * a + w2 * b`` of two ``[channels, n]`` one-shots.
+
+    The shorter one is zero-padded at its end; the result has the longer length.
+    """
+    n = max(a.shape[-1], b.shape[-1])
+    out = np.zeros((a.shape[0], n), dtype=np.float32)
+    out[:, : a.shape[-1]] += np.float32(weights[0]) * a
+    out[:, : b.shape[-1]] += np.float32(weights[1]) * b
+    return out
+
+
+def fade_out_gains(n: int) -> np.ndarray:
+    """``n`` linearly falling gains strictly between 1 and 0 (the next sample is silent)."""
+    return np.linspace(1.0, 0.0, n + 2, dtype=np.float32)[1:-1]
+
+
+def ms_to_samples(ms: float, sample_rate: int) -> int:
+    """Milliseconds to a whole number of samples (rounded)."""
+    return int(round(ms * sample_rate / 1000.0))
+
+
+def render_drum_track(
+    oneshot: np.ndarray, positions: np.ndarray, n_samples: int, fade: int
+) -> np.ndarray:
+    """Place ``oneshot`` ``[channels, m]`` at each sample position; ``[channels, n_samples]``.
+
+    ``positions`` must be sorted and distinct. Each hit sounds until the next onset of
+    this track, fading out over its last ``fade`` samples before that onset (all of them
+    if the gap is shorter), or until ``n_samples``.
+    """
+    out = np.zeros((oneshot.shape[0], n_samples), dtype=np.float32)
+    positions = [int(p) for p in positions]
+    for k, start in enumerate(positions):
+        if start >= n_samples:
+            continue
+        stop = positions[k + 1] if k + 1 < len(positions) else n_samples
+        stop = min(stop, n_samples)
+        length = min(stop - start, oneshot.shape[-1])
+        piece = oneshot[:, :length].copy()
+        cut = k + 1 < len(positions) and oneshot.shape[-1] > stop - start
+        if cut and fade > 0:
+            f = min(fade, length)
+            piece[:, length - f :] *= fade_out_gains(f)
+        out[:, start : start + length] = piece
+    return out
+
+
+def fit_target(oneshot: np.ndarray, n: int, fade: int) -> np.ndarray:
+    """The target one-shot: exactly ``n`` samples, zero-padded, or cut with a linear fade.
+
+    A cut one-shot's last ``fade`` samples ramp down so that its final sample is 0.
+    """
+    m = oneshot.shape[-1]
+    if m <= n:
+        out = np.zeros((oneshot.shape[0], n), dtype=np.float32)
+        out[:, :m] = oneshot
+        return out
+    out = oneshot[:, :n].astype(np.float32, copy=True)
+    f = min(fade, n)
+    if f > 0:
+        out[:, n - f :] *= np.linspace(1.0, 0.0, f, dtype=np.float32)
+    return out
+
+
+def slice_segment(loop: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``length`` samples of ``loop`` from ``start``; a loop that runs out wraps around."""
+    m = loop.shape[-1]
+    if m == 0:
+        raise ValueError("cannot slice an empty loop")
+    start = int(start) % m
+    if start + length <= m:
+        return loop[:, start : start + length].copy()
+    idx = (start + np.arange(length)) % m
+    return loop[:, idx]
+
+
+def loop_to_length(segment: np.ndarray, n: int) -> np.ndarray:
+    """Repeat ``segment`` back to back until it is exactly ``n`` samples long."""
+    reps = -(-n // segment.shape[-1])
+    return np.tile(segment, (1, reps))[:, :n].copy()
+
+
+def pitch_shift(audio: np.ndarray, sample_rate: int, semitones: int) -> np.ndarray:
+    """Shift pitch by whole ``semitones`` with librosa (length kept exactly; 0: unchanged)."""
+    if semitones == 0:
+        return audio
+    import librosa
+
+    shifted = librosa.effects.pitch_shift(audio, sr=sample_rate, n_steps=float(semitones))
+    n = audio.shape[-1]
+    out = np.zeros_like(audio)
+    m = min(n, shifted.shape[-1])
+    out[:, :m] = shifted[:, :m]
+    return out.astype(np.float32, copy=False)
