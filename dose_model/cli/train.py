@@ -1,0 +1,133 @@
+"""`dose-train`: train a DOSE model for one drum class on an RMOD dataset.
+
+Only parses arguments and calls `dose_model.train.train_from_manifest`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from dose_model import DRUMS
+
+EPILOG = """\
+files written under RUN:
+  metrics.csv  step, lr, train_loss, full_loss, onset_loss, token_accuracy, valid_loss,
+               valid_full_loss, valid_onset_loss, valid_accuracy, examples_per_s
+  last.ckpt    weights + configs + optimizer + step + RNG state (for --resume)
+  best.ckpt    the same at the lowest validation loss
+data-parallel: torchrun --nproc_per_node N $(which dose-train) ... (tokenize first;
+  --batch-size is the global batch, split over the N processes)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `dose-train` (every option with its default)."""
+    p = argparse.ArgumentParser(
+        prog="dose-train",
+        description="Train a DOSE transformer (one drum class) on an RMOD dataset's DAC tokens.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--manifest",
+        required=True,
+        help="RMOD dataset folder DIR, or one of its DIR/manifests/*.jsonl (whole DIR is used)",
+    )
+    p.add_argument("--drum", required=True, choices=DRUMS, help="drum class to extract")
+    p.add_argument("--out", required=True, help="run folder for metrics.csv, last.ckpt, best.ckpt")
+    p.add_argument(
+        "--codec-weights",
+        default=None,
+        help="DAC 44 kHz weights file (.pth, local path); needed when the token cache must be "
+        "made or completed (default: none)",
+    )
+    p.add_argument(
+        "--tokens",
+        default=None,
+        help="token cache folder (default: DIR/tokens-<sha256[:12] of --codec-weights>, "
+        "created with dose-tokenize's code if missing or incomplete)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML with 'model' and 'train' sections, e.g. recipes/dose-tiny.yaml "
+        "(default: built-in defaults = published sizes, our model mode)",
+    )
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="override train.max_steps (default: config)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="override train.batch_size, the global batch (default: config)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="override train.seed (default: config)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda if available, else cpu), cpu, cuda, cuda:N (default: auto)",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="auto = bf16 autocast on cuda, fp32 on cpu (default: auto)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from RUN/last.ckpt with its stored configs (only --max-steps applies)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 training error, 2 bad arguments)."""
+    args = build_parser().parse_args(argv)
+    from dose_model.checkpoints import CheckpointError
+    from dose_model.config import ConfigError, load_config
+    from dose_model.train import TrainingError, train_from_manifest
+
+    try:
+        model_cfg, train_cfg = load_config(args.config)
+        overrides = {
+            k: v for k, v in (("batch_size", args.batch_size), ("seed", args.seed)) if v is not None
+        }
+        train_cfg = replace(train_cfg, **overrides)
+        result = train_from_manifest(
+            args.manifest,
+            args.drum,
+            args.out,
+            codec_weights=args.codec_weights,
+            tokens=args.tokens,
+            model_cfg=model_cfg,
+            train_cfg=train_cfg,
+            device=args.device,
+            precision=args.precision,
+            resume=args.resume,
+            max_steps=args.max_steps,
+            progress=not args.no_progress,
+        )
+    except (ConfigError, TrainingError, CheckpointError, ValueError, OSError) as err:
+        print(f"dose-train: error: {err}", file=sys.stderr)
+        return 1
+    best = (
+        f"best valid loss {result.best_valid:.4f} at step {result.best_step}"
+        if result.best_step >= 0
+        else "no validation"
+    )
+    stop = ", stopped early" if result.stopped_early else ""
+    print(
+        f"dose-train: {args.drum} {result.step} steps{stop}, last train loss "
+        f"{result.last_train_loss:.4f}, {best}, {result.examples_per_s:.1f} examples/s "
+        f"-> {result.out}/best.ckpt"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
