@@ -453,6 +453,7 @@ def index_library(
     from tqdm import tqdm
 
     limits = limits or IndexLimits()
+    split_for_hash("0" * 64, limits.split_fractions)  # ValueError on bad fractions, before work
     src = Path(src_dir).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
