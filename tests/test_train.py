@@ -1,0 +1,218 @@
+"""Training: overfitting, exact resume, data order, early stopping, metrics, end-to-end CLI."""
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dose_model.checkpoints import load_model, read_checkpoint
+from dose_model.config import ModelConfig, TrainConfig
+from dose_model.train import METRIC_FIELDS, global_batch, rank_share, train
+
+MIX = 32  # a short mixture keeps these CPU tests fast; the end-to-end test uses 353
+MODEL = ModelConfig(
+    num_layers=2, num_heads=2, d_model=32, dropout=0.0, mixture_len=MIX, max_target_len=24
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class RandomTokens:
+    """n random (mixture [mix, 9], target [frames + 10, 9]) pairs; with ``ragged`` some
+    targets are 1-2 frames shorter (padding in a batch)."""
+
+    def __init__(self, n, frames=12, seed=0, ragged=False, mix_len=MIX):
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for i in range(n):
+            f = frames - (i % 3 if ragged else 0)
+            mix = torch.randint(1, 1025, (mix_len, 9), generator=g)
+            tgt = torch.randint(1, 1025, (f + 10, 9), generator=g)
+            tgt[0] = 0
+            tgt[-1] = 0
+            self.items.append((mix, tgt))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_tiny_model_overfits_eight_examples(tmp_path):
+    """8 examples, 60 updates: the summed loss (2 x ln 1025 = 13.9 at start) falls below 1.0
+    (about 0.2 in practice)."""
+    data = RandomTokens(8, ragged=True)
+    cfg = TrainConfig(
+        lr=1e-2,
+        weight_decay=0.0,
+        warmup_steps=5,
+        max_steps=60,
+        batch_size=8,
+        eval_every=30,
+        log_every=10,
+        save_every=30,
+        target_frames=12,
+    )
+    result = train(MODEL, cfg, data, data, tmp_path, progress=False)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert list(rows[0]) == list(METRIC_FIELDS)
+    first, last = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])
+    assert first > 10.0
+    assert last < 1.0, f"train loss only fell to {last}"
+    assert result.best_valid < 1.0 and float(rows[-1]["valid_accuracy"]) > 0.9
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40, 50, 60]
+    model = load_model(tmp_path / "best.ckpt")  # the checkpoint loads (weights_only)
+    assert model.config == MODEL
+    ckpt = read_checkpoint(tmp_path / "last.ckpt")
+    assert ckpt["step"] == 60 and ckpt["train_config"]["max_steps"] == 60
+    assert set(ckpt["rng"]) >= {"torch"} and "optimizer" in ckpt
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    """Dropout on, 12 updates over 2 epochs: stop after 5, resume, same weights and metrics."""
+    model_cfg = ModelConfig(
+        num_layers=2, num_heads=2, d_model=16, dropout=0.1, mixture_len=MIX, max_target_len=24
+    )
+    data, valid = RandomTokens(10, ragged=True), RandomTokens(3, seed=1)
+    cfg = TrainConfig(
+        lr=1e-3,
+        warmup_steps=3,
+        max_steps=12,
+        batch_size=4,
+        eval_every=4,
+        log_every=3,
+        save_every=100,
+        target_frames=12,
+        seed=5,
+    )
+    full = train(model_cfg, cfg, data, valid, tmp_path / "a", progress=False)
+    part = train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False, stop_after=5)
+    assert part.step == 5
+    resumed = train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False, resume=True)
+    assert resumed.step == full.step == 12
+    a = read_checkpoint(tmp_path / "a" / "last.ckpt")
+    b = read_checkpoint(tmp_path / "b" / "last.ckpt")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for ra, rb in zip(
+        read_rows(tmp_path / "a" / "metrics.csv"),
+        read_rows(tmp_path / "b" / "metrics.csv"),
+        strict=True,
+    ):
+        ra.pop("examples_per_s"), rb.pop("examples_per_s")
+        assert ra == rb
+    assert a["best_step"] == b["best_step"] and a["best_valid"] == b["best_valid"]
+    # A run that is already finished resumes to itself without training.
+    again = train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False, resume=True)
+    assert again.step == 12
+
+
+def test_data_order_is_a_pure_function_of_seed_and_step():
+    n, b = 10, 4  # 2 batches per epoch, 2 examples dropped each epoch
+    a = [global_batch(3, s, n, b) for s in range(6)]
+    assert all(np.array_equal(x, global_batch(3, s, n, b)) for s, x in enumerate(a))
+    epoch0 = np.concatenate(a[:2])
+    assert len(set(epoch0.tolist())) == 8  # no repeats within an epoch
+    assert not np.array_equal(np.concatenate(a[2:4]), epoch0)  # a new order each epoch
+    assert not np.array_equal(global_batch(4, 0, n, b), a[0])
+    shares = [rank_share(a[0], r, 2) for r in range(2)]
+    assert np.array_equal(np.concatenate(shares), a[0])
+
+
+def test_early_stopping_on_flat_validation(tmp_path, monkeypatch):
+    import dose_model.train as train_module
+
+    calls = []
+
+    def flat(*args, **kwargs):
+        calls.append(1)
+        return {"loss": 5.0, "full": 2.5, "onset": 2.5, "accuracy": 0.0}
+
+    monkeypatch.setattr(train_module, "evaluate", flat)
+    data = RandomTokens(4)
+    cfg = TrainConfig(max_steps=50, batch_size=4, eval_every=2, patience=2, warmup_steps=0)
+    result = train(MODEL, cfg, data, data, tmp_path, progress=False)
+    assert result.stopped_early and result.step == 6 and len(calls) == 3
+    assert result.best_step == 2
+    assert read_checkpoint(tmp_path / "best.ckpt")["step"] == 2
+    assert read_checkpoint(tmp_path / "last.ckpt")["stopped"] is True
+
+
+def test_bad_sizes_are_reported(tmp_path):
+    from dose_model.train import TrainingError
+
+    cfg = TrainConfig(batch_size=8, max_steps=2)
+    with pytest.raises(TrainingError, match="cannot fill one batch"):
+        train(MODEL, cfg, RandomTokens(4), None, tmp_path, progress=False)
+    short = ModelConfig(num_layers=1, num_heads=1, d_model=8, mixture_len=MIX, max_target_len=15)
+    with pytest.raises(TrainingError, match="max_target_len"):
+        train(short, cfg, RandomTokens(8), None, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="mixture tokens"):
+        train(MODEL, cfg, RandomTokens(8, mix_len=40), None, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="does not exist"):
+        train(MODEL, cfg, RandomTokens(8), None, tmp_path / "new", progress=False, resume=True)
+
+
+def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys):
+    """fake RMOD dataset -> dose-train (tokenizes with a tiny random DAC) -> checkpoint loads."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dose_fixtures import write_fake_rmod, write_tiny_codec
+
+    from dose_model.cli.train import main
+    from dose_model.generate import generate
+
+    root = write_fake_rmod(tmp_path / "ds", counts={"train": 4, "valid": 2}, seed=3)
+    codec = write_tiny_codec(tmp_path / "codec.pth")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "dose-tiny.yaml"
+    argv = [
+        "--manifest",
+        str(root / "manifests" / "train.jsonl"),
+        "--drum",
+        "snare",
+        "--codec-weights",
+        str(codec),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(recipe),
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dose-train: snare 6 steps" in out
+    tokdirs = list(root.glob("tokens-*"))
+    assert len(tokdirs) == 1 and (tokdirs[0] / "index.json").is_file()
+    model = load_model(tmp_path / "run" / "best.ckpt")
+    rows = read_rows(tmp_path / "run" / "metrics.csv")
+    assert rows[-1]["step"] == "6" and rows[-1]["valid_loss"] != ""
+    from dose_model.data import TokenDataset
+
+    mixture, _ = TokenDataset(tokdirs[0], "valid", "snare", target_frames=20)[0]
+    gen = generate(model, mixture[None], max_len=8)
+    assert gen.tokens.shape[0] == 1 and gen.tokens.shape[2] == 9
+    # Resuming a finished run, with the cache found by --tokens, trains nothing more.
+    argv2 = argv[:4] + ["--tokens", str(tokdirs[0]), "--out", str(tmp_path / "run"), "--resume"]
+    assert main(argv2 + ["--max-steps", "6", "--no-progress"]) == 0
+    # Errors exit non-zero with a message.
+    assert main(["--manifest", str(root), "--drum", "kick", "--out", str(tmp_path / "x")]) == 1
+    assert "--codec-weights" in capsys.readouterr().err
