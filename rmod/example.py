@@ -17,26 +17,31 @@ parameters of each playing track (drums first, then instruments); then the maste
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import miditoolkit
 import numpy as np
 
 from rmod import DRUMS, SPLITS
+from rmod.audio import atomic_write_bytes, atomic_write_text, write_audio
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import TrackMixParams, draw_track_mix, process_track
-from rmod.pattern import build_midi, draw_grid, grid_to_samples
-from rmod.recipe import Recipe
+from rmod.pattern import build_midi, draw_grid, grid_to_samples, midi_bytes
+from rmod.recipe import Recipe, RecipeError
 from rmod.tracks import (
     fit_target,
     layer,
     loop_to_length,
     ms_to_samples,
-    normalize_peak,
+    normalize_oneshot,
     normalize_rms,
     pitch_shift,
     render_drum_track,
@@ -286,10 +291,14 @@ class Rendered:
 
 
 def layered_oneshot(drum: DrumParams, recipe: Recipe, library: Any) -> np.ndarray:
-    """The layered one-shot of a drum class: peak-normalized sources, weighted sum."""
+    """The layered one-shot of a drum class: leveled sources (see
+    :func:`rmod.tracks.normalize_oneshot`), weighted sum."""
     sr = recipe.audio.sample_rate
+    d = recipe.drums
     a, b = (
-        normalize_peak(library.load_audio(i, sr), recipe.drums.source_peak_db)
+        normalize_oneshot(
+            library.load_audio(i, sr), sr, d.source_rms_db, d.source_rms_window_ms, d.source_peak_db
+        )
         for i in drum.sample_ids
     )
     return layer(a, b, drum.weights)
@@ -356,3 +365,134 @@ def render_example(params: ExampleParams, recipe: Recipe, library: Any) -> Rende
     return Rendered(
         mixture=mixture, oneshots=oneshots, stems=stems, onsets=onsets, midi=midi, sample_rate=sr
     )
+
+
+# ----------------------------------------------------------------------------- files
+EXAMPLE_FORMAT = "rmod-example"
+EXAMPLE_VERSION = 1
+
+
+def write_rendered(
+    rendered: Rendered, out_dir: str | os.PathLike, fmt: str = "wav"
+) -> dict[str, str]:
+    """Write ``mixture``, ``kick``/``snare``/``hihat``, ``stems/*`` and ``pattern.mid``.
+
+    Audio is 16-bit ``fmt`` (wav/flac) through :func:`rmod.audio.write_audio` (atomic).
+    Returns ``{relative path: sha256}`` of every file written.
+    """
+    out = Path(out_dir)
+    sr = rendered.sample_rate
+    files = {f"mixture.{fmt}": write_audio(out / f"mixture.{fmt}", rendered.mixture, sr)}
+    for cls, shot in rendered.oneshots.items():
+        files[f"{cls}.{fmt}"] = write_audio(out / f"{cls}.{fmt}", shot, sr)
+    for name, stem in rendered.stems.items():
+        files[f"stems/{name}.{fmt}"] = write_audio(out / "stems" / f"{name}.{fmt}", stem, sr)
+    data = midi_bytes(rendered.midi)
+    atomic_write_bytes(out / "pattern.mid", data)
+    files["pattern.mid"] = hashlib.sha256(data).hexdigest()
+    return files
+
+
+def example_document(
+    params: ExampleParams,
+    recipe: Recipe,
+    library_path: str | None,
+    library_fingerprint: str,
+    files: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The self-contained ``example.json`` content: params, the recipe dict, the library
+    (``path`` ``None`` = the built-in library) and the checksums of the written files."""
+    return {
+        "format": EXAMPLE_FORMAT,
+        "version": EXAMPLE_VERSION,
+        "id": params.id,
+        "params": params.to_dict(),
+        "sources": params.sources(),
+        "recipe": recipe.to_dict(),
+        "recipe_fingerprint": recipe.fingerprint,
+        "library": {"path": library_path, "fingerprint": library_fingerprint},
+        "files": dict(sorted((files or {}).items())),
+    }
+
+
+@dataclass(frozen=True)
+class ExampleSource:
+    """What re-rendering needs, read from ``example.json`` or a manifest row.
+
+    ``recipe`` is ``None`` when the file holds none (give one explicitly);
+    ``library_path`` is ``None`` for the built-in library; ``has_library`` tells
+    whether the file said which library at all.
+    """
+
+    params: ExampleParams
+    recipe: Recipe | None
+    library_path: str | None
+    has_library: bool
+
+
+def load_example_source(path: str | os.PathLike, example: str | None = None) -> ExampleSource:
+    """Read drawn params (+ recipe, library) from ``example.json``, a one-row JSON file, or
+    a manifest ``.jsonl`` (then ``example`` names the row id; recipe and library come from
+    ``build.json`` in the manifest's grandparent folder when present).
+
+    Raises :class:`ExampleError` naming the file for anything unreadable or missing.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ExampleError(f"{path}: cannot read ({exc.strerror})") from None
+    build: dict[str, Any] = {}
+    try:
+        if path.suffix == ".jsonl" or (example is not None and "\n" in text.strip()):
+            if example is None:
+                raise ExampleError(f"{path}: a manifest holds many examples; name one with --id")
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            found = [r for r in rows if r.get("id") == example]
+            if not found:
+                raise ExampleError(f"{path}: no row with id {example!r}")
+            doc = found[0]
+            build_json = path.resolve().parent.parent / "build.json"
+            if build_json.exists():
+                build = json.loads(build_json.read_text(encoding="utf-8"))
+        else:
+            doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExampleError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or "params" not in doc:
+        raise ExampleError(f"{path}: no 'params' object (expected example.json or a manifest row)")
+    try:
+        params = ExampleParams.from_dict(doc["params"])
+    except ValueError as exc:
+        raise ExampleError(f"{path}: {exc}") from None
+    recipe_dict = doc.get("recipe", build.get("recipe"))
+    recipe = None
+    if recipe_dict is not None:
+        try:
+            recipe = Recipe.from_dict(recipe_dict, source=f"{path}:recipe")
+        except RecipeError as exc:
+            raise ExampleError(str(exc)) from None
+    if isinstance(doc.get("library"), dict):
+        return ExampleSource(params, recipe, doc["library"].get("path"), True)
+    if "library_path" in build:
+        return ExampleSource(params, recipe, build["library_path"], True)
+    return ExampleSource(params, recipe, None, False)
+
+
+def save_example(
+    out_dir: str | os.PathLike,
+    params: ExampleParams,
+    recipe: Recipe,
+    rendered: Rendered,
+    library_path: str | None,
+    library_fingerprint: str,
+) -> dict[str, str]:
+    """Write every audio file, ``pattern.mid`` and ``example.json`` into ``out_dir``.
+
+    Returns ``{relative path: sha256}`` of the audio and MIDI files (also recorded in
+    ``example.json``).
+    """
+    files = write_rendered(rendered, out_dir, recipe.audio.format)
+    doc = example_document(params, recipe, library_path, library_fingerprint, files)
+    atomic_write_text(Path(out_dir) / "example.json", json.dumps(doc, indent=1) + "\n")
+    return files

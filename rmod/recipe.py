@@ -104,6 +104,8 @@ class DrumsSpec:
     hits: DrumHits = _f(kind="section")
     layer_weights: Distribution = _f(kind="any")
     retrigger_fade_ms: float = _f(0.0, 1000.0)
+    source_rms_db: float | None = _f(-80.0, 0.0)
+    source_rms_window_ms: float = _f(1.0, 10000.0)
     source_peak_db: float | None = _f(-60.0, 0.0)
     midi: MidiSpec = _f(kind="section")
 

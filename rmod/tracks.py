@@ -41,6 +41,36 @@ def normalize_rms(audio: np.ndarray, rms_db: float | None) -> np.ndarray:
     return (audio * np.float32(10.0 ** (rms_db / 20.0) / rms)).astype(np.float32)
 
 
+def normalize_oneshot(
+    audio: np.ndarray,
+    sample_rate: int,
+    rms_db: float | None,
+    window_ms: float,
+    peak_db: float | None,
+) -> np.ndarray:
+    """Level a drum one-shot by its attack loudness, with a peak cap.
+
+    The gain brings the RMS of the first ``window_ms`` milliseconds to ``rms_db`` dBFS,
+    but never lets the sample peak exceed ``peak_db`` dBFS (so a peaky snare is set by its
+    peak and a long, dense kick by its attack RMS). ``rms_db`` ``None``: peak-normalize
+    to ``peak_db``; both ``None``: unchanged. Silence is returned unchanged.
+    """
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak == 0.0 or (rms_db is None and peak_db is None):
+        return audio
+    gains = []
+    if rms_db is not None:
+        head = audio[:, : max(1, ms_to_samples(window_ms, sample_rate))]
+        rms = float(np.sqrt(np.mean(np.square(head, dtype=np.float64))))
+        if rms > 0.0:
+            gains.append(10.0 ** (rms_db / 20.0) / rms)
+    if peak_db is not None:
+        gains.append(10.0 ** (peak_db / 20.0) / peak)
+    if not gains:
+        return audio
+    return (audio * np.float32(min(gains))).astype(np.float32)
+
+
 def layer(a: np.ndarray, b: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
     """Weighted sum ``w1 * a + w2 * b`` of two ``[channels, n]`` one-shots.
 
