@@ -108,12 +108,16 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
     seconds = info.recipe.get("audio", {}).get("mixture_seconds", row.duration)
     expected_mix = int(round(float(seconds) * info.sample_rate))
     for role, rel in row.files().items():
+        if not _inside(root, rel):
+            out.append(Problem(rel, f"{row.id}: path leaves the dataset folder"))
+            continue
         if role == "midi":
             if not (root / rel).is_file():
                 out.append(Problem(rel, f"{row.id}: file is missing"))
-            continue
-        if not _inside(root, rel):
-            out.append(Problem(rel, f"{row.id}: path leaves the dataset folder"))
+            elif sha256_file(root / rel) != row.checksums.get(role):
+                out.append(
+                    Problem(rel, f"{row.id}: checksum mismatch (bytes changed since the build)")
+                )
             continue
         frames = row.frames.get(role)
         if role == "mixture" and frames is not None and frames != expected_mix:

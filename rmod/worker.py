@@ -9,6 +9,7 @@ lazily, per file, through the library's own LRU cache.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rmod import DRUMS
-from rmod.audio import AudioFileError, peak_db, rms_db, write_audio
+from rmod.audio import AudioFileError, atomic_write_bytes, peak_db, rms_db, write_audio
 from rmod.manifest import ManifestRow
 from rmod.shards import Shard, commit_shard, make_temp_dir
 
@@ -103,6 +104,7 @@ def _level(value: float) -> float | None:
 def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> ManifestRow:
     """Draw and render example ``index`` of the shard's split into ``out_dir``; its row."""
     from rmod.example import draw_example, example_id, render_example
+    from rmod.pattern import midi_bytes
 
     split, fmt, shard = task.shard.split, task.audio_format, task.shard
     eid = example_id(split, index)
@@ -119,6 +121,10 @@ def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> M
         frames[role] = int(data.shape[-1])
         loudness[f"{role}_peak_db"] = _level(peak_db(data))
         loudness[f"{role}_rms_db"] = _level(rms_db(data))
+    midi_name = f"{eid}.pattern.mid"
+    midi_data = midi_bytes(rendered.midi)
+    atomic_write_bytes(out_dir / midi_name, midi_data)
+    checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
     return ManifestRow(
         id=eid,
@@ -135,6 +141,7 @@ def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> M
         sources=sources,
         params=params.to_dict(),
         loudness=loudness,
+        midi=f"{rel_dir}/{midi_name}",
     )
 
 

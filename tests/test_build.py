@@ -61,7 +61,9 @@ def fake_row(split: str, index: int, rel_dir: str = "x") -> ManifestRow:
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Relative path -> bytes of every file under ``root``."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def validate(instance, schema, root=None, where="$"):
@@ -121,9 +123,10 @@ def test_row_round_trip_plain_and_gzip(tmp_path):
     for name in ("m.jsonl", "m.jsonl.gz"):
         write_manifest(tmp_path / name, rows)
         assert read_manifest(tmp_path / name) == rows
-    assert gzip.decompress((tmp_path / "m.jsonl.gz").read_bytes()) == (
-        tmp_path / "m.jsonl"
-    ).read_bytes()
+    assert (
+        gzip.decompress((tmp_path / "m.jsonl.gz").read_bytes())
+        == (tmp_path / "m.jsonl").read_bytes()
+    )
     # gzip bytes do not depend on the time of writing
     first = (tmp_path / "m.jsonl.gz").read_bytes()
     time.sleep(1.1)
@@ -237,3 +240,254 @@ def test_commit_clean_and_concatenate(tmp_path):
     assert [r.index for r in rows] == [0, 1, 2, 3, 4]
     assert [r.split for r in read_manifest(written["test"])] == ["test"]
     assert (shard_dir(tmp_path, shards[1]) / "a.bin").read_bytes() == b"train-000001"
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def write_tiny_recipe(folder: Path, base: str = "rmod-drums-only") -> str:
+    """A shipped recipe with 1 s mixtures, 0.5 s targets, a 480-point grid (fast to render)."""
+    import yaml
+
+    from rmod.recipe import load_recipe
+
+    data = load_recipe(base).to_dict()
+    data["name"] = f"{base}-tiny-test"
+    data["audio"]["mixture_seconds"] = 1.0
+    data["audio"]["target_seconds"] = 0.5
+    data["drums"]["grid_points"] = 480  # keeps 2 MIDI ticks per grid point
+    data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
+    path = folder / f"{base}-tiny.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+N_TRAIN = 4  # -> 4 train + 1 valid + 1 test, one example per shard
+
+
+@pytest.fixture(scope="module")
+def build_kwargs(small_library, tmp_path_factory):
+    recipe = write_tiny_recipe(tmp_path_factory.mktemp("recipe"))
+    return dict(
+        n=N_TRAIN,
+        recipe=recipe,
+        library=str(small_library.path),
+        seed=11,
+        shard_size=1,
+        progress=False,
+    )
+
+
+def cli_args(kw: dict, out: Path, *extra: str) -> list[str]:
+    return [
+        "--n", str(kw["n"]), "--out", str(out), "--recipe", kw["recipe"],
+        "--library", kw["library"], "--seed", str(kw["seed"]),
+        "--shard-size", str(kw["shard_size"]), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(build_kwargs, tmp_path_factory):
+    """An uninterrupted ``--jobs 1`` build: the bytes every other build must equal."""
+    from rmod.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("reference") / "ds"
+    summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert summary.ok, summary.error
+    return out, summary
+
+
+def test_reference_build_layout_rows_and_disjoint_splits(reference, small_library):
+    from rmod.manifest import read_build_info
+    from rmod.verify import verify_dataset
+
+    out, summary = reference
+    assert summary.counts == {"train": 4, "valid": 1, "test": 1}
+    assert (summary.rendered, summary.reused, summary.shards_rendered) == (6, 0, 6)
+    assert summary.peak_rss_bytes > 10 * 2**20
+    assert re.search(
+        r"6 examples rendered .* examples/s, 1 worker\(s\), peak worker RSS \d+ MiB", summary.line()
+    )
+    info = read_build_info(out)
+    assert info.counts == summary.counts and info.seed == 11 and info.shard_size == 1
+    assert info.library_fingerprint == small_library.fingerprint
+    schema = json.loads(SCHEMA.read_text())
+    assert (
+        validate(json.loads((out / "build.json").read_text()), schema["$defs"]["build"], schema)
+        == []
+    )
+    seen = set()
+    for split in SPLITS:
+        rows = read_manifest(out / "manifests" / f"{split}.jsonl")
+        assert [r.index for r in rows] == list(range(summary.counts[split]))
+        for row in rows:
+            assert validate(row.to_dict(), schema["$defs"]["row"], schema) == []
+            assert row.id not in seen
+            seen.add(row.id)
+            assert row.mixture.startswith(f"{split}/{row.index:06d}/")
+            assert row.frames["mixture"] == 44100 and row.frames["kick"] == 22050
+            # every source comes from the row's own split of the library
+            assert row.source_ids()
+            assert {small_library.entry(s).split for s in row.source_ids()} == {split}
+    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", "."))]
+    assert verify_dataset(out, progress=False).ok
+
+
+def test_row_params_re_render_to_the_same_bytes(reference, build_kwargs, small_library):
+    from rmod.audio import encode_audio
+    from rmod.example import ExampleParams, render_example
+    from rmod.recipe import load_recipe
+
+    out, _ = reference
+    row = read_manifest(out / "manifests" / "valid.jsonl")[0]
+    recipe = load_recipe(build_kwargs["recipe"])
+    rendered = render_example(ExampleParams.from_dict(row.params), recipe, small_library)
+    data = encode_audio(rendered.mixture, row.sample_rate, "wav")
+    assert data == (out / row.mixture).read_bytes()
+
+
+def test_jobs2_loky_is_byte_identical(reference, build_kwargs, tmp_path):
+    from rmod.build import BuildOptions, build
+
+    summary = build(BuildOptions(out=tmp_path / "ds", jobs=2, backend="loky", **build_kwargs))
+    assert summary.ok, summary.error
+    assert summary.workers == 2
+    assert tree_bytes(tmp_path / "ds") == tree_bytes(reference[0])
+
+
+def test_dask_local_cluster_is_byte_identical(reference, build_kwargs, tmp_path):
+    from rmod.build import BuildOptions, build
+
+    summary = build(BuildOptions(out=tmp_path / "ds", jobs=2, backend="dask", **build_kwargs))
+    assert summary.ok, summary.error
+    assert summary.workers == 2
+    assert tree_bytes(tmp_path / "ds") == tree_bytes(reference[0])
+
+
+def test_dask_scheduler_address_is_byte_identical(reference, build_kwargs, tmp_path):
+    from distributed import LocalCluster
+
+    from rmod.build import BuildOptions, build
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        kw = dict(build_kwargs, shard_size=2)  # other shard size, other folder layout
+        summary = build(
+            BuildOptions(
+                out=tmp_path / "ds", backend="dask", scheduler=cluster.scheduler_address, **kw
+            )
+        )
+    assert summary.ok, summary.error
+    assert summary.workers == 2
+    ref = reference[0]
+    for split in SPLITS:
+        mine = read_manifest(tmp_path / "ds" / "manifests" / f"{split}.jsonl")
+        theirs = read_manifest(ref / "manifests" / f"{split}.jsonl")
+        assert [r.checksums for r in mine] == [r.checksums for r in theirs]
+        assert [r.params for r in mine] == [r.params for r in theirs]
+        for a, b in zip(mine, theirs, strict=True):
+            assert (tmp_path / "ds" / a.mixture).read_bytes() == (ref / b.mixture).read_bytes()
+
+
+def test_rerun_of_a_finished_build_renders_nothing_and_changes_nothing(reference, build_kwargs):
+    from rmod.build import BuildOptions, build
+
+    out = reference[0]
+    before = tree_bytes(out)
+    summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert summary.ok and summary.rendered == 0 and summary.reused == 6
+    assert tree_bytes(out) == before
+
+
+def test_mismatched_rerun_is_refused_naming_the_difference(reference, build_kwargs, capsys):
+    from rmod.build import BuildOptions, BuildRefused, build
+    from rmod.cli.build import main
+
+    out = reference[0]
+    before = tree_bytes(out)
+    for change, word in [
+        ({"seed": 12}, "seed"),
+        ({"n": 5}, "counts"),
+        ({"shard_size": 2}, "shard_size"),
+        ({"audio_format": "flac"}, "audio_format"),
+        ({"recipe": "rmod-drums-only"}, "recipe differs"),
+    ]:
+        with pytest.raises(BuildRefused, match=word):
+            build(BuildOptions(out=out, jobs=1, **dict(build_kwargs, **change)))
+    assert main(cli_args(dict(build_kwargs, seed=99), out)) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "seed: existing 11, requested 99" in err
+    assert tree_bytes(out) == before
+    # a non-empty folder that is not a dataset is refused too
+    (out.parent / "other").mkdir()
+    (out.parent / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(BuildRefused, match="not empty"):
+        build(BuildOptions(out=out.parent / "other", jobs=1, **build_kwargs))
+
+
+def test_sigkill_during_build_then_resume_gives_identical_dataset(
+    reference, build_kwargs, tmp_path
+):
+    from rmod.cli.build import main
+
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(build_kwargs, out, "--jobs", "1")]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    parts = out / "manifests" / "parts"
+    deadline = time.monotonic() + 90
+    try:
+        while len(list(parts.glob("*.jsonl"))) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "build made no progress"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = len(list(parts.glob("*.jsonl")))
+    assert 2 <= done < 6, "the kill must land in the middle of the build"
+    assert not (out / "manifests" / "train.jsonl").exists()
+    assert main(cli_args(build_kwargs, out, "--jobs", "1")) == 0
+    assert tree_bytes(out) == tree_bytes(reference[0])
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
+def test_bad_library_file_stops_cleanly_then_resume_finishes(
+    reference, build_kwargs, small_library, tmp_path, capsys
+):
+    import shutil
+
+    from rmod.cli.build import main
+    from rmod.library import Library
+
+    # a private copy of the library (header root pointed at the copied files)
+    lib_dir = tmp_path / "lib"
+    shutil.copytree(small_library.root, lib_dir / "src")
+    header, *entries = small_library.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = json.dumps(dict(json.loads(header), root=str(lib_dir / "src"))) + "\n"
+    lib_path = lib_dir / "copy.rmodlib.jsonl"
+    lib_path.write_text(header + "".join(entries), encoding="utf-8")
+    copy = Library.load(lib_path)
+    assert str(lib_dir) in copy.entry(copy.ids("kick", "valid")[0]).path
+    assert copy.fingerprint == small_library.fingerprint
+    # a valid-split kick goes bad: every train shard is done before valid is reached
+    bad = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(b"RIFF this is no longer audio")
+    kw = dict(build_kwargs, library=str(lib_path))
+    out = tmp_path / "ds"
+    assert main(cli_args(kw, out, "--jobs", "1")) == 1
+    captured = capsys.readouterr()
+    assert "valid-00000000" in captured.err and str(bad) in captured.err
+    assert "FAILED" in captured.out
+    parts = sorted(p.name for p in (out / "manifests" / "parts").glob("*.jsonl"))
+    assert parts == [f"train-{i:06d}.jsonl" for i in range(4)]
+    assert not (out / "valid" / "000000").exists()
+    bad.write_bytes(good_bytes)
+    assert main(cli_args(kw, out, "--jobs", "1")) == 0
+    assert "2 examples rendered + 4 reused" in capsys.readouterr().out
+    mine, ref = tree_bytes(out), tree_bytes(reference[0])
+    mine.pop("build.json"), ref.pop("build.json")  # only the library path differs
+    assert mine == ref

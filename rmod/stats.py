@@ -1,0 +1,354 @@
+"""Dataset statistics against the recipe (``rmod-stats``).
+
+Every drawn parameter recorded in the manifests (``row.params``) is matched with the
+recipe distribution it was drawn from (read from ``build.json``), so each figure can be
+compared with what the recipe asks for:
+
+* ``hits``: hits per drum class (``drums.hits``);
+* ``layering``: weight of the first layered one-shot (``drums.layer_weights``);
+* ``instruments``: presence of each instrument (``1 - drop`` probability) and the slice
+  length of the playing ones (``instruments.segment_seconds``);
+* ``semitones``: pitch shift of each playing instrument (``instruments.tracks.*.semitones``);
+* ``mixing``: every per-track effect parameter (gain and pan per track; EQ, compressor,
+  limiter, delay and reverb pooled over tracks, they share one distribution);
+* ``master``: master EQ and limiter;
+* ``loudness``: peak and RMS level of the mixture and of each one-shot (no recipe
+  distribution; the mixture peak is drawn against the recipe's ``master.ceiling_dbfs``).
+
+The expected histogram of a recipe distribution is estimated by drawing
+:data:`EXPECTED_DRAWS` values from it with a fixed-seed generator, so it works for every
+distribution kind. ``stats.json`` holds, per metric: count, mean, std, min, max, the
+recipe spec, its bounds and expected mean, how many values fall outside the bounds, the
+observed and expected histograms and their total-variation distance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from rmod import SPLITS
+from rmod.audio import atomic_write_text
+from rmod.distributions import NAMES, parse_distribution
+from rmod.manifest import ManifestRow, iter_manifest, manifest_path, read_build_info
+
+EXPECTED_DRAWS = 5000
+EXPECTED_SEED = 0
+BINS = 24
+GROUPS = (
+    "hits",
+    "layering",
+    "instruments",
+    "semitones",
+    "mixing_tracks",
+    "mixing_eq",
+    "mixing_dynamics",
+    "mixing_sends",
+    "master",
+    "loudness",
+)
+_MIXING_GROUP = {
+    "eq": "mixing_eq",
+    "compressor": "mixing_dynamics",
+    "limiter": "mixing_dynamics",
+    "delay": "mixing_sends",
+    "reverb": "mixing_sends",
+}
+
+
+@dataclass
+class Metric:
+    """Observed values of one quantity and the recipe spec it was drawn from.
+
+    ``transform`` maps a draw of ``spec`` to the recorded value (e.g. the first weight
+    of a weight pair, or presence = not dropped). ``reference`` is a value to mark on
+    the plot when there is no distribution (e.g. the output ceiling).
+    """
+
+    name: str
+    group: str
+    spec: Any = None
+    transform: Callable[[Any], float] | None = None
+    reference: float | None = None
+    values: array = field(default_factory=lambda: array("d"))
+
+    def add(self, value: float | None) -> None:
+        """Record one value (``None``, e.g. a silent level, is skipped)."""
+        if value is not None:
+            self.values.append(float(value))
+
+
+def is_spec(node: Any) -> bool:
+    """True when a recipe node is a distribution spec (or a numeric/bool constant)."""
+    if isinstance(node, (bool, int, float)):
+        return True
+    return isinstance(node, dict) and any(k in NAMES for k in node)
+
+
+class Collector:
+    """Walks rows' params alongside the recipe dict and accumulates :class:`Metric` s."""
+
+    def __init__(self, recipe: dict[str, Any]):
+        self.recipe = recipe
+        self.metrics: dict[str, Metric] = {}
+
+    def metric(self, name: str, group: str, spec: Any = None, **kw: Any) -> Metric:
+        """The metric called ``name``, created on first use."""
+        if name not in self.metrics:
+            self.metrics[name] = Metric(name, group, spec, **kw)
+        return self.metrics[name]
+
+    def walk(self, params: Any, spec: Any, name: str, group: str) -> None:
+        """Record every numeric/bool leaf of ``params`` whose recipe node is a spec."""
+        if isinstance(params, dict) and isinstance(spec, dict) and not is_spec(spec):
+            for key, value in params.items():
+                if key in spec:
+                    self.walk(value, spec[key], f"{name}.{key}", group)
+        elif isinstance(params, list) and isinstance(spec, list):
+            for i, (value, sub) in enumerate(zip(params, spec, strict=False)):
+                self.walk(value, sub, f"{name}[{i}]", group)
+        elif isinstance(params, (bool, int, float)) and is_spec(spec):
+            self.metric(name, group, spec).add(float(params))
+
+    def add_row(self, row: ManifestRow) -> None:
+        """Accumulate the drawn parameters and loudness figures of one row."""
+        r, p = self.recipe, row.params
+        drums = r["drums"]
+        for cls, d in p.get("drums", {}).items():
+            self.metric(f"hits.{cls}", "hits", drums["hits"][cls]).add(len(d["grid"]))
+            self.metric(
+                "layering.weight_first", "layering", drums["layer_weights"], transform=_first
+            ).add(d["weights"][0])
+        inst_spec = r["instruments"]
+        for name, inst in p.get("instruments", {}).items():
+            track = inst_spec["tracks"].get(name, {})
+            plays = inst.get("loop_id") is not None
+            if "drop" in track:
+                self.metric(
+                    f"instruments.present.{name}", "instruments", track["drop"], transform=_not
+                ).add(1.0 if plays else 0.0)
+            if plays:
+                self.metric(
+                    "instruments.segment_seconds", "instruments", inst_spec["segment_seconds"]
+                ).add(inst["segment_seconds"])
+                self.metric(f"semitones.{name}", "semitones", track.get("semitones")).add(
+                    inst["semitones"]
+                )
+        mixing = r["mixing"]
+        for track, mix in p.get("mix", {}).items():
+            per_track = mixing["tracks"].get(track, {})
+            for key in ("gain_db", "pan"):
+                if key in mix and key in per_track:
+                    name = f"mixing.{key}.{track}"
+                    self.metric(name, "mixing_tracks", per_track[key]).add(mix[key])
+            for key, value in mix.items():
+                if key in _MIXING_GROUP and key in mixing:
+                    self.walk(value, mixing[key], f"mixing.{key}", _MIXING_GROUP[key])
+        if "master" in p:
+            self.walk(p["master"], r["master"], "master", "master")
+        ceiling = r.get("master", {}).get("ceiling_dbfs")
+        for key, value in sorted(row.loudness.items()):
+            ref = ceiling if key == "mixture_peak_db" else None
+            self.metric(f"loudness.{key}", "loudness", reference=ref).add(value)
+
+
+def _first(value: Any) -> float:
+    return float(value[0])
+
+
+def _not(value: Any) -> float:
+    return 0.0 if value else 1.0
+
+
+def expected_draws(metric: Metric) -> np.ndarray | None:
+    """:data:`EXPECTED_DRAWS` values from the metric's recipe spec (fixed seed), or None."""
+    if metric.spec is None:
+        return None
+    dist = parse_distribution(metric.spec, metric.name)
+    rng = np.random.default_rng(EXPECTED_SEED)
+    transform = metric.transform or float
+    return np.array([transform(dist.sample(rng)) for _ in range(EXPECTED_DRAWS)], dtype=float)
+
+
+def is_log_spec(spec: Any) -> bool:
+    """True for log-uniform specs (plotted on a log axis with log-spaced bins)."""
+    return isinstance(spec, dict) and "loguniform" in spec
+
+
+def bin_edges(values: np.ndarray, expected: np.ndarray | None, spec: Any) -> np.ndarray:
+    """Histogram edges covering observed and expected values.
+
+    Integer-valued data get one bin per integer; log-uniform specs get log-spaced bins.
+    """
+    pool = values if expected is None else np.concatenate([values, expected])
+    lo, hi = float(pool.min()), float(pool.max())
+    if np.all(pool == np.round(pool)) and hi - lo <= 200:
+        return np.arange(math.floor(lo) - 0.5, math.ceil(hi) + 1.0, 1.0)
+    if hi <= lo:
+        return np.array([lo - 0.5, lo + 0.5])
+    if is_log_spec(spec) and lo > 0:
+        return np.geomspace(lo, hi, BINS + 1)
+    return np.linspace(lo, hi, BINS + 1)
+
+
+def summarize(metric: Metric) -> dict[str, Any]:
+    """JSON-ready statistics of one metric (see the module docstring)."""
+    values = np.asarray(metric.values, dtype=float)
+    out: dict[str, Any] = {"group": metric.group, "count": int(values.size)}
+    if values.size == 0:
+        return out
+    expected = expected_draws(metric)
+    edges = bin_edges(values, expected, metric.spec)
+    observed, _ = np.histogram(values, edges)
+    out.update(
+        mean=float(values.mean()),
+        std=float(values.std()),
+        min=float(values.min()),
+        max=float(values.max()),
+        histogram={"edges": edges.tolist(), "counts": observed.tolist()},
+    )
+    if metric.reference is not None:
+        out["reference"] = metric.reference
+    if expected is not None:
+        dist = parse_distribution(metric.spec, metric.name)
+        bounds = dist.bounds if metric.transform is None else (expected.min(), expected.max())
+        exp_counts, _ = np.histogram(expected, edges)
+        exp_frac = exp_counts / max(1, expected.size)
+        obs_frac = observed / values.size
+        tol = 1e-9 * max(1.0, abs(bounds[0]), abs(bounds[1])) if bounds else 0.0
+        out["recipe"] = {
+            "spec": metric.spec,
+            "bounds": [float(bounds[0]), float(bounds[1])] if bounds else None,
+            "expected_mean": float(expected.mean()),
+            "expected_fraction": exp_frac.tolist(),
+        }
+        out["out_of_bounds"] = (
+            int(np.sum((values < bounds[0] - tol) | (values > bounds[1] + tol))) if bounds else 0
+        )
+        out["tv_distance"] = float(0.5 * np.abs(obs_frac - exp_frac).sum())
+    return out
+
+
+def collect(root: str | os.PathLike, splits: Iterable[str] = SPLITS, progress: bool = True):
+    """Read the manifests of ``splits`` and return ``(build info, Collector, rows per split)``."""
+    root = Path(root)
+    info = read_build_info(root)
+    collector = Collector(info.recipe)
+    counts = {}
+    splits = list(splits)
+    total = sum(info.counts.get(s, 0) for s in splits)
+    with tqdm(total=total, desc="rmod-stats", unit="row", disable=not progress) as bar:
+        for split in splits:
+            counts[split] = 0
+            for row in iter_manifest(manifest_path(root, split)):
+                collector.add_row(row)
+                counts[split] += 1
+                bar.update(1)
+    return info, collector, counts
+
+
+def compute_stats(
+    root: str | os.PathLike,
+    splits: Iterable[str] = SPLITS,
+    out_dir: str | os.PathLike | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``stats.json`` (and PNG plots, one per group) into ``out_dir``
+    (default ``DIR/stats``); returns the ``stats.json`` content."""
+    root = Path(root)
+    out = Path(out_dir) if out_dir is not None else root / "stats"
+    info, collector, counts = collect(root, splits, progress)
+    metrics = {name: summarize(m) for name, m in sorted(collector.metrics.items())}
+    stats = {
+        "dataset": str(root),
+        "recipe": info.recipe.get("name"),
+        "recipe_fingerprint": info.recipe_fingerprint,
+        "rows": counts,
+        "expected_draws": EXPECTED_DRAWS,
+        "metrics": metrics,
+        "plots": [],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if plots:
+        stats["plots"] = [p.name for p in plot_groups(metrics, out)]
+    atomic_write_text(out / "stats.json", json.dumps(stats, indent=1, allow_nan=False) + "\n")
+    return stats
+
+
+def plot_groups(metrics: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+    """One PNG per group (``{group}.png``): a histogram per metric (fraction of values
+    per bin), the recipe's expected fractions as a red line, its bounds dashed.
+    Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for group in GROUPS:
+        items = [(k, v) for k, v in metrics.items() if v["group"] == group and v["count"]]
+        if not items:
+            continue
+        ncols = min(4, len(items))
+        nrows = math.ceil(len(items) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows + 0.6))
+        axes = np.atleast_1d(axes).ravel()
+        for ax, (name, m) in zip(axes, items, strict=False):
+            _plot_metric(ax, name, m)
+        for ax in axes[len(items) :]:
+            ax.axis("off")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper right", fontsize=8, ncols=len(labels))
+        fig.suptitle(
+            f"RMOD {group.replace('_', ' ')}: dataset vs recipe", fontsize=10, x=0.02, ha="left"
+        )
+        top = 1.0 - 0.55 / (2.4 * nrows + 0.6)
+        fig.subplots_adjust(
+            left=0.06, right=0.98, bottom=0.08 / nrows, top=top * 0.97, hspace=0.55, wspace=0.3
+        )
+        path = out / f"{group}.png"
+        tmp = out / f".{group}.tmp.png"
+        fig.savefig(tmp, dpi=60, metadata={"Software": None})
+        plt.close(fig)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def _plot_metric(ax: Any, name: str, m: dict[str, Any]) -> None:
+    edges = np.asarray(m["histogram"]["edges"])
+    frac = np.asarray(m["histogram"]["counts"], dtype=float) / max(1, m["count"])
+    ax.stairs(frac, edges, fill=True, alpha=0.5, color="tab:blue", label="dataset")
+    recipe = m.get("recipe")
+    if recipe:
+        ax.stairs(recipe["expected_fraction"], edges, color="tab:red", lw=1.5, label="recipe")
+        for bound in recipe["bounds"] or ():
+            ax.axvline(bound, color="tab:red", ls="--", lw=0.8)
+        if is_log_spec(recipe["spec"]):
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    if m.get("reference") is not None:
+        ax.axvline(m["reference"], color="tab:red", ls="--", lw=1.2)
+    ax.set_title(f"{name} (n={m['count']}, mean {m['mean']:.3g})", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def worst_metrics(stats: dict[str, Any], n: int = 3) -> list[tuple[str, float]]:
+    """The ``n`` metrics whose histogram is furthest from the recipe's (TV distance)."""
+    scored = [(k, v["tv_distance"]) for k, v in stats["metrics"].items() if "tv_distance" in v]
+    return sorted(scored, key=lambda kv: -kv[1])[:n]
+
+
+__all__ = ["GROUPS", "Collector", "Metric", "compute_stats", "plot_groups", "summarize"]
