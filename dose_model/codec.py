@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dose_model.dac import DAC, DacConfig
+from dose_model.dac import DAC, DacConfig, skip_init
 
 DAC_CACHE_PATH = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8kbps_0.0.1.pth"
 """Where the reference package (descript-audio-codec >= 1.0) caches the 44 kHz weights."""
@@ -165,11 +165,10 @@ class DacCodec:
             config = DacConfig.from_kwargs(kwargs)
         except (TypeError, ValueError) as exc:
             raise CodecLoadError(source, f"bad metadata kwargs: {exc}") from None
-        with torch.device("meta"):  # no memory, no random init: weights come from the dict
+        with skip_init():  # the weights come from the dict
             model = DAC(config)
         check_state_dict(model, state_dict, source)
-        floats = {k: v.detach().to(torch.float32) for k, v in state_dict.items()}
-        model.load_state_dict(floats, strict=True, assign=True)
+        model.load_state_dict(state_dict, strict=True)
         return cls(model, device=device, source=source, sha256=sha256)
 
     @classmethod

@@ -26,7 +26,8 @@ latents ``[batch, latent_dim, frames]``, codes ``[batch, n_codebooks, frames]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -94,6 +95,19 @@ class DacConfig:
         return math.prod(self.encoder_rates)
 
 
+_INIT = [True]
+
+
+@contextmanager
+def skip_init() -> Iterator[None]:
+    """Build modules without random initialization (their weights are loaded next)."""
+    _INIT[0] = False
+    try:
+        yield
+    finally:
+        _INIT[0] = True
+
+
 class WNConv1d(nn.Module):
     """Weight-normed Conv1d (or ConvTranspose1d): ``weight = g * v / ||v||`` per output
     slice along dim 0, computed with ``torch._weight_norm`` exactly as the reference's
@@ -116,13 +130,25 @@ class WNConv1d(nn.Module):
         self.weight_g = nn.Parameter(torch.ones(shape[0], 1, 1))
         self.weight_v = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(c_out))
-        nn.init.trunc_normal_(self.weight_v, std=0.02)
-        with torch.no_grad():  # as weight_norm initializes: effective weight == v
-            self.weight_g.copy_(self.weight_v.norm(dim=(1, 2), keepdim=True))
+        if _INIT[0]:
+            nn.init.trunc_normal_(self.weight_v, std=0.02)
+            with torch.no_grad():  # as weight_norm initializes: effective weight == v
+                self.weight_g.copy_(self.weight_v.norm(dim=(1, 2), keepdim=True))
+
+        self._cached: tuple[tuple, torch.Tensor] | None = None
 
     def weight(self) -> torch.Tensor:
-        """The effective convolution weight."""
-        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+        """The effective convolution weight.
+
+        Without autograd (inference) it is computed once and reused until ``weight_g`` or
+        ``weight_v`` change (in place, or replaced, e.g. by ``.to(device)``)."""
+        v, g = self.weight_v, self.weight_g
+        if torch.is_grad_enabled():
+            return torch._weight_norm(v, g, 0)
+        key = (v._version, g._version, v.data_ptr(), g.data_ptr(), v.device, v.dtype)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, torch._weight_norm(v, g, 0))
+        return self._cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [batch, c_in, time] -> [batch, c_out, time']."""

@@ -20,7 +20,7 @@ DAC_TINY_JSON = REFERENCE_DIR / "dac_tiny.json"
 DAC_TINY_REFERENCE = REFERENCE_DIR / "dac_tiny_reference.npz"
 DAC_44KHZ_SHAPES = REFERENCE_DIR / "dac_44khz_state_dict_shapes.json"
 
-TINY_CODEC_KWARGS = {"encoder_dim": 4, "decoder_dim": 16}
+TINY_CODEC_KWARGS = {"encoder_dim": 1, "decoder_dim": 16}
 """A random codec small enough for fast tests: still hop 512, 9 codebooks x 1024, 44.1 kHz."""
 
 SAMPLE_RATE = 44100

@@ -1,0 +1,119 @@
+"""``dose-tokenize``: encode an RMOD dataset into a token cache. The work is in
+:mod:`dose_model.tokenize`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dose_model.codec import CodecLoadError, default_weights_path
+from dose_model.manifest import ManifestError
+from dose_model.tokenize import TokenizeError, tokenize_manifest
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (see ``dose-tokenize --help``)."""
+    p = argparse.ArgumentParser(
+        prog="dose-tokenize",
+        description=(
+            "Encode each row's mixture (mono mean, cropped/padded to --mixture-seconds) and "
+            "its kick, snare and hi-hat one-shots (mono mean, cropped/padded to "
+            "--oneshot-seconds) with DAC into int16 code shards TOKDIR/{split}/{shard:06d}/ "
+            "plus TOKDIR/index.json. Rerunning the same command resumes an interrupted run "
+            "(finished shards are kept). Rows with missing or undecodable audio are skipped, "
+            "reported by id and path, and listed in the index."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--manifest",
+        required=True,
+        metavar="M",
+        help="an RMOD manifest (.jsonl / .jsonl.gz; its split is its file name) or an RMOD "
+        "dataset DIR (all of DIR/manifests/{train,valid,test}.jsonl)",
+    )
+    p.add_argument(
+        "--codec-weights",
+        default=None,
+        metavar="W",
+        help="DAC weights file in the released format, e.g. weights_44khz_8kbps_0.0.1.pth "
+        "(default: the reference package's cache file "
+        "~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists; never downloaded)",
+    )
+    p.add_argument("--out", required=True, metavar="TOKDIR", help="token cache folder")
+    p.add_argument("--device", default="cpu", help="torch device to encode on: cpu, cuda, cuda:1")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="rows encoded together (mixtures, then 3x one-shots)",
+    )
+    p.add_argument(
+        "--shard-size", type=int, default=1024, help="rows per shard (the unit of resume)"
+    )
+    p.add_argument("--mixture-seconds", type=float, default=4.0, help="mixture length encoded (s)")
+    p.add_argument(
+        "--oneshot-seconds",
+        type=float,
+        default=2.0,
+        help="one-shot length encoded (s; the recipe's target length, 2 s = 173 frames)",
+    )
+    p.add_argument("--workers", type=int, default=4, help="threads that read audio ahead")
+    p.add_argument(
+        "--max-skipped",
+        type=int,
+        default=0,
+        help="exit with status 1 when more rows than this were skipped (the cache is "
+        "written either way)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 on success, 1 when too many rows were skipped, 2 on an error."""
+    args = parse_args(argv)
+    weights = args.codec_weights or default_weights_path()
+    if weights is None:
+        print(
+            "dose-tokenize: error: no --codec-weights given and no cached DAC weights found "
+            "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        summary = tokenize_manifest(
+            args.manifest,
+            weights,
+            args.out,
+            device=args.device,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            mixture_seconds=args.mixture_seconds,
+            oneshot_seconds=args.oneshot_seconds,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    except (
+        CodecLoadError,
+        ManifestError,
+        TokenizeError,
+        FileNotFoundError,
+        ValueError,
+        RuntimeError,
+    ) as exc:
+        print(f"dose-tokenize: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary)
+    if summary.rows_skipped > args.max_skipped:
+        print(
+            f"dose-tokenize: {summary.rows_skipped} rows skipped (more than --max-skipped "
+            f"{args.max_skipped}); see 'skipped' in {args.out}/index.json",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The token cache: encode an RMOD dataset once with DAC, so training never touches audio.
+
+Layout of a token cache folder ``TOKDIR`` (all codes are raw DAC codes 0..1023, int16):
+
+    TOKDIR/index.json                 settings, codec, manifests, shards, counts, skipped rows
+    TOKDIR/{split}/{shard:06d}/mixture.npy   [rows, 9, 345]  mixture, mono mean, 4 s
+    TOKDIR/{split}/{shard:06d}/kick.npy      [rows, 9, F]    one-shot, mono mean, cropped or
+    TOKDIR/{split}/{shard:06d}/snare.npy     [rows, 9, F]    zero-padded to the target length
+    TOKDIR/{split}/{shard:06d}/hihat.npy     [rows, 9, F]    (2 s -> F = 173)
+    TOKDIR/{split}/{shard:06d}/meta.json     {"ids": [...], "skipped": [...]}
+
+Shard ``i`` holds manifest rows ``[i * shard_size, (i + 1) * shard_size)`` in file order,
+minus the rows whose audio is missing or undecodable: those are skipped, reported by id
+and path, and listed in ``meta.json`` and ``index.json``. A shard is written in a
+temporary folder and renamed into place, so a shard folder is always complete: an
+interrupted run is resumed by running the same command again (finished shards are kept,
+the rest is redone; the files come out byte-identical). ``index.json`` says
+``"complete": true`` only once every shard is there. A rerun with other settings, another
+codec or a changed manifest is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from dose_model import DRUMS
+from dose_model.codec import DacCodec
+from dose_model.manifest import ManifestRow, find_manifests, manifest_sha256, read_manifest
+
+FORMAT = "dose-token-cache"
+VERSION = 1
+INDEX_NAME = "index.json"
+TMP_PREFIX = ".tmp-"
+
+
+class TokenizeError(RuntimeError):
+    """The token cache cannot be written (e.g. it holds a cache of other settings)."""
+
+
+class RowAudioError(Exception):
+    """One row's audio cannot be used; carries the file path and the reason."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class TokenizeSummary:
+    """What one run did. ``audio_seconds`` counts the audio encoded in this run (mixture +
+    three one-shots per row); shards found complete are ``shards_kept``."""
+
+    out: str
+    rows_encoded: int = 0
+    rows_skipped: int = 0
+    shards_written: int = 0
+    shards_kept: int = 0
+    audio_seconds: float = 0.0
+    elapsed_s: float = 0.0
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def audio_seconds_per_second(self) -> float:
+        """Encoding throughput of this run (audio seconds per wall-clock second)."""
+        return self.audio_seconds / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"tokenized {self.rows_encoded} rows into {self.out} "
+            f"({self.shards_written} shards written, {self.shards_kept} kept, "
+            f"{self.rows_skipped} rows skipped): {self.audio_seconds:.0f} audio-s in "
+            f"{self.elapsed_s:.1f} s = {self.audio_seconds_per_second:.1f} audio-s/s"
+        )
+
+
+# ------------------------------------------------------------------------- audio
+def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
+    """Read an audio file as float32 mono ``[samples]``: channel mean, resampled to
+    ``sample_rate`` if needed (polyphase), then cropped or zero-padded at the end."""
+    if not path.is_file():
+        raise RowAudioError(path, "file not found")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for bad files
+        raise RowAudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+    if data.shape[0] == 0:
+        raise RowAudioError(path, "file holds no samples")
+    if not np.isfinite(data).all():
+        raise RowAudioError(path, "file holds non-finite samples")
+    mono = data.mean(axis=1, dtype=np.float32)
+    if sr != sample_rate:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(int(sr), int(sample_rate))
+        mono = resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
+    out = np.zeros(samples, dtype=np.float32)
+    n = min(samples, mono.shape[0])
+    out[:n] = mono[:n]
+    return out
+
+
+def load_row(row: ManifestRow, sample_rate: int, mix_samples: int, shot_samples: int):
+    """(mixture [mix_samples], one-shots [3, shot_samples]) float32, or a RowAudioError."""
+    try:
+        mixture = load_mono(row.mixture, sample_rate, mix_samples)
+        shots = np.stack([load_mono(row.oneshots[d], sample_rate, shot_samples) for d in DRUMS])
+    except RowAudioError as err:
+        return err
+    return mixture, shots
+
+
+# ------------------------------------------------------------------------- files
+def _write_json(path: Path, obj: dict) -> None:
+    text = json.dumps(obj, indent=1, sort_keys=True) + "\n"
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_index(tokdir: str | os.PathLike) -> dict:
+    """The ``index.json`` of a token cache (raises FileNotFoundError / ValueError naming it)."""
+    path = Path(tokdir) / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a token cache (no {INDEX_NAME}); run dose-tokenize")
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable index ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} index")
+    return index
+
+
+def _shard_done(shard_dir: Path) -> dict | None:
+    meta = shard_dir / "meta.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text(encoding="utf-8"))
+
+
+def _write_shard(
+    shard_dir: Path, ids: list[str], skipped: list[dict], arrays: dict[str, np.ndarray]
+) -> None:
+    """Write one shard into a temporary folder beside it, then rename it into place."""
+    tmp = shard_dir.with_name(f"{TMP_PREFIX}{shard_dir.name}.{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+    text = json.dumps({"ids": ids, "skipped": skipped}, indent=1, sort_keys=True) + "\n"
+    (tmp / "meta.json").write_text(text, encoding="utf-8")
+    os.replace(tmp, shard_dir)
+
+
+def _clean_stale(split_dir: Path) -> None:
+    """Remove temporary folders/files left by a run that was killed."""
+    if split_dir.is_dir():
+        for entry in split_dir.iterdir():
+            if entry.name.startswith(TMP_PREFIX):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+# ------------------------------------------------------------------------- encoding
+def _batches(rows: list[ManifestRow], size: int) -> Iterator[list[ManifestRow]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _encode(codec: DacCodec, audio: np.ndarray) -> np.ndarray:
+    """float32 [n, samples] -> int16 codes [n, 9, frames] on the CPU."""
+    codes = codec.encode(torch.from_numpy(audio)[:, None, :])
+    return codes.to("cpu", torch.int16).numpy()
+
+
+def _encode_shard(
+    codec: DacCodec,
+    rows: list[ManifestRow],
+    pool: ThreadPoolExecutor,
+    batch_size: int,
+    lengths: tuple[int, int],
+    on_batch: Callable[[int], None],
+) -> tuple[list[str], list[dict], dict[str, np.ndarray]]:
+    """Encode the rows of one shard in batches; audio of the next batch loads meanwhile."""
+    mix_samples, shot_samples = lengths
+    frames = (codec.frames(mix_samples), codec.frames(shot_samples))
+    ids: list[str] = []
+    skipped: list[dict] = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("mixture", *DRUMS)}
+
+    def submit(batch: list[ManifestRow]) -> list[Future]:
+        return [
+            pool.submit(load_row, r, codec.sample_rate, mix_samples, shot_samples) for r in batch
+        ]
+
+    batches = list(_batches(rows, batch_size))
+    pending = submit(batches[0]) if batches else []
+    for i, batch in enumerate(batches):
+        loaded = [f.result() for f in pending]
+        pending = submit(batches[i + 1]) if i + 1 < len(batches) else []
+        good = []
+        for row, item in zip(batch, loaded, strict=True):
+            if isinstance(item, RowAudioError):
+                skipped.append({"id": row.id, "path": item.path, "reason": item.reason})
+            else:
+                ids.append(row.id)
+                good.append(item)
+        if good:
+            parts["mixture"].append(_encode(codec, np.stack([m for m, _ in good])))
+            shots = _encode(codec, np.concatenate([s for _, s in good]))  # [3n, 9, F]
+            shots = shots.reshape(len(good), len(DRUMS), *shots.shape[1:])
+            for d, drum in enumerate(DRUMS):
+                parts[drum].append(shots[:, d])
+        on_batch(len(batch))
+    arrays = {}
+    for name, chunks in parts.items():
+        n_frames = frames[0] if name == "mixture" else frames[1]
+        empty = np.zeros((0, codec.n_codebooks, n_frames), dtype=np.int16)
+        arrays[name] = np.ascontiguousarray(np.concatenate(chunks)) if chunks else empty
+    return ids, skipped, arrays
+
+
+def cache_config(
+    codec: DacCodec,
+    manifests: dict[str, Path],
+    n_rows: dict[str, int],
+    mixture_seconds: float,
+    oneshot_seconds: float,
+    shard_size: int,
+) -> dict:
+    """The settings that define a token cache's content (a resumed run must match them)."""
+    mix_samples = round(mixture_seconds * codec.sample_rate)
+    shot_samples = round(oneshot_seconds * codec.sample_rate)
+    return {
+        "codec": {
+            "kwargs": codec.kwargs,
+            "sha256": codec.sha256,
+            "sample_rate": codec.sample_rate,
+            "hop_length": codec.hop_length,
+            "n_codebooks": codec.n_codebooks,
+            "codebook_size": codec.codebook_size,
+        },
+        "mixture_seconds": mixture_seconds,
+        "mixture_samples": mix_samples,
+        "mixture_frames": codec.frames(mix_samples),
+        "oneshot_seconds": oneshot_seconds,
+        "oneshot_samples": shot_samples,
+        "oneshot_frames": codec.frames(shot_samples),
+        "drums": list(DRUMS),
+        "shard_size": shard_size,
+        "manifests": {
+            split: {
+                "path": str(Path(path).resolve()),
+                "sha256": manifest_sha256(path),
+                "rows": n_rows[split],
+            }
+            for split, path in manifests.items()
+        },
+    }
+
+
+def tokenize_manifest(
+    manifest: str | os.PathLike,
+    codec_weights: str | os.PathLike,
+    out: str | os.PathLike,
+    device: str = "cpu",
+    batch_size: int = 8,
+    shard_size: int = 1024,
+    mixture_seconds: float = 4.0,
+    oneshot_seconds: float = 2.0,
+    workers: int = 4,
+    progress: bool = True,
+    on_shard: Callable[[str, int], None] | None = None,
+) -> TokenizeSummary:
+    """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
+    splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
+
+    ``batch_size`` rows are encoded at once (their mixtures, then their 3 x batch_size
+    one-shots); ``workers`` threads read audio ahead. Resumes a cache of the same settings;
+    raises TokenizeError for a cache of other settings. Rows with missing or undecodable
+    audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
+    called after each shard is written (tests use it to interrupt a run).
+    """
+    if batch_size < 1 or shard_size < 1 or workers < 1:
+        raise ValueError("batch_size, shard_size and workers must be at least 1")
+    if mixture_seconds <= 0 or oneshot_seconds <= 0:
+        raise ValueError("mixture_seconds and oneshot_seconds must be positive")
+    start = time.perf_counter()
+    out = Path(out)
+    manifests = find_manifests(manifest)
+    rows = {split: read_manifest(path) for split, path in manifests.items()}
+    codec = DacCodec.load(codec_weights, device=device)
+    config = cache_config(
+        codec,
+        manifests,
+        {s: len(r) for s, r in rows.items()},
+        mixture_seconds,
+        oneshot_seconds,
+        shard_size,
+    )
+    _prepare_out(out, config)
+    lengths = (config["mixture_samples"], config["oneshot_samples"])
+    summary = TokenizeSummary(out=str(out))
+    splits: dict[str, dict] = {}
+    total = sum(len(r) for r in rows.values())
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=total, desc="dose-tokenize", unit="row", disable=not progress) as bar,
+    ):
+        for split, split_rows in rows.items():
+            split_dir = out / split
+            split_dir.mkdir(parents=True, exist_ok=True)
+            _clean_stale(split_dir)
+            shards = []
+            split_skipped: list[dict] = []
+            for i in range(math.ceil(len(split_rows) / shard_size)):
+                shard_rows = split_rows[i * shard_size : (i + 1) * shard_size]
+                shard_dir = split_dir / f"{i:06d}"
+                meta = _shard_done(shard_dir)
+                if meta is None:
+                    if shard_dir.exists():  # not ours in a complete state: redo it
+                        shutil.rmtree(shard_dir)
+                    ids, skipped, arrays = _encode_shard(
+                        codec, shard_rows, pool, batch_size, lengths, bar.update
+                    )
+                    _write_shard(shard_dir, ids, skipped, arrays)
+                    meta = {"ids": ids, "skipped": skipped}
+                    summary.shards_written += 1
+                    summary.rows_encoded += len(ids)
+                    summary.audio_seconds += len(ids) * (
+                        mixture_seconds + len(DRUMS) * oneshot_seconds
+                    )
+                    if on_shard is not None:
+                        on_shard(split, i)
+                else:
+                    summary.shards_kept += 1
+                    bar.update(len(shard_rows))
+                for item in meta["skipped"]:
+                    tqdm.write(
+                        f"skipped row {item['id']} ({item['path']}): {item['reason']}",
+                        file=sys.stderr,
+                    )
+                    split_skipped.append({"split": split, **item})
+                shards.append({"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])})
+            summary.skipped.extend(split_skipped)
+            splits[split] = {
+                "rows": sum(s["rows"] for s in shards),
+                "skipped": len(split_skipped),
+                "shards": shards,
+            }
+    summary.rows_skipped = len(summary.skipped)
+    _write_json(
+        out / INDEX_NAME,
+        {"format": FORMAT, "version": VERSION, "complete": True, "config": config}
+        | {"splits": splits, "skipped": summary.skipped},
+    )
+    summary.elapsed_s = time.perf_counter() - start
+    return summary
+
+
+def _prepare_out(out: Path, config: dict) -> None:
+    """Create ``out`` or check that the cache already there was made with ``config``."""
+    index_path = out / INDEX_NAME
+    if index_path.is_file():
+        index = read_index(out)
+        if index.get("version") != VERSION or index.get("config") != config:
+            old = index.get("config", {})
+            differ = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise TokenizeError(
+                f"{out} holds a token cache made with other settings (differing: "
+                f"{', '.join(differ) or 'version'}); use another --out or delete it"
+            )
+    elif out.is_dir() and any(p.name != INDEX_NAME for p in out.iterdir()):
+        raise TokenizeError(f"{out} exists, is not empty and holds no {INDEX_NAME}; refusing")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(
+        index_path, {"format": FORMAT, "version": VERSION, "complete": False, "config": config}
+    )
