@@ -12,9 +12,9 @@ pedalboard plugins. Two parts are ours:
 
 * **Pan** (pedalboard has none): position ``p`` in [-1, 1], angle
   ``theta = (p + 1) * pi / 4``, gains ``L = cos(theta) ** k``, ``R = sin(theta) ** k`` with
-  ``k = pan_law_db / -3.0103``. A centred source sits at ``pan_law_db`` in each channel:
-  -3 dB is constant power (k = 1), -6 dB constant amplitude (k = 2), -4.5 dB the
-  compromise used by pymixconsole (k = 1.5). Stereo input is balance-panned (L and R
+  ``k = pan_law_db / -3``. The nominal laws: -3 dB is constant power (k = 1, a centred
+  source at -3.01 dB in each channel), -6 dB constant amplitude (k = 2, -6.02 dB), -4.5 dB
+  the compromise used by pymixconsole (k = 1.5, -4.52 dB). Stereo input is balance-panned (L and R
   channels scaled by their gains).
 * **Limiter**: a pedalboard ``Compressor`` with ratio 1000:1 and 0.01 ms attack, so the
   sample peak stays at the threshold (within ~0.1 dB) and levels below it pass unchanged.
@@ -207,7 +207,7 @@ def pan_gains(position: float, pan_law_db: float) -> tuple[float, float]:
     """Left and right gains for a pan ``position`` in [-1, 1] (see the module docstring)."""
     p = min(max(float(position), -1.0), 1.0)
     theta = (p + 1.0) * math.pi / 4.0
-    k = pan_law_db / (20.0 * math.log10(math.cos(math.pi / 4.0)))
+    k = pan_law_db / -3.0
     return math.cos(theta) ** k, math.sin(theta) ** k
 
 
