@@ -19,6 +19,7 @@ from dose_fixtures import write_fake_rmod, write_tiny_codec
 
 from dose_model.cli.tokenize import main as tokenize_cli
 from dose_model.codec import DacCodec
+from dose_model.data import TokenDataset
 from dose_model.manifest import ManifestError, find_manifests, read_manifest
 from dose_model.tokenize import TokenizeError, load_mono, read_index, tokenize_manifest
 
@@ -110,6 +111,8 @@ def test_killed_run_resumes_to_identical_files(tmp_path, dataset, weights, refer
     assert (out / "train" / "000000" / "meta.json").is_file()
     assert not (out / "train" / "000001").exists()
     assert any(p.name.startswith(".tmp-") for p in (out / "train").iterdir())
+    with pytest.raises(ValueError, match="incomplete"):
+        TokenDataset(out, "train", "kick")
     summary = tokenize_manifest(dataset, weights, out, **SETTINGS)
     assert summary.shards_kept == 1 and summary.shards_written == 2
     assert summary.rows_encoded == 2

@@ -1,0 +1,98 @@
+"""TokenDataset over a token cache and the padding collate (dose_model.data)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from dose_fixtures import write_fake_rmod, write_tiny_codec
+from torch.utils.data import DataLoader
+
+from dose_model.data import TokenDataset, collate
+from dose_model.tokenize import tokenize_manifest
+from dose_model.tokens import PAD_ID, revert_mixture, revert_target
+
+
+@pytest.fixture(scope="module")
+def tokdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    dataset = write_fake_rmod(root / "rmod", {"train": 3}, seed=11)
+    weights = write_tiny_codec(root / "tiny.pth", seed=2)
+    out = root / "tok"
+    tokenize_manifest(
+        dataset, weights, out, batch_size=3, shard_size=2, oneshot_seconds=1.0, progress=False
+    )
+    return out
+
+
+def test_items_are_the_cached_codes_as_sequences(tokdir):
+    ds = TokenDataset(tokdir, "train", "snare")
+    assert len(ds) == 3 and ds.ids == ["train-000000", "train-000001", "train-000002"]
+    assert ds.cached_frames == 87  # 1 s = 44100 samples -> ceil(44100 / 512)
+    for i in range(len(ds)):
+        mixture, target = ds[i]
+        assert mixture.shape == (353, 9) and mixture.dtype == torch.long
+        assert target.shape == (87 + 10, 9) and target.dtype == torch.long
+        shard, row = divmod(i, 2)
+        mix_codes = np.load(tokdir / "train" / f"{shard:06d}" / "mixture.npy")[row]
+        snare_codes = np.load(tokdir / "train" / f"{shard:06d}" / "snare.npy")[row]
+        assert np.array_equal(revert_mixture(mixture).numpy(), mix_codes)
+        assert np.array_equal(revert_target(target).numpy(), snare_codes)
+    assert torch.equal(ds[-1][0], ds[2][0])
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+def test_target_frames_crop_from_the_start(tokdir):
+    full = TokenDataset(tokdir, "train", "hihat")
+    crop = TokenDataset(tokdir, "train", "hihat", target_frames=40)
+    _, target = crop[1]
+    assert target.shape == (50, 9)
+    assert torch.equal(revert_target(target), revert_target(full[1][1])[:, :40])
+    with pytest.raises(ValueError, match="target_frames"):
+        TokenDataset(tokdir, "train", "hihat", target_frames=88)
+
+
+def test_bad_arguments_are_named(tokdir, tmp_path):
+    with pytest.raises(ValueError, match="drum"):
+        TokenDataset(tokdir, "train", "cowbell")
+    with pytest.raises(ValueError, match="no split 'test'"):
+        TokenDataset(tokdir, "test", "kick")
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        TokenDataset(tmp_path, "train", "kick")
+
+
+def test_collate_pads_with_pad_id_and_masks():
+    gen = torch.Generator().manual_seed(0)
+    items = [
+        (
+            torch.randint(1, 1025, (353, 9), generator=gen),
+            torch.randint(1, 1025, (n, 9), generator=gen),
+        )
+        for n in (50, 97, 12)
+    ]
+    mixture, target, mask = collate(items)
+    assert mixture.shape == (3, 353, 9) and target.shape == (3, 97, 9)
+    assert mask.dtype == torch.bool and mask.shape == (3, 97)
+    assert mask.sum(1).tolist() == [50, 97, 12]
+    for b, (_, t) in enumerate(items):
+        n = t.shape[0]
+        assert torch.equal(target[b, :n], t)
+        assert (target[b, n:] == PAD_ID).all()
+        assert mask[b, :n].all() and not mask[b, n:].any()
+    with pytest.raises(ValueError, match="empty"):
+        collate([])
+
+
+def test_dataloader_with_workers_and_pickling(tokdir):
+    ds = TokenDataset(tokdir, "train", "kick", target_frames=20)
+    _ = ds[0]  # opens memory maps, which must not travel with the pickle
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._maps == {} and torch.equal(clone[0][1], ds[0][1])
+    loader = DataLoader(ds, batch_size=2, collate_fn=collate, num_workers=1)
+    batches = list(loader)
+    assert [b[0].shape[0] for b in batches] == [2, 1]
+    assert batches[0][1].shape == (2, 30, 9) and batches[0][2].all()
+    assert torch.equal(batches[1][0][0], ds[2][0])
