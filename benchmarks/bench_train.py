@@ -1,0 +1,169 @@
+"""Training-step throughput: the published DOSE training step vs ours, same device, one run.
+
+Published replica (faithful to the public training code): published-mode model (codebook 0
+embedded twice, no positions), logits for all 353 + 182 = 535 positions x 9,225, and its three
+cross-entropies on ``b v s d``-rearranged logits (mixture-continuation loss over 352 positions
+computed and logged but not trained on; onset loss over 10 positions; full loss over 183),
+Adam. Ours: our-mode model, logits only for the 182 positions that predict target tokens,
+`dose_model.losses.dose_loss`, AdamW (fused on cuda). Both: random tokens, dropout 0.1,
+``loss.backward()``, optimizer step.
+
+    python benchmarks/bench_train.py                      # GPU: published sizes, batch 64
+    python benchmarks/bench_train.py --device cpu         # CPU: small model, batch 4
+
+Prints one table row per (model, precision) and the ratio ours / published per precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from dose_model.config import ModelConfig
+from dose_model.losses import dose_loss
+from dose_model.model import DoseTransformer
+
+
+def published_step_loss(model: DoseTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The published training_step's loss: start + audio CE (dac CE computed, unused)."""
+    b, m, k = x.shape
+    pred = model(x, y[:, :-1], logits_from=0)  # [B, 535, K, V], all positions
+    target = torch.cat([x, y], dim=1)[:, 1:]
+    length = y.shape[1]
+
+    def ce(lo: int, hi: int) -> torch.Tensor:
+        return F.cross_entropy(pred[:, lo:hi].permute(0, 3, 1, 2), target[:, lo:hi])
+
+    dac = ce(0, m - 1)
+    start = ce(m - 1, m - 1 + 10)
+    audio = ce(m - 1, m - 1 + length)
+    dac.detach()  # the published code logs it
+    return start + audio
+
+
+def our_step_loss(model: DoseTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Our loss: logits only at target positions, masked full + onset CE."""
+    logits = model.target_logits(x, y[:, :-1])
+    mask = torch.ones(y.shape[:2], dtype=torch.bool, device=y.device)
+    return dose_loss(logits, y, mask, first=model.first_predicted).loss
+
+
+def bench(
+    name: str,
+    cfg: ModelConfig,
+    precision: str,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict:
+    """Time ``args.steps`` training steps after ``args.warmup``; returns a result row."""
+    torch.manual_seed(0)
+    model = DoseTransformer(cfg).to(device).train()
+    published = cfg.published
+    if published:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    step_loss = published_step_loss if published else our_step_loss
+    fn = torch.compile(step_loss) if args.compile else step_loss
+    g = torch.Generator(device="cpu").manual_seed(1)
+    x = torch.randint(1, 1025, (args.batch_size, 353, 9), generator=g).to(device)
+    y = torch.randint(1, 1025, (args.batch_size, args.target_frames + 10, 9), generator=g)
+    y[:, 0] = 0
+    y[:, -1] = 0
+    y = y.to(device)
+    bf16 = precision == "bf16"
+
+    def step() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = fn(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    return {
+        "name": name,
+        "precision": precision,
+        "params_m": model.num_parameters() / 1e6,
+        "ms_per_step": 1000 * elapsed / args.steps,
+        "examples_per_s": args.steps * args.batch_size / elapsed,
+        "loss": float(loss.detach()),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the benchmark (every option with its default)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
+    p.add_argument("--batch-size", type=int, default=None, help="default 64 on cuda, 4 on cpu")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 cuda, 3 cpu)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5 cuda, 1 cpu)")
+    p.add_argument("--layers", type=int, default=None, help="default 10 cuda (published), 2 cpu")
+    p.add_argument("--heads", type=int, default=None, help="default 16 cuda (published), 4 cpu")
+    p.add_argument("--d-model", type=int, default=None, help="default 1024 cuda, 128 cpu")
+    p.add_argument("--target-frames", type=int, default=173, help="one-shot frames (default 173)")
+    p.add_argument(
+        "--precisions",
+        default=None,
+        help="comma list of fp32,bf16 (default: fp32,bf16 on cuda, fp32 on cpu)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the step (default off)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table; returns 0."""
+    args = build_parser().parse_args(argv)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+    gpu = device.type == "cuda"
+    args.batch_size = args.batch_size or (64 if gpu else 4)
+    args.steps = args.steps or (20 if gpu else 3)
+    args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    sizes = {
+        "num_layers": args.layers or (10 if gpu else 2),
+        "num_heads": args.heads or (16 if gpu else 4),
+        "d_model": args.d_model or (1024 if gpu else 128),
+        "max_target_len": args.target_frames + 10,
+    }
+    precisions = (args.precisions or ("fp32,bf16" if gpu else "fp32")).split(",")
+    what = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {what}; batch {args.batch_size}; sizes {sizes}; compile {args.compile}")
+    rows = []
+    for precision in precisions:
+        for name, cfg in (
+            ("published", ModelConfig.published_config(**sizes)),
+            ("ours", ModelConfig(**sizes)),
+        ):
+            rows.append(bench(name, cfg, precision, args, device))
+            r = rows[-1]
+            print(
+                f"{r['name']:<10} {r['precision']:<5} {r['params_m']:7.1f} M params "
+                f"{r['ms_per_step']:9.1f} ms/step {r['examples_per_s']:9.1f} examples/s",
+                flush=True,
+            )
+    for precision in precisions:
+        pub = next(r for r in rows if r["name"] == "published" and r["precision"] == precision)
+        ours = next(r for r in rows if r["name"] == "ours" and r["precision"] == precision)
+        print(
+            f"ratio ours/published ({precision}): {ours['examples_per_s'] / pub['examples_per_s']:.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
