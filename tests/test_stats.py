@@ -1,0 +1,130 @@
+"""rmod-stats: figures match the manifests, recipe overlays match the recipe, plots exist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rmod.build import BuildOptions, build
+from rmod.cli.stats import main
+from rmod.manifest import read_manifest
+from rmod.recipe import load_recipe
+from rmod.stats import GROUPS, Metric, compute_stats, summarize
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def dataset(small_library, tmp_path_factory) -> Path:
+    """A tiny full-recipe dataset (drums + instruments): 6 train + 1 valid + 1 test."""
+    folder = tmp_path_factory.mktemp("stats")
+    data = load_recipe("rmod-paper").to_dict()
+    data["audio"].update(mixture_seconds=1.0, target_seconds=0.5)
+    data["drums"]["grid_points"] = 480
+    data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
+    out = folder / "ds"
+    options = BuildOptions(
+        n=6, out=out, recipe=recipe, library=str(small_library.path), jobs=1, shard_size=4,
+        progress=False,
+    )  # fmt: skip
+    assert build(options).ok
+    return out
+
+
+@pytest.fixture(scope="module")
+def stats(dataset) -> dict:
+    return compute_stats(dataset, progress=False)
+
+
+def all_rows(root: Path):
+    return [r for s in ("train", "valid", "test") for r in read_manifest(root / "manifests" / f"{s}.jsonl")]  # fmt: skip
+
+
+def test_stats_json_matches_the_manifests(dataset, stats):
+    on_disk = json.loads((dataset / "stats" / "stats.json").read_text())
+    assert on_disk == json.loads(json.dumps(stats))
+    assert stats["rows"] == {"train": 6, "valid": 1, "test": 1}
+    rows = all_rows(dataset)
+    m = stats["metrics"]
+    for cls in ("kick", "snare", "hihat"):
+        hits = [len(r.params["drums"][cls]["grid"]) for r in rows]
+        assert m[f"hits.{cls}"]["count"] == 8
+        assert m[f"hits.{cls}"]["mean"] == pytest.approx(np.mean(hits))
+        assert sum(m[f"hits.{cls}"]["histogram"]["counts"]) == 8
+        assert m[f"hits.{cls}"]["out_of_bounds"] == 0
+    weights = [r.params["drums"][c]["weights"][0] for r in rows for c in ("kick", "snare", "hihat")]
+    assert m["layering.weight_first"]["count"] == 24
+    assert m["layering.weight_first"]["mean"] == pytest.approx(np.mean(weights))
+    present = [r.params["instruments"]["bass"]["loop_id"] is not None for r in rows]
+    assert m["instruments.present.bass"]["mean"] == pytest.approx(np.mean(present))
+    peaks = [r.loudness["mixture_peak_db"] for r in rows]
+    assert m["loudness.mixture_peak_db"]["max"] == pytest.approx(max(peaks))
+    assert m["loudness.mixture_peak_db"]["reference"] == -1.0
+    assert max(peaks) <= -1.0 + 0.01  # the master ceiling holds
+    assert sum(v.get("out_of_bounds", 0) for v in m.values()) == 0
+
+
+def test_recipe_overlay_is_the_recipe_distribution(dataset, stats):
+    m = stats["metrics"]
+    recipe = json.loads((dataset / "build.json").read_text())["recipe"]
+    # randint [2, 4] and [14, 18]: expected means 3 and 16, bounds as in the recipe
+    assert m["hits.kick"]["recipe"]["bounds"] == [2.0, 4.0]
+    assert m["hits.kick"]["recipe"]["expected_mean"] == pytest.approx(3.0, abs=0.05)
+    assert m["hits.hihat"]["recipe"]["expected_mean"] == pytest.approx(16.0, abs=0.1)
+    # weights (0.8, 0.2) / (0.7, 0.3) / (0.6, 0.4): first weight averages 0.7
+    assert m["layering.weight_first"]["recipe"]["expected_mean"] == pytest.approx(0.7, abs=0.01)
+    # drop with p = 0.3: presence 0.7
+    assert m["instruments.present.bass"]["recipe"]["expected_mean"] == pytest.approx(0.7, abs=0.02)
+    kick_gain = recipe["mixing"]["tracks"]["kick"]["gain_db"]["uniform"]
+    assert m["mixing.gain_db.kick"]["recipe"]["bounds"] == kick_gain
+    low_shelf = recipe["mixing"]["eq"]["low_shelf"]["freq_hz"]
+    assert m["mixing.eq.low_shelf.freq_hz"]["recipe"]["spec"] == low_shelf
+    assert (
+        m["master.limiter.threshold_db"]["recipe"]["spec"]
+        == recipe["master"]["limiter"]["threshold_db"]
+    )
+    for v in m.values():
+        if "recipe" in v:
+            assert sum(v["recipe"]["expected_fraction"]) == pytest.approx(1.0, abs=1e-6)
+            assert 0.0 <= v["tv_distance"] <= 1.0
+
+
+def test_plots_are_pngs_one_per_group(dataset, stats):
+    assert stats["plots"] == [f"{g}.png" for g in GROUPS if any(
+        v["group"] == g for v in stats["metrics"].values())]  # fmt: skip
+    assert {"hits.png", "layering.png", "instruments.png", "semitones.png",
+            "mixing_eq.png", "loudness.png"} <= set(stats["plots"])  # fmt: skip
+    for name in stats["plots"]:
+        data = (dataset / "stats" / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000
+
+
+def test_summarize_counts_out_of_bounds_and_distance():
+    rng = np.random.default_rng(5)
+    metric = Metric("x", "mixing_eq", {"uniform": [0.0, 1.0]})
+    for v in rng.uniform(0.0, 1.0, 4000):
+        metric.add(v)
+    close = summarize(metric)
+    assert close["out_of_bounds"] == 0 and close["tv_distance"] < 0.1
+    metric.add(1.5)
+    metric.add(None)  # silence: skipped
+    assert summarize(metric)["out_of_bounds"] == 1
+    skewed = Metric("y", "mixing_eq", {"uniform": [0.0, 1.0]})
+    for v in rng.uniform(0.0, 0.3, 4000):
+        skewed.add(v)
+    assert summarize(skewed)["tv_distance"] > 0.5
+
+
+def test_cli(dataset, tmp_path, capsys):
+    assert main([str(dataset), "--out", str(tmp_path / "s"), "--no-plots", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rmod-stats: 8 rows") and "0 values outside recipe bounds" in out
+    assert (tmp_path / "s" / "stats.json").exists() and not list((tmp_path / "s").glob("*.png"))
+    assert main([str(tmp_path), "--no-progress"]) == 1
+    assert "no build.json" in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""rmod-verify: passes a good dataset, catches every kind of damage and lists it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import yaml
+
+from rmod.build import BuildOptions, build
+from rmod.cli.verify import main
+from rmod.manifest import read_manifest
+from rmod.recipe import load_recipe
+from rmod.verify import verify_dataset
+
+
+@pytest.fixture(scope="module")
+def good(small_library, tmp_path_factory) -> Path:
+    """A tiny drums-only dataset: 2 train + 1 valid + 1 test, 1 s mixtures."""
+    folder = tmp_path_factory.mktemp("verify")
+    data = load_recipe("rmod-drums-only").to_dict()
+    data["audio"].update(mixture_seconds=1.0, target_seconds=0.5)
+    data["drums"]["grid_points"] = 480
+    data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
+    out = folder / "ds"
+    options = BuildOptions(
+        n=2, out=out, recipe=recipe, library=str(small_library.path), jobs=1, shard_size=2,
+        progress=False,
+    )  # fmt: skip
+    assert build(options).ok
+    return out
+
+
+@pytest.fixture
+def ds(good, tmp_path) -> Path:
+    """A private copy of the good dataset, free to damage."""
+    return Path(shutil.copytree(good, tmp_path / "ds"))
+
+
+def problems(root: Path) -> list[str]:
+    report = verify_dataset(root, progress=False)
+    assert report.ok == (not report.problems)
+    return [str(p) for p in report.problems]
+
+
+def first_row(root: Path, split: str = "train"):
+    return read_manifest(root / "manifests" / f"{split}.jsonl")[0]
+
+
+def test_good_dataset_passes(good, capsys):
+    report = verify_dataset(good, progress=False)
+    assert report.ok, report.problems
+    assert report.rows == 4 and report.files == 4 * 5
+    assert main([str(good), "--no-progress"]) == 0
+    assert "rmod-verify OK: 4 rows, 20 files" in capsys.readouterr().out
+
+
+def test_truncated_file(ds, capsys):
+    row = first_row(ds)
+    path = ds / row.mixture
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    found = problems(ds)
+    assert found and all(row.mixture in p for p in found)
+    assert any("samples, expected 44100" in p or "does not decode" in p for p in found)
+    assert main([str(ds), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert f"PROBLEM {row.mixture}" in out and "rmod-verify FAILED" in out
+
+
+def test_deleted_file(ds):
+    row = first_row(ds, "test")
+    (ds / row.oneshots["snare"]).unlink()
+    assert problems(ds) == [f"{row.oneshots['snare']}: {row.id}: file is missing"]
+
+
+def test_changed_byte_fails_only_the_checksum(ds):
+    row = first_row(ds, "valid")
+    path = ds / row.oneshots["hihat"]
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01  # one bit of the last sample: still a valid, same-length file
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == row.frames["hihat"]
+    assert problems(ds) == [f"{row.oneshots['hihat']}: {row.id}: checksum mismatch "
+                            "(bytes changed since the build)"]  # fmt: skip
+
+
+def test_duplicated_row(ds):
+    manifest = ds / "manifests" / "train.jsonl"
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(lines + lines[:1]))
+    found = problems(ds)
+    assert any("duplicate id train-00000000" in p for p in found)
+    assert any("3 rows, build.json says 2" in p for p in found)
+
+
+def test_wrong_format_rate_and_channels(ds):
+    row = first_row(ds)
+    path = ds / row.oneshots["kick"]
+    audio, sr = sf.read(str(path), dtype="float32")
+    sf.write(str(path), audio[:, 0], 22050, subtype="PCM_24")
+    found = " | ".join(problems(ds))
+    for what in ("PCM_24, expected PCM_16", "22050 Hz, expected 44100 Hz",
+                 "1 channel(s), expected 2", "checksum mismatch"):  # fmt: skip
+        assert what in found
+
+
+def test_missing_manifest_and_bad_build_json(ds):
+    (ds / "manifests" / "valid.jsonl").unlink()
+    assert "manifests/valid.jsonl: manifest is missing" in problems(ds)
+    (ds / "build.json").write_text("{not json")
+    assert any("build.json" in p for p in problems(ds))
+
+
+def test_shared_source_between_splits_is_caught(ds):
+    manifest = ds / "manifests" / "valid.jsonl"
+    row = json.loads(manifest.read_text().splitlines()[0])
+    train_kick = first_row(ds).sources["kick"][0]
+    row["sources"]["kick"][0] = train_kick
+    manifest.write_text(json.dumps(row) + "\n")
+    assert problems(ds) == [f"{train_kick}: library source used by several splits: train, valid"]
+
+
+def test_path_escaping_the_dataset_is_refused(ds):
+    manifest = ds / "manifests" / "test.jsonl"
+    row = json.loads(manifest.read_text())
+    row["mixture"] = "../../etc/passwd"
+    manifest.write_text(json.dumps(row) + "\n")
+    assert any("path leaves the dataset folder" in p for p in problems(ds))
