@@ -1,0 +1,219 @@
+"""The example engine: draws follow the recipe, renders are exact, finite, reproducible."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from rmod import DRUMS, INSTRUMENTS
+from rmod.audio import encode_audio, peak_db
+from rmod.example import (
+    ExampleError,
+    ExampleParams,
+    draw_example,
+    example_id,
+    example_rng,
+    layered_oneshot,
+    render_example,
+)
+from rmod.overview import (
+    DRUM_CONTRIBUTION_RANGE_DB,
+    ONSET_SNR_MIN_DB,
+    contribution_db,
+    onset_snr_db,
+)
+from rmod.pattern import grid_to_samples, midi_bytes, read_midi_grid
+from rmod.recipe import Recipe, load_recipe
+
+
+def fast_recipe(name: str = "rmod-paper") -> Recipe:
+    """The shipped recipe with a 2 s mixture (1 tick per grid point) to keep tests quick."""
+    d = load_recipe(name).to_dict()
+    d["audio"]["mixture_seconds"] = 2.0
+    d["audio"]["target_seconds"] = 1.0
+    d["instruments"]["segment_seconds"] = {"choice": [2.0, 1.0]}
+    return Recipe.from_dict(d, source="fast")
+
+
+class OnlyDrums:
+    """A library view without loops for some instruments (delegates everything else)."""
+
+    def __init__(self, lib, hide: tuple[str, ...]):
+        self.lib, self.hide = lib, hide
+        self.fingerprint = lib.fingerprint
+
+    def ids(self, cls, split):
+        return () if cls in self.hide else self.lib.ids(cls, split)
+
+    def __getattr__(self, name):
+        return getattr(self.lib, name)
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_recipe(None)
+
+
+@pytest.fixture(scope="module")
+def rendered(paper, small_library):
+    params = draw_example(paper, small_library, 5, "train", 3)
+    return params, render_example(params, paper, small_library)
+
+
+def test_example_rng_and_id():
+    a = example_rng(1, "train", 7).integers(0, 2**62, 4)
+    assert np.array_equal(a, example_rng(1, "train", 7).integers(0, 2**62, 4))
+    for other in (
+        example_rng(1, "valid", 7),
+        example_rng(1, "train", 8),
+        example_rng(2, "train", 7),
+    ):
+        assert not np.array_equal(a, other.integers(0, 2**62, 4))
+    assert example_id("train", 42) == "train-00000042"
+    with pytest.raises(ExampleError, match="unknown split"):
+        example_rng(1, "dev", 0)
+
+
+def test_draws_follow_the_recipe_over_2000_examples(paper, small_library):
+    n = 2000
+    drops = Counter()
+    hits = {c: Counter() for c in DRUMS}
+    pairs = Counter()
+    semis = {i: Counter() for i in INSTRUMENTS}
+    segments = Counter()
+    for index in range(n):
+        p = draw_example(paper, small_library, 0, "train", index)
+        for cls, d in p.drums.items():
+            hits[cls][len(d.grid)] += 1
+            assert len(set(d.grid)) == len(d.grid)
+            assert all(0 <= g < 1920 for g in d.grid)
+            assert d.sample_ids[0] != d.sample_ids[1]
+            assert all(i in small_library.ids(cls, "train") for i in d.sample_ids)
+            pairs[d.weights] += 1
+        for name, inst in p.instruments.items():
+            drops[name] += inst.dropped
+            if inst.plays:
+                semis[name][inst.semitones] += 1
+                segments[inst.segment_seconds] += 1
+                assert name in p.mix
+            else:
+                assert name not in p.mix
+    sigma = math.sqrt(0.3 * 0.7 / n)
+    for name in INSTRUMENTS:
+        assert abs(drops[name] / n - 0.3) < 4 * sigma, (name, drops[name])
+    assert set(hits["kick"]) == {2, 3, 4} and set(hits["snare"]) == {2, 3, 4}
+    assert set(hits["hihat"]) == set(range(14, 19))
+    assert set(pairs) == {(0.8, 0.2), (0.7, 0.3), (0.6, 0.4)}
+    assert all(abs(c / (3 * n) - 1 / 3) < 0.03 for c in pairs.values())
+    assert set(semis["bass"]) == set(range(-6, 3))
+    for name in ("piano", "guitar", "vocal"):
+        assert set(semis[name]) == set(range(-12, 13))
+    assert set(segments) == {4.0, 2.0}
+
+
+def test_params_round_trip_through_json(paper, small_library):
+    p = draw_example(paper, small_library, 9, "valid", 2)
+    back = ExampleParams.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert back == p
+    assert back.sources()["kick"] == list(p.drums["kick"].sample_ids)
+    with pytest.raises(ValueError, match=r"params.drums.kick.weights"):
+        bad = p.to_dict()
+        bad["drums"]["kick"]["weights"] = ["a", 0.2]
+        ExampleParams.from_dict(bad)
+
+
+def test_rendered_outputs_are_exact_and_unclipped(paper, rendered):
+    params, out = rendered
+    assert out.mixture.shape == (2, 176400) and out.mixture.dtype == np.float32
+    assert np.isfinite(out.mixture).all()
+    assert abs(peak_db(out.mixture) - paper.master.ceiling_dbfs) < 0.01
+    assert peak_db(out.mixture) <= paper.master.ceiling_dbfs
+    assert set(out.oneshots) == set(DRUMS)
+    for shot in out.oneshots.values():
+        assert shot.shape == (2, 88200) and np.isfinite(shot).all() and peak_db(shot) < 0.0
+    expected_stems = set(params.mix) | {f"{c}_dry" for c in DRUMS}
+    assert set(out.stems) == expected_stems
+    assert all(s.shape == (2, 176400) for s in out.stems.values())
+    assert out.sample_rate == 44100
+
+
+def test_dry_drum_onsets_exact_in_render(paper, small_library, rendered):
+    params, out = rendered
+    for cls in DRUMS:
+        pos = grid_to_samples(params.drums[cls].grid, 1920, 176400)
+        assert np.array_equal(out.onsets[cls], pos)
+        track = out.stems[f"{cls}_dry"]
+        assert not track[:, : pos[0]].any()
+        shot = layered_oneshot(params.drums[cls], paper, small_library)
+        fade = round(paper.drums.retrigger_fade_ms * 44100 / 1000)
+        checked = 0
+        for k, p in enumerate(pos):  # each onset starts the layered one-shot at that sample
+            end = pos[k + 1] - fade if k + 1 < len(pos) else 176400  # before any retrigger fade
+            n = min(64, end - p, shot.shape[1])
+            if n > 0:
+                np.testing.assert_array_equal(track[:, p : p + n], shot[:, :n])
+                checked += 1
+        assert checked >= 1
+    assert read_midi_grid(midi_bytes(out.midi), {"kick": 36, "snare": 38, "hihat": 42}, 2) == {
+        c: params.drums[c].grid for c in DRUMS
+    }
+
+
+def test_same_seed_same_bytes(small_library):
+    recipe = fast_recipe()
+    a = draw_example(recipe, small_library, 11, "test", 1)
+    b = ExampleParams.from_dict(json.loads(json.dumps(a.to_dict())))
+    ra, rb = render_example(a, recipe, small_library), render_example(b, recipe, small_library)
+    assert encode_audio(ra.mixture, 44100) == encode_audio(rb.mixture, 44100)
+    for cls in DRUMS:
+        assert encode_audio(ra.oneshots[cls], 44100) == encode_audio(rb.oneshots[cls], 44100)
+    assert ra.mixture.shape == (2, 88200)
+    c = draw_example(recipe, small_library, 12, "test", 1)
+    assert c != a
+
+
+def test_missing_drum_class_and_absent_instrument(paper, small_library):
+    with pytest.raises(ExampleError, match="no snare one-shots in split 'valid'"):
+        draw_example(paper, OnlyDrums(small_library, ("snare",)), 0, "valid", 0)
+    lib = OnlyDrums(small_library, ("vocal",))
+    p = draw_example(paper, lib, 0, "train", 0)
+    assert not p.instruments["vocal"].available and not p.instruments["vocal"].plays
+    assert "vocal" not in p.mix and "vocal" not in p.sources()
+
+
+def test_render_refuses_other_recipe_or_library(paper, small_library):
+    p = draw_example(paper, small_library, 0, "train", 0)
+    with pytest.raises(ExampleError, match="drawn with recipe"):
+        render_example(p, fast_recipe(), small_library)
+    other = OnlyDrums(small_library, ())
+    other.fingerprint = "0" * 64
+    with pytest.raises(ExampleError, match="drawn with library"):
+        render_example(p, paper, other)
+
+
+def test_drums_only_variant(small_library):
+    recipe = fast_recipe("rmod-drums-only")
+    p = draw_example(recipe, small_library, 3, "train", 0)
+    assert p.instruments == {} and tuple(p.mix) == DRUMS
+    out = render_example(p, recipe, small_library)
+    assert set(out.stems) == set(DRUMS) | {f"{c}_dry" for c in DRUMS}
+    assert contribution_db(out.stems)["drums"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_default_levels_keep_drums_audible(paper, builtin_library):
+    """Listen-by-proxy on the built-in library: the documented level ranges hold."""
+    lo, hi = DRUM_CONTRIBUTION_RANGE_DB["class"]
+    d_lo, d_hi = DRUM_CONTRIBUTION_RANGE_DB["drums"]
+    for seed in range(4):
+        p = draw_example(paper, builtin_library, seed, "train", 0)
+        out = render_example(p, paper, builtin_library)
+        levels = contribution_db(out.stems)
+        for cls in DRUMS:
+            assert lo <= levels[cls] <= hi, (seed, cls, levels)
+        assert d_lo <= levels["drums"] <= d_hi, (seed, levels)
+        snr = onset_snr_db(out.stems, out.onsets, out.sample_rate)
+        assert min(snr.values()) >= ONSET_SNR_MIN_DB, (seed, snr)
