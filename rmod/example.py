@@ -17,6 +17,7 @@ parameters of each playing track (drums first, then instruments); then the maste
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import math
@@ -432,19 +433,23 @@ class ExampleSource:
 
 def load_example_source(path: str | os.PathLike, example: str | None = None) -> ExampleSource:
     """Read drawn params (+ recipe, library) from ``example.json``, a one-row JSON file, or
-    a manifest ``.jsonl`` (then ``example`` names the row id; recipe and library come from
+    a manifest ``.jsonl``/``.jsonl.gz`` (then ``example`` names the row id; recipe and library come from
     ``build.json`` in the manifest's grandparent folder when present).
 
     Raises :class:`ExampleError` naming the file for anything unreadable or missing.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ExampleError(f"{path}: cannot read ({exc.strerror})") from None
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ExampleError(
+            f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
     build: dict[str, Any] = {}
+    is_manifest = path.name.endswith((".jsonl", ".jsonl.gz"))
     try:
-        if path.suffix == ".jsonl" or (example is not None and "\n" in text.strip()):
+        if is_manifest or (example is not None and "\n" in text.strip()):
             if example is None:
                 raise ExampleError(f"{path}: a manifest holds many examples; name one with --id")
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
