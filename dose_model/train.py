@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from dose_model.checkpoints import FORMAT, atomic_torch_save, read_checkpoint
 from dose_model.config import ModelConfig, TrainConfig
+from dose_model.data import collate as default_collate
 from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
 
@@ -69,18 +70,6 @@ class TrainResult:
     examples_per_s: float
     stopped_early: bool
     out: Path
-
-
-def stack_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
-    """Pad targets with 0 to the longest and stack: -> (mixture, target, target_mask)."""
-    mixture = torch.stack([m for m, _ in batch])
-    longest = max(t.shape[0] for _, t in batch)
-    target = torch.zeros(len(batch), longest, batch[0][1].shape[-1], dtype=torch.long)
-    mask = torch.zeros(len(batch), longest, dtype=torch.bool)
-    for i, (_, t) in enumerate(batch):
-        target[i, : t.shape[0]] = t
-        mask[i, : t.shape[0]] = True
-    return mixture, target, mask
 
 
 def global_batch(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
@@ -189,7 +178,7 @@ def evaluate(
     cfg: TrainConfig,
     device: torch.device,
     precision: str = "auto",
-    collate: Callable = stack_collate,
+    collate: Callable = default_collate,
     ddp: _Dist | None = None,
 ) -> dict[str, float]:
     """Mean validation loss terms and token accuracy over (the first ``eval_max_batches``
@@ -290,7 +279,7 @@ def train(
     device: str = "auto",
     precision: str = "auto",
     resume: bool = False,
-    collate: Callable = stack_collate,
+    collate: Callable = default_collate,
     progress: bool = True,
     stop_after: int | None = None,
     max_steps: int | None = None,
@@ -538,7 +527,7 @@ def train_from_manifest(
         log: where one-line notes go (rank 0 only).
     """
     from dose_model import DRUMS
-    from dose_model.data import TokenDataset, collate
+    from dose_model.data import TokenDataset
 
     if drum not in DRUMS:
         raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {drum!r}")
@@ -576,19 +565,23 @@ def train_from_manifest(
         if _has_split(tokens, "valid")
         else None
     )
-    return train(
-        model_cfg,
-        train_cfg,
-        train_set,
-        valid_set,
-        out,
-        device=device,
-        precision=precision,
-        resume=resume,
-        collate=collate,
-        progress=progress,
-        max_steps=max_steps,
-    )
+    try:
+        return train(
+            model_cfg,
+            train_cfg,
+            train_set,
+            valid_set,
+            out,
+            device=device,
+            precision=precision,
+            resume=resume,
+            collate=default_collate,
+            progress=progress,
+            max_steps=max_steps,
+        )
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _has_split(tokdir: Path, split: str) -> bool:

@@ -216,3 +216,28 @@ def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys):
     # Errors exit non-zero with a message.
     assert main(["--manifest", str(root), "--drum", "kick", "--out", str(tmp_path / "x")]) == 1
     assert "--codec-weights" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_training_and_checkpoint(tmp_path):
+    """GPU path: bf16 autocast, fused AdamW, CUDA RNG state in the checkpoint, exact resume."""
+    data = RandomTokens(8)
+    cfg = TrainConfig(
+        lr=1e-2,
+        warmup_steps=2,
+        max_steps=6,
+        batch_size=4,
+        eval_every=3,
+        log_every=3,
+        save_every=100,
+        target_frames=12,
+    )
+    full = train(MODEL, cfg, data, data, tmp_path / "a", device="cuda", progress=False)
+    assert np.isfinite(full.last_train_loss) and full.last_train_loss < 14.0
+    ckpt = read_checkpoint(tmp_path / "a" / "last.ckpt")
+    assert "cuda" in ckpt["rng"]
+    train(MODEL, cfg, data, data, tmp_path / "b", device="cuda", progress=False, stop_after=3)
+    train(MODEL, cfg, data, data, tmp_path / "b", device="cuda", progress=False, resume=True)
+    b = read_checkpoint(tmp_path / "b" / "last.ckpt")
+    for key, value in ckpt["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -6,6 +6,7 @@ Only parses arguments and calls `dose_model.train.train_from_manifest`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         else "no validation"
     )
     stop = ", stopped early" if result.stopped_early else ""
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     print(
         f"dose-train: {args.drum} {result.step} steps{stop}, last train loss "
         f"{result.last_train_loss:.4f}, {best}, {result.examples_per_s:.1f} examples/s "
