@@ -41,14 +41,14 @@ class ModelConfig:
     num_layers: int = 10
     num_heads: int = 16
     d_model: int = 1024
-    num_codebooks: int = 9
-    vocab_size: int = 1025
-    mlp_ratio: int = 4
-    dropout: float = 0.1
-    mixture_len: int = 353
-    max_target_len: int = 183
-    published: bool = False
-    positions: str = "learned"
+    num_codebooks: int = 9  # DAC 44 kHz codebooks
+    vocab_size: int = 1025  # 1024 codes (stored + 1) and token 0 (start / end / pad)
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
+    dropout: float = 0.1  # on embeddings, attention output and MLP output
+    mixture_len: int = 353  # mixture positions (345 frames + 8 delay rows)
+    max_target_len: int = 183  # longest target sequence (173 frames + 10)
+    published: bool = False  # compute as the published code (quirks included)
+    positions: str = "learned"  # "learned" absolute positions or "none"
 
     def __post_init__(self) -> None:
         _validate(self, "model")
@@ -96,26 +96,26 @@ class TrainConfig:
     follows a cosine down to ``lr * min_lr_ratio`` at ``max_steps``.
     """
 
-    lr: float = 3.0e-4
-    weight_decay: float = 0.01
+    lr: float = 3.0e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.01  # AdamW decay on weight matrices and embeddings only
     beta1: float = 0.9
     beta2: float = 0.95
-    warmup_steps: int = 1000
-    max_steps: int = 100_000
+    warmup_steps: int = 1000  # linear warmup from lr / warmup_steps to lr
+    max_steps: int = 100_000  # updates; the cosine reaches lr * min_lr_ratio here
     min_lr_ratio: float = 0.1
-    batch_size: int = 16
-    grad_clip: float = 1.0
-    full_weight: float = 1.0
-    onset_weight: float = 1.0
-    onset_positions: int = 10
-    mask_padding: bool = True
-    target_frames: int | None = 173
-    eval_every: int = 1000
-    eval_max_batches: int | None = None
-    patience: int = 10
-    log_every: int = 10
-    save_every: int = 1000
-    seed: int = 0
+    batch_size: int = 16  # global batch (examples per update, over all ranks)
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    full_weight: float = 1.0  # weight of the full-length cross-entropy
+    onset_weight: float = 1.0  # weight of the onset cross-entropy; 0 = ablation
+    onset_positions: int = 10  # target rows j < this form the onset window (K + 1)
+    mask_padding: bool = True  # score no padding rows (the published code scores them)
+    target_frames: int | None = 173  # one-shot frames kept (2 s); None = all cached
+    eval_every: int = 1000  # validate every N updates (and at max_steps)
+    eval_max_batches: int | None = None  # validation batches per evaluation; None = all
+    patience: int = 10  # stop after this many evaluations without a new best
+    log_every: int = 10  # metrics.csv row every N updates
+    save_every: int = 1000  # last.ckpt every N updates (also after each validation)
+    seed: int = 0  # model init, data order, dropout
 
     def __post_init__(self) -> None:
         _validate(self, "train")
@@ -126,6 +126,10 @@ class TrainConfig:
         for name in ("warmup_steps", "weight_decay", "grad_clip", "full_weight", "onset_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.onset_positions < 0:
+            raise ConfigError(f"train.onset_positions must be >= 0, got {self.onset_positions}")
+        if self.target_frames is not None and self.target_frames < 1:
+            raise ConfigError(f"train.target_frames must be >= 1, got {self.target_frames}")
         if self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
