@@ -97,7 +97,10 @@ def builtin_manifest_path(
         problem = check_builtin(manifest)  # another process may have made it meanwhile
         if problem is None:
             return manifest
-        log.warning("built-in library %s %s: generating it", folder, problem)
+        if manifest.parent.exists():
+            log.warning("built-in library %s %s: regenerating it", folder, problem)
+        else:
+            log.info("generating the built-in library in %s (first use)", folder)
         tmp = root / f".{folder.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         generate_builtin(tmp, config, jobs=jobs, progress=progress)

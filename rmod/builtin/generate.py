@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rmod import CLASSES, DRUMS
-from rmod.audio import to_pcm16, write_audio
+from rmod.audio import encode_audio, to_pcm16
 from rmod.builtin.phrases import random_phrase
 from rmod.builtin.sf2 import load_soundfont, render_note
 from rmod.builtin.synth import SYNTHS
@@ -191,7 +191,10 @@ def _write_items(
     for cls, index in items:
         audio = render_item(cls, index, config)[None, :]
         rel = f"{cls}/{cls}_{index:04d}.flac"
-        write_audio(folder / rel, audio, config.sample_rate)
+        # A plain write: the whole folder is renamed into place once complete, and a
+        # file damaged later is caught by its recorded size (see rmod.builtin).
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(encode_audio(audio, config.sample_rate, "flac"))
         decoded = to_pcm16(audio).T.astype(np.float32) / np.float32(32768.0)
         digest = content_hash(decoded)
         entries.append(

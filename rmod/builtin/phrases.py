@@ -6,7 +6,8 @@ rendered audio loops seamlessly. Styles per instrument:
 
 * bass: chord roots (sometimes fifths/octaves) on a random eighth-note rhythm, MIDI 28-50.
 * piano: block chords on a rhythm, or eighth/sixteenth arpeggios, around middle C.
-* guitar: strummed chords (strings staggered 8-25 ms, down/up on eighths) or a
+* guitar: strummed chords ringing until the next strum (strings staggered 8-25 ms,
+  down/up on eighths) or a
   pentatonic single-note riff.
 * vocal: a legato melody of scale tones with rests (vibrato is added by the renderer).
 """
@@ -124,14 +125,16 @@ def _guitar(rng, chords, beat, n_bars, tonic, scale) -> list[Note]:
             shape = shape + [k + 12 for k in shape][: int(rng.integers(1, 4))]
             mask = rng.random(8) < 0.6
             mask[0] = True
-            for s in np.flatnonzero(mask):
+            steps = np.flatnonzero(mask)
+            for i, s in enumerate(steps):
+                ring = ((steps[i + 1] if i + 1 < len(steps) else 8) - s) * beat / 2
                 down = s % 2 == 0
                 order = shape if down else shape[::-1]
                 gap = rng.uniform(0.008, 0.025)
                 vel = _vel(rng, 70 if down else 55, 110 if down else 90)
                 t0 = (bar * 4 + s / 2) * beat
                 for j, key in enumerate(order):
-                    notes.append(Note(t0 + j * gap, beat / 2 * rng.uniform(0.8, 1.6), key, vel))
+                    notes.append(Note(t0 + j * gap, ring * rng.uniform(0.85, 1.0), key, vel))
     else:  # pentatonic riff
         penta = [tonic + d for d in ((0, 3, 5, 7, 10) if "minor" in scale else (0, 2, 4, 7, 9))]
         keys = [k for k in range(50, 72) if (k - tonic) % 12 in {(p - tonic) % 12 for p in penta}]
@@ -154,8 +157,8 @@ def _vocal(rng, chords, beat, n_bars, tonic, scale_steps) -> list[Note]:
     while t < total - beat / 2:
         length = beat * float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0, 3.0]))
         length = min(length, total - t)
-        if rng.random() < 0.15:  # a rest
-            t += length
+        if rng.random() < 0.15:  # a short rest (at most a beat: a loop never goes quiet)
+            t += min(length, beat)
             continue
         idx = int(np.clip(idx + rng.integers(-2, 3), 0, len(keys) - 1))
         notes.append(Note(t, length * 0.97, keys[idx], _vel(rng, 75, 110)))

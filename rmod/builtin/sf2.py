@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,9 @@ class SoundFont:
     """A parsed SoundFont 2 file: presets by (bank, program), zones, the sample pool."""
 
     def __init__(self, path: str | Path | None = None):
-        from sf2utils.sf2parse import Sf2File
+        with warnings.catch_warnings():  # sf2utils imports audioop, deprecated in 3.11+
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from sf2utils.sf2parse import Sf2File
 
         self.path = Path(path) if path is not None else default_sf2_path()
         raw = self.path.read_bytes()
@@ -184,24 +187,43 @@ def load_soundfont(path: str | None = None) -> SoundFont:
     return SoundFont(path)
 
 
+ENVELOPE_BLOCK = 32  # samples per envelope control point
+SILENT_GAIN = 1e-4  # -80 dB: a voice is cut once its envelope stays below this
+
+
+def _envelope_points(zone: Zone, n: int, note_off: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Envelope control points: sample indices (every :data:`ENVELOPE_BLOCK`) and gains."""
+    ctrl = np.arange(0, n + ENVELOPE_BLOCK, ENVELOPE_BLOCK)
+    t = ctrl / sr
+    decay_rate = 96.0 / max(zone.decay_s, 1e-3)  # dB/s
+    after_hold = np.clip(t - zone.attack_s - zone.hold_s, 0, None)
+    db = -np.minimum(after_hold * decay_rate, zone.sustain_db)
+    t_off = note_off / sr
+    db_off = -min(max(0.0, t_off - zone.attack_s - zone.hold_s) * decay_rate, zone.sustain_db)
+    released = t >= t_off
+    db[released] = db_off - (t[released] - t_off) * (96.0 / max(zone.release_s, 1e-3))
+    gain = 10.0 ** (np.maximum(db, -120.0) / 20.0)
+    if zone.attack_s > 1.0 / sr:
+        gain *= np.clip(t / zone.attack_s, 0.0, 1.0)
+    return ctrl, gain
+
+
 def envelope(zone: Zone, n: int, note_off: int, sr: int) -> np.ndarray:
     """Volume envelope (linear gain) of ``n`` samples with the key released at ``note_off``.
 
     Attack is linear; decay falls at 96 dB per ``decay_s`` down to ``-sustain_db``;
-    after note-off the level falls at 96 dB per ``release_s``.
+    after note-off the level falls at 96 dB per ``release_s``. Computed every
+    :data:`ENVELOPE_BLOCK` samples and linearly interpolated in between.
     """
-    t = np.arange(n) / sr
-    db = np.zeros(n)
-    after_hold = t - zone.attack_s - zone.hold_s
-    decay = np.clip(after_hold, 0, None) * (96.0 / max(zone.decay_s, 1e-3))
-    db -= np.minimum(decay, zone.sustain_db)
-    if note_off < n:
-        rel = (t[note_off:] - t[note_off]) * (96.0 / max(zone.release_s, 1e-3))
-        db[note_off:] = db[note_off] - rel
-    gain = 10.0 ** (np.maximum(db, -120.0) / 20.0)
-    if zone.attack_s > 1.0 / sr:
-        gain *= np.clip(t / zone.attack_s, 0.0, 1.0)
-    return gain
+    ctrl, gain = _envelope_points(zone, n, note_off, sr)
+    return np.interp(np.arange(n), ctrl, gain)
+
+
+def _audible_length(zone: Zone, n: int, note_off: int, sr: int) -> int:
+    """Samples until the envelope has fallen below :data:`SILENT_GAIN` for good."""
+    ctrl, gain = _envelope_points(zone, n, note_off, sr)
+    loud = np.flatnonzero(gain > SILENT_GAIN)
+    return 0 if loud.size == 0 else min(n, int(ctrl[loud[-1]]) + 2 * ENVELOPE_BLOCK)
 
 
 def render_zone(
@@ -221,19 +243,29 @@ def render_zone(
     ``cents``: extra pitch offset; ``vibrato``: (rate Hz, depth cents, delay s), a sine
     pitch modulation that fades in over 0.2 s after the delay.
     The output (float32 mono at ``sr`` Hz) lasts ``note_s`` + the release (or
-    ``tail_s``), shorter if a non-looping sample ends first.
+    ``tail_s``), shorter if a non-looping sample ends first or the envelope has
+    fallen below -80 dB.
     """
     data = sf.sample(zone)
     tail = min(zone.release_s, MAX_RELEASE_S) if tail_s is None else tail_s
+    note_off = int(round(note_s * sr))
     n = int(round((note_s + tail) * sr))
-    base = (key - zone.root_key) * zone.scale_tuning + zone.tune_cents
-    offset = np.full(n, base + cents)
-    if vibrato is not None:
+    step = (
+        zone.sample_rate
+        / sr
+        * 2.0 ** (((key - zone.root_key) * zone.scale_tuning + zone.tune_cents + cents) / 1200.0)
+    )
+    if zone.loop is None:
+        n = min(n, int(np.ceil((data.size - 1) / step)))
+    n = _audible_length(zone, max(n, 0), note_off, sr)
+    if vibrato is None:
+        pos = np.arange(n) * step
+    else:
         rate, depth, delay = vibrato
         t = np.arange(n) / sr
-        offset += depth * np.clip((t - delay) / 0.2, 0, 1) * np.sin(2 * np.pi * rate * t)
-    ratio = zone.sample_rate / sr * 2.0 ** (offset / 1200.0)
-    pos = np.concatenate([[0.0], np.cumsum(ratio[:-1])]) if n else np.zeros(0)
+        cents_t = depth * np.clip((t - delay) / 0.2, 0, 1) * np.sin(2 * np.pi * rate * t)
+        ratio = step * 2.0 ** (cents_t / 1200.0)
+        pos = np.concatenate([[0.0], np.cumsum(ratio[:-1])]) if n else np.zeros(0)
     if zone.loop is not None:
         ls, le = zone.loop
         over = pos >= le
@@ -241,7 +273,7 @@ def render_zone(
     else:
         pos = pos[pos < data.size - 1]
     out = np.interp(pos, np.arange(data.size), data)
-    out *= envelope(zone, out.size, int(round(note_s * sr)), sr)
+    out *= envelope(zone, out.size, note_off, sr)
     gain = 10.0 ** (-zone.attenuation_db / 20.0) * (velocity / 127.0) ** 2
     return (out * gain).astype(np.float32)
 

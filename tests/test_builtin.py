@@ -1,0 +1,168 @@
+"""The built-in library: counts, percussive one-shots, loops, sampler tuning, caching."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from rmod import DRUMS, INSTRUMENTS, SPLITS
+from rmod.audio import peak_db, read_audio
+from rmod.builtin import BuiltinConfig, builtin_manifest_path, check_builtin
+from rmod.builtin.generate import MANIFEST_NAME, render_item
+from rmod.builtin.phrases import random_phrase
+from rmod.builtin.sf2 import load_soundfont, render_note
+from rmod.builtin.synth import SYNTHS
+from rmod.library import Library
+
+TINY = BuiltinConfig(n_oneshots=5, n_sf2_oneshots=3, n_loops=2)
+
+
+def _mono(lib: Library, entry_id: str) -> tuple[np.ndarray, int]:
+    audio, sr = read_audio(lib.entry(entry_id).path)
+    return audio.mean(axis=0), sr
+
+
+def _all_ids(lib: Library, cls: str) -> list[str]:
+    return [i for s in SPLITS for i in lib.ids(cls, s)]
+
+
+def test_builtin_counts_and_formats(builtin_library):
+    counts = builtin_library.counts()
+    for cls in DRUMS:
+        assert sum(counts[cls].values()) >= 300, (cls, counts[cls])
+    for cls in INSTRUMENTS:
+        assert sum(counts[cls].values()) >= 60, (cls, counts[cls])
+    for cls in DRUMS + INSTRUMENTS:
+        assert all(counts[cls][s] >= 2 for s in SPLITS), (cls, counts[cls])
+    hashes = [e.sha256 for e in builtin_library.entries]
+    assert len(set(hashes)) == len(hashes)  # distinct sounds
+    for e in builtin_library.entries:
+        assert (e.sample_rate, e.channels) == (44100, 1)
+        if e.cls in INSTRUMENTS:
+            assert e.duration >= 4.5, e
+        else:
+            assert 0.05 <= e.duration <= 2.5, e
+
+
+def test_builtin_oneshots_are_percussive(builtin_library):
+    """Onset in the first 10 ms, a decaying envelope, centroid kick < snare < hi-hat."""
+    centroids = {}
+    for cls in DRUMS:
+        values = []
+        for entry_id in _all_ids(builtin_library, cls):
+            x, sr = _mono(builtin_library, entry_id)
+            a = np.abs(x)
+            onset = int(np.argmax(a > 0.1 * a.max()))
+            assert onset < 0.010 * sr, (entry_id, onset / sr)
+            q = max(1, x.size // 4)
+            early = np.sqrt(np.mean(x[:q] ** 2))
+            late = np.sqrt(np.mean(x[-q:] ** 2))
+            assert late < early * 10 ** (-10 / 20), (entry_id, 20 * np.log10(late / early))
+            power = np.abs(np.fft.rfft(x)) ** 2
+            freqs = np.fft.rfftfreq(x.size, 1 / sr)
+            values.append(float((power * freqs).sum() / power.sum()))
+        centroids[cls] = float(np.mean(values))
+    assert centroids["kick"] < 400 < centroids["snare"] < 4000 < centroids["hihat"], centroids
+
+
+def test_builtin_loops_are_sound_all_along(builtin_library):
+    for cls in INSTRUMENTS:
+        for entry_id in _all_ids(builtin_library, cls):
+            x, sr = _mono(builtin_library, entry_id)
+            assert -6.5 <= peak_db(x) <= -0.5, entry_id
+            seconds = x[: int(4 * sr)].reshape(4, -1)
+            rms = np.sqrt(np.mean(seconds**2, axis=1))
+            assert np.all(20 * np.log10(rms + 1e-12) > -45), (entry_id, rms)
+    stereo = builtin_library.load_audio(_all_ids(builtin_library, "vocal")[0])
+    assert stereo.shape[0] == 2 and stereo.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("program", "key"), [(0, 69), (0, 57), (25, 64), (33, 40), (53, 69), (85, 62)]
+)
+def test_sampler_plays_in_tune(program, key):
+    x = render_note(load_soundfont(), 0, program, key, 100, 1.0, 44100)[4410 : 4410 + 32768]
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    freqs = np.fft.rfftfreq(x.size, 1 / 44100)
+    f0 = 440.0 * 2 ** ((key - 69) / 12)
+    band = freqs < 1.5 * f0
+    peak = freqs[band][np.argmax(spectrum[band])]
+    assert abs(1200 * np.log2(peak / f0)) < 25, (program, key, peak, f0)
+
+
+def test_soundfont_has_the_drum_kits():
+    sf = load_soundfont()
+    kits = sorted(p for b, p in sf.names if b == 128)
+    assert kits == [0, 8, 16, 24, 25, 32, 40, 48]
+    assert sf.zones(128, 0, 36) and sf.zones(128, 0, 42)
+
+
+def test_synths_and_phrases_are_deterministic():
+    for cls, synth in SYNTHS.items():
+        a = synth(np.random.default_rng(3))
+        b = synth(np.random.default_rng(3))
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, synth(np.random.default_rng(4))), cls
+        assert np.max(np.abs(a)) == pytest.approx(0.9, abs=1e-6)
+    for cls in INSTRUMENTS:
+        p = random_phrase(cls, np.random.default_rng(11), min_s=4.5)
+        assert p == random_phrase(cls, np.random.default_rng(11), min_s=4.5)
+        assert p.duration >= 4.5 and p.duration == pytest.approx(p.n_bars * 4 * 60 / p.tempo)
+        assert p.notes and all(0 <= n.start < p.duration and n.length > 0 for n in p.notes)
+    np.testing.assert_array_equal(render_item("vocal", 1, TINY), render_item("vocal", 1, TINY))
+
+
+def test_generation_is_deterministic_and_heals(tmp_path, caplog):
+    a = builtin_manifest_path(tmp_path / "a", TINY, jobs=2, progress=False)
+    b = builtin_manifest_path(tmp_path / "b", TINY, jobs=1, progress=False)
+    assert a.name == MANIFEST_NAME and a.parent.name.startswith("builtin-v")
+    original = a.read_bytes()
+    assert original == b.read_bytes()  # same bytes for any number of workers
+    lib = Library.load(a)
+    assert sum(sum(v.values()) for v in lib.counts().values()) == 3 * 5 + 4 * 2
+
+    victim = lib.entries[3].path
+    with caplog.at_level(logging.WARNING, logger="rmod.builtin"):
+        (tmp_path / "a" / a.parent.name / victim.split(a.parent.name + "/")[1]).unlink()
+        assert "lacks" in check_builtin(a)
+        assert builtin_manifest_path(tmp_path / "a", TINY, jobs=1, progress=False) == a
+    assert "regenerating it" in caplog.text
+    assert check_builtin(a) is None and a.read_bytes() == original
+
+    with open(lib.entries[0].path, "ab") as fh:  # a damaged file (size changed)
+        fh.write(b"\0" * 10)
+    assert "damaged file" in check_builtin(a)
+    a.write_text(a.read_text()[:-40])  # a truncated manifest
+    assert "damaged manifest" in check_builtin(a)
+    builtin_manifest_path(tmp_path / "a", TINY, jobs=1, progress=False)
+    assert check_builtin(a) is None and a.read_bytes() == original
+    leftovers = [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_concurrent_first_use_generates_once(tmp_path, caplog):
+    results = []
+
+    def use():
+        results.append(builtin_manifest_path(tmp_path, TINY, jobs=1, progress=False))
+
+    with caplog.at_level(logging.INFO, logger="rmod.builtin"):
+        threads = [threading.Thread(target=use) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 2 and results[0] == results[1]
+    assert check_builtin(results[0]) is None
+    assert caplog.text.count("generating the built-in library") == 1
+
+
+def test_load_none_uses_the_cache_dir(monkeypatch, tmp_path, builtin_library):
+    assert Library.load(None).fingerprint == builtin_library.fingerprint
+    monkeypatch.setenv("RMOD_CACHE_DIR", str(tmp_path))
+    from rmod.builtin import cache_root
+
+    assert cache_root() == tmp_path
