@@ -267,7 +267,7 @@ AUDIO_CACHE = _AudioCache()
 # ----------------------------------------------------------------------------- the library
 
 
-@dataclass
+@dataclass(eq=False)
 class Library:
     """An indexed sample library (see the module docstring for the file format).
 
@@ -288,6 +288,14 @@ class Library:
         for e in self.entries:
             groups.setdefault((e.cls, e.split), []).append(e.id)
         self._index = {k: tuple(sorted(v)) for k, v in groups.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Library):
+            return NotImplemented
+        return (self.path, self.fingerprint) == (other.path, other.fingerprint)
+
+    def __hash__(self) -> int:
+        return hash((str(self.path), self.fingerprint))
 
     def __getstate__(self) -> dict:
         return {

@@ -179,6 +179,7 @@ def test_library_api_and_cheap_pickling(small_library):
     clone = pickle.loads(after)
     assert clone.ids("bass", "train") == lib.ids("bass", "train")
     assert clone.fingerprint == lib.fingerprint
+    assert clone == lib and hash(clone) == hash(lib)  # usable as a cache key in workers
 
 
 def test_load_audio_shape_rate_and_copy(small_library):
