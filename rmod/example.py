@@ -306,12 +306,13 @@ def layered_oneshot(drum: DrumParams, recipe: Recipe, library: Any) -> np.ndarra
 
 
 def instrument_track(inst: InstrumentParams, recipe: Recipe, library: Any) -> np.ndarray:
-    """Dry instrument track: slice, repeat to the mixture length, pitch shift, normalize."""
+    """Dry instrument track: slice a segment, pitch-shift it, repeat it to the mixture
+    length (a short segment repeats exactly), normalize its RMS."""
     sr = recipe.audio.sample_rate
     loop = library.load_audio(inst.loop_id, sr)
     segment = slice_segment(loop, inst.start_sample, int(round(inst.segment_seconds * sr)))
+    segment = pitch_shift(segment, sr, inst.semitones)
     track = loop_to_length(segment, recipe.mixture_samples)
-    track = pitch_shift(track, sr, inst.semitones)
     return normalize_rms(track, recipe.instruments.loudness_rms_db)
 
 
