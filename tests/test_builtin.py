@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,7 +127,8 @@ def test_generation_is_deterministic_and_heals(tmp_path, caplog):
 
     victim = lib.entries[3].path
     with caplog.at_level(logging.WARNING, logger="rmod.builtin"):
-        (tmp_path / "a" / a.parent.name / victim.split(a.parent.name + "/")[1]).unlink()
+        (tmp_path / "a" / f".{a.parent.name}.tmp-99999").mkdir()  # debris of a dead process
+        Path(victim).unlink()
         assert "lacks" in check_builtin(a)
         assert builtin_manifest_path(tmp_path / "a", TINY, jobs=1, progress=False) == a
     assert "regenerating it" in caplog.text

@@ -101,8 +101,9 @@ def builtin_manifest_path(
             log.warning("built-in library %s %s: regenerating it", folder, problem)
         else:
             log.info("generating the built-in library in %s (first use)", folder)
+        for stale in root.glob(f".{folder.name}.*"):  # left by a process that died mid-way
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".{folder.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         generate_builtin(tmp, config, jobs=jobs, progress=progress)
         if folder.exists():
             old = root / f".{folder.name}.old-{os.getpid()}"
