@@ -19,6 +19,7 @@ from rmod.example import (
     example_rng,
     layered_oneshot,
     render_example,
+    write_rendered,
 )
 from rmod.overview import (
     DRUM_CONTRIBUTION_RANGE_DB,
@@ -139,6 +140,18 @@ def test_rendered_outputs_are_exact_and_unclipped(paper, rendered):
     assert set(out.stems) == expected_stems
     assert all(s.shape == (2, 176400) for s in out.stems.values())
     assert out.sample_rate == 44100
+
+
+def test_written_files_flac_and_wav(rendered, tmp_path):
+    import soundfile as sf
+
+    params, out = rendered
+    files = write_rendered(out, tmp_path, "flac")
+    assert {"mixture.flac", "kick.flac", "pattern.mid", "stems/kick_dry.flac"} <= set(files)
+    info = sf.info(str(tmp_path / "mixture.flac"))
+    assert (info.format, info.subtype, info.channels, info.frames) == ("FLAC", "PCM_16", 2, 176400)
+    data, _ = sf.read(str(tmp_path / "mixture.flac"), dtype="int16")
+    assert np.abs(data.astype(np.int32)).max() < 32767  # nothing at full scale
 
 
 def test_dry_drum_onsets_exact_in_render(paper, small_library, rendered):

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rmod.audio import peak_db, rms_db
 from rmod.master import MasterParams, apply_master, draw_master
@@ -132,3 +134,17 @@ def test_drawn_chains_stay_finite_and_master_hits_the_ceiling():
     assert -1.01 < peak_db(mastered) <= -1.0
     silent = apply_master(np.zeros_like(total), master, SR, -1.0)
     assert not silent.any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), level=st.floats(0.001, 20.0), n=st.integers(64, 4410))
+def test_invariants_finite_length_and_ceiling(seed, level, n):
+    recipe = load_recipe(None)
+    rng = np.random.default_rng(seed)
+    x = (level * rng.standard_normal((2, n))).astype(np.float32)
+    params = draw_track_mix(recipe.mixing.tracks["snare"], recipe.mixing, rng)
+    track = process_track(x, params, SR, recipe.mixing.pan_law_db)
+    assert track.shape == (2, n) and np.isfinite(track).all()
+    out = apply_master(track, draw_master(recipe.master, rng), SR, recipe.master.ceiling_dbfs)
+    assert out.shape == (2, n) and np.isfinite(out).all()
+    assert peak_db(out) <= recipe.master.ceiling_dbfs
