@@ -14,6 +14,7 @@ The field names and their meaning are documented in ``recipes/rmod-paper.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -270,7 +271,7 @@ class Recipe:
             raise RecipeError(f"{source}: {exc.where}: {exc.reason}") from None
         return recipe
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON of :meth:`to_dict` (sorted keys, no spaces)."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
