@@ -18,6 +18,7 @@ same bytes whatever the number of workers, the backend or the number of resumes.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import time
@@ -34,10 +35,11 @@ import rmod
 from rmod import SPLITS
 from rmod.manifest import BUILD_JSON, BuildInfo, ManifestError, read_build_info, write_build_info
 from rmod.shards import Shard, clean_incomplete, concatenate_parts, is_complete, plan_shards
-from rmod.worker import ExampleError, ShardResult, ShardTask, render_shard
+from rmod.worker import ExampleError, ShardError, ShardResult, ShardTask, render_shard
 
 BACKENDS = ("loky", "dask")
-DEFAULT_SHARD_SIZE = 100
+MAX_DEFAULT_SHARD_SIZE = 100
+LOCK_NAME = ".rmod-build.lock"
 
 
 class BuildRefused(Exception):
@@ -51,7 +53,8 @@ class BuildOptions:
     ``n``: training examples. ``recipe``/``library``: paths, ``None`` for the paper
     recipe / built-in library. ``jobs``: parallel workers (``None``: all cores for
     loky and a ``LocalCluster``; every worker thread of a ``--scheduler`` cluster).
-    ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's.
+    ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's. ``shard_size``:
+    examples per shard, ``None`` for :func:`default_shard_size`.
     """
 
     n: int
@@ -62,7 +65,7 @@ class BuildOptions:
     jobs: int | None = None
     backend: str = "loky"
     scheduler: str | None = None
-    shard_size: int = DEFAULT_SHARD_SIZE
+    shard_size: int | None = None
     audio_format: str | None = None
     progress: bool = True
 
@@ -121,6 +124,13 @@ def split_counts(recipe: Any, n: int) -> dict[str, int]:
     }
 
 
+def default_shard_size(n: int) -> int:
+    """``n // 50`` clamped to 1..100: about 50 training shards for small builds (fine
+    progress, balanced workers), 100-example shards from 5,000 examples up. Depends on
+    ``n`` only, so rerunning the same command finds the same layout."""
+    return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
+
+
 def make_build_info(
     recipe: Any,
     library: Any,
@@ -171,6 +181,31 @@ def prepare_output(out: Path, info: BuildInfo) -> None:
 
 
 @contextmanager
+def build_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``DIR/.rmod-build.lock`` while building.
+
+    A second ``rmod-build`` on the same folder is refused instead of racing the first
+    (it would remove the first one's temporary shards). The lock is released by the
+    kernel when the process ends, even on SIGKILL; the empty file stays.
+    """
+    path = out / LOCK_NAME
+    fh = open(path, "a+b")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildRefused(
+                f"another rmod-build is running on {out} ({path} is locked)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+@contextmanager
 def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterator[int]:
     """Configure joblib for ``backend``; yields the number of parallel workers.
 
@@ -183,7 +218,7 @@ def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterato
     if backend == "loky":
         if scheduler:
             raise ValueError("--scheduler needs --backend dask")
-        n = jobs or os.cpu_count() or 1
+        n = jobs or joblib.cpu_count()
         with joblib.parallel_config(backend="loky", n_jobs=n):
             yield n
         return
@@ -193,7 +228,7 @@ def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterato
     if scheduler:
         client = Client(scheduler)
     else:
-        n = jobs or os.cpu_count() or 1
+        n = jobs or joblib.cpu_count()
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
         )
@@ -221,9 +256,10 @@ def _load(options: BuildOptions) -> tuple[Any, Any, str | None]:
 def build(options: BuildOptions) -> BuildSummary:
     """Build (or resume) the dataset described by ``options`` into ``options.out``.
 
-    Returns a :class:`BuildSummary`; a failing example stops the build cleanly (finished
-    shards are kept) and is reported in ``summary.error``. Raises :class:`BuildRefused`
-    when ``out`` holds a different build, ``ValueError`` for bad options.
+    Returns a :class:`BuildSummary`; a failing example (or shard, or cluster) stops the
+    build cleanly (finished shards are kept) and is reported in ``summary.error``.
+    Raises :class:`BuildRefused` when ``out`` holds a different build or another build
+    is running on it, ``ValueError`` for bad options.
     """
     start = time.perf_counter()
     if options.seed < 0:
@@ -236,30 +272,34 @@ def build(options: BuildOptions) -> BuildSummary:
     if fmt not in ("wav", "flac"):
         raise ValueError(f"unsupported --format {fmt!r} (use wav or flac)")
     counts = split_counts(recipe, options.n)
-    info = make_build_info(
-        recipe, library, library_path, options.seed, counts, options.shard_size, fmt
-    )
+    shard_size = options.shard_size or default_shard_size(options.n)
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
+    info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
     prepare_output(out, info)
-    shards = plan_shards(counts, options.shard_size)
+    shards = plan_shards(counts, shard_size)
     summary = BuildSummary(out=out, counts=counts)
-    summary.cleaned = clean_incomplete(out, shards)
-    todo = [s for s in shards if not is_complete(out, s)]
-    summary.shards_reused = len(shards) - len(todo)
-    summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
-    tasks = [
-        ShardTask(str(out), s, recipe, library_path, library.fingerprint, options.seed, fmt)
-        for s in todo
-    ]
-    try:
-        if tasks:
-            with scheduling(options.backend, options.jobs, options.scheduler) as workers:
-                summary.workers = workers
-                _run(tasks, summary, options.progress)
-        concatenate_parts(out, shards)
-    except ExampleError as exc:
-        summary.error = str(exc)
-    except KeyboardInterrupt:
-        summary.error = "interrupted; rerun the same command to resume"
+    with build_lock(out):
+        summary.cleaned = clean_incomplete(out, shards)
+        todo = [s for s in shards if not is_complete(out, s)]
+        summary.shards_reused = len(shards) - len(todo)
+        summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
+        tasks = [
+            ShardTask(str(out), s, recipe, library_path, library.fingerprint, options.seed, fmt)
+            for s in todo
+        ]
+        try:
+            if tasks:
+                with scheduling(options.backend, options.jobs, options.scheduler) as workers:
+                    summary.workers = workers
+                    _run(tasks, summary, options.progress)
+            concatenate_parts(out, shards)
+        except (ExampleError, ShardError) as exc:
+            summary.error = str(exc)
+        except KeyboardInterrupt:
+            summary.error = "interrupted; rerun the same command to resume"
+        except Exception as exc:  # scheduler/cluster failures (e.g. a worker that died)
+            summary.error = f"the build stopped: {type(exc).__name__}: {exc}"
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -297,6 +337,7 @@ __all__ = [
     "BuildSummary",
     "Shard",
     "build",
+    "default_shard_size",
     "make_build_info",
     "prepare_output",
     "scheduling",

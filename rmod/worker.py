@@ -45,6 +45,19 @@ class ExampleError(Exception):
         return (type(self), (self.example_id, self.reason, self.path))
 
 
+class ShardError(Exception):
+    """A shard that could not be built for a reason outside its examples (the library
+    cannot be loaded on this worker, the output folder cannot be written)."""
+
+    def __init__(self, shard: str, reason: str):
+        self.shard = shard
+        self.reason = reason
+        super().__init__(f"shard {shard}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.shard, self.reason))
+
+
 @dataclass(frozen=True)
 class ShardTask:
     """Everything a worker needs to build one shard (small and picklable)."""
@@ -149,11 +162,18 @@ def render_shard(task: ShardTask) -> ShardResult:
     """Build every example of ``task.shard`` in a temporary folder and commit it.
 
     Raises :class:`ExampleError` naming the first example that failed (and the file,
-    for an unreadable library file); nothing of the failed shard becomes visible.
+    for an unreadable library file), :class:`ShardError` when the library cannot be
+    loaded or the output written; nothing of a failed shard becomes visible.
     """
     start = time.perf_counter()
-    library = worker_library(task.library_path, task.library_fingerprint)
-    tmp = make_temp_dir(task.root, task.shard)
+    try:
+        library = worker_library(task.library_path, task.library_fingerprint)
+    except Exception as exc:
+        raise ShardError(task.shard.name, f"cannot load the library: {_text(exc)}") from None
+    try:
+        tmp = make_temp_dir(task.root, task.shard)
+    except OSError as exc:
+        raise ShardError(task.shard.name, f"cannot write the output: {_text(exc)}") from None
     rows = []
     try:
         for index in task.shard.indices():
@@ -162,14 +182,21 @@ def render_shard(task: ShardTask) -> ShardResult:
             except AudioFileError as exc:
                 raise ExampleError(_eid(task, index), exc.reason, exc.path) from None
             except Exception as exc:
-                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                raise ExampleError(_eid(task, index), detail) from None
-        commit_shard(task.root, task.shard, tmp, rows)
+                raise ExampleError(_eid(task, index), _text(exc)) from None
+        try:
+            commit_shard(task.root, task.shard, tmp, rows)
+        except OSError as exc:
+            raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
         if tmp.exists():  # not committed: leave nothing half-built behind
             shutil.rmtree(tmp, ignore_errors=True)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return ShardResult(task.shard, time.perf_counter() - start, peak_rss_bytes(), worker)
+
+
+def _text(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line."""
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 def _eid(task: ShardTask, index: int) -> str:

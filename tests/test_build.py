@@ -329,7 +329,7 @@ def test_reference_build_layout_rows_and_disjoint_splits(reference, small_librar
             # every source comes from the row's own split of the library
             assert row.source_ids()
             assert {small_library.entry(s).split for s in row.source_ids()} == {split}
-    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", "."))]
+    assert [p.name for p in out.rglob(".*")] == [".rmod-build.lock"]
     assert verify_dataset(out, progress=False).ok
 
 
@@ -419,6 +419,13 @@ def test_mismatched_rerun_is_refused_naming_the_difference(reference, build_kwar
     err = capsys.readouterr().err
     assert "refused" in err and "seed: existing 11, requested 99" in err
     assert tree_bytes(out) == before
+    # a second build while one runs on the folder is refused
+    from rmod.build import build_lock
+
+    with build_lock(out):
+        with pytest.raises(BuildRefused, match="another rmod-build is running"):
+            build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert tree_bytes(out) == before
     # a non-empty folder that is not a dataset is refused too
     (out.parent / "other").mkdir()
     (out.parent / "other" / "notes.txt").write_text("mine")
@@ -451,7 +458,7 @@ def test_sigkill_during_build_then_resume_gives_identical_dataset(
     assert not (out / "manifests" / "train.jsonl").exists()
     assert main(cli_args(build_kwargs, out, "--jobs", "1")) == 0
     assert tree_bytes(out) == tree_bytes(reference[0])
-    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+    assert [p.name for p in out.rglob(".*")] == [".rmod-build.lock"]
 
 
 def test_bad_library_file_stops_cleanly_then_resume_finishes(
@@ -491,3 +498,25 @@ def test_bad_library_file_stops_cleanly_then_resume_finishes(
     mine, ref = tree_bytes(out), tree_bytes(reference[0])
     mine.pop("build.json"), ref.pop("build.json")  # only the library path differs
     assert mine == ref
+
+
+@pytest.mark.parametrize(
+    "module, options",
+    [
+        ("rmod.cli.build", ["--n", "--out", "--recipe", "--library", "--seed", "--jobs",
+                            "--backend", "--scheduler", "--shard-size", "--format"]),
+        ("rmod.cli.verify", ["--max-problems", "--no-progress"]),
+        ("rmod.cli.stats", ["--out", "--splits", "--no-plots", "--no-progress"]),
+    ],
+)  # fmt: skip
+def test_cli_help_explains_every_option_and_default(module, options, capsys):
+    import importlib
+
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in options:
+        assert option in text
+    assert text.count("default") >= len(options) - 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmod.build import BACKENDS, DEFAULT_SHARD_SIZE, BuildOptions, BuildRefused, build
+from rmod.build import BACKENDS, BuildOptions, BuildRefused, build
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -18,25 +18,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Rerunning the same command resumes an interrupted build; a different "
             "recipe/library/seed/size on an existing DIR is refused."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--n",
         type=int,
         required=True,
-        help="number of training examples; valid/test sizes are the recipe's "
-        "fractions of N (at least 1 each)",
+        help="number of training examples (required); valid/test sizes are the "
+        "recipe's fractions of N, at least 1 each",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder")
     p.add_argument(
-        "--recipe", default=None, help="recipe YAML/JSON file (default: the paper recipe)"
+        "--out", required=True, metavar="DIR", help="output dataset folder (created; required)"
+    )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="recipe: a YAML file or a shipped name such as rmod-drums-only "
+        "(default: rmod-paper, the paper recipe)",
     )
     p.add_argument(
         "--library",
         default=None,
-        help="library manifest (default: the built-in library, generated and cached on first use)",
+        help="library manifest written by rmod-library (default: the built-in library, "
+        "generated and cached on first use)",
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed of every example")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="base seed; example i of a split draws from (seed, split, i) (default: 0)",
+    )
     p.add_argument(
         "--jobs",
         type=int,
@@ -49,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=BACKENDS,
         default="loky",
         help="joblib backend: loky = processes on this machine, dask = "
-        "dask.distributed (a LocalCluster, or --scheduler)",
+        "dask.distributed (a LocalCluster of --jobs processes, or --scheduler) "
+        "(default: loky)",
     )
     p.add_argument(
         "--scheduler",
@@ -57,13 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="ADDRESS",
         help="address of a running dask scheduler, e.g. tcp://host:8786 "
         "(needs --backend dask; DIR and the library must be on a filesystem "
-        "every worker sees)",
+        "every worker sees; default: none)",
     )
     p.add_argument(
         "--shard-size",
         type=int,
-        default=DEFAULT_SHARD_SIZE,
-        help="examples per shard (the unit of work, commit and resume)",
+        default=None,
+        help="examples per shard, the unit of work, commit and resume (default: N/50 "
+        "clamped to 1..100; recorded in build.json, so a resume must use the same value)",
     )
     p.add_argument(
         "--format",
@@ -72,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="audio file format, 16-bit either way (default: the recipe's)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
+    )
     return p.parse_args(argv)
 
 

@@ -19,7 +19,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "semitones, mixing, master, loudness): the distribution of every drawn "
             "parameter in the dataset, each against the recipe's distribution."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("dir", metavar="DIR", help="dataset folder (holds build.json)")
     p.add_argument(
@@ -28,10 +27,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="output folder for stats.json and the plots (default: DIR/stats)",
     )
     p.add_argument(
-        "--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to include"
+        "--splits",
+        nargs="+",
+        choices=SPLITS,
+        default=list(SPLITS),
+        help="splits to include (default: train valid test)",
     )
-    p.add_argument("--no-plots", action="store_true", help="write stats.json only")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--no-plots", action="store_true", help="write stats.json only (default: plots too)"
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
+    )
     return p.parse_args(argv)
 
 

@@ -16,19 +16,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Check an RMOD dataset: every manifest row's files exist, decode, are 16-bit "
             "with the right sample rate, channels and length, and match their checksums; "
             "ids are unique; row counts match build.json; no library source is shared "
-            "between splits. Exit status 0 only when everything holds; otherwise every "
-            "problem is listed."
+            "between splits. Exit status 0 only when everything holds; otherwise the "
+            "problems are listed, one per line (see --max-problems)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("dir", metavar="DIR", help="dataset folder (holds build.json)")
     p.add_argument(
         "--max-problems",
         type=int,
         default=50,
-        help="list at most this many problems (0 = all); the count is always shown",
+        help="list at most this many problems, 0 = all; the count is always shown (default: 50)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
+    )
     return p.parse_args(argv)
 
 
