@@ -19,35 +19,54 @@ def _parser() -> argparse.ArgumentParser:
             "self-contained) and overview.png. With --from, re-render a recorded example: "
             "the audio files come out byte-identical."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed of the example's generator")
-    p.add_argument("--split", choices=SPLITS, default="train", help="split to draw sources from")
-    p.add_argument("--index", type=int, default=0, help="example index within the split")
+    p.add_argument(
+        "--seed", type=int, default=0, help="base seed of the example's generator (default: 0)"
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="train",
+        help="split to draw the sources from (default: train)",
+    )
+    p.add_argument(
+        "--index", type=int, default=0, help="example index within the split (default: 0)"
+    )
     p.add_argument(
         "--recipe",
         default=None,
-        help="recipe YAML path or shipped name (e.g. rmod-drums-only); default: rmod-paper, "
-        "or the recipe recorded in the --from file",
+        help="recipe YAML path or shipped name, e.g. rmod-drums-only (default: rmod-paper; "
+        "with --from: the recipe recorded in the file)",
     )
     p.add_argument(
         "--library",
         default=None,
-        help="library manifest; default: the built-in library, or the library recorded in "
-        "the --from file",
+        help="library manifest (default: the built-in library; with --from: the library "
+        "recorded in the file)",
     )
-    p.add_argument("--out", required=True, help="output folder (created; files are replaced)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder, created if needed; existing files are replaced (required)",
+    )
     p.add_argument(
         "--from",
         dest="from_file",
         default=None,
         metavar="FILE",
-        help="re-render from example.json, a one-row JSON file or a manifest .jsonl (with --id)",
+        help="re-render from example.json, a one-row JSON file or a manifest .jsonl[.gz] "
+        "(with --id); --seed/--split/--index are then ignored (default: off)",
     )
     p.add_argument(
-        "--id", default=None, help="example id of the row to take from a manifest .jsonl"
+        "--id",
+        default=None,
+        help="id of the manifest row to re-render, e.g. train-00000042 (default: none)",
     )
-    p.add_argument("--no-overview", action="store_true", help="skip overview.png (faster)")
+    p.add_argument(
+        "--no-overview",
+        action="store_true",
+        help="do not draw overview.png (faster; default: draw it)",
+    )
     return p
 
 
