@@ -1,0 +1,152 @@
+"""Encode throughput of DacCodec (audio-seconds encoded per wall-clock second).
+
+Full 44.1 kHz DAC architecture with random weights (no weights file needed). For each
+mode (fp32; bf16 autocast on CUDA; optionally torch.compile) and batch size, it encodes
+batches of ``--seconds`` of noise-like audio and prints audio-s/s, plus the ratio to the
+baseline measured in the same run (the first mode at the first batch size), and for
+non-fp32 modes the fraction of codes equal to fp32.
+
+    python benchmarks/bench_codec.py                       # cuda if present, else cpu
+    python benchmarks/bench_codec.py --device cpu --batch-sizes 1,4 --repeats 2
+    python benchmarks/bench_codec.py --device cuda --batch-sizes 1,16,64 --modes fp32,bf16
+
+Target on one H100/H200: at least 1,000 audio-s/s. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+
+import torch
+
+from dose_model.codec import DacCodec
+
+MODES = ("fp32", "bf16", "compile")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (see ``--help``)."""
+    p = argparse.ArgumentParser(
+        description="DAC encode throughput (audio-seconds per second), full 44 kHz model, "
+        "random weights.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    p.add_argument("--device", default=default_device, help="torch device")
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated batch sizes (default: 1,16,64 on cuda, 1,4 on cpu)",
+    )
+    p.add_argument("--seconds", type=float, default=4.0, help="audio length per item (s)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed batches per point (default: 10 cuda, 2 cpu)",
+    )
+    p.add_argument(
+        "--modes",
+        default=None,
+        help=f"comma-separated modes from {','.join(MODES)} (default: fp32,bf16 on cuda, "
+        "fp32 on cpu); 'compile' = fp32 + torch.compile of the encoder",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and audio")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    return p.parse_args(argv)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(
+    codec: DacCodec, audio: torch.Tensor, repeats: int, mode: str
+) -> tuple[float, torch.Tensor]:
+    """Seconds per batch (median-free mean over ``repeats`` after one warm-up) and the codes."""
+    device = codec.device
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if mode == "bf16"
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        codes = codec.encode(audio)  # warm-up (and compilation)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            codes = codec.encode(audio)
+        _sync(device)
+    return (time.perf_counter() - start) / repeats, codes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 0."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    sizes = [int(b) for b in (args.batch_sizes or ("1,16,64" if cuda else "1,4")).split(",")]
+    modes = (args.modes or ("fp32,bf16" if cuda else "fp32")).split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        print(f"bench_codec: unknown modes {unknown} (choose from {MODES})", file=sys.stderr)
+        return 2
+    repeats = args.repeats or (10 if cuda else 2)
+    codec = DacCodec.random(seed=args.seed, device=device)
+    samples = round(args.seconds * codec.sample_rate)
+    gen = torch.Generator().manual_seed(args.seed)
+    name = (
+        torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(f"device: {name}; torch {torch.__version__}; {args.seconds:g} s items; {repeats} repeats")
+    results = []
+    baseline = None
+    reference_codes: dict[int, torch.Tensor] = {}
+    for mode in modes:
+        if mode == "compile":
+            codec.model.encoder = torch.compile(codec.model.encoder)
+        for size in sizes:
+            audio = (torch.rand(size, 1, samples, generator=gen) * 2 - 1) * 0.3
+            audio = audio.to(device)
+            if mode == "fp32" and size not in reference_codes:
+                reference_codes[size] = codec.encode(audio).cpu()
+            per_batch, codes = measure(codec, audio, repeats, mode)
+            rate = size * args.seconds / per_batch
+            baseline = baseline or rate
+            ref = reference_codes.get(size)
+            agree = float((codes.cpu() == ref).float().mean()) if ref is not None else None
+            row = {
+                "mode": mode,
+                "batch": size,
+                "s_per_batch": per_batch,
+                "audio_s_per_s": rate,
+                "ratio": rate / baseline,
+                "codes_equal_fp32": agree,
+            }
+            if cuda:
+                row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            results.append(row)
+            agree_txt = f"  codes = fp32: {agree:.4f}" if agree is not None else ""
+            print(
+                f"{mode:>8} batch {size:>4}: {per_batch * 1000:9.1f} ms/batch  "
+                f"{rate:9.1f} audio-s/s  x{rate / baseline:5.2f} vs {modes[0]} batch {sizes[0]}"
+                f"{agree_txt}"
+            )
+    best = max(results, key=lambda r: r["audio_s_per_s"])
+    print(
+        f"best: {best['audio_s_per_s']:.1f} audio-s/s ({best['mode']}, batch {best['batch']}) "
+        f"= x{best['ratio']:.2f} the baseline"
+    )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"device": name, "results": results}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
