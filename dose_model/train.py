@@ -385,7 +385,7 @@ def train(
     )
     model.train()
     t_window, ex_window, last_rate, last_loss = time.perf_counter(), 0, 0.0, math.nan
-    start_step = step
+    start_step, t_written = step, time.perf_counter()
     while not stopped and step < cfg.max_steps:
         indices = rank_share(
             global_batch(cfg.seed, step, n_train, cfg.batch_size), ddp.rank, ddp.world
@@ -441,22 +441,24 @@ def train(
             else:
                 bad_evals += 1
                 stopped = bad_evals >= cfg.patience
-        if row is not None and ddp.main:
-            rows.append({k: row.get(k, "") for k in METRIC_FIELDS})
-            _write_metrics(metrics_path, rows)
         bar.update(1)
         interrupted = stop_after is not None and step - start_step >= stop_after
-        if (
-            evaluated
-            or stopped
-            or interrupted
-            or step % cfg.save_every == 0
-            or step == cfg.max_steps
-        ):
+        save = evaluated or stopped or interrupted or step % cfg.save_every == 0
+        save = save or step == cfg.max_steps
+        if row is not None and ddp.main:
+            rows.append({k: row.get(k, "") for k in METRIC_FIELDS})
+        # metrics.csv is rewritten whole (atomically) with each checkpoint and at most every
+        # 30 s in between; rows past last.ckpt's step are dropped on resume.
+        if ddp.main and rows and (save or time.perf_counter() - t_written > 30.0):
+            _write_metrics(metrics_path, rows)
+            t_written = time.perf_counter()
+        if save:
             checkpoint(last_path)
         if interrupted:
             break
     bar.close()
+    if math.isnan(last_loss) and rows:  # nothing trained in this call: report the last row
+        last_loss = float(rows[-1]["train_loss"] or "nan")
     if not has_valid and ddp.main and step > 0:
         checkpoint(best_path)  # without validation, the best model is the last one
     if ddp.world > 1:
