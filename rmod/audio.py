@@ -20,6 +20,15 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
 PCM16_SCALE = 32767.0
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class AudioFileError(Exception):
     """A file that cannot be used as audio. ``str(err)`` names the path and the reason."""
 
@@ -109,6 +118,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the usual umask-based mode so
+        # datasets on a shared filesystem stay readable by the cluster's other users.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
