@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from dose_model import DRUMS
 from dose_model.checkpoints import FORMAT, atomic_torch_save, read_checkpoint
+from dose_model.codec import sha256_file
 from dose_model.config import ModelConfig, TrainConfig
+from dose_model.data import TokenDataset
 from dose_model.data import collate as default_collate
 from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
+from dose_model.tokenize import read_index, tokenize_manifest
 
 METRIC_FIELDS = (
     "step",
@@ -169,6 +174,33 @@ def _loss(
 def _fetch(dataset, indices: Sequence[int], collate: Callable, device: torch.device) -> Batch:
     batch = collate([dataset[int(i)] for i in indices])
     return tuple(x.to(device, non_blocking=True) for x in batch[:3])  # type: ignore[return-value]
+
+
+class _Prefetcher:
+    """Builds the (pure-function) batch of the next step in a background thread."""
+
+    def __init__(self, dataset, collate: Callable, cfg: TrainConfig, ddp: _Dist) -> None:
+        self.dataset, self.collate, self.cfg, self.ddp = dataset, collate, cfg, ddp
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: dict[int, Future] = {}
+
+    def _load(self, step: int) -> Batch:
+        n, cfg = len(self.dataset), self.cfg
+        idx = rank_share(
+            global_batch(cfg.seed, step, n, cfg.batch_size), self.ddp.rank, self.ddp.world
+        )
+        return _fetch(self.dataset, idx, self.collate, torch.device("cpu"))
+
+    def get(self, step: int, device: torch.device) -> Batch:
+        """The batch of ``step`` on ``device``; starts loading ``step + 1``."""
+        future = self.pending.pop(step, None)
+        batch = future.result() if future is not None else self._load(step)
+        if step + 1 < self.cfg.max_steps:
+            self.pending[step + 1] = self.pool.submit(self._load, step + 1)
+        return tuple(x.to(device, non_blocking=True) for x in batch)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @torch.no_grad()
@@ -375,7 +407,8 @@ def train(
         )
 
     has_valid = valid_set is not None and len(valid_set) > 0
-    n_train = len(train_set)
+    global_batch(cfg.seed, 0, len(train_set), cfg.batch_size)  # fails early if too few examples
+    loader = _Prefetcher(train_set, collate, cfg, ddp)
     bar = tqdm(
         total=cfg.max_steps,
         initial=step,
@@ -387,10 +420,7 @@ def train(
     t_window, ex_window, last_rate, last_loss = time.perf_counter(), 0, 0.0, math.nan
     start_step, t_written = step, time.perf_counter()
     while not stopped and step < cfg.max_steps:
-        indices = rank_share(
-            global_batch(cfg.seed, step, n_train, cfg.batch_size), ddp.rank, ddp.world
-        )
-        batch = _fetch(train_set, indices, collate, dev)
+        batch = loader.get(step, dev)
         lr = cfg.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -418,14 +448,9 @@ def train(
             last_rate = ex_window / max(now - t_window, 1e-9)
             t_window, ex_window = now, 0
             last_loss = mean[0]
-            row = {
-                "step": step,
-                "lr": _fmt(lr),
-                "train_loss": _fmt(mean[0]),
-                "full_loss": _fmt(mean[1]),
-            }
-            row |= {"onset_loss": _fmt(mean[2]), "token_accuracy": _fmt(mean[3])}
-            row["examples_per_s"] = _fmt(last_rate)
+            names = ("train_loss", "full_loss", "onset_loss", "token_accuracy")
+            row = {"step": step, "lr": _fmt(lr), "examples_per_s": _fmt(last_rate)}
+            row |= {name: _fmt(value) for name, value in zip(names, mean, strict=True)}
             window.zero_()
             bar.set_postfix(loss=f"{mean[0]:.4f}", ex_s=f"{last_rate:.1f}")
         evaluated = False
@@ -457,6 +482,7 @@ def train(
         if interrupted:
             break
     bar.close()
+    loader.close()
     if math.isnan(last_loss) and rows:  # nothing trained in this call: report the last row
         last_loss = float(rows[-1]["train_loss"] or "nan")
     if not has_valid and ddp.main and step > 0:
@@ -479,24 +505,17 @@ def default_token_dir(manifest: str | Path, codec_weights: str | Path) -> Path:
     dataset, ``DIR/tokens-<first 12 hex of the codec weights' SHA-256>`` (``DIR`` = the
     dataset folder, or the grandparent of a ``DIR/manifests/*.jsonl`` file). One cache serves
     all three drum classes and every run on that dataset with that codec."""
-    import hashlib
-
     manifest = Path(manifest)
     root = manifest if manifest.is_dir() else manifest.parent.parent
-    digest = hashlib.sha256()
-    with open(codec_weights, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return root / f"tokens-{digest.hexdigest()[:12]}"
+    return root / f"tokens-{sha256_file(codec_weights)[:12]}"
 
 
-def _cache_complete(tokdir: Path) -> bool:
-    from dose_model.tokenize import read_index
-
+def _read_cache_index(tokdir: Path) -> dict:
+    """The cache's index.json, or {} when there is none or it cannot be read."""
     try:
-        return bool((tokdir / "index.json").is_file() and read_index(tokdir).get("complete"))
+        return read_index(tokdir) if (tokdir / "index.json").is_file() else {}
     except Exception:  # noqa: BLE001 - an unreadable index means "not usable as is"
-        return False
+        return {}
 
 
 def train_from_manifest(
@@ -528,9 +547,6 @@ def train_from_manifest(
         device, precision, resume, max_steps, progress: see `train`.
         log: where one-line notes go (rank 0 only).
     """
-    from dose_model import DRUMS
-    from dose_model.data import TokenDataset
-
     if drum not in DRUMS:
         raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {drum!r}")
     model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
@@ -540,15 +556,13 @@ def train_from_manifest(
             raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
         tokens = default_token_dir(manifest, codec_weights)
     tokens = Path(tokens)
-    if not _cache_complete(tokens):
+    if not _read_cache_index(tokens).get("complete"):
         if codec_weights is None:
             raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise TrainingError(
                 f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch"
             )
-        from dose_model.tokenize import tokenize_manifest
-
         root = Path(manifest)
         root = root if root.is_dir() else root.parent.parent
         dev = resolve_device(device)
@@ -564,7 +578,7 @@ def train_from_manifest(
     train_set = TokenDataset(tokens, "train", drum, target_frames=frames)
     valid_set = (
         TokenDataset(tokens, "valid", drum, target_frames=frames)
-        if _has_split(tokens, "valid")
+        if "valid" in _read_cache_index(tokens).get("splits", {})
         else None
     )
     try:
@@ -584,9 +598,3 @@ def train_from_manifest(
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _has_split(tokdir: Path, split: str) -> bool:
-    from dose_model.tokenize import read_index
-
-    return split in read_index(tokdir).get("splits", {})
