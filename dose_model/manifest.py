@@ -70,7 +70,8 @@ def find_manifests(path: str | os.PathLike) -> dict[str, Path]:
     """Manifests to read, by split.
 
     ``path`` is a manifest file (its split comes from its name) or a dataset folder (all of
-    ``DIR/manifests/{train,valid,test}.jsonl[.gz]`` that exist, in that order). Raises
+    ``DIR/manifests/{train,valid,test}.jsonl[.gz]`` that exist, in that order; the gzipped
+    one when both exist). Raises
     ManifestError when there is nothing to read.
     """
     path = Path(path)
@@ -80,7 +81,7 @@ def find_manifests(path: str | os.PathLike) -> dict[str, Path]:
         raise ManifestError(path, "no such manifest file or dataset folder")
     found: dict[str, Path] = {}
     for split in SPLITS:
-        for suffix in MANIFEST_SUFFIXES:
+        for suffix in (".jsonl.gz", ".jsonl"):  # as rmod's readers: gzipped first
             candidate = path / "manifests" / f"{split}{suffix}"
             if candidate.is_file():
                 found[split] = candidate
@@ -168,3 +169,22 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise ManifestError(path, f"cannot read manifest ({type(exc).__name__}: {exc})") from None
     return rows
+
+
+def recipe_seconds(manifest: str | os.PathLike) -> dict[str, float]:
+    """Lengths the dataset's recipe asks for, from ``DIR/build.json`` (``recipe.audio``):
+    ``{"mixture_seconds": ..., "target_seconds": ...}``, each only when present; empty when
+    there is no readable ``build.json`` beside the manifest's folder."""
+    path = Path(manifest)
+    root = path if path.is_dir() else path.parent.parent
+    try:
+        info = json.loads((root / "build.json").read_text(encoding="utf-8"))
+        audio = info["recipe"]["audio"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out = {}
+    for key in ("mixture_seconds", "target_seconds"):
+        value = audio.get(key) if isinstance(audio, dict) else None
+        if isinstance(value, (int, float)) and value > 0:
+            out[key] = float(value)
+    return out

@@ -39,12 +39,22 @@ from tqdm import tqdm
 
 from dose_model import DRUMS
 from dose_model.codec import DacCodec
-from dose_model.manifest import ManifestRow, find_manifests, manifest_sha256, read_manifest
+from dose_model.manifest import (
+    ManifestRow,
+    find_manifests,
+    manifest_sha256,
+    read_manifest,
+    recipe_seconds,
+)
 
 FORMAT = "dose-token-cache"
 VERSION = 1
 INDEX_NAME = "index.json"
 TMP_PREFIX = ".tmp-"
+DEFAULT_MIXTURE_SECONDS = 4.0
+"""Mixture length encoded when neither the caller nor the recipe says (the paper: 4 s)."""
+DEFAULT_ONESHOT_SECONDS = 2.0
+"""One-shot length encoded when neither the caller nor the recipe says (paper text: 2 s)."""
 
 
 class TokenizeError(RuntimeError):
@@ -281,8 +291,8 @@ def tokenize_manifest(
     device: str = "cpu",
     batch_size: int = 8,
     shard_size: int = 1024,
-    mixture_seconds: float = 4.0,
-    oneshot_seconds: float = 2.0,
+    mixture_seconds: float | None = None,
+    oneshot_seconds: float | None = None,
     workers: int = 4,
     progress: bool = True,
     on_shard: Callable[[str, int], None] | None = None,
@@ -290,7 +300,9 @@ def tokenize_manifest(
     """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
     splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
 
-    ``batch_size`` rows are encoded at once (their mixtures, then their 3 x batch_size
+    ``mixture_seconds`` / ``oneshot_seconds`` None take the recipe's
+    ``audio.mixture_seconds`` / ``audio.target_seconds`` from ``DIR/build.json``, else
+    4.0 s / 2.0 s (the paper). ``batch_size`` rows are encoded at once (their mixtures, then their 3 x batch_size
     one-shots); ``workers`` threads read audio ahead. Resumes a cache of the same settings;
     raises TokenizeError for a cache of other settings. Rows with missing or undecodable
     audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
@@ -298,11 +310,16 @@ def tokenize_manifest(
     """
     if batch_size < 1 or shard_size < 1 or workers < 1:
         raise ValueError("batch_size, shard_size and workers must be at least 1")
-    if mixture_seconds <= 0 or oneshot_seconds <= 0:
-        raise ValueError("mixture_seconds and oneshot_seconds must be positive")
     start = time.perf_counter()
     out = Path(out)
     manifests = find_manifests(manifest)
+    recipe = recipe_seconds(next(iter(manifests.values())))
+    if mixture_seconds is None:
+        mixture_seconds = recipe.get("mixture_seconds", DEFAULT_MIXTURE_SECONDS)
+    if oneshot_seconds is None:
+        oneshot_seconds = recipe.get("target_seconds", DEFAULT_ONESHOT_SECONDS)
+    if mixture_seconds <= 0 or oneshot_seconds <= 0:
+        raise ValueError("mixture_seconds and oneshot_seconds must be positive")
     rows = {split: read_manifest(path) for split, path in manifests.items()}
     codec = DacCodec.load(codec_weights, device=device)
     config = cache_config(

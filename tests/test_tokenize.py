@@ -206,3 +206,49 @@ def test_manifest_errors_name_file_and_line(tmp_path, dataset):
     assert list(find_manifests(dataset)) == ["train", "valid"]
     with pytest.raises(ManifestError, match="no manifests"):
         find_manifests(tmp_path / "ds" / "manifests")
+
+
+def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
+    """rmod-build (tiny recipe: 1 s mixtures, 0.5 s one-shots) -> dose-tokenize -> dataset.
+
+    The lengths come from the recipe in build.json; a rerun keeps every shard."""
+    import yaml
+
+    from rmod.build import BuildOptions, build
+    from rmod.recipe import load_recipe
+
+    recipe = load_recipe("rmod-paper").to_dict()
+    recipe["name"] = "rmod-paper-tokenize-test"
+    recipe["audio"]["mixture_seconds"] = 1.0
+    recipe["audio"]["target_seconds"] = 0.5
+    recipe["drums"]["grid_points"] = 480
+    recipe["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    data = tmp_path / "rmod"
+    built = build(
+        BuildOptions(
+            n=1,
+            out=data,
+            recipe=str(recipe_path),
+            library=str(small_library.path),
+            seed=3,
+            jobs=1,
+            shard_size=1,
+            progress=False,
+        )
+    )
+    assert built.ok, built.error
+    out = tmp_path / "tok"
+    summary = tokenize_manifest(data, weights, out, batch_size=2, progress=False)
+    counts = {split: len(read_manifest(p)) for split, p in find_manifests(data).items()}
+    assert summary.rows_encoded == sum(counts.values()) >= 3 and summary.rows_skipped == 0
+    config = read_index(out)["config"]
+    assert config["mixture_frames"] == 87 and config["oneshot_frames"] == 44
+    for split, n in counts.items():
+        ds = TokenDataset(out, split, "hihat")
+        assert len(ds) == n
+        mixture, target = ds[0]
+        assert mixture.shape == (87 + 8, 9) and target.shape == (44 + 10, 9)
+    again = tokenize_manifest(data, weights, out, batch_size=2, progress=False)
+    assert again.rows_encoded == 0 and again.shards_kept == len(counts)

@@ -11,6 +11,16 @@ from dose_model.manifest import ManifestError
 from dose_model.tokenize import TokenizeError, tokenize_manifest
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" unless the option is required or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or "default:" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action) or text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line (see ``dose-tokenize --help``)."""
     p = argparse.ArgumentParser(
@@ -23,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "(finished shards are kept). Rows with missing or undecodable audio are skipped, "
             "reported by id and path, and listed in the index."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "--manifest",
@@ -51,12 +61,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--shard-size", type=int, default=1024, help="rows per shard (the unit of resume)"
     )
-    p.add_argument("--mixture-seconds", type=float, default=4.0, help="mixture length encoded (s)")
+    p.add_argument(
+        "--mixture-seconds",
+        type=float,
+        default=None,
+        help="mixture length encoded, s (default: the recipe's audio.mixture_seconds in "
+        "DIR/build.json, else 4.0 = 345 frames)",
+    )
     p.add_argument(
         "--oneshot-seconds",
         type=float,
-        default=2.0,
-        help="one-shot length encoded (s; the recipe's target length, 2 s = 173 frames)",
+        default=None,
+        help="one-shot length encoded, s (default: the recipe's audio.target_seconds in "
+        "DIR/build.json, else 2.0 = 173 frames)",
     )
     p.add_argument("--workers", type=int, default=4, help="threads that read audio ahead")
     p.add_argument(
@@ -66,7 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="exit with status 1 when more rows than this were skipped (the cache is "
         "written either way)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
+    )
     return p.parse_args(argv)
 
 
