@@ -9,6 +9,15 @@ import torch.nn.functional as F
 from dose_model.losses import dose_loss
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def case(b=3, rows=12, k=9, v=7, seed=0):
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, v, (b, rows, k), generator=g)
