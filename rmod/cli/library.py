@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from rmod import CLASSES, SPLITS
@@ -148,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rmod-library``; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    if args.command == "index":
-        return _index(args)
-    return _info(args)
+    try:
+        return _index(args) if args.command == "index" else _info(args)
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps interpreter exit quiet
+        return 0
 
 
 if __name__ == "__main__":
