@@ -230,7 +230,7 @@ def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterato
     else:
         n = jobs or joblib.cpu_count()
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         client = Client(cluster)
     try:

@@ -1,7 +1,7 @@
 """rmod-build: manifests, shard commit/resume protocol, parallel identity, refusal, failures.
 
-End-to-end builds use the ``small_library`` fixture and the ``drums-only`` variant of
-the recipe with tiny sizes, so each build takes seconds.
+End-to-end builds use the ``small_library`` fixture and the paper recipe (drums and
+instrument loops) shortened to 1 s mixtures, with tiny sizes, so each build takes seconds.
 """
 
 from __future__ import annotations
@@ -245,23 +245,27 @@ def test_commit_clean_and_concatenate(tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
-def write_tiny_recipe(folder: Path, base: str = "rmod-drums-only") -> str:
-    """A shipped recipe with 1 s mixtures, 0.5 s targets, a 480-point grid (fast to render)."""
+def write_tiny_recipe(folder: Path, base: str = "rmod-paper") -> str:
+    """A shipped recipe at 22.05 kHz with 1 s mixtures, 0.5 s targets and a 480-point
+    grid (fast to render)."""
     import yaml
 
     from rmod.recipe import load_recipe
 
     data = load_recipe(base).to_dict()
     data["name"] = f"{base}-tiny-test"
-    data["audio"]["mixture_seconds"] = 1.0
-    data["audio"]["target_seconds"] = 0.5
+    data["audio"].update(sample_rate=SR, mixture_seconds=1.0, target_seconds=0.5)
     data["drums"]["grid_points"] = 480  # keeps 2 MIDI ticks per grid point
     data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
+    # the small library's rate: no resampling; shelves kept below its Nyquist frequency
+    for eq in (data["mixing"]["eq"], data["master"]["eq"]):
+        eq["high_shelf"]["freq_hz"] = {"loguniform": [4000.0, 10000.0]}
     path = folder / f"{base}-tiny.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return str(path)
 
 
+SR = 22050
 N_TRAIN = 4  # -> 4 train + 1 valid + 1 test, one example per shard
 
 
@@ -325,7 +329,7 @@ def test_reference_build_layout_rows_and_disjoint_splits(reference, small_librar
             assert row.id not in seen
             seen.add(row.id)
             assert row.mixture.startswith(f"{split}/{row.index:06d}/")
-            assert row.frames["mixture"] == 44100 and row.frames["kick"] == 22050
+            assert row.frames["mixture"] == SR and row.frames["kick"] == SR // 2
             # every source comes from the row's own split of the library
             assert row.source_ids()
             assert {small_library.entry(s).split for s in row.source_ids()} == {split}
@@ -370,7 +374,7 @@ def test_dask_scheduler_address_is_byte_identical(reference, build_kwargs, tmp_p
     from rmod.build import BuildOptions, build
 
     with LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
     ) as cluster:
         kw = dict(build_kwargs, shard_size=2)  # other shard size, other folder layout
         summary = build(
