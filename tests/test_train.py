@@ -241,3 +241,33 @@ def test_cuda_bf16_training_and_checkpoint(tmp_path):
     b = read_checkpoint(tmp_path / "b" / "last.ckpt")
     for key, value in ckpt["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_end_to_end_rmod_build_then_dose_train(tmp_path, builtin_library, capsys):
+    """rmod-build (tiny, built-in library) -> dose-train with a tiny random DAC -> checkpoint
+    loads and generates."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dose_fixtures import write_tiny_codec
+
+    from dose_model.cli.train import main
+    from dose_model.generate import generate
+    from rmod.cli.build import main as rmod_build
+
+    root = tmp_path / "rmod"
+    assert rmod_build(["--n", "2", "--out", str(root), "--jobs", "1", "--no-progress"]) == 0
+    codec = write_tiny_codec(tmp_path / "codec.pth")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "dose-tiny.yaml"
+    run = tmp_path / "run"
+    argv = ["--manifest", str(root), "--drum", "kick", "--codec-weights", str(codec)]
+    argv += ["--out", str(run), "--config", str(recipe), "--max-steps", "4"]
+    assert main(argv + ["--batch-size", "2", "--device", "cpu", "--no-progress"]) == 0
+    assert "dose-train: kick 4 steps" in capsys.readouterr().out
+    model = load_model(run / "best.ckpt")
+    assert read_checkpoint(run / "last.ckpt")["step"] == 4
+    from dose_model.data import TokenDataset
+
+    (tokdir,) = root.glob("tokens-*")
+    valid = TokenDataset(tokdir, "valid", "kick", target_frames=20)
+    assert len(valid) == 1
+    gen = generate(model, valid[0][0][None], max_len=6, stop_on_end=False)
+    assert gen.tokens.shape == (1, 6, 9)
