@@ -35,7 +35,14 @@ import rmod
 from rmod import SPLITS
 from rmod.manifest import BUILD_JSON, BuildInfo, ManifestError, read_build_info, write_build_info
 from rmod.shards import Shard, clean_incomplete, concatenate_parts, is_complete, plan_shards
-from rmod.worker import ExampleError, ShardError, ShardResult, ShardTask, render_shard
+from rmod.worker import (
+    ExampleError,
+    ShardError,
+    ShardResult,
+    ShardTask,
+    engine_fingerprint,
+    render_shard,
+)
 
 BACKENDS = ("loky", "dask")
 MAX_DEFAULT_SHARD_SIZE = 100
@@ -153,6 +160,7 @@ def make_build_info(
         sample_rate=int(recipe.audio.sample_rate),
         channels=int(recipe.audio.channels),
         rmod_version=rmod.__version__,
+        engine_fingerprint=engine_fingerprint(),
     )
 
 
@@ -285,7 +293,16 @@ def build(options: BuildOptions) -> BuildSummary:
         summary.shards_reused = len(shards) - len(todo)
         summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
         tasks = [
-            ShardTask(str(out), s, recipe, library_path, library.fingerprint, options.seed, fmt)
+            ShardTask(
+                str(out),
+                s,
+                recipe,
+                library_path,
+                library.fingerprint,
+                options.seed,
+                fmt,
+                info.engine_fingerprint,
+            )  # fmt: skip
             for s in todo
         ]
         try:

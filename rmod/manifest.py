@@ -29,6 +29,7 @@ PARTS_DIR = "parts"
 #: ``build.json`` fields that must match for a rerun to continue an existing build.
 IDENTITY_FIELDS = (
     "recipe_fingerprint",
+    "engine_fingerprint",
     "library_fingerprint",
     "seed",
     "counts",
@@ -159,8 +160,9 @@ def manifest_path(root: str | os.PathLike, split: str) -> Path:
 class BuildInfo:
     """Content of ``DIR/build.json``: what a dataset was built from.
 
-    ``counts`` is examples per split; ``recipe`` is ``Recipe.to_dict()``. Nothing here
-    depends on how the build ran (workers, backend, time), so it is byte-stable.
+    ``counts`` is examples per split; ``recipe`` is ``Recipe.to_dict()``;
+    ``engine_fingerprint`` names the rendering code and audio package versions. Nothing
+    here depends on how the build ran (workers, backend, time), so it is byte-stable.
     """
 
     recipe: dict[str, Any]
@@ -174,6 +176,7 @@ class BuildInfo:
     sample_rate: int
     channels: int
     rmod_version: str
+    engine_fingerprint: str
     format: str = MANIFEST_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +201,12 @@ class BuildInfo:
                 if name == "recipe_fingerprint":
                     keys = _changed_keys(self.recipe, other.recipe)
                     out.append(f"recipe differs (fields: {', '.join(keys) or 'unknown'})")
+                elif name == "engine_fingerprint":
+                    out.append(
+                        "the rmod rendering code or an audio package version changed since "
+                        f"this build started (engine {theirs[:12]} -> {mine[:12]}); finish it "
+                        "with the original version"
+                    )
                 else:
                     out.append(f"{name}: existing {theirs!r}, requested {mine!r}")
         return out

@@ -9,7 +9,9 @@ lazily, per file, through the library's own LRU cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import os
 import resource
 import shutil
@@ -26,6 +28,13 @@ from rmod import DRUMS
 from rmod.audio import AudioFileError, atomic_write_bytes, peak_db, rms_db, write_audio
 from rmod.manifest import ManifestRow
 from rmod.shards import Shard, commit_shard, make_temp_dir
+
+#: Modules of the ``rmod`` package that do not change what a build writes; every other
+#: top-level module (and the packages below) feeds :func:`engine_fingerprint`.
+NON_RENDERING_MODULES = frozenset({"build.py", "shards.py", "verify.py", "stats.py", "overview.py"})
+RENDERING_PACKAGES = (
+    "numpy", "scipy", "librosa", "soxr", "pedalboard", "soundfile", "miditoolkit"
+)  # fmt: skip
 
 _LIBRARIES: dict[tuple[str | None, str], Any] = {}
 _LIBRARIES_LOCK = threading.Lock()
@@ -69,6 +78,7 @@ class ShardTask:
     library_fingerprint: str
     seed: int
     audio_format: str
+    engine_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,28 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process in bytes (``getrusage`` maxrss)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+@functools.lru_cache(maxsize=1)
+def engine_fingerprint() -> str:
+    """SHA-256 of the code that decides the bytes of a build: the rendering modules of
+    ``rmod`` (source text) and the versions of the audio packages they use.
+
+    Recorded in ``build.json``: resuming with changed code is refused, and a worker
+    whose code differs from the planner's refuses to render (mixed renders would break
+    byte-identity silently).
+    """
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        if path.name not in NON_RENDERING_MODULES:
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in RENDERING_PACKAGES:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = "absent"
+        h.update(f"{name}=={version}\n".encode())
+    return h.hexdigest()
 
 
 def worker_library(path: str | None, fingerprint: str) -> Any:
@@ -166,6 +198,13 @@ def render_shard(task: ShardTask) -> ShardResult:
     loaded or the output written; nothing of a failed shard becomes visible.
     """
     start = time.perf_counter()
+    if engine_fingerprint() != task.engine_fingerprint:
+        raise ShardError(
+            task.shard.name,
+            f"worker {socket.gethostname()} runs other rmod code or audio package versions "
+            f"(engine {engine_fingerprint()[:12]}, the build has {task.engine_fingerprint[:12]}); "
+            "install the same version everywhere",
+        )
     try:
         library = worker_library(task.library_path, task.library_fingerprint)
     except Exception as exc:

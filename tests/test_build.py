@@ -167,6 +167,7 @@ def test_schema_accepts_rows_and_build_info():
         sample_rate=44100,
         channels=2,
         rmod_version="0.1.0",
+        engine_fingerprint="e" * 64,
     )
     assert validate(info.to_dict(), schema["$defs"]["build"], schema) == []
     assert validate(dict(info.to_dict(), seed=-1), schema["$defs"]["build"], schema)
@@ -185,6 +186,7 @@ def test_build_info_differences_name_the_field():
         sample_rate=44100,
         channels=2,
         rmod_version="0.1.0",
+        engine_fingerprint="e" * 64,
     )
     a = BuildInfo(**base)
     assert a.differences(BuildInfo(**dict(base, rmod_version="9.9", library_path="/x"))) == []
@@ -192,6 +194,11 @@ def test_build_info_differences_name_the_field():
     diffs = b.differences(a)
     assert any("seed" in d and "0" in d and "5" in d for d in diffs)
     assert any("recipe" in d and "mix.gain" in d for d in diffs)
+    c = BuildInfo(**dict(base, engine_fingerprint="f" * 64))
+    assert c.differences(a) == [
+        "the rmod rendering code or an audio package version changed since this build "
+        "started (engine eeeeeeeeeeee -> ffffffffffff); finish it with the original version"
+    ]
 
 
 # ----------------------------------------------------------------------------- shards
@@ -423,6 +430,23 @@ def test_mismatched_rerun_is_refused_naming_the_difference(reference, build_kwar
     err = capsys.readouterr().err
     assert "refused" in err and "seed: existing 11, requested 99" in err
     assert tree_bytes(out) == before
+    # a build started by other rendering code is refused
+    other = out.parent / "other-engine"
+    other.mkdir()
+    info = json.loads((out / "build.json").read_text())
+    (other / "build.json").write_text(json.dumps(dict(info, engine_fingerprint="0" * 64)))
+    with pytest.raises(BuildRefused, match="rendering code"):
+        build(BuildOptions(out=other, jobs=1, **build_kwargs))
+    # a worker running other code refuses its shard
+    from rmod.build import _load
+    from rmod.shards import plan_shards as plan
+    from rmod.worker import ShardError, ShardTask, render_shard
+
+    recipe, library, library_path = _load(BuildOptions(out=other, **build_kwargs))
+    task = ShardTask(str(other), plan({"train": 1}, 1)[0], recipe, library_path,
+                     library.fingerprint, 11, "wav", "0" * 64)  # fmt: skip
+    with pytest.raises(ShardError, match="other rmod code"):
+        render_shard(task)
     # a second build while one runs on the folder is refused
     from rmod.build import build_lock
 
