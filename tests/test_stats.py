@@ -23,9 +23,11 @@ def dataset(small_library, tmp_path_factory) -> Path:
     """A tiny full-recipe dataset (drums + instruments): 6 train + 1 valid + 1 test."""
     folder = tmp_path_factory.mktemp("stats")
     data = load_recipe("rmod-paper").to_dict()
-    data["audio"].update(mixture_seconds=1.0, target_seconds=0.5)
+    data["audio"].update(sample_rate=22050, mixture_seconds=1.0, target_seconds=0.5)
     data["drums"]["grid_points"] = 480
     data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
+    for eq in (data["mixing"]["eq"], data["master"]["eq"]):  # below the 11.025 kHz Nyquist
+        eq["high_shelf"]["freq_hz"] = {"loguniform": [4000.0, 10000.0]}
     recipe = folder / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
     out = folder / "ds"
