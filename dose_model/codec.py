@@ -201,6 +201,9 @@ class DacCodec:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would create it
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

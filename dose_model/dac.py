@@ -143,7 +143,7 @@ class WNConv1d(nn.Module):
         Without autograd (inference) it is computed once and reused until ``weight_g`` or
         ``weight_v`` change (in place, or replaced, e.g. by ``.to(device)``)."""
         v, g = self.weight_v, self.weight_g
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return torch._weight_norm(v, g, 0)
         key = (v._version, g._version, v.data_ptr(), g.data_ptr(), v.device, v.dtype)
         if self._cached is None or self._cached[0] != key:
