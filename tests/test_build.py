@@ -548,3 +548,32 @@ def test_cli_help_explains_every_option_and_default(module, options, capsys):
     for option in options:
         assert option in text
     assert text.count("default") >= len(options) - 2
+
+
+def test_split_sizes_and_default_shard_size_follow_the_paper_recipe():
+    from rmod.build import default_shard_size, split_counts
+    from rmod.recipe import load_recipe
+
+    recipe = load_recipe("rmod-paper")
+    assert split_counts(recipe, 1_000_000) == {"train": 1_000_000, "valid": 10_000, "test": 10_000}
+    assert split_counts(recipe, 100) == {"train": 100, "valid": 1, "test": 1}
+    assert split_counts(recipe, 3) == {"train": 3, "valid": 1, "test": 1}
+    with pytest.raises(ValueError, match="--n"):
+        split_counts(recipe, 0)
+    assert [default_shard_size(n) for n in (1, 100, 1000, 5000, 1_000_000)] == [1, 2, 20, 100, 100]
+
+
+def test_task_sent_to_workers_is_small(build_kwargs, tmp_path):
+    """The task holds the library's path and fingerprint, never entries or audio."""
+    import pickle
+
+    from rmod.build import BuildOptions, _load
+    from rmod.worker import ShardTask, engine_fingerprint
+
+    recipe, library, library_path = _load(BuildOptions(out=tmp_path, **build_kwargs))
+    shard = plan_shards({"train": 1000}, 100)[0]
+    task = ShardTask(str(tmp_path), shard, recipe, library_path, library.fingerprint, 0, "wav",
+                     engine_fingerprint())  # fmt: skip
+    size = len(pickle.dumps(task))
+    assert size < 20_000, size
+    assert library.entry(library.ids("kick", "train")[0]).id.encode() not in pickle.dumps(task)
