@@ -96,3 +96,15 @@ def test_top_p_sampling():
     assert torch.equal(sample_tokens(logits, "greedy"), torch.tensor([[0]]))
     with pytest.raises(ValueError, match="strategy"):
         sample_tokens(logits, "beam")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_cached_equals_uncached_and_bf16_runs():
+    model = make().cuda()
+    mix = mixture().cuda()
+    a = generate(model, mix, max_len=16, use_cache=True, stop_on_end=False)
+    b = generate(model, mix, max_len=16, use_cache=False, stop_on_end=False)
+    assert torch.equal(a.tokens, b.tokens)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        c = generate(model, mix, max_len=16, use_cache=True, stop_on_end=False)
+    assert c.tokens.shape == (3, 16, 9) and c.tokens.dtype == torch.long
