@@ -252,3 +252,20 @@ def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
         assert mixture.shape == (87 + 8, 9) and target.shape == (44 + 10, 9)
     again = tokenize_manifest(data, weights, out, batch_size=2, progress=False)
     assert again.rows_encoded == 0 and again.shards_kept == len(counts)
+
+
+def test_cli_falls_back_to_the_reference_cache_file(
+    tmp_path, dataset, weights, monkeypatch, capsys
+):
+    import dose_model.codec as codec_module
+
+    cached = tmp_path / "cache" / "weights_44khz_8kbps_0.0.1.pth"
+    monkeypatch.setattr(codec_module, "DAC_CACHE_PATH", cached)
+    args = ["--manifest", str(dataset / "manifests" / "valid.jsonl"), "--out", str(tmp_path / "t")]
+    args += ["--oneshot-seconds", str(SHOT_S), "--no-progress"]
+    assert tokenize_cli(args) == 2
+    assert "no --codec-weights" in capsys.readouterr().err
+    cached.parent.mkdir()
+    shutil.copy(weights, cached)
+    assert tokenize_cli(args) == 0
+    assert read_index(tmp_path / "t")["config"]["codec"]["sha256"] == DacCodec.load(weights).sha256
