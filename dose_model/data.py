@@ -3,14 +3,16 @@
 One item = (mixture tokens long [353, 9], target tokens long [target_frames + 10, 9]) for
 one drum class, built from the cached int16 codes with
 :func:`dose_model.tokens.mixture_sequence` and :func:`dose_model.tokens.target_sequence`.
-Shards are memory-mapped, so a dataset of a million rows costs no RAM up front; the maps
-are reopened lazily in each DataLoader worker.
+Shards are memory-mapped, so a dataset of a million rows costs no RAM up front; at most
+:data:`MAX_OPEN_SHARDS` are open at once, and the maps are reopened lazily in each
+DataLoader worker.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,9 @@ from torch.utils.data import Dataset
 from dose_model import DRUMS
 from dose_model.tokenize import read_index
 from dose_model.tokens import PAD_ID, mixture_sequence, target_sequence
+
+MAX_OPEN_SHARDS = 64
+"""Shards a dataset keeps memory-mapped at once (per process)."""
 
 
 class TokenDataset(Dataset):
@@ -67,7 +72,8 @@ class TokenDataset(Dataset):
         self.shard_rows = [int(s["rows"]) for s in index["splits"][split]["shards"]]
         self.offsets = np.cumsum([0, *self.shard_rows]).tolist()
         self._ids: list[str] | None = None
-        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._maps: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.max_open_shards = MAX_OPEN_SHARDS
 
     def __len__(self) -> int:
         return self.offsets[-1]
@@ -84,7 +90,13 @@ class TokenDataset(Dataset):
         return self._ids
 
     def _shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
-        if s not in self._maps:
+        """Memory maps of shard ``s`` (the least recently used beyond ``max_open_shards``
+        are closed: each map holds a file descriptor)."""
+        if s in self._maps:
+            self._maps.move_to_end(s)
+        else:
+            while len(self._maps) >= max(1, self.max_open_shards):
+                self._maps.popitem(last=False)
             shard = self.shard_dirs[s]
             mix = np.load(shard / "mixture.npy", mmap_mode="r")
             shot = np.load(shard / f"{self.drum}.npy", mmap_mode="r")
@@ -114,7 +126,7 @@ class TokenDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_maps"] = {}  # memory maps are reopened in the receiving process
+        state["_maps"] = OrderedDict()  # memory maps are reopened in the receiving process
         return state
 
 
