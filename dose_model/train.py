@@ -575,12 +575,12 @@ def train_from_manifest(
     if resume and (Path(out) / "last.ckpt").is_file():
         resume_cfg = TrainConfig.from_dict(read_checkpoint(Path(out) / "last.ckpt")["train_config"])
     frames = (resume_cfg or train_cfg).target_frames
-    train_set = TokenDataset(tokens, "train", drum, target_frames=frames)
-    valid_set = (
-        TokenDataset(tokens, "valid", drum, target_frames=frames)
-        if "valid" in _read_cache_index(tokens).get("splits", {})
-        else None
-    )
+    splits = ("train", "valid") if "valid" in _read_cache_index(tokens)["splits"] else ("train",)
+    try:
+        sets = [TokenDataset(tokens, s, drum, frames) for s in splits]
+    except ValueError as err:
+        raise TrainingError(f"{err} (train.target_frames is {frames})") from err
+    train_set, valid_set = sets[0], (sets[1] if len(sets) > 1 else None)
     try:
         return train(
             model_cfg,
