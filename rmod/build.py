@@ -5,7 +5,7 @@
 1. load the recipe and the library; derive split sizes (valid/test are recipe
    fractions of the training size, at least 1 each);
 2. write ``DIR/build.json`` first, or, when it exists, refuse unless it describes the
-   same build (recipe, library, seed, sizes, shard size, format);
+   same build (recipe, library, seed, sizes, shard size, format, rendering code);
 3. remove debris of interrupted runs and skip shards that were already committed
    (see :mod:`rmod.shards`);
 4. run the remaining shards through joblib (``loky`` processes on this machine, or
@@ -50,7 +50,8 @@ LOCK_NAME = ".rmod-build.lock"
 
 
 class BuildRefused(Exception):
-    """The output folder holds a different build (the message lists what differs)."""
+    """The output folder holds a different build (the message lists what differs), or
+    another build is running on it."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ class BuildSummary:
         split_text = ", ".join(f"{self.counts[s]} {s}" for s in SPLITS)
         status = "done" if self.ok else "FAILED"
         return (
-            f"rmod-build {status}: {self.rendered} examples rendered"
-            f" + {self.reused} reused = {total} ({split_text}) in {self.seconds:.1f} s,"
+            f"rmod-build {status}: {self.rendered} rendered + {self.reused} reused of"
+            f" {total} examples ({split_text}) in {self.seconds:.1f} s,"
             f" {self.rate:.2f} examples/s, {self.workers} worker(s),"
             f" peak worker RSS {self.peak_rss_bytes / 2**20:.0f} MiB -> {self.out}"
         )
@@ -182,10 +183,17 @@ def prepare_output(out: Path, info: BuildInfo) -> None:
                 + "\nRerun with the original options to resume, or choose another --out."
             )
         return
-    if out.exists() and any(p.name != ".DS_Store" for p in out.iterdir()):
-        raise BuildRefused(f"{out} exists, is not empty and holds no {BUILD_JSON}")
+    check_new_output(out)
     out.mkdir(parents=True, exist_ok=True)
     write_build_info(out, info)
+
+
+def check_new_output(out: Path) -> None:
+    """Refuse a folder that exists, is not empty and holds no ``build.json``."""
+    if (out / BUILD_JSON).exists() or not out.exists():
+        return
+    if any(p.name not in (LOCK_NAME, ".DS_Store") for p in out.iterdir()):
+        raise BuildRefused(f"{out} exists, is not empty and holds no {BUILD_JSON}")
 
 
 @contextmanager
@@ -280,14 +288,16 @@ def build(options: BuildOptions) -> BuildSummary:
     if fmt not in ("wav", "flac"):
         raise ValueError(f"unsupported --format {fmt!r} (use wav or flac)")
     counts = split_counts(recipe, options.n)
-    shard_size = options.shard_size or default_shard_size(options.n)
+    shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
     info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
-    prepare_output(out, info)
+    check_new_output(out)
+    out.mkdir(parents=True, exist_ok=True)
     shards = plan_shards(counts, shard_size)
     summary = BuildSummary(out=out, counts=counts)
     with build_lock(out):
+        prepare_output(out, info)
         summary.cleaned = clean_incomplete(out, shards)
         todo = [s for s in shards if not is_complete(out, s)]
         summary.shards_reused = len(shards) - len(todo)
@@ -302,7 +312,7 @@ def build(options: BuildOptions) -> BuildSummary:
                 options.seed,
                 fmt,
                 info.engine_fingerprint,
-            )  # fmt: skip
+            )
             for s in todo
         ]
         try:

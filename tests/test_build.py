@@ -317,7 +317,7 @@ def test_reference_build_layout_rows_and_disjoint_splits(reference, small_librar
     assert (summary.rendered, summary.reused, summary.shards_rendered) == (6, 0, 6)
     assert summary.peak_rss_bytes > 10 * 2**20
     assert re.search(
-        r"6 examples rendered .* examples/s, 1 worker\(s\), peak worker RSS \d+ MiB", summary.line()
+        r"6 rendered \+ 0 reused of 6 examples .* examples/s, 1 worker\(s\), peak worker RSS \d+ MiB", summary.line()
     )
     info = read_build_info(out)
     assert info.counts == summary.counts and info.seed == 11 and info.shard_size == 1
@@ -522,7 +522,7 @@ def test_bad_library_file_stops_cleanly_then_resume_finishes(
     assert not (out / "valid" / "000000").exists()
     bad.write_bytes(good_bytes)
     assert main(cli_args(kw, out, "--jobs", "1")) == 0
-    assert "2 examples rendered + 4 reused" in capsys.readouterr().out
+    assert "2 rendered + 4 reused of 6 examples" in capsys.readouterr().out
     mine, ref = tree_bytes(out), tree_bytes(reference[0])
     mine.pop("build.json"), ref.pop("build.json")  # only the library path differs
     assert mine == ref
