@@ -302,11 +302,13 @@ def tokenize_manifest(
 
     ``mixture_seconds`` / ``oneshot_seconds`` None take the recipe's
     ``audio.mixture_seconds`` / ``audio.target_seconds`` from ``DIR/build.json``, else
-    4.0 s / 2.0 s (the paper). ``batch_size`` rows are encoded at once (their mixtures, then their 3 x batch_size
-    one-shots); ``workers`` threads read audio ahead. Resumes a cache of the same settings;
+    4.0 s / 2.0 s (the paper). ``batch_size`` rows are encoded at once (their mixtures,
+    then their 3 x batch_size one-shots); ``workers`` threads read audio ahead.
+
+    Resumes a cache of the same settings (codec, lengths, shard size, manifest contents);
     raises TokenizeError for a cache of other settings. Rows with missing or undecodable
     audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
-    called after each shard is written (tests use it to interrupt a run).
+    called after each shard is written. Returns a :class:`TokenizeSummary`.
     """
     if batch_size < 1 or shard_size < 1 or workers < 1:
         raise ValueError("batch_size, shard_size and workers must be at least 1")
@@ -390,14 +392,26 @@ def tokenize_manifest(
     return summary
 
 
+def _identity(config: dict) -> dict:
+    """What must match for a rerun to continue a cache: everything but manifest paths
+    (a dataset and its cache may move; the manifests' SHA-256 still has to match)."""
+    out = dict(config)
+    if isinstance(out.get("manifests"), dict):
+        out["manifests"] = {
+            split: {k: v for k, v in m.items() if k != "path"} if isinstance(m, dict) else m
+            for split, m in out["manifests"].items()
+        }
+    return out
+
+
 def _prepare_out(out: Path, config: dict) -> None:
     """Create ``out`` or check that the cache already there was made with ``config``."""
     index_path = out / INDEX_NAME
     if index_path.is_file():
         index = read_index(out)
-        if index.get("version") != VERSION or index.get("config") != config:
-            old = index.get("config", {})
-            differ = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        old, new = _identity(index.get("config", {})), _identity(config)
+        if index.get("version") != VERSION or old != new:
+            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise TokenizeError(
                 f"{out} holds a token cache made with other settings (differing: "
                 f"{', '.join(differ) or 'version'}); use another --out or delete it"

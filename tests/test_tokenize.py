@@ -269,3 +269,16 @@ def test_cli_falls_back_to_the_reference_cache_file(
     shutil.copy(weights, cached)
     assert tokenize_cli(args) == 0
     assert read_index(tmp_path / "t")["config"]["codec"]["sha256"] == DacCodec.load(weights).sha256
+
+
+def test_moved_dataset_and_cache_still_resume(tmp_path, dataset, weights, reference_cache):
+    moved, tok = tmp_path / "moved", tmp_path / "tok"
+    shutil.copytree(dataset, moved)
+    shutil.copytree(reference_cache, tok)
+    summary = tokenize_manifest(moved, weights, tok, **SETTINGS)
+    assert summary.rows_encoded == 0 and summary.shards_kept == 3
+    index = read_index(tok)
+    assert index["complete"] and str(moved) in index["config"]["manifests"]["train"]["path"]
+    (moved / "manifests" / "valid.jsonl").write_text("")  # other content: refused
+    with pytest.raises(TokenizeError, match="manifests"):
+        tokenize_manifest(moved, weights, tok, **SETTINGS)
