@@ -278,6 +278,8 @@ def build(options: BuildOptions) -> BuildSummary:
     is running on it, ``ValueError`` for bad options.
     """
     start = time.perf_counter()
+    if options.n < 1:
+        raise ValueError(f"--n must be at least 1, got {options.n}")
     if options.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
     if options.jobs is not None and options.jobs < 1:

@@ -317,7 +317,8 @@ def test_reference_build_layout_rows_and_disjoint_splits(reference, small_librar
     assert (summary.rendered, summary.reused, summary.shards_rendered) == (6, 0, 6)
     assert summary.peak_rss_bytes > 10 * 2**20
     assert re.search(
-        r"6 rendered \+ 0 reused of 6 examples .* examples/s, 1 worker\(s\), peak worker RSS \d+ MiB", summary.line()
+        r"6 rendered \+ 0 reused of 6 examples .* examples/s, 1 worker\(s\), peak worker RSS \d+ MiB",
+        summary.line(),
     )
     info = read_build_info(out)
     assert info.counts == summary.counts and info.seed == 11 and info.shard_size == 1
@@ -577,3 +578,17 @@ def test_task_sent_to_workers_is_small(build_kwargs, tmp_path):
     size = len(pickle.dumps(task))
     assert size < 20_000, size
     assert library.entry(library.ids("kick", "train")[0]).id.encode() not in pickle.dumps(task)
+
+
+def test_cli_reports_bad_inputs_without_traceback(tmp_path, capsys):
+    from rmod.cli.build import main
+
+    out = tmp_path / "ds"
+    missing = tmp_path / "missing.rmodlib.jsonl"
+    assert main(["--n", "2", "--out", str(out), "--library", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert main(["--n", "2", "--out", str(out), "--recipe", "no-such-recipe"]) == 2
+    assert "no-such-recipe" in capsys.readouterr().err
+    assert main(["--n", "0", "--out", str(out)]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
+    assert not out.exists()

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rmod.build import BACKENDS, BuildOptions, BuildRefused, build
+from rmod.library import LibraryError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except BuildRefused as exc:
         print(f"rmod-build: refused: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LibraryError) as exc:
         print(f"rmod-build: error: {exc}", file=sys.stderr)
         return 2
     if summary.cleaned:
