@@ -43,18 +43,9 @@ from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
 from dose_model.tokenize import read_index, tokenize_manifest
 
-METRIC_FIELDS = (
-    "step",
-    "lr",
-    "train_loss",
-    "full_loss",
-    "onset_loss",
-    "token_accuracy",
-    "valid_loss",
-    "valid_full_loss",
-    "valid_onset_loss",
-    "valid_accuracy",
-    "examples_per_s",
+METRIC_FIELDS = tuple(
+    "step lr train_loss full_loss onset_loss token_accuracy valid_loss valid_full_loss "
+    "valid_onset_loss valid_accuracy examples_per_s".split()
 )
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """(mixture [B, M, K] long, target [B, L, K] long, target_mask [B, L] bool)."""
@@ -112,6 +103,8 @@ def _init_distributed(device_arg: str) -> _Dist:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         cuda = device_arg != "cpu" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return _Dist(rank=rank, world=world, local_rank=local)
 
@@ -315,6 +308,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     max_steps: int | None = None,
+    compile: bool = False,
 ) -> TrainResult:
     """Train a `DoseTransformer` and write ``metrics.csv``, ``last.ckpt``, ``best.ckpt``.
 
@@ -332,6 +326,7 @@ def train(
         collate: batch builder, ``list[(mixture, target)] -> (mixture, target, target_mask)``.
         progress: show a tqdm bar (rank 0).
         stop_after: end after this many updates as if interrupted (last.ckpt written); tests.
+        compile: run the training forward through `torch.compile` (off by default).
 
     Returns:
         `TrainResult`.
@@ -380,6 +375,8 @@ def train(
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None
         )
+    if compile:
+        net = torch.compile(net)
 
     def checkpoint(path: Path) -> None:
         if not ddp.main:
@@ -531,6 +528,7 @@ def train_from_manifest(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    compile: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """`dose-train`: make sure a token cache exists, then `train` one drum class on it.
@@ -544,7 +542,7 @@ def train_from_manifest(
         tokens: token cache folder; default `default_token_dir`. A complete cache is used as
             is; otherwise it is created or completed with `dose_model.tokenize.tokenize_manifest`.
         model_cfg, train_cfg: configurations (default: `ModelConfig()`, `TrainConfig()`).
-        device, precision, resume, max_steps, progress: see `train`.
+        device, precision, resume, max_steps, progress, compile: see `train`.
         log: where one-line notes go (rank 0 only).
     """
     if drum not in DRUMS:
@@ -594,6 +592,7 @@ def train_from_manifest(
             collate=default_collate,
             progress=progress,
             max_steps=max_steps,
+            compile=compile,
         )
     finally:
         if dist.is_initialized():

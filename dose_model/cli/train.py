@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from RUN/last.ckpt with its stored configs (only --max-steps applies)",
     )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the training forward (default: off)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             max_steps=args.max_steps,
             progress=not args.no_progress,
+            compile=args.compile,
         )
     except (ConfigError, TrainingError, CheckpointError, ValueError, OSError) as err:
         print(f"dose-train: error: {err}", file=sys.stderr)
