@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,6 +195,21 @@ def check_new_output(out: Path) -> None:
         return
     if any(p.name not in (LOCK_NAME, ".DS_Store") for p in out.iterdir()):
         raise BuildRefused(f"{out} exists, is not empty and holds no {BUILD_JSON}")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (what batch schedulers and ``kill`` send) into ``KeyboardInterrupt``
+    while building, so the build stops the same clean way as on Ctrl-C. Main thread only."""
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -462,15 +462,16 @@ def test_mismatched_rerun_is_refused_naming_the_difference(reference, build_kwar
         build(BuildOptions(out=out.parent / "other", jobs=1, **build_kwargs))
 
 
-def test_sigkill_during_build_then_resume_gives_identical_dataset(
-    reference, build_kwargs, tmp_path
+@pytest.mark.parametrize("how", ["SIGKILL to the process group", "SIGTERM to the parent"])
+def test_kill_during_build_then_resume_gives_identical_dataset(
+    how, reference, build_kwargs, tmp_path
 ):
     from rmod.cli.build import main
 
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(build_kwargs, out, "--jobs", "1")]
     proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     parts = out / "manifests" / "parts"
     deadline = time.monotonic() + 90
@@ -480,8 +481,15 @@ def test_sigkill_during_build_then_resume_gives_identical_dataset(
             assert time.monotonic() < deadline, "build made no progress"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if how.startswith("SIGKILL"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    if how.startswith("SIGTERM"):  # a clean stop: summary, reason, non-zero exit
+        assert proc.returncode == 1, stderr.decode()
+        assert "interrupted; rerun the same command to resume" in stderr.decode()
+        assert "rmod-build FAILED" in stdout.decode()
     done = len(list(parts.glob("*.jsonl")))
     assert 2 <= done < 6, "the kill must land in the middle of the build"
     assert not (out / "manifests" / "train.jsonl").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmod.build import BACKENDS, BuildOptions, BuildRefused, build
+from rmod.build import BACKENDS, BuildOptions, BuildRefused, build, sigterm_as_interrupt
 from rmod.library import LibraryError
 
 
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     try:
-        summary = build(options)
+        with sigterm_as_interrupt():
+            summary = build(options)
     except BuildRefused as exc:
         print(f"rmod-build: refused: {exc}", file=sys.stderr)
         return 2
