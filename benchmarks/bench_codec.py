@@ -1,14 +1,19 @@
 """Encode throughput of DacCodec (audio-seconds encoded per wall-clock second).
 
 Full 44.1 kHz DAC architecture with random weights (no weights file needed). For each
-mode (fp32; bf16 autocast on CUDA; optionally torch.compile) and batch size, it encodes
-batches of ``--seconds`` of noise-like audio and prints audio-s/s, plus the ratio to the
-baseline measured in the same run (the first mode at the first batch size), and for
-non-fp32 modes the fraction of codes equal to fp32 (same input, same batch size).
+mode and batch size it encodes batches of ``--seconds`` of noise-like audio and prints
+audio-s/s, the ratio to the baseline measured in the same run (the first mode at the
+first batch size), and the fraction of codes equal to strict-FP32 codes of the same input.
+
+Modes:
+  fp32     PyTorch's defaults (on CUDA: TF32 cuDNN convolutions), what dose-tokenize uses
+  strict   FP32 without TF32 (codes as on the CPU; = fp32 on the CPU)
+  bf16     bf16 autocast
+  compile  fp32 + torch.compile of the encoder
 
     python benchmarks/bench_codec.py                       # cuda if present, else cpu
     python benchmarks/bench_codec.py --device cpu --batch-sizes 1,4 --repeats 2
-    python benchmarks/bench_codec.py --device cuda --batch-sizes 1,16,64 --modes fp32,bf16
+    python benchmarks/bench_codec.py --device cuda --batch-sizes 1,16,64 --modes fp32,strict,bf16
 
 Target on one H100/H200: at least 1,000 audio-s/s. Not part of the test suite.
 """
@@ -25,7 +30,7 @@ import torch
 
 from dose_model.codec import DacCodec
 
-MODES = ("fp32", "bf16", "compile")
+MODES = ("fp32", "strict", "bf16", "compile")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,10 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="DAC encode throughput (audio-seconds per second), full 44 kHz model, "
         "random weights.",
     )
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
     p.add_argument(
         "--device",
-        default=default_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
         help="torch device (default: cuda when available, else cpu)",
     )
     p.add_argument(
@@ -57,20 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--modes",
         default=None,
-        help=f"comma-separated modes from {','.join(MODES)} (default: fp32,bf16 on cuda, "
-        "fp32 on cpu); 'compile' = fp32 + torch.compile of the encoder",
+        help=f"comma-separated modes from {','.join(MODES)} (default: fp32,strict,bf16 on "
+        "cuda, fp32 on cpu)",
     )
     p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the random weights and audio (default: %(default)s)",
+        "--seed", type=int, default=0, help="seed of the random weights and audio (default: 0)"
     )
     p.add_argument(
-        "--json",
-        default=None,
-        metavar="PATH",
-        help="also write the results as JSON (default: not written)",
+        "--json", default=None, metavar="PATH", help="also write the results as JSON (default: no)"
     )
     return p.parse_args(argv)
 
@@ -83,8 +81,9 @@ def _sync(device: torch.device) -> None:
 def measure(
     codec: DacCodec, audio: torch.Tensor, repeats: int, mode: str
 ) -> tuple[float, torch.Tensor]:
-    """Seconds per batch (median-free mean over ``repeats`` after one warm-up) and the codes."""
+    """Mean seconds per batch over ``repeats`` timed calls after one warm-up, and the codes."""
     device = codec.device
+    codec.tf32 = False if mode == "strict" else None
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if mode == "bf16"
@@ -97,16 +96,17 @@ def measure(
         for _ in range(repeats):
             codes = codec.encode(audio)
         _sync(device)
+    codec.tf32 = None
     return (time.perf_counter() - start) / repeats, codes
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; returns 0."""
+    """Run the benchmark; returns 0 (2 for an unknown mode)."""
     args = parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     sizes = [int(b) for b in (args.batch_sizes or ("1,16,64" if cuda else "1,4")).split(",")]
-    modes = (args.modes or ("fp32,bf16" if cuda else "fp32")).split(",")
+    modes = (args.modes or ("fp32,strict,bf16" if cuda else "fp32")).split(",")
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         print(f"bench_codec: unknown modes {unknown} (choose from {MODES})", file=sys.stderr)
@@ -115,40 +115,38 @@ def main(argv: list[str] | None = None) -> int:
     codec = DacCodec.random(seed=args.seed, device=device)
     samples = round(args.seconds * codec.sample_rate)
     gen = torch.Generator().manual_seed(args.seed)
+    inputs = {b: ((torch.rand(b, 1, samples, generator=gen) * 2 - 1) * 0.3) for b in sizes}
     name = (
         torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     )
     print(f"device: {name}; torch {torch.__version__}; {args.seconds:g} s items; {repeats} repeats")
+    strict: dict[int, torch.Tensor] = {}
+    if cuda or len(modes) > 1 or modes != ["fp32"]:
+        codec.tf32 = False
+        strict = {b: codec.encode(x.to(device)).cpu() for b, x in inputs.items()}
+        codec.tf32 = None
     results = []
     baseline = None
-    reference_codes: dict[int, torch.Tensor] = {}
     for mode in modes:
         if mode == "compile":
             codec.model.encoder = torch.compile(codec.model.encoder)
         for size in sizes:
-            audio = (torch.rand(size, 1, samples, generator=gen) * 2 - 1) * 0.3
-            audio = audio.to(device)
-            if mode == "fp32" and size not in reference_codes:
-                reference_codes[size] = codec.encode(audio).cpu()
-            per_batch, codes = measure(codec, audio, repeats, mode)
+            per_batch, codes = measure(codec, inputs[size].to(device), repeats, mode)
             rate = size * args.seconds / per_batch
             baseline = baseline or rate
-            ref = reference_codes.get(size)
-            agree = None
-            if mode != "fp32" and ref is not None:
-                agree = float((codes.cpu() == ref).float().mean())
+            agree = float((codes.cpu() == strict[size]).float().mean()) if strict else None
             row = {
                 "mode": mode,
                 "batch": size,
                 "s_per_batch": per_batch,
                 "audio_s_per_s": rate,
                 "ratio": rate / baseline,
-                "codes_equal_fp32": agree,
+                "codes_equal_strict_fp32": agree,
             }
             if cuda:
                 row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             results.append(row)
-            agree_txt = f"  codes = fp32: {agree:.4f}" if agree is not None else ""
+            agree_txt = f"  codes = strict fp32: {agree:.4f}" if agree is not None else ""
             print(
                 f"{mode:>8} batch {size:>4}: {per_batch * 1000:9.1f} ms/batch  "
                 f"{rate:9.1f} audio-s/s  x{rate / baseline:5.2f} vs {modes[0]} batch {sizes[0]}"

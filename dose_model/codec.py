@@ -18,6 +18,8 @@ import io
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -86,6 +88,20 @@ def check_state_dict(model: DAC, state_dict: dict, source: str) -> None:
         )
 
 
+@contextmanager
+def _tf32(allow: bool | None) -> Iterator[None]:
+    """Set cuDNN and CUDA-matmul TF32 for a block (None: leave them as they are)."""
+    if allow is None:
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 class DacCodec:
     """A DAC model in eval mode on one device, with batched ``encode`` / ``decode``.
 
@@ -102,6 +118,10 @@ class DacCodec:
         source: str = "<memory>",
         sha256: str | None = None,
     ):
+        self.tf32: bool | None = None
+        """TF32 for CUDA convolutions/matmuls during encode/decode: None = torch's global
+        setting (PyTorch enables it for cuDNN convolutions by default), False = strict
+        FP32 (codes as on the CPU, slower), True = TF32."""
         self.model = model.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
         self.source = source
@@ -240,7 +260,8 @@ class DacCodec:
         right = self.frames(audio.shape[-1]) * self.hop_length - audio.shape[-1]
         if right:
             audio = F.pad(audio, (0, right))
-        return self.model.encode(audio)
+        with _tf32(self.tf32 if self.device.type == "cuda" else None):
+            return self.model.encode(audio)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -259,4 +280,5 @@ class DacCodec:
                 f"codes must lie in [0, {self.codebook_size}); got "
                 f"[{int(codes.min())}, {int(codes.max())}]"
             )
-        return self.model.decode(codes)
+        with _tf32(self.tf32 if self.device.type == "cuda" else None):
+            return self.model.decode(codes)

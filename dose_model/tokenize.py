@@ -264,6 +264,7 @@ def cache_config(
             "hop_length": codec.hop_length,
             "n_codebooks": codec.n_codebooks,
             "codebook_size": codec.codebook_size,
+            "cuda_tf32": codec.tf32,
         },
         "mixture_seconds": mixture_seconds,
         "mixture_samples": mix_samples,
@@ -296,6 +297,7 @@ def tokenize_manifest(
     workers: int = 4,
     progress: bool = True,
     on_shard: Callable[[str, int], None] | None = None,
+    tf32: bool | None = None,
 ) -> TokenizeSummary:
     """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
     splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
@@ -308,7 +310,9 @@ def tokenize_manifest(
     Resumes a cache of the same settings (codec, lengths, shard size, manifest contents);
     raises TokenizeError for a cache of other settings. Rows with missing or undecodable
     audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
-    called after each shard is written. Returns a :class:`TokenizeSummary`.
+    called after each shard is written. ``tf32`` sets :attr:`DacCodec.tf32` (None: torch's
+    setting; False: strict FP32 on CUDA, codes as on the CPU). Returns a
+    :class:`TokenizeSummary`.
     """
     if batch_size < 1 or shard_size < 1 or workers < 1:
         raise ValueError("batch_size, shard_size and workers must be at least 1")
@@ -324,6 +328,7 @@ def tokenize_manifest(
         raise ValueError("mixture_seconds and oneshot_seconds must be positive")
     rows = {split: read_manifest(path) for split, path in manifests.items()}
     codec = DacCodec.load(codec_weights, device=device)
+    codec.tf32 = tf32
     config = cache_config(
         codec,
         manifests,

@@ -167,12 +167,8 @@ def test_input_checks(tiny):
 def test_cuda_encode_agrees_with_cpu(tiny, reference, mono):
     """On a GPU (TF32 off) the codes match the reference nearly everywhere."""
     cuda = DacCodec.load(DAC_TINY_PTH, device="cuda")
-    prev = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        codes = cuda.encode(mono.cuda()).cpu()
-    finally:
-        torch.backends.cudnn.allow_tf32 = prev
+    cuda.tf32 = False
+    codes = cuda.encode(mono.cuda()).cpu()
     expected = torch.from_numpy(reference["codes"].astype(np.int64))
     agree = float((codes == expected).float().mean())
     assert agree > 0.99, agree

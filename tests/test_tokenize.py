@@ -279,6 +279,8 @@ def test_moved_dataset_and_cache_still_resume(tmp_path, dataset, weights, refere
     assert summary.rows_encoded == 0 and summary.shards_kept == 3
     index = read_index(tok)
     assert index["complete"] and str(moved) in index["config"]["manifests"]["train"]["path"]
+    with pytest.raises(TokenizeError, match="codec"):  # strict FP32 would be other codes
+        tokenize_manifest(moved, weights, tok, tf32=False, **SETTINGS)
     (moved / "manifests" / "valid.jsonl").write_text("")  # other content: refused
     with pytest.raises(TokenizeError, match="manifests"):
         tokenize_manifest(moved, weights, tok, **SETTINGS)

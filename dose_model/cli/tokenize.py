@@ -75,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one-shot length encoded, s (default: the recipe's audio.target_seconds in "
         "DIR/build.json, else 2.0 = 173 frames)",
     )
+    p.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="strict FP32 on CUDA: no TF32 convolutions, so codes equal CPU encoding "
+        "(slower; default: PyTorch's setting, TF32 convolutions on)",
+    )
     p.add_argument("--workers", type=int, default=4, help="threads that read audio ahead")
     p.add_argument(
         "--max-skipped",
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             oneshot_seconds=args.oneshot_seconds,
             workers=args.workers,
             progress=not args.no_progress,
+            tf32=False if args.no_tf32 else None,
         )
     except (
         CodecLoadError,
