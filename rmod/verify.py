@@ -8,13 +8,15 @@ Checks, each reported as a :class:`Problem` naming the file or row:
 * every file a row points to exists, decodes, is 16-bit PCM with the dataset's sample
   rate and channel count, has the length the row records (the mixture also the
   recipe's duration), and its bytes match the recorded SHA-256;
-* splits are source-disjoint: no library id is used by two splits.
+* splits are source-disjoint: no library id is used by two splits;
+* the split folders hold nothing else (no stray files, no temporary shard folders).
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+import posixpath
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.audio import sha256_file
 from rmod.manifest import (
+    MANIFEST_DIR,
+    PARTS_DIR,
     BuildInfo,
     ManifestError,
     ManifestRow,
@@ -133,6 +137,29 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
     return out
 
 
+def check_strays(root: Path, referenced: Counter[str]) -> list[Problem]:
+    """Files and folders in the split folders that no manifest row accounts for.
+
+    ``referenced`` counts, per shard folder, the files rows point to. Memory stays
+    proportional to the number of shards, not of files.
+    """
+    out = []
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            rel = f"{split}/{entry.name}"
+            if not (entry.is_dir() and entry.name.isdigit()):
+                what = "not part of the dataset (debris of an interrupted build?)"
+                out.append(Problem(rel, what))
+                continue
+            extra = sum(1 for _ in entry.iterdir()) - referenced.get(rel, 0)
+            if extra > 0:
+                out.append(Problem(rel, f"{extra} file(s) that no manifest row points to"))
+    return out
+
+
 def verify_dataset(
     root: str | os.PathLike,
     progress: bool = True,
@@ -147,6 +174,7 @@ def verify_dataset(
         report.problems.append(Problem(str(root), str(exc)))
         return report
     seen: dict[str, str] = {}
+    referenced: Counter[str] = Counter()  # shard folder -> files that rows point to
     used_by: dict[str, set[str]] = defaultdict(set)
     total = sum(info.counts.values())
     bar = tqdm(total=total, desc="rmod-verify", unit="row", disable=not progress)
@@ -154,7 +182,9 @@ def verify_dataset(
         path = manifest_path(root, split)
         rel_manifest = str(path.relative_to(root))
         if not path.is_file():
-            report.problems.append(Problem(rel_manifest, "manifest is missing"))
+            unfinished = (root / MANIFEST_DIR / PARTS_DIR).is_dir()
+            hint = " (the build is not finished: rerun the same rmod-build)" if unfinished else ""
+            report.problems.append(Problem(rel_manifest, f"manifest is missing{hint}"))
             continue
         n = 0
         try:
@@ -170,6 +200,8 @@ def verify_dataset(
                 for sid in row.source_ids():
                     used_by[sid].add(split)
                 report.files += len(row.files())
+                for rel in row.files().values():
+                    referenced[posixpath.dirname(rel)] += 1
                 report.problems += check_row(root, row, info, split)
                 if on_row is not None:
                     on_row(row)
@@ -179,6 +211,7 @@ def verify_dataset(
         if n != expected:
             report.problems.append(Problem(rel_manifest, f"{n} rows, build.json says {expected}"))
     bar.close()
+    report.problems += check_strays(root, referenced)
     for sid, splits in sorted(used_by.items()):
         if len(splits) > 1:
             names = ", ".join(s for s in SPLITS if s in splits)

@@ -131,3 +131,19 @@ def test_path_escaping_the_dataset_is_refused(ds):
     row["mixture"] = "../../etc/passwd"
     manifest.write_text(json.dumps(row) + "\n")
     assert any("path leaves the dataset folder" in p for p in problems(ds))
+
+
+def test_stray_files_and_unfinished_builds_are_reported(ds):
+    row = first_row(ds)
+    shard = row.mixture.rsplit("/", 1)[0]
+    (ds / shard / "extra.wav").write_bytes(b"x")
+    (ds / "train" / ".tmp-000009-abc").mkdir()
+    assert sorted(problems(ds)) == [
+        f"{shard}: 1 file(s) that no manifest row points to",
+        "train/.tmp-000009-abc: not part of the dataset (debris of an interrupted build?)",
+    ]
+    (ds / "manifests" / "test.jsonl").unlink()
+    assert (
+        "manifests/test.jsonl: manifest is missing (the build is not finished: rerun the "
+        "same rmod-build)" in problems(ds)
+    )
