@@ -101,14 +101,22 @@ def manifest_sha256(path: str | os.PathLike) -> str:
 def _relative_path(root: Path, value: object, where: str, path: Path, line: int) -> Path:
     if not isinstance(value, str) or not value:
         raise ManifestError(path, f"field {where!r} must be a non-empty path string", line)
-    return (root / value).resolve() if not os.path.isabs(value) else Path(value)
+    return Path(os.path.normpath(root / value))  # no filesystem calls: manifests are big
 
 
-def parse_row(obj: object, path: Path, line: int, split: str) -> ManifestRow:
-    """Validate one decoded JSON line and resolve its paths against ``path``'s grandparent."""
+def parse_row(
+    obj: object,
+    path: Path,
+    line: int,
+    split: str,
+    root: Path | None = None,
+    keep_extra: bool = True,
+) -> ManifestRow:
+    """Validate one decoded JSON line and resolve its paths against ``root`` (default: the
+    absolute grandparent of ``path``). ``keep_extra`` keeps the other fields in ``extra``."""
     if not isinstance(obj, dict):
         raise ManifestError(path, f"line is a JSON {type(obj).__name__}, not an object", line)
-    root = path.parent.parent
+    root = root or path.resolve().parent.parent
     row_id = obj.get("id")
     if not isinstance(row_id, str) or not row_id:
         raise ManifestError(path, "field 'id' must be a non-empty string", line)
@@ -136,18 +144,22 @@ def parse_row(obj: object, path: Path, line: int, split: str) -> ManifestRow:
         manifest=path,
         line=line,
         sample_rate=sample_rate,
-        extra={k: v for k, v in obj.items() if k not in known},
+        extra={k: v for k, v in obj.items() if k not in known} if keep_extra else {},
     )
 
 
-def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+def read_manifest(path: str | os.PathLike, keep_extra: bool = False) -> list[ManifestRow]:
     """All rows of one manifest file, in file order. Blank lines are skipped.
+
+    Fields other than ``id``, ``split``, ``mixture``, ``oneshots`` and ``sample_rate`` are
+    dropped unless ``keep_extra`` (a million rows of ``params`` would not fit in memory).
 
     Raises ManifestError naming the file and line for invalid JSON, a missing or
     ill-typed field, or a duplicate ``id``.
     """
     path = Path(path)
     split = split_name(path)
+    root = path.resolve().parent.parent
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
     try:
@@ -159,7 +171,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise ManifestError(path, f"invalid JSON ({exc.msg})", line_no) from None
-                row = parse_row(obj, path, line_no, split)
+                row = parse_row(obj, path, line_no, split, root, keep_extra)
                 if row.id in seen:
                     raise ManifestError(
                         path, f"duplicate id {row.id!r} (first on line {seen[row.id]})", line_no

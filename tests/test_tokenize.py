@@ -198,11 +198,12 @@ def test_manifest_errors_name_file_and_line(tmp_path, dataset):
         (folder / "train.jsonl").write_text(text)
         with pytest.raises(ManifestError, match=pattern):
             read_manifest(folder / "train.jsonl")
-    rows = read_manifest(dataset / "manifests" / "valid.jsonl")
+    rows = read_manifest(dataset / "manifests" / "valid.jsonl", keep_extra=True)
     first = json.loads((dataset / "manifests" / "valid.jsonl").read_text().splitlines()[0])
     assert rows[0].mixture == (dataset / first["mixture"]).resolve()
     assert rows[0].mixture.is_file() and rows[0].split == "valid"
     assert rows[0].extra["checksums"] == first["checksums"]
+    assert read_manifest(dataset / "manifests" / "valid.jsonl")[0].extra == {}
     assert list(find_manifests(dataset)) == ["train", "valid"]
     with pytest.raises(ManifestError, match="no manifests"):
         find_manifests(tmp_path / "ds" / "manifests")
