@@ -27,8 +27,6 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.audio import sha256_file
 from rmod.manifest import (
-    MANIFEST_DIR,
-    PARTS_DIR,
     BuildInfo,
     ManifestError,
     ManifestRow,
@@ -182,9 +180,8 @@ def verify_dataset(
         path = manifest_path(root, split)
         rel_manifest = str(path.relative_to(root))
         if not path.is_file():
-            unfinished = (root / MANIFEST_DIR / PARTS_DIR).is_dir()
-            hint = " (the build is not finished: rerun the same rmod-build)" if unfinished else ""
-            report.problems.append(Problem(rel_manifest, f"manifest is missing{hint}"))
+            what = "manifest is missing (after an interrupted build: rerun the same rmod-build)"
+            report.problems.append(Problem(rel_manifest, what))
             continue
         n = 0
         try:
