@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary.error:
         print(f"rmod-build: error: {summary.error}", file=sys.stderr)
         print(
-            "rmod-build: finished shards are kept; fix the cause and rerun to resume",
+            "rmod-build: finished shards are kept; rerun the same command to resume",
             file=sys.stderr,
         )
     print(summary.line())
