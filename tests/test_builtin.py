@@ -12,7 +12,7 @@ import pytest
 from rmod import DRUMS, INSTRUMENTS, SPLITS
 from rmod.audio import peak_db, read_audio
 from rmod.builtin import BuiltinConfig, builtin_manifest_path, check_builtin
-from rmod.builtin.generate import MANIFEST_NAME, render_item
+from rmod.builtin.generate import BUILTIN_VERSION, MANIFEST_NAME, render_item
 from rmod.builtin.phrases import random_phrase
 from rmod.builtin.sf2 import load_soundfont, render_note
 from rmod.builtin.synth import SYNTHS
@@ -99,6 +99,26 @@ def test_soundfont_has_the_drum_kits():
     kits = sorted(p for b, p in sf.names if b == 128)
     assert kits == [0, 8, 16, 24, 25, 32, 40, 48]
     assert sf.zones(128, 0, 36) and sf.zones(128, 0, 42)
+
+
+# (class, index) -> (samples, RMS dB) of TINY's items. When the generator's output changes
+# on purpose, bump rmod.builtin.generate.BUILTIN_VERSION (or users keep a stale cache) and
+# update these values.
+GOLDEN_V2 = {
+    ("kick", 0): (4069, -12.724),
+    ("snare", 4): (20231, -18.212),
+    ("hihat", 1): (3790, -19.885),
+    ("bass", 0): (293714, -18.666),
+    ("vocal", 0): (233470, -16.811),
+}
+
+
+def test_generated_audio_matches_the_builtin_version():
+    assert BUILTIN_VERSION == 2, "update GOLDEN_V2 for the new version"
+    for (cls, index), (n, rms) in GOLDEN_V2.items():
+        x = render_item(cls, index, TINY).astype(np.float64)
+        got = (x.size, 10 * np.log10(np.mean(x**2)))
+        assert got[0] == n and got[1] == pytest.approx(rms, abs=0.01), (cls, index, got)
 
 
 def test_synths_and_phrases_are_deterministic():
