@@ -357,7 +357,8 @@ class Library:
         Mono is duplicated to stereo (more than 2 channels are averaged to mono first).
         Results are cached per process (bounded LRU); the caller gets its own copy.
         Raises :class:`rmod.audio.AudioFileError` naming the path if the file is gone,
-        undecodable, or no longer matches the manifest (length or sample rate changed).
+        undecodable, or no longer matches the manifest (length, sample rate or content
+        hash changed), so an example never silently renders from other audio.
         """
         entry = self.entry(entry_id)
         key = (entry.path, entry.sha256, int(sample_rate))
@@ -369,6 +370,12 @@ class Library:
                     entry.path,
                     f"file changed since indexing (now {audio.shape[1] / sr:.6f} s at {sr} Hz, "
                     f"manifest says {entry.duration} s at {entry.sample_rate} Hz); re-index it",
+                )
+            if content_hash(audio) != entry.sha256:
+                raise AudioFileError(
+                    entry.path,
+                    "file changed since indexing (same length, other samples: content hash "
+                    f"differs from {entry.sha256[:16]}); re-index it",
                 )
             stereo = to_channels(audio, 2)
             cached = np.ascontiguousarray(resample(stereo, sr, int(sample_rate)), dtype=np.float32)

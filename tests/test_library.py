@@ -222,6 +222,12 @@ def test_load_audio_names_a_damaged_file(small_library, tmp_path):
     sf.write(lib.entry(shorter).path, data[: len(data) // 2], sr, subtype="PCM_16")
     with pytest.raises(AudioFileError, match="changed since indexing"):
         lib.load_audio(shorter)
+    same_length = lib.ids("snare", "valid")[0]
+    data, sr = sf.read(lib.entry(same_length).path)
+    sf.write(lib.entry(same_length).path, 0.5 * data, sr, subtype="PCM_16")
+    with pytest.raises(AudioFileError, match="content hash") as err:
+        lib.load_audio(same_length)
+    assert lib.entry(same_length).path in str(err.value)
     (src / lib.entry(gone).path).unlink()
     with pytest.raises(AudioFileError, match=lib.entry(gone).path.split("/")[-1]):
         lib.load_audio(gone)
