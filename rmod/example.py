@@ -50,6 +50,7 @@ from rmod.tracks import (
 )
 
 SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
+AUDIO_FORMATS = ("wav", "flac")
 
 
 class ExampleError(ValueError):
@@ -501,4 +502,19 @@ def save_example(
     files = write_rendered(rendered, out_dir, recipe.audio.format)
     doc = example_document(params, recipe, library_path, library_fingerprint, files)
     atomic_write_text(Path(out_dir) / "example.json", json.dumps(doc, indent=1) + "\n")
+    remove_stale_audio(out_dir, files)
     return files
+
+
+def remove_stale_audio(out_dir: str | os.PathLike, keep: dict[str, str]) -> list[str]:
+    """Delete audio a previous render left in ``out_dir`` that this one did not write
+    (a stem of an instrument that no longer plays, files of the other format), so the
+    folder holds one example only. Touches only names :func:`write_rendered` writes.
+    Returns the relative paths removed."""
+    out = Path(out_dir)
+    names = [f"{role}.{ext}" for role in ("mixture", *DRUMS) for ext in AUDIO_FORMATS]
+    names += [f"stems/{p.name}" for p in (out / "stems").glob("*") if p.suffix[1:] in AUDIO_FORMATS]
+    removed = [name for name in names if name not in keep and (out / name).is_file()]
+    for name in removed:
+        (out / name).unlink()
+    return removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import pytest
 import yaml
@@ -69,6 +70,19 @@ def test_from_example_json_is_byte_identical(first, tmp_path, capsys):
     for name in _files(first):
         if name != "overview.png":
             assert (again / name).read_bytes() == (first / name).read_bytes(), name
+
+
+def test_rerender_into_a_used_folder_leaves_no_stale_file(first, tmp_path):
+    used = tmp_path / "used"
+    shutil.copytree(first, used)
+    stale = ["stems/not_playing.wav", "mixture.flac", "stems/kick.flac"]
+    for name in stale:
+        (used / name).write_bytes(b"from an earlier render")
+    (used / "notes.txt").write_text("mine")
+    assert main(["--from", str(first / "example.json"), "--out", str(used), "--no-overview"]) == 0
+    assert _files(used) == sorted([n for n in _files(first) if n != "overview.png"] + ["notes.txt"])
+    for name in AUDIO:
+        assert (used / name).read_bytes() == (first / name).read_bytes()
 
 
 def test_from_manifest_row(first, tmp_path, small_library):

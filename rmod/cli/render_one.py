@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         required=True,
-        help="output folder, created if needed; existing files are replaced (required)",
+        help="output folder, created if needed; files of an earlier render there are "
+        "replaced or removed (required)",
     )
     p.add_argument(
         "--from",
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         files = save_example(out, params, recipe, rendered, lib_path, library.fingerprint)
         if not args.no_overview:
             plot_overview(out / "overview.png", params, rendered)
+        elif (out / "overview.png").is_file():  # it would show another example
+            (out / "overview.png").unlink()
     except (RecipeError, ExampleError, LibraryError, AudioFileError, KeyError, OSError) as exc:
         print(f"rmod-render-one: error: {exc}", file=sys.stderr)
         return 1
