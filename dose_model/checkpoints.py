@@ -19,14 +19,13 @@ Our checkpoints (``last.ckpt``/``best.ckpt``) are a plain dict, loadable with
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dose_model.config import ModelConfig
+from dose_model.fileio import atomic_write
 from dose_model.model import DoseTransformer
 
 FORMAT = "dose-train-v1"
@@ -139,16 +138,7 @@ def load_published(
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

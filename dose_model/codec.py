@@ -17,7 +17,6 @@ import hashlib
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dose_model.dac import DAC, DacConfig, skip_init
+from dose_model.fileio import atomic_write_bytes
 
 DAC_CACHE_PATH = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8kbps_0.0.1.pth"
 """Where the reference package (descript-audio-codec >= 1.0) caches the 44 kHz weights."""
@@ -215,19 +215,7 @@ class DacCodec:
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         torch.save({"state_dict": state, "metadata": {"kwargs": self.kwargs}}, buf)
         data = buf.getvalue()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would create it
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data)
         return hashlib.sha256(data).hexdigest()
 
     # ----------------------------------------------------------------- properties

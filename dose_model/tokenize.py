@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from dose_model import DRUMS
 from dose_model.codec import DacCodec
+from dose_model.fileio import atomic_write_text
 from dose_model.manifest import (
     ManifestRow,
     find_manifests,
@@ -136,10 +137,7 @@ def load_row(row: ManifestRow, sample_rate: int, mix_samples: int, shot_samples:
 
 # ------------------------------------------------------------------------- files
 def _write_json(path: Path, obj: dict) -> None:
-    text = json.dumps(obj, indent=1, sort_keys=True) + "\n"
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def read_index(tokdir: str | os.PathLike) -> dict:

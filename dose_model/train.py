@@ -39,6 +39,7 @@ from dose_model.codec import sha256_file
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
 from dose_model.data import collate as default_collate
+from dose_model.fileio import atomic_write_text
 from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
 from dose_model.tokenize import read_index, tokenize_manifest
@@ -263,9 +264,7 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
