@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import soundfile as sf
 import yaml
 
 from rmod.build import BuildOptions, build
+from rmod.cli import BROKEN_PIPE_STATUS
 from rmod.cli.verify import main
 from rmod.manifest import read_manifest
 from rmod.recipe import load_recipe
@@ -149,3 +152,19 @@ def test_stray_files_and_unfinished_builds_are_reported(ds):
         "manifests/test.jsonl: manifest is missing (after an interrupted build: rerun the "
         "same rmod-build)" in problems(ds)
     )
+
+
+@pytest.mark.parametrize(
+    "command", [["rmod.cli.verify", "{good}"], ["rmod.cli.library", "info", "{lib}"]]
+)
+def test_output_into_a_closed_pipe_ends_without_traceback(command, good, small_library):
+    argv = [a.format(good=good, lib=small_library.path) for a in command]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv, *(["--no-progress"] if "verify" in argv[0] else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader went away before the command printed anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == BROKEN_PIPE_STATUS, err
+    assert "Traceback" not in err

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rmod.build import BACKENDS, BuildOptions, BuildRefused, build, sigterm_as_interrupt
+from rmod.cli import quiet_broken_pipe
 from rmod.library import LibraryError
 
 
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when the dataset is complete, non-zero otherwise."""
     args = parse_args(argv)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from rmod import CLASSES, SPLITS
+from rmod.cli import quiet_broken_pipe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,15 +145,12 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rmod-library``; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        return _index(args) if args.command == "index" else _info(args)
-    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps interpreter exit quiet
-        return 0
+    return _index(args) if args.command == "index" else _info(args)
 
 
 if __name__ == "__main__":

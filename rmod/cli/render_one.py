@@ -7,6 +7,7 @@ import sys
 import time
 
 from rmod import SPLITS
+from rmod.cli import quiet_broken_pipe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status (0 ok, 1 error, 2 usage)."""
     args = _parser().parse_args(argv)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rmod import SPLITS
+from rmod.cli import quiet_broken_pipe
 from rmod.manifest import ManifestError
 from rmod.stats import compute_stats, worst_metrics
 
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point; 0 on success, 1 when the dataset cannot be read."""
     args = parse_args(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rmod.cli import quiet_broken_pipe
 from rmod.verify import verify_dataset
 
 
@@ -33,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when the dataset passes every check, 1 otherwise."""
     args = parse_args(argv)
