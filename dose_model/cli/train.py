@@ -1,6 +1,6 @@
 """`dose-train`: train a DOSE model for one drum class on an RMOD dataset.
 
-Only parses arguments and calls `dose_model.train.train_from_manifest`.
+Only parses arguments and calls `dose_model.pipeline.train_from_manifest`.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dose_model.checkpoints import CheckpointError
     from dose_model.config import ConfigError, load_config
-    from dose_model.train import TrainingError, train_from_manifest
+    from dose_model.pipeline import train_from_manifest
+    from dose_model.train import TrainingError
 
     try:
         model_cfg, train_cfg = load_config(args.config)
