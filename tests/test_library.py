@@ -265,6 +265,9 @@ def test_cli_index_exit_status_and_report(sample_dir, tmp_path, capsys):
     assert library_main(["index", str(src), "--out", str(out), "--quiet"]) == 0
     assert "refused 0" in capsys.readouterr().out
     assert library_main(["index", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    (tmp_path / "wrong_folder").mkdir()  # no class folders: an empty library is an error
+    assert library_main(["index", str(tmp_path / "wrong_folder"), "--out", str(out)]) == 1
+    assert "the library is empty" in capsys.readouterr().err
     assert (
         library_main(["index", str(src), "--out", str(out), "--splits", "0.5", "0.5", "0.5"]) == 2
     )
@@ -281,3 +284,8 @@ def test_cli_info(small_library, capsys):
     assert library_main(["info", str(small_library.path)]) == 0
     table = capsys.readouterr().out
     assert "kick" in table and f"{len(small_library)} entries in 7 classes" in table
+    with pytest.raises(SystemExit):
+        library_main(["info", "--help"])
+    assert (
+        "LIB         library manifest (default: the built-in library)\n" in capsys.readouterr().out
+    )

@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
             "Index SRC_DIR/{kick,snare,hihat}/ (one-shots) and SRC_DIR/{bass,piano,guitar,vocal}/ "
             "(loops); nested folders allowed; WAV, FLAC, AIFF, OGG at any rate, depth, channel "
             "count. Unusable files are listed with their reason and left out. "
-            "Exit status: 0 if every file was indexed, 1 if any was refused, 2 on usage errors."
+            "Exit status: 0 if every file was indexed, 1 if any was refused or none was found "
+            "in the class folders, 2 on usage errors."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -82,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     info.add_argument(
-        "lib", nargs="?", default=None, metavar="LIB", help="library manifest (default: built-in)"
+        "lib",
+        nargs="?",
+        default=argparse.SUPPRESS,
+        metavar="LIB",
+        help="library manifest (default: the built-in library)",
     )
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
@@ -114,6 +119,14 @@ def _index(args: argparse.Namespace) -> int:
         f"indexed {report.n_indexed} files ({per_class}), refused {len(report.refused)}; "
         f"wrote {report.library_path}"
     )
+    if report.n_indexed == 0 and not report.refused:
+        folders = ", ".join(f"{c}/" for c in CLASSES)
+        print(
+            f"rmod-library: error: no audio files in {args.src_dir}'s "
+            f"class folders ({folders}); the library is empty",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if report.refused else 0
 
 
@@ -121,7 +134,7 @@ def _info(args: argparse.Namespace) -> int:
     from rmod.library import Library, LibraryError
 
     try:
-        lib = Library.load(args.lib)
+        lib = Library.load(getattr(args, "lib", None))
     except LibraryError as exc:
         print(f"rmod-library: error: {exc}", file=sys.stderr)
         return 1
