@@ -18,8 +18,24 @@ from dose_model.codec import sha256_file
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
 from dose_model.data import collate as default_collate
+from dose_model.manifest import ManifestError, find_manifests, manifest_sha256
 from dose_model.tokenize import read_index, tokenize_manifest
 from dose_model.train import TrainingError, TrainResult, resolve_device, train
+
+
+def dataset_root(manifest: str | Path) -> Path:
+    """The RMOD dataset folder ``DIR`` of ``manifest`` (``DIR`` itself or a
+    ``DIR/manifests/*.jsonl`` file); raises ManifestError naming a path that does not exist."""
+    manifest = Path(manifest)
+    if not manifest.exists():
+        raise ManifestError(manifest, "no such manifest file or dataset folder")
+    return manifest if manifest.is_dir() else manifest.parent.parent
+
+
+def _weights_sha256(codec_weights: str | Path) -> str:
+    if not Path(codec_weights).is_file():
+        raise TrainingError(f"{codec_weights}: DAC weights file not found")
+    return sha256_file(codec_weights)
 
 
 def default_token_dir(manifest: str | Path, codec_weights: str | Path) -> Path:
@@ -27,9 +43,30 @@ def default_token_dir(manifest: str | Path, codec_weights: str | Path) -> Path:
     dataset, ``DIR/tokens-<first 12 hex of the codec weights' SHA-256>`` (``DIR`` = the
     dataset folder, or the grandparent of a ``DIR/manifests/*.jsonl`` file). One cache serves
     all three drum classes and every run on that dataset with that codec."""
-    manifest = Path(manifest)
-    root = manifest if manifest.is_dir() else manifest.parent.parent
-    return root / f"tokens-{sha256_file(codec_weights)[:12]}"
+    return dataset_root(manifest) / f"tokens-{_weights_sha256(codec_weights)[:12]}"
+
+
+def check_cache_matches(
+    tokens: Path, index: dict, root: Path, codec_weights: str | Path | None
+) -> None:
+    """Raise TrainingError when the complete cache ``tokens`` was not made from this
+    dataset's current manifests (every split it holds) or, when ``codec_weights`` is given,
+    with that codec: a cache is reused only for the data and codec it was made from."""
+    config = index.get("config", {})
+    if codec_weights is not None:
+        made_with = config.get("codec", {}).get("sha256")
+        if made_with != _weights_sha256(codec_weights):
+            raise TrainingError(
+                f"{tokens} was tokenized with another DAC codec (sha256 {str(made_with)[:12]}), "
+                f"not {codec_weights}: give another --tokens or delete that folder"
+            )
+    found = find_manifests(root)
+    for split, recorded in config.get("manifests", {}).items():
+        if split not in found or manifest_sha256(found[split]) != recorded.get("sha256"):
+            raise TrainingError(
+                f"{tokens} was tokenized from other {split} data than {root}/manifests "
+                "(changed, rebuilt or missing since): give another --tokens or delete that folder"
+            )
 
 
 def _read_cache_index(tokdir: Path) -> dict:
@@ -64,8 +101,10 @@ def train_from_manifest(
         drum: "kick", "snare" or "hihat".
         out: run folder.
         codec_weights: DAC weights file; needed only when the token cache must be (completed).
-        tokens: token cache folder; default `default_token_dir`. A complete cache is used as
-            is; otherwise it is created or completed with `dose_model.tokenize.tokenize_manifest`.
+        tokens: token cache folder; default `default_token_dir`. A complete cache is used
+            when it was made from the dataset's current manifests (and with ``codec_weights``,
+            when given; see `check_cache_matches`); otherwise it is created or completed with
+            `dose_model.tokenize.tokenize_manifest`.
         model_cfg, train_cfg: configurations (default: `ModelConfig()`, `TrainConfig()`).
         device, precision, resume, max_steps, progress, compile: see `train`.
         log: where one-line notes go (rank 0 only).
@@ -79,26 +118,29 @@ def train_from_manifest(
             raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
         tokens = default_token_dir(manifest, codec_weights)
     tokens = Path(tokens)
-    if not _read_cache_index(tokens).get("complete"):
+    root = dataset_root(manifest)
+    index = _read_cache_index(tokens)
+    if index.get("complete"):
+        check_cache_matches(tokens, index, root, codec_weights)
+        if main:
+            log(f"using token cache {tokens}")
+    else:
         if codec_weights is None:
             raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise TrainingError(
                 f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch"
             )
-        root = Path(manifest)
-        root = root if root.is_dir() else root.parent.parent
         dev = resolve_device(device)
         summary = tokenize_manifest(root, codec_weights, tokens, device=str(dev), progress=progress)
         if main:
             log(str(summary))
-    elif main:
-        log(f"using token cache {tokens}")
+        index = read_index(tokens)
     resume_cfg = None
     if resume and (Path(out) / "last.ckpt").is_file():
         resume_cfg = TrainConfig.from_dict(read_checkpoint(Path(out) / "last.ckpt")["train_config"])
     frames = (resume_cfg or train_cfg).target_frames
-    splits = ("train", "valid") if "valid" in _read_cache_index(tokens)["splits"] else ("train",)
+    splits = ("train", "valid") if "valid" in index["splits"] else ("train",)
     try:
         sets = [TokenDataset(tokens, s, drum, frames) for s in splits]
     except ValueError as err:

@@ -1,0 +1,46 @@
+"""dose-train's set-up (dose_model.pipeline): which token cache it uses, and what it refuses."""
+
+from pathlib import Path
+
+import pytest
+from dose_fixtures import write_fake_rmod, write_tiny_codec
+
+from dose_model.cli.train import main
+from dose_model.tokenize import tokenize_manifest
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    data = write_fake_rmod(root / "ds", {"train": 2, "valid": 1}, seed=4, mixture_seconds=1.0)
+    codec = write_tiny_codec(root / "codec.pth", seed=0)
+    tokens = root / "tok"
+    tokenize_manifest(data, codec, tokens, oneshot_seconds=0.5, progress=False)
+    return data, codec, tokens
+
+
+def run(data: Path, out: Path, *extra: str) -> int:
+    return main(["--manifest", str(data), "--drum", "kick", "--out", str(out), *extra])
+
+
+def test_a_cache_of_other_data_or_another_codec_is_refused(made, tmp_path, capsys):
+    data, codec, tokens = made
+    other = write_tiny_codec(tmp_path / "other.pth", seed=1)
+    assert run(data, tmp_path / "a", "--tokens", str(tokens), "--codec-weights", str(other)) == 1
+    err = capsys.readouterr().err
+    assert "another DAC codec" in err and str(other) in err
+    changed = tmp_path / "ds"
+    write_fake_rmod(changed, {"train": 2, "valid": 1}, seed=5, mixture_seconds=1.0)
+    assert run(changed, tmp_path / "b", "--tokens", str(tokens)) == 1
+    assert "other train data" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_missing_dataset_or_codec_is_named(made, tmp_path, capsys):
+    data, codec, _ = made
+    missing = tmp_path / "nowhere"
+    assert run(missing, tmp_path / "a", "--codec-weights", str(codec)) == 1
+    assert f"{missing}: no such manifest file or dataset folder" in capsys.readouterr().err
+    absent = tmp_path / "absent.pth"
+    assert run(data, tmp_path / "a", "--codec-weights", str(absent)) == 1
+    assert f"{absent}: DAC weights file not found" in capsys.readouterr().err
