@@ -173,8 +173,3 @@ def rms_db(audio: np.ndarray) -> float:
     """RMS level in dBFS over all channels and samples (``-inf`` for silence)."""
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
-
-
-def db_to_gain(db: float) -> float:
-    """Linear amplitude factor for a level in dB."""
-    return float(10.0 ** (db / 20.0))

@@ -21,16 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def normalize_peak(audio: np.ndarray, peak_db: float | None) -> np.ndarray:
-    """Scale so the sample peak is ``peak_db`` dBFS (``None`` or silence: unchanged)."""
-    if peak_db is None:
-        return audio
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak == 0.0:
-        return audio
-    return (audio * np.float32(10.0 ** (peak_db / 20.0) / peak)).astype(np.float32)
-
-
 def normalize_rms(audio: np.ndarray, rms_db: float | None) -> np.ndarray:
     """Scale so the RMS over all channels and samples is ``rms_db`` dBFS (silence unchanged)."""
     if rms_db is None:
