@@ -108,6 +108,9 @@ def test_draws_follow_the_recipe_over_2000_examples(paper, small_library):
         assert abs(drops[name] / n - 0.3) < 4 * sigma, (name, drops[name])
     assert set(hits["kick"]) == {2, 3, 4} and set(hits["snare"]) == {2, 3, 4}
     assert set(hits["hihat"]) == set(range(14, 19))
+    for cls, k in (("kick", 3), ("snare", 3), ("hihat", 5)):  # uniform over the range
+        sd = math.sqrt((1 / k) * (1 - 1 / k) / n)
+        assert all(abs(c / n - 1 / k) < 4 * sd for c in hits[cls].values()), (cls, hits[cls])
     assert set(pairs) == {(0.8, 0.2), (0.7, 0.3), (0.6, 0.4)}
     assert all(abs(c / (3 * n) - 1 / 3) < 0.03 for c in pairs.values())
     assert set(semis["bass"]) == set(range(-6, 3))
@@ -179,6 +182,7 @@ def test_dry_drum_onsets_exact_in_render(paper, small_library, rendered):
 def test_same_seed_same_bytes(small_library):
     recipe = fast_recipe()
     a = draw_example(recipe, small_library, 11, "test", 1)
+    assert draw_example(recipe, small_library, 11, "test", 1) == a  # a fresh draw, same seed
     b = ExampleParams.from_dict(json.loads(json.dumps(a.to_dict())))
     ra, rb = render_example(a, recipe, small_library), render_example(b, recipe, small_library)
     assert encode_audio(ra.mixture, 44100) == encode_audio(rb.mixture, 44100)
