@@ -315,7 +315,8 @@ def train(
         device: "auto", "cpu", "cuda", "cuda:1", ... (under torchrun: cuda:LOCAL_RANK).
         precision: "auto" (bf16 autocast on cuda, fp32 elsewhere), "bf16" or "fp32".
         resume: continue from ``out/last.ckpt``; the configs stored there replace the given
-            ones (only ``max_steps`` can still be overridden).
+            ones (only ``max_steps`` can still be overridden). Without it, an ``out`` that
+            already holds ``last.ckpt`` is refused (TrainingError) rather than overwritten.
         max_steps: override ``train_cfg.max_steps`` (also when resuming; the cosine schedule
             follows it, so an unchanged value is needed to reproduce an uninterrupted run).
         collate: batch builder, ``list[(mixture, target)] -> (mixture, target, target_mask)``.
@@ -329,11 +330,14 @@ def train(
     ddp = _init_distributed(device)
     dev = resolve_device(device, ddp.local_rank)
     out = Path(out)
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
     last_path, best_path, metrics_path = out / "last.ckpt", out / "best.ckpt", out / "metrics.csv"
 
     state: dict[str, Any] | None = None
+    if not resume and last_path.is_file():
+        raise TrainingError(
+            f"{out} already holds a run ({last_path.name}): pass --resume to continue it, or "
+            "choose another --out"
+        )
     if resume:
         if not last_path.is_file():
             raise TrainingError(f"--resume: {last_path} does not exist")
@@ -345,6 +349,8 @@ def train(
     cfg = train_cfg
     if cfg.batch_size % ddp.world:
         raise TrainingError(f"batch_size {cfg.batch_size} must divide by {ddp.world} ranks")
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
 
     _check_shapes(train_set, model_cfg)
     torch.manual_seed(cfg.seed)

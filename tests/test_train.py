@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dose_model.checkpoints import load_model, read_checkpoint
-from dose_model.config import ModelConfig, TrainConfig
-from dose_model.train import METRIC_FIELDS, global_batch, rank_share, train
+from dose_model.config import ConfigError, ModelConfig, TrainConfig
+from dose_model.train import METRIC_FIELDS, TrainingError, global_batch, rank_share, train
 
 MIX = 32  # a short mixture keeps these CPU tests fast; the end-to-end test uses 353
 MODEL = ModelConfig(
@@ -121,6 +121,10 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     # A run that is already finished resumes to itself without training.
     again = train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False, resume=True)
     assert again.step == 12
+    # Without --resume an existing run is refused, not overwritten.
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False)
+    assert read_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == 12
 
 
 def test_data_order_is_a_pure_function_of_seed_and_step():
@@ -155,8 +159,6 @@ def test_early_stopping_on_flat_validation(tmp_path, monkeypatch):
 
 
 def test_bad_sizes_are_reported(tmp_path):
-    from dose_model.train import TrainingError
-
     cfg = TrainConfig(batch_size=8, max_steps=2)
     with pytest.raises(TrainingError, match="cannot fill one batch"):
         train(MODEL, cfg, RandomTokens(4), None, tmp_path, progress=False)
@@ -167,6 +169,9 @@ def test_bad_sizes_are_reported(tmp_path):
         train(MODEL, cfg, RandomTokens(8, mix_len=40), None, tmp_path, progress=False)
     with pytest.raises(TrainingError, match="does not exist"):
         train(MODEL, cfg, RandomTokens(8), None, tmp_path / "new", progress=False, resume=True)
+    with pytest.raises(ConfigError, match="max_steps"):
+        train(MODEL, cfg, RandomTokens(8), None, tmp_path / "new", progress=False, max_steps=0)
+    assert not (tmp_path / "new").exists()  # nothing created for a run that cannot start
 
 
 def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys):

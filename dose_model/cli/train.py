@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from RUN/last.ckpt with its stored configs (only --max-steps applies)",
+        help="continue from RUN/last.ckpt with its stored configs (only --max-steps applies); "
+        "without it, a RUN that already holds last.ckpt is refused",
     )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the training forward (default: off)"
