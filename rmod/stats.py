@@ -39,7 +39,13 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.audio import atomic_write_text
 from rmod.distributions import NAMES, parse_distribution
-from rmod.manifest import ManifestRow, iter_manifest, manifest_path, read_build_info
+from rmod.manifest import (
+    ManifestError,
+    ManifestRow,
+    iter_manifest,
+    manifest_path,
+    read_build_info,
+)
 
 EXPECTED_DRAWS = 5000
 EXPECTED_SEED = 0
@@ -249,7 +255,13 @@ def collect(root: str | os.PathLike, splits: Iterable[str] = SPLITS, progress: b
     with tqdm(total=total, desc="rmod-stats", unit="row", disable=not progress) as bar:
         for split in splits:
             counts[split] = 0
-            for row in iter_manifest(manifest_path(root, split)):
+            path = manifest_path(root, split)
+            if not path.is_file():
+                raise ManifestError(
+                    f"{path}: manifest is missing (after an interrupted build: rerun the same "
+                    "rmod-build; or leave the split out with --splits)"
+                )
+            for row in iter_manifest(path):
                 collector.add_row(row)
                 counts[split] += 1
                 bar.update(1)

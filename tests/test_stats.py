@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,12 @@ def test_cli(dataset, tmp_path, capsys):
     assert (tmp_path / "s" / "stats.json").exists() and not list((tmp_path / "s").glob("*.png"))
     assert main([str(tmp_path), "--no-progress"]) == 1
     assert "no build.json" in capsys.readouterr().err
+
+
+def test_cli_names_a_missing_manifest(dataset, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    shutil.copytree(dataset, partial)
+    (partial / "manifests" / "valid.jsonl").unlink()
+    assert main([str(partial), "--no-plots", "--no-progress"]) == 1
+    assert "valid.jsonl: manifest is missing" in capsys.readouterr().err
+    assert main([str(partial), "--splits", "train", "test", "--no-plots", "--no-progress"]) == 0
