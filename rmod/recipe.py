@@ -280,8 +280,9 @@ class Recipe:
 
 # ----------------------------------------------------------------------------- loading
 def available_recipes() -> list[str]:
-    """Names of the recipes shipped in ``recipes/``."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    """Names of the RMOD recipes shipped in ``recipes/`` (``rmod-*.yaml``; the ``dose-*``
+    files there configure the model, not a dataset)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("rmod-*.yaml"))
 
 
 def resolve_recipe_path(path_or_name: str | os.PathLike | None) -> Path:

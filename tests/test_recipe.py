@@ -150,8 +150,9 @@ def test_yaml_syntax_error_names_file(tmp_path):
 
 
 def test_missing_recipe_lists_shipped_ones():
-    with pytest.raises(RecipeError, match="recipe not found.*rmod-paper"):
+    with pytest.raises(RecipeError, match="recipe not found.*rmod-paper") as err:
         load_recipe("no-such-recipe")
+    assert "dose-" not in str(err.value)  # model configs are not dataset recipes
 
 
 def test_shipped_rmod_recipes_all_load():
