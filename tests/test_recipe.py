@@ -149,6 +149,13 @@ def test_yaml_syntax_error_names_file(tmp_path):
         load_recipe(path)
 
 
+def test_binary_recipe_names_file(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00audio")
+    with pytest.raises(RecipeError, match=f"{path}: not a UTF-8 text file"):
+        load_recipe(path)
+
+
 def test_missing_recipe_lists_shipped_ones():
     with pytest.raises(RecipeError, match="recipe not found.*rmod-paper") as err:
         load_recipe("no-such-recipe")
