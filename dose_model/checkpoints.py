@@ -19,6 +19,7 @@ Our checkpoints (``last.ckpt``/``best.ckpt``) are a plain dict, loadable with
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from dose_model.model import DoseTransformer
 FORMAT = "dose-train-v1"
 PREFIX = "inst_decoder."
 UNUSED_PREFIXES = ("positional_encoder.", "dac_projection_layer.", "midi_embedding_layer.")
+_ATTN_MASK = re.compile(r"blocks\.\d+\.attn\.mask")
 
 
 class CheckpointError(ValueError):
@@ -78,12 +80,14 @@ def convert_published_state(
 ) -> dict[str, torch.Tensor]:
     """Map published ``inst_decoder.*``-stripped keys to `DoseTransformer` keys.
 
-    Unused published parameters are dropped; a missing one is an error (the file is then not a
-    published DOSE checkpoint).
+    Unused published parameters and the ``attn.mask`` buffers are dropped; a missing unused
+    parameter, or any key that is neither used nor one of those, is an error (the file is then
+    not a published DOSE checkpoint of ``config``'s sizes).
     """
     for prefix in UNUSED_PREFIXES:
         if not any(k.startswith(prefix) for k in state):
             raise CheckpointError(f"missing {PREFIX}{prefix}* (not a published DOSE checkpoint?)")
+    state = _ReadKeys(state)
     out: dict[str, torch.Tensor] = {}
     for k in range(config.num_codebooks):
         out[f"embeddings.{k}.weight"] = state[f"audio_embedding_layer.{k}.weight"]
@@ -102,7 +106,31 @@ def convert_published_state(
     for p in ("weight", "bias"):
         out[f"ln_f.{p}"] = state[f"ln.{p}"]
         out[f"head.{p}"] = state[f"fc.{p}"]
+    unknown = sorted(
+        k
+        for k in set(state) - state.read
+        if not k.startswith(UNUSED_PREFIXES) and not _ATTN_MASK.fullmatch(k)
+    )
+    if unknown:
+        shown = ", ".join(PREFIX + k for k in unknown[:8])
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        raise CheckpointError(f"{len(unknown)} unexpected keys: {shown}{more}")
     return out
+
+
+class _ReadKeys(dict):
+    """A published state dict that records which keys were read (``read``); a missing key
+    raises CheckpointError naming it."""
+
+    def __init__(self, data: dict) -> None:
+        super().__init__(data)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self:
+            raise CheckpointError(f"missing key {PREFIX}{key}")
+        self.read.add(key)
+        return super().__getitem__(key)
 
 
 def load_published(
@@ -132,7 +160,10 @@ def load_published(
     except (CheckpointError, KeyError) as err:
         raise CheckpointError(f"{path}: {err}") from err
     model = DoseTransformer(config)
-    model.load_state_dict(converted, strict=True)
+    try:
+        model.load_state_dict(converted, strict=True)
+    except RuntimeError as err:  # shapes that do not fit the sizes read from the file
+        raise CheckpointError(f"{path}: {' '.join(str(err).split())}") from None
     return model.to(device).eval()
 
 

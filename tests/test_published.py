@@ -98,3 +98,18 @@ def test_rejects_non_published_files(tmp_path):
     torch.save(data, partial)
     with pytest.raises(CheckpointError, match="midi_embedding_layer"):
         load_published(partial, num_heads=1)
+    for change, pattern in (
+        ({"inst_decoder.blocks.0.attn.rotary.weight": torch.zeros(2)}, "1 unexpected keys: "),
+        ({"inst_decoder.blocks.1.ff.0.weight": torch.zeros(256, 32)}, "size mismatch"),
+    ):
+        changed = tmp_path / "changed.ckpt"
+        torch.save(
+            {"state_dict": {**torch.load(CKPT, weights_only=True)["state_dict"], **change}}, changed
+        )
+        with pytest.raises(CheckpointError, match=f"changed.ckpt: .*{pattern}"):
+            load_published(changed, num_heads=1)
+    data = torch.load(CKPT, weights_only=True)
+    del data["state_dict"]["inst_decoder.blocks.1.attn.key.bias"]
+    torch.save(data, partial)
+    with pytest.raises(CheckpointError, match="missing key inst_decoder.blocks.1.attn.key.bias"):
+        load_published(partial, num_heads=1)
