@@ -57,7 +57,7 @@ def sample_tokens(
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
-    sorted_probs = sorted_probs.masked_fill(before > top_p, 0.0)
+    sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the set already reaches top_p
     flat = sorted_probs.reshape(-1, sorted_probs.shape[-1])
     pick = torch.multinomial(flat, 1, generator=generator).view(*sorted_probs.shape[:-1], 1)
     return order.gather(-1, pick).squeeze(-1)

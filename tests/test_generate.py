@@ -93,6 +93,9 @@ def test_top_p_sampling():
     assert torch.all(draws == 0)  # token 0 alone reaches p = 0.5
     draws = torch.stack([sample_tokens(logits, "top-p", 0.9, generator=g) for _ in range(200)])
     assert set(draws.unique().tolist()) == {0, 1}  # tokens 2, 3 are never drawn
+    even = torch.zeros(1, 1, 2)  # p = 0.5, 0.5: one token alone reaches top_p = 0.5
+    draws = torch.stack([sample_tokens(even, "top-p", 0.5, generator=g) for _ in range(50)])
+    assert len(draws.unique()) == 1
     assert torch.equal(sample_tokens(logits, "greedy"), torch.tensor([[0]]))
     with pytest.raises(ValueError, match="strategy"):
         sample_tokens(logits, "beam")
