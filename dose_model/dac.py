@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -54,14 +54,13 @@ class DacConfig:
     codebook_dim: int = 8
     quantizer_dropout: float | bool = False
     sample_rate: int = 44100
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> DacConfig:
         """Build from a released ``metadata["kwargs"]`` dict; unknown keys raise ValueError."""
         if not isinstance(kwargs, dict):
             raise ValueError(f"DAC kwargs must be a dict, got {type(kwargs).__name__}")
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ValueError(f"unknown DAC kwargs {unknown} (known: {sorted(known)})")
@@ -77,7 +76,6 @@ class DacConfig:
     def to_kwargs(self) -> dict:
         """The kwargs dict as the released file stores it (lists, not tuples)."""
         out = asdict(self)
-        out.pop("extra")
         out["encoder_rates"] = list(self.encoder_rates)
         out["decoder_rates"] = list(self.decoder_rates)
         return out
