@@ -91,3 +91,17 @@ def test_shape_mismatch_is_an_error():
     target, g = case()
     with pytest.raises(ValueError, match="rows"):
         dose_loss(torch.randn(3, 12, 9, 7, generator=g), target, first=1)
+
+
+def test_onset_window_holds_the_codes_with_t_plus_k_at_most_k_plus_1():
+    """The default onset window (target rows 0..9) is SPEC §2's t + k <= K + 1 (1-based frame t
+    and codebook k): each codebook's first frames up to the first complete frame, nothing else."""
+    from dose_model.config import TrainConfig
+    from dose_model.tokens import target_sequence
+
+    k_books, frames = 9, 20
+    codes = torch.arange(k_books * frames).reshape(k_books, frames)  # code = k * frames + t
+    window = target_sequence(codes)[: TrainConfig().onset_positions]
+    found = {divmod(int(tok) - 1, frames) for tok in window.flatten() if tok != 0}
+    want = {(k, t) for k in range(k_books) for t in range(frames) if (t + 1) + (k + 1) <= 10}
+    assert found == want and len(want) == 45
