@@ -107,26 +107,39 @@ class ManifestRow:
         return dumps_row(self.to_dict())
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
 
 
 def iter_manifest(path: str | os.PathLike) -> Iterator[ManifestRow]:
     """Yield the rows of a ``.jsonl`` or ``.jsonl.gz`` manifest, in file order.
 
-    Raises :class:`ManifestError` naming the file and line of a malformed row.
+    Raises :class:`ManifestError` naming the file and line of a malformed row, of bytes
+    that are not UTF-8, or where a damaged gzip stream stops; ``OSError`` if the file
+    cannot be opened.
     """
     path = Path(path)
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
+    with _open_bytes(path) as fh:
+        lineno = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
+                raise ManifestError(f"{path}:{lineno + 1}: cannot read ({exc})") from None
+            if not raw:
+                return
+            lineno += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ManifestError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
             if not line.strip():
                 continue
             try:
-                yield ManifestRow.from_dict(json.loads(line))
+                row = ManifestRow.from_dict(json.loads(line))
             except (ValueError, TypeError) as exc:
                 raise ManifestError(f"{path}:{lineno}: {exc}") from None
+            yield row
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:

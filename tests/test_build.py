@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rmod import SPLITS
-from rmod.manifest import BuildInfo, ManifestRow, read_manifest, write_manifest
+from rmod.manifest import BuildInfo, ManifestError, ManifestRow, read_manifest, write_manifest
 from rmod.shards import (
     Shard,
     clean_incomplete,
@@ -132,6 +132,18 @@ def test_row_round_trip_plain_and_gzip(tmp_path):
     time.sleep(1.1)
     write_manifest(tmp_path / "m.jsonl.gz", rows)
     assert (tmp_path / "m.jsonl.gz").read_bytes() == first
+
+
+def test_damaged_manifest_bytes_are_named_by_file_and_line(tmp_path):
+    rows = [fake_row("train", i) for i in range(3)]
+    write_manifest(tmp_path / "m.jsonl", rows)
+    text = (tmp_path / "m.jsonl").read_bytes()
+    (tmp_path / "bin.jsonl").write_bytes(text + b"\xff\xfe\n")
+    with pytest.raises(ManifestError, match=r"bin.jsonl:4: not UTF-8"):
+        read_manifest(tmp_path / "bin.jsonl")
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(text)[:-30])
+    with pytest.raises(ManifestError, match=r"cut.jsonl.gz:\d+: cannot read"):
+        read_manifest(tmp_path / "cut.jsonl.gz")
 
 
 def test_row_rejects_missing_keys_and_nan(tmp_path):
