@@ -182,6 +182,7 @@ def plot_overview(
     table = ax_t.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(header))))  # no cell text cut off
     table.scale(1.0, 1.25)
     fig.suptitle(
         title
