@@ -18,9 +18,10 @@ from dose_model.codec import sha256_file
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
 from dose_model.data import collate as default_collate
+from dose_model.device import resolve_device
 from dose_model.manifest import ManifestError, find_manifests, manifest_sha256
 from dose_model.tokenize import read_index, tokenize_manifest
-from dose_model.train import TrainingError, TrainResult, resolve_device, train
+from dose_model.train import TrainingError, TrainResult, train
 
 
 def dataset_root(manifest: str | Path) -> Path:
@@ -113,6 +114,7 @@ def train_from_manifest(
         raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {drum!r}")
     model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
     main = int(os.environ.get("RANK", "0")) == 0
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))  # fails early
     if tokens is None:
         if codec_weights is None:
             raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
@@ -131,7 +133,6 @@ def train_from_manifest(
             raise TrainingError(
                 f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch"
             )
-        dev = resolve_device(device)
         summary = tokenize_manifest(root, codec_weights, tokens, device=str(dev), progress=progress)
         if main:
             log(str(summary))

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from dose_model import DRUMS
 from dose_model.codec import DacCodec
+from dose_model.device import resolve_device
 from dose_model.fileio import atomic_write_text
 from dose_model.manifest import (
     ManifestRow,
@@ -325,7 +326,7 @@ def tokenize_manifest(
     if mixture_seconds <= 0 or oneshot_seconds <= 0:
         raise ValueError("mixture_seconds and oneshot_seconds must be positive")
     rows = {split: read_manifest(path) for split, path in manifests.items()}
-    codec = DacCodec.load(codec_weights, device=device)
+    codec = DacCodec.load(codec_weights, device=resolve_device(device))
     codec.tf32 = tf32
     config = cache_config(
         codec,

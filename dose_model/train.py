@@ -36,6 +36,7 @@ from tqdm import tqdm
 from dose_model.checkpoints import FORMAT, atomic_torch_save, read_checkpoint
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.data import collate as default_collate
+from dose_model.device import resolve_device
 from dose_model.fileio import atomic_write_text
 from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
@@ -104,16 +105,6 @@ def _init_distributed(device_arg: str) -> _Dist:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return _Dist(rank=rank, world=world, local_rank=local)
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> cuda[:local_rank] when available, else cpu; anything else as given."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
 
 
 class _TrainForward(nn.Module):

@@ -44,3 +44,25 @@ def test_a_missing_dataset_or_codec_is_named(made, tmp_path, capsys):
     absent = tmp_path / "absent.pth"
     assert run(data, tmp_path / "a", "--codec-weights", str(absent)) == 1
     assert f"{absent}: DAC weights file not found" in capsys.readouterr().err
+
+
+def test_a_device_this_machine_lacks_is_an_error_not_a_traceback(made, tmp_path, capsys):
+    import torch
+
+    from dose_model.cli.tokenize import main as tokenize_main
+    from dose_model.device import resolve_device
+
+    data, codec, tokens = made
+    with pytest.raises(ValueError, match="'gpu'"):
+        resolve_device("gpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+        return
+    assert resolve_device("auto") == torch.device("cpu")
+    assert run(data, tmp_path / "a", "--tokens", str(tokens), "--device", "cuda") == 1
+    assert "CUDA is not available here" in capsys.readouterr().err
+    args = ["--manifest", str(data), "--codec-weights", str(codec), "--out", str(tmp_path / "t")]
+    assert tokenize_main([*args, "--device", "cuda:0", "--no-progress"]) == 2
+    assert "CUDA is not available here" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "t").exists()
