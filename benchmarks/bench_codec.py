@@ -2,8 +2,9 @@
 
 Full 44.1 kHz DAC architecture with random weights (no weights file needed). For each
 mode and batch size it encodes batches of ``--seconds`` of noise-like audio and prints
-audio-s/s, the ratio to the baseline measured in the same run (the first mode at the
-first batch size), and the fraction of codes equal to strict-FP32 codes of the same input.
+audio-s/s, the ratio to the baseline measured in the same run (the first device, mode and
+batch size: the CPU by default), and the fraction of codes equal to strict-FP32 codes of the
+same input.
 
 Modes:
   fp32     PyTorch's defaults (on CUDA: TF32 cuDNN convolutions), what dose-tokenize uses
@@ -11,7 +12,7 @@ Modes:
   bf16     bf16 autocast
   compile  fp32 + torch.compile of the encoder
 
-    python benchmarks/bench_codec.py                       # cuda if present, else cpu
+    python benchmarks/bench_codec.py                       # cpu, then cuda if present
     python benchmarks/bench_codec.py --device cpu --batch-sizes 1,4 --repeats 2
     python benchmarks/bench_codec.py --device cuda --batch-sizes 1,16,64 --modes fp32,strict,bf16
 
@@ -41,8 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device (default: cuda when available, else cpu)",
+        default="cpu,cuda" if torch.cuda.is_available() else "cpu",
+        help="comma-separated torch devices, measured one after the other in this run "
+        "(default: cpu,cuda when CUDA is available, else cpu)",
     )
     p.add_argument(
         "--batch-sizes",
@@ -100,17 +102,14 @@ def measure(
     return (time.perf_counter() - start) / repeats, codes
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; returns 0 (2 for an unknown mode)."""
-    args = parse_args(argv)
-    device = torch.device(args.device)
+def bench_device(
+    device: torch.device, args: argparse.Namespace, baseline: float | None
+) -> list[dict]:
+    """Measure every mode and batch size on one device; ratios are to ``baseline`` (the first
+    measurement of the run; None = this device's first)."""
     cuda = device.type == "cuda"
     sizes = [int(b) for b in (args.batch_sizes or ("1,16,64" if cuda else "1,4")).split(",")]
     modes = (args.modes or ("fp32,strict,bf16" if cuda else "fp32")).split(",")
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown:
-        print(f"bench_codec: unknown modes {unknown} (choose from {MODES})", file=sys.stderr)
-        return 2
     repeats = args.repeats or (10 if cuda else 2)
     codec = DacCodec.random(seed=args.seed, device=device)
     samples = round(args.seconds * codec.sample_rate)
@@ -121,12 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"device: {name}; torch {torch.__version__}; {args.seconds:g} s items; {repeats} repeats")
     strict: dict[int, torch.Tensor] = {}
-    if cuda or len(modes) > 1 or modes != ["fp32"]:
+    if cuda or modes != ["fp32"]:
         codec.tf32 = False
         strict = {b: codec.encode(x.to(device)).cpu() for b, x in inputs.items()}
         codec.tf32 = None
     results = []
-    baseline = None
     for mode in modes:
         if mode == "compile":
             codec.model.encoder = torch.compile(codec.model.encoder)
@@ -136,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline = baseline or rate
             agree = float((codes.cpu() == strict[size]).float().mean()) if strict else None
             row = {
+                "device": name,
                 "mode": mode,
                 "batch": size,
                 "s_per_batch": per_batch,
@@ -148,18 +147,39 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
             agree_txt = f"  codes = strict fp32: {agree:.4f}" if agree is not None else ""
             print(
-                f"{mode:>8} batch {size:>4}: {per_batch * 1000:9.1f} ms/batch  "
-                f"{rate:9.1f} audio-s/s  x{rate / baseline:5.2f} vs {modes[0]} batch {sizes[0]}"
-                f"{agree_txt}"
+                f"{device.type:>5} {mode:>8} batch {size:>4}: {per_batch * 1000:9.1f} ms/batch  "
+                f"{rate:9.1f} audio-s/s  x{rate / baseline:6.2f} vs baseline{agree_txt}"
             )
-    best = max(results, key=lambda r: r["audio_s_per_s"])
-    print(
-        f"best: {best['audio_s_per_s']:.1f} audio-s/s ({best['mode']}, batch {best['batch']}) "
-        f"= x{best['ratio']:.2f} the baseline"
-    )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 0 (2 for an unknown mode or device)."""
+    args = parse_args(argv)
+    modes = set((args.modes or "fp32").split(","))
+    unknown = sorted(modes - set(MODES))
+    if unknown:
+        print(f"bench_codec: unknown modes {unknown} (choose from {MODES})", file=sys.stderr)
+        return 2
+    try:
+        devices = [torch.device(d) for d in args.device.split(",")]
+    except RuntimeError as err:
+        print(f"bench_codec: bad --device: {err}", file=sys.stderr)
+        return 2
+    results: list[dict] = []
+    for device in devices:
+        results += bench_device(device, args, results[0]["audio_s_per_s"] if results else None)
+    first = results[0]
+    print(f"baseline: {first['device']}, {first['mode']}, batch {first['batch']}")
+    for name in dict.fromkeys(r["device"] for r in results):
+        best = max((r for r in results if r["device"] == name), key=lambda r: r["audio_s_per_s"])
+        print(
+            f"best on {name}: {best['audio_s_per_s']:.1f} audio-s/s ({best['mode']}, batch "
+            f"{best['batch']}) = x{best['ratio']:.2f} the baseline"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"device": name, "results": results}, fh, indent=1)
+            json.dump({"results": results}, fh, indent=1)
     return 0
 
 
