@@ -424,13 +424,15 @@ class ExampleSource:
 
     ``recipe`` is ``None`` when the file holds none (give one explicitly);
     ``library_path`` is ``None`` for the built-in library; ``has_library`` tells
-    whether the file said which library at all.
+    whether the file said which library at all; ``audio_format`` is the format a
+    dataset was built in (``build.json``; ``None``: the recipe's).
     """
 
     params: ExampleParams
     recipe: Recipe | None
     library_path: str | None
     has_library: bool
+    audio_format: str | None = None
 
 
 def load_example_source(path: str | os.PathLike, example: str | None = None) -> ExampleSource:
@@ -479,11 +481,12 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
             recipe = Recipe.from_dict(recipe_dict, source=f"{path}:recipe")
         except RecipeError as exc:
             raise ExampleError(str(exc)) from None
+    fmt = build.get("audio_format")
     if isinstance(doc.get("library"), dict):
-        return ExampleSource(params, recipe, doc["library"].get("path"), True)
+        return ExampleSource(params, recipe, doc["library"].get("path"), True, fmt)
     if "library_path" in build:
-        return ExampleSource(params, recipe, build["library_path"], True)
-    return ExampleSource(params, recipe, None, False)
+        return ExampleSource(params, recipe, build["library_path"], True, fmt)
+    return ExampleSource(params, recipe, None, False, fmt)
 
 
 def save_example(
@@ -493,13 +496,16 @@ def save_example(
     rendered: Rendered,
     library_path: str | None,
     library_fingerprint: str,
+    audio_format: str | None = None,
 ) -> dict[str, str]:
     """Write every audio file, ``pattern.mid`` and ``example.json`` into ``out_dir``.
+
+    ``audio_format`` (``wav``/``flac``) defaults to the recipe's.
 
     Returns ``{relative path: sha256}`` of the audio and MIDI files (also recorded in
     ``example.json``).
     """
-    files = write_rendered(rendered, out_dir, recipe.audio.format)
+    files = write_rendered(rendered, out_dir, audio_format or recipe.audio.format)
     doc = example_document(params, recipe, library_path, library_fingerprint, files)
     atomic_write_text(Path(out_dir) / "example.json", json.dumps(doc, indent=1) + "\n")
     remove_stale_audio(out_dir, files)

@@ -85,21 +85,29 @@ def test_rerender_into_a_used_folder_leaves_no_stale_file(first, tmp_path):
         assert (used / name).read_bytes() == (first / name).read_bytes()
 
 
-def test_from_manifest_row(first, tmp_path, small_library):
+@pytest.mark.parametrize("audio_format", ["wav", "flac"])
+def test_from_manifest_row(first, tmp_path, small_library, audio_format):
+    import soundfile as sf
+
     doc = json.loads((first / "example.json").read_text())
     build = tmp_path / "build"
     (build / "manifests").mkdir(parents=True)
-    (build / "build.json").write_text(
-        json.dumps({"recipe": doc["recipe"], "library_path": str(small_library.path)})
-    )
+    info = {"recipe": doc["recipe"], "library_path": str(small_library.path)}
+    (build / "build.json").write_text(json.dumps({**info, "audio_format": audio_format}))
     rows = [{"id": "train-00000001", "params": {}}, {"id": doc["id"], "params": doc["params"]}]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     (build / "manifests" / "train.jsonl.gz").write_bytes(gzip.compress(text.encode()))
     out = tmp_path / "row"
     argv = ["--from", str(build / "manifests" / "train.jsonl.gz"), "--id", doc["id"]]
     assert main(argv + ["--out", str(out), "--no-overview"]) == 0
-    for name in AUDIO:
-        assert (out / name).read_bytes() == (first / name).read_bytes()
+    for name in AUDIO:  # written in the dataset's format, with the same samples
+        again = out / name.replace(".wav", f".{audio_format}")
+        assert sf.info(str(again)).format == audio_format.upper()
+        if audio_format == "wav":
+            assert again.read_bytes() == (first / name).read_bytes()
+        else:
+            a, b = (sf.read(str(p), dtype="int16")[0] for p in (again, first / name))
+            assert (a == b).all()
 
 
 def test_errors_exit_nonzero_with_a_clear_message(tmp_path, recipe_file, small_library, capsys):

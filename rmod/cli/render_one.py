@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="re-render from example.json, a one-row JSON file or a manifest .jsonl[.gz] "
-        "(with --id); --seed/--split/--index are then ignored (default: off)",
+        "(with --id; audio in the dataset's format, so files compare byte for byte); "
+        "--seed/--split/--index are then ignored (default: off)",
     )
     p.add_argument(
         "--id",
@@ -98,17 +99,19 @@ def main(argv: list[str] | None = None) -> int:
             lib_path = args.library if args.library else src.library_path
             library = Library.load(lib_path)
             params = src.params
+            fmt = src.audio_format
         else:
             recipe = load_recipe(args.recipe)
             lib_path = args.library
             library = Library.load(lib_path)
             params = draw_example(recipe, library, args.seed, args.split, args.index)
+            fmt = None
         lib_path = str(Path(lib_path).resolve()) if lib_path else None
         t1 = time.perf_counter()
         rendered = render_example(params, recipe, library)
         t_render = time.perf_counter() - t1
         out = Path(args.out)
-        files = save_example(out, params, recipe, rendered, lib_path, library.fingerprint)
+        files = save_example(out, params, recipe, rendered, lib_path, library.fingerprint, fmt)
         if not args.no_overview:
             plot_overview(out / "overview.png", params, rendered)
         elif (out / "overview.png").is_file():  # it would show another example
