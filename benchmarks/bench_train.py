@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     precisions = (args.precisions or ("fp32,bf16" if gpu else "fp32")).split(",")
     what = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
     print(
-        f"device: {what}; batch {args.batch_size}; sizes {sizes}; compile {args.compile}; "
+        f"device: {what}; torch {torch.__version__}; batch {args.batch_size}; sizes {sizes}; "
+        f"compile {args.compile}; "
         f"best of {args.repeats} x {args.steps} steps"
     )
     rows = []
@@ -188,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             ("published", ModelConfig.published_config(**sizes)),
             ("ours", ModelConfig(**sizes)),
         ):
-            rows.append(bench(name, cfg, precision, args, device))
+            try:
+                rows.append(bench(name, cfg, precision, args, device))
+            except torch.cuda.OutOfMemoryError:  # report it and go on with the other rows
+                print(f"{name:<10} {precision:<5} out of memory at batch {args.batch_size}")
+                torch.cuda.empty_cache()
+                continue
             r = rows[-1]
             print(
                 f"{r['name']:<10} {r['precision']:<5} {r['params_m']:7.1f} M params "
@@ -196,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     for precision in precisions:
-        pub = next(r for r in rows if r["name"] == "published" and r["precision"] == precision)
-        ours = next(r for r in rows if r["name"] == "ours" and r["precision"] == precision)
+        pub = next(
+            (r for r in rows if r["name"] == "published" and r["precision"] == precision), None
+        )
+        ours = next((r for r in rows if r["name"] == "ours" and r["precision"] == precision), None)
+        if pub is None or ours is None:
+            continue
         print(
             f"ratio ours/published ({precision}): {ours['examples_per_s'] / pub['examples_per_s']:.2f}x"
         )
