@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
+import torch
 
 from dose_model import DRUMS
 
@@ -24,6 +26,16 @@ TINY_CODEC_KWARGS = {"encoder_dim": 1, "decoder_dim": 16}
 """A random codec small enough for fast tests: still hop 512, 9 codebooks x 1024, 44.1 kHz."""
 
 SAMPLE_RATE = 44100
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Autouse in the model tests (imported there): tiny models run faster on one
+    thread, and much faster on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_tiny_codec(path: Path, seed: int = 0, kwargs: dict | None = None) -> Path:

@@ -2,20 +2,11 @@
 
 import pytest
 import torch
+from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from dose_model.config import ModelConfig
 from dose_model.generate import generate, sample_tokens
 from dose_model.model import DoseTransformer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = dict(num_layers=2, num_heads=2, d_model=32, mixture_len=12, max_target_len=16)
 

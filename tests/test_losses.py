@@ -5,17 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from dose_model.losses import dose_loss
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def case(b=3, rows=12, k=9, v=7, seed=0):

@@ -2,19 +2,10 @@
 
 import pytest
 import torch
+from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from dose_model.config import ConfigError, ModelConfig, TrainConfig, load_config
 from dose_model.model import DoseTransformer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = dict(num_layers=2, num_heads=2, d_model=16, mixture_len=12, max_target_len=10, dropout=0.0)
 

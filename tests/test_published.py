@@ -5,19 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from dose_model.checkpoints import CheckpointError, load_published
 from dose_model.generate import generate
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 REF = Path(__file__).parent / "fixtures" / "reference"
 CKPT = REF / "dose_kick_tiny.ckpt"

@@ -1,12 +1,12 @@
 """Training: overfitting, exact resume, data order, early stopping, metrics, end-to-end CLI."""
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from dose_model.checkpoints import load_model, read_checkpoint
 from dose_model.config import ConfigError, ModelConfig, TrainConfig
@@ -16,15 +16,6 @@ MIX = 32  # a short mixture keeps these CPU tests fast; the end-to-end test uses
 MODEL = ModelConfig(
     num_layers=2, num_heads=2, d_model=32, dropout=0.0, mixture_len=MIX, max_target_len=24
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class RandomTokens:
@@ -176,7 +167,6 @@ def test_bad_sizes_are_reported(tmp_path):
 
 def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys):
     """fake RMOD dataset -> dose-train (tokenizes with a tiny random DAC) -> checkpoint loads."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from dose_fixtures import write_fake_rmod, write_tiny_codec
 
     from dose_model.cli.train import main
@@ -251,7 +241,6 @@ def test_cuda_bf16_training_and_checkpoint(tmp_path):
 def test_end_to_end_rmod_build_then_dose_train(tmp_path, builtin_library, capsys):
     """rmod-build (tiny, built-in library) -> dose-train with a tiny random DAC -> checkpoint
     loads and generates."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from dose_fixtures import write_tiny_codec
 
     from dose_model.cli.train import main
