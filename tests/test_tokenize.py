@@ -212,7 +212,8 @@ def test_manifest_errors_name_file_and_line(tmp_path, dataset):
 def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
     """rmod-build (tiny recipe: 1 s mixtures, 0.5 s one-shots) -> dose-tokenize -> dataset.
 
-    The lengths come from the recipe in build.json; a rerun keeps every shard."""
+    The lengths come from the recipe in build.json; a rerun keeps every shard; an interrupted
+    run resumes to identical files."""
     import yaml
 
     from rmod.build import BuildOptions, build
@@ -253,6 +254,18 @@ def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
         assert mixture.shape == (87 + 8, 9) and target.shape == (44 + 10, 9)
     again = tokenize_manifest(data, weights, out, batch_size=2, progress=False)
     assert again.rows_encoded == 0 and again.shards_kept == len(counts)
+    # Stopped after its first shard, a rerun completes the cache to the same bytes.
+
+    def stop(split: str, i: int) -> None:
+        raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_manifest(data, weights, cut, batch_size=2, progress=False, on_shard=stop)
+    assert read_index(cut)["complete"] is False
+    resumed = tokenize_manifest(data, weights, cut, batch_size=2, progress=False)
+    assert resumed.shards_kept == 1 and resumed.shards_written == len(counts) - 1
+    assert tree_bytes(cut) == tree_bytes(out)
 
 
 def test_cli_falls_back_to_the_reference_cache_file(
