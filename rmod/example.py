@@ -66,6 +66,8 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """``Generator(PCG64(SeedSequence([seed, SPLIT_CODE[split], index])))``."""
     if split not in SPLIT_CODE:
         raise ExampleError(f"unknown split {split!r} (expected one of {SPLITS})")
+    if int(seed) < 0 or int(index) < 0:
+        raise ExampleError(f"seed and index must be non-negative integers, got {seed} and {index}")
     return np.random.Generator(
         np.random.PCG64(np.random.SeedSequence([int(seed), SPLIT_CODE[split], int(index)]))
     )

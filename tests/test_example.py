@@ -77,6 +77,9 @@ def test_example_rng_and_id():
     assert example_id("train", 42) == "train-00000042"
     with pytest.raises(ExampleError, match="unknown split"):
         example_rng(1, "dev", 0)
+    for seed, index in ((-1, 0), (0, -3)):
+        with pytest.raises(ExampleError, match="non-negative"):
+            example_rng(seed, "train", index)
 
 
 def test_draws_follow_the_recipe_over_2000_examples(paper, small_library):
