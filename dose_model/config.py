@@ -52,6 +52,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _validate(self, "model")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and value < 1:
+                raise ConfigError(f"model.{f.name} must be >= 1, got {value}")
         if self.d_model % self.num_heads:
             raise ConfigError(
                 f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})"

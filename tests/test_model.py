@@ -79,6 +79,8 @@ def test_config_validation_and_yaml(tmp_path):
         ModelConfig(d_model="big")
     with pytest.raises(ConfigError, match="positions: none"):
         ModelConfig(published=True)
+    with pytest.raises(ConfigError, match="model.num_heads must be >= 1"):
+        ModelConfig(num_heads=0)
     with pytest.raises(ConfigError, match="train.lr"):
         TrainConfig(lr=0)
     good = tmp_path / "c.yaml"
