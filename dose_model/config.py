@@ -132,8 +132,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.onset_positions < 0:
             raise ConfigError(f"train.onset_positions must be >= 0, got {self.onset_positions}")
-        if self.target_frames is not None and self.target_frames < 1:
-            raise ConfigError(f"train.target_frames must be >= 1, got {self.target_frames}")
+        for name in ("target_frames", "eval_max_batches"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name} must be >= 1 or null, got {value}")
         if self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

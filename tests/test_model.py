@@ -83,6 +83,8 @@ def test_config_validation_and_yaml(tmp_path):
         ModelConfig(num_heads=0)
     with pytest.raises(ConfigError, match="train.lr"):
         TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match="train.eval_max_batches must be >= 1 or null"):
+        TrainConfig(eval_max_batches=0)  # would validate on nothing: a loss of 0
     good = tmp_path / "c.yaml"
     good.write_text("model: {d_model: 32, num_heads: 2}\ntrain: {lr: 1.0e-3, batch_size: 4}\n")
     model, train = load_config(good)
