@@ -167,6 +167,45 @@ class Collector:
             self.metric(f"loudness.{key}", "loudness", reference=ref).add(value)
 
 
+def params_outside_recipe(params: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
+    """What in ``params`` (``ExampleParams.to_dict()``) the recipe could not have drawn.
+
+    Each drawn value is checked against the bounds of the recipe distribution it comes
+    from (the walk of :class:`Collector`), and each drum grid must hold distinct sorted
+    points of the recipe's grid. Returns one ``'name: why'`` line per problem (e.g. for a
+    hand-edited ``example.json``, before rendering it).
+    """
+    collector = Collector(recipe)
+    collector.add_row(_ParamsOnly(params))
+    problems = []
+    for name, m in sorted(collector.metrics.items()):
+        if m.spec is None or m.transform is not None:
+            continue
+        bounds = parse_distribution(m.spec, name).bounds
+        if bounds is None:
+            continue
+        tol = 1e-9 * max(1.0, abs(bounds[0]), abs(bounds[1]))
+        for v in m.values:
+            if not bounds[0] - tol <= v <= bounds[1] + tol:
+                problems.append(
+                    f"{name}: {v:g} outside the recipe's [{bounds[0]:g}, {bounds[1]:g}]"
+                )
+    points = int(recipe["drums"]["grid_points"])
+    for cls, drum in params.get("drums", {}).items():
+        grid = list(drum.get("grid", ()))
+        if grid != sorted(set(grid)) or not all(0 <= g < points for g in grid):
+            problems.append(f"drums.{cls}.grid: expected distinct sorted points in [0, {points})")
+    return problems
+
+
+@dataclass(frozen=True)
+class _ParamsOnly:
+    """A stand-in for a manifest row that holds drawn parameters only."""
+
+    params: dict[str, Any]
+    loudness: dict[str, Any] = field(default_factory=dict)
+
+
 def _first(value: Any) -> float:
     return float(value[0])
 

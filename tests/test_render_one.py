@@ -131,6 +131,29 @@ def test_errors_exit_nonzero_with_a_clear_message(tmp_path, recipe_file, small_l
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p["drums"]["kick"].update(grid=[3, 1, 5000]), "drums.kick.grid: expected"),
+        (lambda p: p["mix"]["kick"]["eq"]["low_shelf"].update(freq_hz=-5.0), "freq_hz: -5 outside"),
+        (
+            lambda p: p["drums"]["snare"].update(sample_ids=["snare/gone", "snare/gone"]),
+            "snare/gone",
+        ),
+    ],
+    ids=["grid", "eq", "sample"],
+)
+def test_from_a_hand_edited_file_names_what_is_wrong(first, tmp_path, capsys, edit, message):
+    doc = json.loads((first / "example.json").read_text())
+    edit(doc["params"])
+    (tmp_path / "edited.json").write_text(json.dumps(doc))
+    argv = ["--from", str(tmp_path / "edited.json"), "--out", str(tmp_path / "o"), "--no-overview"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rmod-render-one: error: ") and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_help_lists_every_option(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

@@ -100,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             library = Library.load(lib_path)
             params = src.params
             fmt = src.audio_format
+            from rmod.stats import params_outside_recipe
+
+            wrong = params_outside_recipe(params.to_dict(), recipe.to_dict())
+            if wrong:
+                raise ExampleError(
+                    f"{args.from_file}: {params.id}: parameters the recipe cannot draw:\n  "
+                    + "\n  ".join(wrong)
+                )
         else:
             recipe = load_recipe(args.recipe)
             lib_path = args.library
@@ -117,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         elif (out / "overview.png").is_file():  # it would show another example
             (out / "overview.png").unlink()
     except (RecipeError, ExampleError, LibraryError, AudioFileError, KeyError, OSError) as exc:
-        print(f"rmod-render-one: error: {exc}", file=sys.stderr)
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"rmod-render-one: error: {text}", file=sys.stderr)
         return 1
     levels = contribution_db(rendered.stems)
     hits = ", ".join(f"{c} {len(d.grid)}" for c, d in params.drums.items())
