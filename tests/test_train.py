@@ -118,6 +118,32 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert read_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == 12
 
 
+def test_padding_rows_do_not_train_unless_unmasked(tmp_path):
+    """With train.mask_padding (the default) what a batch holds past a short target's end does
+    not change the update; unmasked (the published code's way) it does."""
+    from dose_model.data import collate
+
+    def junk_collate(batch):  # pad with random tokens instead of PAD_ID; same mask
+        mixture, target, mask = collate(batch)
+        junk = torch.randint(1, 1025, target.shape, generator=torch.Generator().manual_seed(9))
+        return mixture, torch.where(mask[..., None], target, junk), mask
+
+    data = RandomTokens(4, ragged=True)
+    cfg = TrainConfig(max_steps=1, batch_size=4, warmup_steps=0, eval_every=100, save_every=100)
+    weights = {}
+    for masked in (True, False):
+        for name, fn in (("zeros", collate), ("junk", junk_collate)):
+            run = tmp_path / f"{name}-{masked}"
+            c = TrainConfig.from_dict({**cfg.to_dict(), "mask_padding": masked})
+            train(MODEL, c, data, None, run, collate=fn, progress=False)
+            weights[name, masked] = read_checkpoint(run / "last.ckpt")["model"]
+    same = [torch.equal(weights["zeros", True][k], v) for k, v in weights["junk", True].items()]
+    assert all(same)
+    assert not all(
+        torch.equal(weights["zeros", False][k], v) for k, v in weights["junk", False].items()
+    )
+
+
 def test_data_order_is_a_pure_function_of_seed_and_step():
     n, b = 10, 4  # 2 batches per epoch, 2 examples dropped each epoch
     a = [global_batch(3, s, n, b) for s in range(6)]
