@@ -33,6 +33,11 @@ def test_a_cache_of_other_data_or_another_codec_is_refused(made, tmp_path, capsy
     write_fake_rmod(changed, {"train": 2, "valid": 1}, seed=5, mixture_seconds=1.0)
     assert run(changed, tmp_path / "b", "--tokens", str(tokens)) == 1
     assert "other train data" in capsys.readouterr().err
+    junk = tmp_path / "junk"  # not a cache, not empty: the tokenizer refuses to write there
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    assert run(data, tmp_path / "c", "--tokens", str(junk), "--codec-weights", str(codec)) == 1
+    assert "not empty and holds no index.json" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from dose_model.checkpoints import CheckpointError
     from dose_model.config import ConfigError, load_config
     from dose_model.pipeline import train_from_manifest
+    from dose_model.tokenize import TokenizeError
     from dose_model.train import TrainingError
 
     try:
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             compile=args.compile,
         )
-    except (ConfigError, TrainingError, CheckpointError, ValueError, OSError) as err:
+    except (ConfigError, TrainingError, TokenizeError, CheckpointError, ValueError, OSError) as err:
         print(f"dose-train: error: {err}", file=sys.stderr)
         return 1
     best = (
