@@ -71,3 +71,21 @@ def test_a_device_this_machine_lacks_is_an_error_not_a_traceback(made, tmp_path,
     assert tokenize_main([*args, "--device", "cuda:0", "--no-progress"]) == 2
     assert "CUDA is not available here" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "t").exists()
+
+
+def test_ctrl_c_is_a_resume_hint_not_a_traceback(made, tmp_path, capsys, monkeypatch):
+    import dose_model.cli.tokenize
+    import dose_model.pipeline
+    from dose_model.cli.tokenize import main as tokenize_main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    data, codec, tokens = made
+    monkeypatch.setattr(dose_model.pipeline, "train_from_manifest", interrupted)
+    assert run(data, tmp_path / "a", "--tokens", str(tokens)) == 130
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(dose_model.cli.tokenize, "tokenize_manifest", interrupted)
+    args = ["--manifest", str(data), "--codec-weights", str(codec), "--out", str(tmp_path / "t")]
+    assert tokenize_main(args) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err

@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: 0 on success, 1 when too many rows were skipped, 2 on an error."""
+    """Entry point: 0 on success, 1 when too many rows were skipped, 2 on an error, 130 when
+    interrupted (Ctrl-C)."""
     args = parse_args(argv)
     weights = args.codec_weights or default_weights_path()
     if weights is None:
@@ -130,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"dose-tokenize: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "dose-tokenize: interrupted; rerun the same command to resume (finished shards "
+            "are kept)",
+            file=sys.stderr,
+        )
+        return 130
     print(summary)
     if summary.rows_skipped > args.max_skipped:
         print(

@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 training error, 2 bad arguments)."""
+    """Entry point; returns the exit status (0 ok, 1 training error, 2 bad arguments,
+    130 interrupted)."""
     args = build_parser().parse_args(argv)
     from dose_model.checkpoints import CheckpointError
     from dose_model.config import ConfigError, load_config
@@ -123,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainingError, TokenizeError, CheckpointError, ValueError, OSError) as err:
         print(f"dose-train: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"dose-train: interrupted; rerun with --resume to continue from {args.out}/last.ckpt "
+            "(the last checkpoint written), or rerun the same command to finish tokenizing",
+            file=sys.stderr,
+        )
+        return 130
     best = (
         f"best valid loss {result.best_valid:.4f} at step {result.best_step}"
         if result.best_step >= 0
