@@ -11,10 +11,11 @@ Our checkpoints (``last.ckpt``/``best.ckpt``) are a plain dict, loadable with
 ``torch.load(path, weights_only=True)``::
 
     {"format": "dose-train-v1", "model_config": {...}, "train_config": {...},
-     "model": state_dict, "optimizer": state_dict, "scheduler": {"step": int},
+     "model": state_dict, "optimizer": state_dict, "scheduler": {"step": int, "lr": float},
      "step": int, "epoch": int, "batch_in_epoch": int, "best_valid": float,
-     "bad_evals": int, "rng": {"torch": uint8 tensor, "cuda": [uint8 tensor, ...]},
-     "world_size": int}
+     "best_step": int, "bad_evals": int, "stopped": bool (early stopping ended the run),
+     "window": [5 floats] (loss sums since the last metrics row),
+     "rng": {"torch": uint8 tensor, "cuda": uint8 tensor (on a GPU)}, "world_size": int}
 """
 
 from __future__ import annotations
