@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,16 @@ import yaml
 from rmod import DRUMS, INSTRUMENTS
 from rmod.distributions import Distribution, DistributionError, parse_distribution
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+def _recipes_dir() -> Path:
+    """The shipped recipes: ``recipes/`` beside the package in a checkout (editable install),
+    else the copy a regular ``pip install .`` puts under ``<prefix>/share/rmod-dose/recipes``."""
+    checkout = Path(__file__).resolve().parent.parent / "recipes"
+    installed = Path(sys.prefix) / "share" / "rmod-dose" / "recipes"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+RECIPES_DIR = _recipes_dir()
 DEFAULT_RECIPE = "rmod-paper"
 
 
