@@ -191,7 +191,7 @@ def test_bad_sizes_are_reported(tmp_path):
     assert not (tmp_path / "new").exists()  # nothing created for a run that cannot start
 
 
-def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys):
+def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys, monkeypatch):
     """fake RMOD dataset -> dose-train (tokenizes with a tiny random DAC) -> checkpoint loads."""
     from dose_fixtures import write_fake_rmod, write_tiny_codec
 
@@ -234,9 +234,21 @@ def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys):
     # Resuming a finished run, with the cache found by --tokens, trains nothing more.
     argv2 = argv[:4] + ["--tokens", str(tokdirs[0]), "--out", str(tmp_path / "run"), "--resume"]
     assert main(argv2 + ["--max-steps", "6", "--no-progress"]) == 0
-    # Errors exit non-zero with a message.
-    assert main(["--manifest", str(root), "--drum", "kick", "--out", str(tmp_path / "x")]) == 1
+    # Errors exit non-zero with a message (no weights given, none in DAC's cache folder).
+    import dose_model.codec as codec_module
+
+    cached = tmp_path / "dac-cache" / "weights_44khz_8kbps_0.0.1.pth"
+    monkeypatch.setattr(codec_module, "DAC_CACHE_PATH", cached)
+    fresh = write_fake_rmod(tmp_path / "ds2", counts={"train": 2, "valid": 1}, seed=4)
+    assert main(["--manifest", str(fresh), "--drum", "kick", "--out", str(tmp_path / "x")]) == 1
     assert "--codec-weights" in capsys.readouterr().err
+    # Without --codec-weights and --tokens, DAC's own cached weights file is used when present.
+    cached.parent.mkdir()
+    cached.write_bytes(codec.read_bytes())
+    argv3 = ["--manifest", str(fresh), "--drum", "kick", "--out", str(tmp_path / "y")]
+    argv3 += ["--config", str(recipe), "--max-steps", "1", "--batch-size", "2", "--no-progress"]
+    assert main(argv3) == 0
+    assert len(list(fresh.glob("tokens-*"))) == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

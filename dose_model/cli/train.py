@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-weights",
         default=None,
         help="DAC 44 kHz weights file (.pth, local path); needed when the token cache must be "
-        "made or completed (default: none)",
+        "made or completed (default: without --tokens, the reference package's cache file "
+        "~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists; never downloaded)",
     )
     p.add_argument(
         "--tokens",
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     130 interrupted)."""
     args = build_parser().parse_args(argv)
     from dose_model.checkpoints import CheckpointError
+    from dose_model.codec import default_weights_path
     from dose_model.config import ConfigError, load_config
     from dose_model.pipeline import train_from_manifest
     from dose_model.tokenize import TokenizeError
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             args.manifest,
             args.drum,
             args.out,
-            codec_weights=args.codec_weights,
+            codec_weights=args.codec_weights or (None if args.tokens else default_weights_path()),
             tokens=args.tokens,
             model_cfg=model_cfg,
             train_cfg=train_cfg,
