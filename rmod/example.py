@@ -377,21 +377,31 @@ EXAMPLE_FORMAT = "rmod-example"
 EXAMPLE_VERSION = 1
 
 
+def stems_gain(stems: dict[str, np.ndarray]) -> np.float32:
+    """The one linear gain (≤ 1) applied to every stem file so that none exceeds full scale."""
+    peak = max((float(np.max(np.abs(x))) for x in stems.values() if x.size), default=0.0)
+    return np.float32(1.0 if peak <= 1.0 else 1.0 / peak)
+
+
 def write_rendered(
     rendered: Rendered, out_dir: str | os.PathLike, fmt: str = "wav"
 ) -> dict[str, str]:
     """Write ``mixture``, ``kick``/``snare``/``hihat``, ``stems/*`` and ``pattern.mid``.
 
     Audio is 16-bit ``fmt`` (wav/flac) through :func:`rmod.audio.write_audio` (atomic).
-    Returns ``{relative path: sha256}`` of every file written.
+    Stems are tracks before mastering, so parallel delay/reverb can push one past full scale:
+    then every stem is lowered by the same gain (:func:`stems_gain`), which keeps their
+    relative levels and clips none. Returns ``{relative path: sha256}`` of every file written.
     """
     out = Path(out_dir)
     sr = rendered.sample_rate
     files = {f"mixture.{fmt}": write_audio(out / f"mixture.{fmt}", rendered.mixture, sr)}
     for cls, shot in rendered.oneshots.items():
         files[f"{cls}.{fmt}"] = write_audio(out / f"{cls}.{fmt}", shot, sr)
+    gain = stems_gain(rendered.stems)
     for name, stem in rendered.stems.items():
-        files[f"stems/{name}.{fmt}"] = write_audio(out / "stems" / f"{name}.{fmt}", stem, sr)
+        path = out / "stems" / f"{name}.{fmt}"
+        files[f"stems/{name}.{fmt}"] = write_audio(path, stem * gain, sr)
     data = midi_bytes(rendered.midi)
     atomic_write_bytes(out / "pattern.mid", data)
     files["pattern.mid"] = hashlib.sha256(data).hexdigest()

@@ -237,3 +237,32 @@ def test_default_levels_keep_drums_audible(paper, builtin_library):
         assert d_lo <= levels["drums"] <= d_hi, (seed, levels)
         snr = onset_snr_db(out.stems, out.onsets, out.sample_rate)
         assert min(snr.values()) >= ONSET_SNR_MIN_DB, (seed, snr)
+
+
+def test_loud_stems_share_one_gain_and_are_not_clipped(tmp_path):
+    import soundfile as sf
+
+    from rmod.example import Rendered, write_rendered
+    from rmod.pattern import build_midi
+
+    n = 4410
+    t = np.arange(n) / 44100.0
+    tone = np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
+    stems = {"piano": np.stack([1.6 * tone, 1.6 * tone]), "kick": np.stack([0.4 * tone] * 2)}
+    rendered = Rendered(
+        mixture=np.stack([0.5 * tone] * 2),
+        oneshots={"kick": np.stack([0.5 * tone] * 2)},
+        stems=stems,
+        onsets={},
+        midi=build_midi({"kick": (0,)}, {"kick": 36}, 1920, 4.0, 120.0, 480, 100),
+        sample_rate=44100,
+    )
+    write_rendered(rendered, tmp_path)
+    piano, _ = sf.read(tmp_path / "stems" / "piano.wav", dtype="int16")
+    kick, _ = sf.read(tmp_path / "stems" / "kick.wav", dtype="int16")
+    assert int(np.abs(piano).max()) <= 32767
+    # only the crests touch full scale; clipping a 1.6x sine would flatten ~29 % of samples
+    assert np.count_nonzero(np.abs(piano) >= 32767) < 0.01 * piano.size
+    # relative level kept: 0.4 / 1.6 = -12.04 dB
+    ratio_db = 20 * np.log10(np.abs(kick).max() / np.abs(piano).max())
+    assert abs(ratio_db - 20 * np.log10(0.25)) < 0.01
