@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rmod_fixtures import write_tiny_recipe
 
 from rmod import SPLITS
 from rmod.manifest import BuildInfo, ManifestError, ManifestRow, read_manifest, write_manifest
@@ -264,33 +265,13 @@ def test_commit_clean_and_concatenate(tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
-def write_tiny_recipe(folder: Path, base: str = "rmod-paper") -> str:
-    """A shipped recipe at 22.05 kHz with 1 s mixtures, 0.5 s targets and a 480-point
-    grid (fast to render)."""
-    import yaml
-
-    from rmod.recipe import load_recipe
-
-    data = load_recipe(base).to_dict()
-    data["name"] = f"{base}-tiny-test"
-    data["audio"].update(sample_rate=SR, mixture_seconds=1.0, target_seconds=0.5)
-    data["drums"]["grid_points"] = 480  # keeps 2 MIDI ticks per grid point
-    data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
-    # the small library's rate: no resampling; shelves kept below its Nyquist frequency
-    for eq in (data["mixing"]["eq"], data["master"]["eq"]):
-        eq["high_shelf"]["freq_hz"] = {"loguniform": [4000.0, 10000.0]}
-    path = folder / f"{base}-tiny.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return str(path)
-
-
 SR = 22050
 N_TRAIN = 4  # -> 4 train + 1 valid + 1 test, one example per shard
 
 
 @pytest.fixture(scope="module")
 def build_kwargs(small_library, tmp_path_factory):
-    recipe = write_tiny_recipe(tmp_path_factory.mktemp("recipe"))
+    recipe = write_tiny_recipe(tmp_path_factory.mktemp("recipe"), sample_rate=SR)
     return dict(
         n=N_TRAIN,
         recipe=recipe,

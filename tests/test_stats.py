@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from rmod_fixtures import write_tiny_recipe
 
 from rmod.build import BuildOptions, build
 from rmod.cli.stats import main
 from rmod.manifest import read_manifest
-from rmod.recipe import load_recipe
 from rmod.stats import GROUPS, Metric, compute_stats, summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,14 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def dataset(small_library, tmp_path_factory) -> Path:
     """A tiny full-recipe dataset (drums + instruments): 6 train + 1 valid + 1 test."""
     folder = tmp_path_factory.mktemp("stats")
-    data = load_recipe("rmod-paper").to_dict()
-    data["audio"].update(sample_rate=22050, mixture_seconds=1.0, target_seconds=0.5)
-    data["drums"]["grid_points"] = 480
-    data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
-    for eq in (data["mixing"]["eq"], data["master"]["eq"]):  # below the 11.025 kHz Nyquist
-        eq["high_shelf"]["freq_hz"] = {"loguniform": [4000.0, 10000.0]}
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
+    recipe = write_tiny_recipe(folder, "rmod-paper", sample_rate=22050)
     out = folder / "ds"
     options = BuildOptions(
         n=6, out=out, recipe=recipe, library=str(small_library.path), jobs=1, shard_size=4,

@@ -214,19 +214,11 @@ def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
 
     The lengths come from the recipe in build.json; a rerun keeps every shard; an interrupted
     run resumes to identical files."""
-    import yaml
+    from rmod_fixtures import write_tiny_recipe
 
     from rmod.build import BuildOptions, build
-    from rmod.recipe import load_recipe
 
-    recipe = load_recipe("rmod-paper").to_dict()
-    recipe["name"] = "rmod-paper-tokenize-test"
-    recipe["audio"]["mixture_seconds"] = 1.0
-    recipe["audio"]["target_seconds"] = 0.5
-    recipe["drums"]["grid_points"] = 480
-    recipe["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
-    recipe_path = tmp_path / "tiny.yaml"
-    recipe_path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    recipe_path = write_tiny_recipe(tmp_path)
     data = tmp_path / "rmod"
     built = build(
         BuildOptions(

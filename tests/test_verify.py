@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-import yaml
+from rmod_fixtures import write_tiny_recipe
 
 from rmod.build import BuildOptions, build
 from rmod.cli import BROKEN_PIPE_STATUS
 from rmod.cli.verify import main
 from rmod.manifest import read_manifest
-from rmod.recipe import load_recipe
 from rmod.verify import verify_dataset
 
 
@@ -24,12 +23,7 @@ from rmod.verify import verify_dataset
 def good(small_library, tmp_path_factory) -> Path:
     """A tiny drums-only dataset: 2 train + 1 valid + 1 test, 1 s mixtures."""
     folder = tmp_path_factory.mktemp("verify")
-    data = load_recipe("rmod-drums-only").to_dict()
-    data["audio"].update(mixture_seconds=1.0, target_seconds=0.5)
-    data["drums"]["grid_points"] = 480
-    data["instruments"]["segment_seconds"] = {"choice": [1.0, 0.5]}
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
+    recipe = write_tiny_recipe(folder, "rmod-drums-only")
     out = folder / "ds"
     options = BuildOptions(
         n=2, out=out, recipe=recipe, library=str(small_library.path), jobs=1, shard_size=2,
