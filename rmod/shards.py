@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rmod import SPLITS
+from rmod.audio import atomic_writer
 from rmod.manifest import MANIFEST_DIR, PARTS_DIR, ManifestRow, write_manifest
 
 TMP_PREFIX = ".tmp-"
@@ -162,17 +162,9 @@ def concatenate_parts(root: str | os.PathLike, shards: Sequence[Shard]) -> dict[
         if not split_shards:
             continue
         target = out_dir / f"{split}.jsonl"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as dst:
-                for shard in sorted(split_shards, key=lambda s: s.number):
-                    with open(part_path(root, shard), "rb") as src:
-                        shutil.copyfileobj(src, dst)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(target) as dst:
+            for shard in sorted(split_shards, key=lambda s: s.number):
+                with open(part_path(root, shard), "rb") as src:
+                    shutil.copyfileobj(src, dst)
         written[split] = target
     return written

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rmod import SPLITS
-from rmod.audio import atomic_write_text
+from rmod.audio import atomic_write_text, atomic_writer
 from rmod.distributions import NAMES, parse_distribution
 from rmod.manifest import (
     ManifestError,
@@ -368,10 +368,9 @@ def plot_groups(metrics: dict[str, dict[str, Any]], out: Path) -> list[Path]:
             left=0.06, right=0.98, bottom=0.08 / nrows, top=top * 0.97, hspace=0.55, wspace=0.3
         )
         path = out / f"{group}.png"
-        tmp = out / f".{group}.tmp.png"
-        fig.savefig(tmp, dpi=60, metadata={"Software": None})
+        with atomic_writer(path) as fh:
+            fig.savefig(fh, format="png", dpi=60, metadata={"Software": None})
         plt.close(fig)
-        os.replace(tmp, path)
         written.append(path)
     return written
 

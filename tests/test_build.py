@@ -338,6 +338,21 @@ def test_reference_build_layout_rows_and_disjoint_splits(reference, small_librar
     assert verify_dataset(out, progress=False).ok
 
 
+def test_dataset_files_get_the_umask_mode_not_private(reference):
+    """Every file of a build is readable by the cluster's other users as the umask allows
+    (a bare mkstemp + rename leaves 0600 files behind)."""
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    root = reference[0]
+    files = [p for p in root.rglob("*") if p.is_file() and p.name != ".rmod-build.lock"]
+    assert any(p.name == "train.jsonl" for p in files) and len(files) > 10
+    modes = {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert {k: oct(v) for k, v in modes.items() if v != expected} == {}
+
+
 def test_row_params_re_render_to_the_same_bytes(reference, build_kwargs, small_library):
     from rmod.audio import encode_audio
     from rmod.example import ExampleParams, render_example
