@@ -107,7 +107,7 @@ def generate(
             h = model.hidden(step_input, cache, offset)
             offset += step_input.shape[1]
         else:
-            h = model.hidden(context)
+            h = model.hidden(context, keep_from=context.shape[1] - 1)
         logits = model.logits(h[:, -1])  # [B, K, V]
         token = sample_tokens(logits, strategy, top_p, temperature, generator)
         token = token.masked_fill(ended[:, None], 0)

@@ -72,6 +72,30 @@ def test_logit_positions_by_mode():
     assert ours.first_predicted == 1 and pub.first_predicted == 0
 
 
+def test_last_block_computes_only_kept_positions_with_equal_gradients():
+    """The last block skips the rows no logit reads: same logits and same parameter gradients
+    as computing every row and slicing, and fewer rows through the last MLP."""
+    torch.manual_seed(0)
+    model = DoseTransformer(ModelConfig(**TINY)).eval()
+    mix, tgt = tokens(2, 12), tokens(2, 10, seed=1)
+    rows = []
+    hook = model.blocks[-1].fc1.register_forward_hook(lambda m, i, o: rows.append(o.shape[1]))
+    grads = []
+    for logits_from in (0, 12):
+        model.zero_grad()
+        logits = model(mix, tgt[:, :-1], logits_from=logits_from)[:, 12 - logits_from :]
+        (logits.float() ** 2).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    hook.remove()
+    assert rows == [21, 9]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="KV cache"):
+        from dose_model.model import KVCache
+
+        model.hidden(mix, KVCache(2, 30), keep_from=3)
+
+
 def test_config_validation_and_yaml(tmp_path):
     with pytest.raises(ConfigError, match="divisible"):
         ModelConfig(d_model=30, num_heads=4)
