@@ -107,15 +107,22 @@ def _init_distributed(device_arg: str) -> _Dist:
     return _Dist(rank=rank, world=world, local_rank=local)
 
 
-class _TrainForward(nn.Module):
-    """Wraps the model so that DDP sees the training computation as ``forward``."""
+class _TrainStep(nn.Module):
+    """The training computation, logits and loss, as one ``forward``: what DDP wraps and what
+    ``torch.compile`` fuses (the loss's cast and softmax included)."""
 
-    def __init__(self, model: DoseTransformer) -> None:
+    def __init__(self, model: DoseTransformer, cfg: TrainConfig) -> None:
         super().__init__()
         self.model = model
+        self.cfg = cfg
 
-    def forward(self, mixture: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
-        return self.model.target_logits(mixture, target_in)
+    def forward(
+        self, mixture: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Returns (loss, full, onset, accuracy) scalars; only loss carries gradients."""
+        logits = self.model.target_logits(mixture, target[:, :-1])
+        out = _loss(self.model, self.cfg, logits, (mixture, target, mask))
+        return out.loss, out.full, out.onset, out.accuracy
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -313,7 +320,7 @@ def train(
         collate: batch builder, ``list[(mixture, target)] -> (mixture, target, target_mask)``.
         progress: show a tqdm bar (rank 0).
         stop_after: end after this many updates as if interrupted (last.ckpt written); tests.
-        compile: run the training forward through `torch.compile` (off by default).
+        compile: run the training forward and loss through `torch.compile` (off by default).
 
     Returns:
         `TrainResult`.
@@ -362,7 +369,7 @@ def train(
     if ddp.rank:
         torch.manual_seed(cfg.seed * 1009 + ddp.rank + step)
     window = window.to(dev)
-    net: nn.Module = _TrainForward(model)
+    net: nn.Module = _TrainStep(model, cfg)
     if ddp.world > 1:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None
@@ -414,16 +421,15 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with _autocast(dev, precision):
-            logits = net(batch[0], batch[1][:, :-1])
-        out_loss = _loss(model, cfg, logits, batch)
+            loss, full, onset, accuracy = net(*batch)
         optimizer.zero_grad(set_to_none=True)
-        out_loss.loss.backward()
+        loss.backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
         ex_window += cfg.batch_size
-        terms = (out_loss.loss.detach(), out_loss.full, out_loss.onset, out_loss.accuracy)
+        terms = (loss.detach(), full, onset, accuracy)
         window += torch.stack([*terms, torch.ones_like(terms[0])]).double()
 
         row: dict[str, Any] | None = None

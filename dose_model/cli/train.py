@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "without it, a RUN that already holds last.ckpt is refused",
     )
     p.add_argument(
-        "--compile", action="store_true", help="torch.compile the training forward (default: off)"
+        "--compile",
+        action="store_true",
+        help="torch.compile the training forward and loss (default: off)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
