@@ -2,17 +2,20 @@
 
 Published replica (faithful to the public training code): published-mode model (codebook 0
 embedded twice, no positions, separate q/k/v projections), logits for all 353 + 182 = 535
-positions x 9,225, and its three
-cross-entropies on ``b v s d``-rearranged logits (mixture-continuation loss over 352 positions
-computed and logged but not trained on; onset loss over 10 positions; full loss over 183),
-Adam. Ours: our-mode model, logits only for the 182 positions that predict target tokens,
+positions x 9,225, and its three cross-entropies on ``b v s d``-rearranged logits
+(mixture-continuation loss over 352 positions computed and logged but not trained on; onset
+loss over 10 positions; full loss over 183), Adam. Ours: our-mode model (the last block
+computes only target rows), logits only for the 182 positions that predict target tokens,
 `dose_model.losses.dose_loss`, AdamW (fused on cuda). Both: random tokens, dropout 0.1,
 ``loss.backward()``, optimizer step.
 
     python benchmarks/bench_train.py                      # GPU: published sizes, batch 64
+    python benchmarks/bench_train.py --compile            # + both steps under torch.compile
     python benchmarks/bench_train.py --device cpu         # CPU: small model, batch 4
 
-Prints one table row per (model, precision) and the ratio ours / published per precision.
+Prints one row per (precision, model, eager/compiled) and, per precision, every row's
+examples/s as a ratio to the published replica run eagerly (the published code's own way of
+training) in the same run.
 """
 
 from __future__ import annotations
@@ -41,8 +44,11 @@ class SeparateQKVAttention(torch.nn.Module):
         self.proj = torch.nn.Linear(d_model, d_model)
         self.drop = torch.nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
-        """x: [B, T, d] -> [B, T, d], causal."""
+    def forward(
+        self, x: torch.Tensor, cache=None, layer: int = 0, queries_from: int = 0
+    ) -> torch.Tensor:
+        """x: [B, T, d] -> [B, T, d], causal (the published model computes every position)."""
+        assert queries_from == 0
         b, t, d = x.shape
         q, k, v = (
             lin(x).reshape(b, t, self.num_heads, -1).transpose(1, 2)
@@ -88,6 +94,7 @@ def bench(
     name: str,
     cfg: ModelConfig,
     precision: str,
+    compiled: bool,
     args: argparse.Namespace,
     device: torch.device,
 ) -> dict:
@@ -101,7 +108,7 @@ def bench(
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     step_loss = published_step_loss if published else our_step_loss
-    fn = torch.compile(step_loss) if args.compile else step_loss
+    fn = torch.compile(step_loss) if compiled else step_loss
     g = torch.Generator(device="cpu").manual_seed(1)
     x = torch.randint(1, 1025, (args.batch_size, 353, 9), generator=g).to(device)
     y = torch.randint(1, 1025, (args.batch_size, args.target_frames + 10, 9), generator=g)
@@ -133,6 +140,7 @@ def bench(
     return {
         "name": name,
         "precision": precision,
+        "mode": "compiled" if compiled else "eager",
         "params_m": model.num_parameters() / 1e6,
         "ms_per_step": 1000 * elapsed / args.steps,
         "examples_per_s": args.steps * args.batch_size / elapsed,
@@ -157,7 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma list of fp32,bf16 (default: fp32,bf16 on cuda, fp32 on cpu)",
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the step (default off)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time both steps under torch.compile (default: eager rows only)",
+    )
     return p
 
 
@@ -183,34 +195,43 @@ def main(argv: list[str] | None = None) -> int:
         f"compile {args.compile}; "
         f"best of {args.repeats} x {args.steps} steps"
     )
+    modes = (False, True) if args.compile else (False,)
     rows = []
     for precision in precisions:
-        for name, cfg in (
-            ("published", ModelConfig.published_config(**sizes)),
-            ("ours", ModelConfig(**sizes)),
-        ):
-            try:
-                rows.append(bench(name, cfg, precision, args, device))
-            except torch.cuda.OutOfMemoryError:  # report it and go on with the other rows
-                print(f"{name:<10} {precision:<5} out of memory at batch {args.batch_size}")
-                torch.cuda.empty_cache()
-                continue
-            r = rows[-1]
-            print(
-                f"{r['name']:<10} {r['precision']:<5} {r['params_m']:7.1f} M params "
-                f"{r['ms_per_step']:9.1f} ms/step {r['examples_per_s']:9.1f} examples/s",
-                flush=True,
-            )
+        for compiled in modes:
+            for name, cfg in (
+                ("published", ModelConfig.published_config(**sizes)),
+                ("ours", ModelConfig(**sizes)),
+            ):
+                try:
+                    r = bench(name, cfg, precision, compiled, args, device)
+                except torch.cuda.OutOfMemoryError:  # report it and go on with the other rows
+                    print(f"{name:<10} {precision:<5} out of memory at batch {args.batch_size}")
+                    torch.cuda.empty_cache()
+                    continue
+                rows.append(r)
+                print(
+                    f"{r['name']:<10} {r['precision']:<5} {r['mode']:<9} {r['params_m']:7.1f} M "
+                    f"params {r['ms_per_step']:9.1f} ms/step {r['examples_per_s']:9.1f} examples/s",
+                    flush=True,
+                )
     for precision in precisions:
-        pub = next(
-            (r for r in rows if r["name"] == "published" and r["precision"] == precision), None
+        base = next(
+            (
+                r
+                for r in rows
+                if (r["name"], r["precision"], r["mode"]) == ("published", precision, "eager")
+            ),
+            None,
         )
-        ours = next((r for r in rows if r["name"] == "ours" and r["precision"] == precision), None)
-        if pub is None or ours is None:
+        if base is None:
             continue
-        print(
-            f"ratio ours/published ({precision}): {ours['examples_per_s'] / pub['examples_per_s']:.2f}x"
-        )
+        for r in rows:
+            if r["precision"] == precision and r is not base:
+                ratio = r["examples_per_s"] / base["examples_per_s"]
+                print(
+                    f"ratio {r['name']} {r['mode']} / published eager ({precision}): {ratio:.2f}x"
+                )
     return 0
 
 

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one call (about 5 minutes on an H100/H200): the CUDA tests,
-# then the codec benchmark (CPU, then GPU) and the training benchmark (published replica vs
-# ours, fp32 and bf16, batch 64). Each benchmark prints its ratios against a baseline measured
-# in the same run; the training table is taken eager and compiled. Logs go to ${OUT:-.}/gpu_*.txt.
+# Everything that needs a GPU, in one call (about 6 minutes on an H100/H200): the CUDA tests,
+# the codec benchmark (CPU, then GPU) and the training benchmark (published replica vs ours,
+# fp32 and bf16, batch 64, eager and compiled). Each benchmark prints its ratios against a
+# baseline measured in the same run. Logs go to ${OUT:-.}/gpu_*.txt.
 #
-#   bash benchmarks/gpu_check.sh            # from the repository root, with the package installed
+# It runs from the source tree (no pip install): a lent machine has PyTorch, NumPy, PyYAML,
+# tqdm and pytest but no registry. Fetch the other wheels here first, then carry them:
+#
+#   bash benchmarks/device_wheels.sh                       # here, once: writes .whl/
+#   bash benchmarks/gpu_check.sh                           # there, carry [".whl"]
 set -u
 out="${OUT:-.}"
 mkdir -p "$out"
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
-    | tee "$out/gpu_env.txt"
-python -m pytest -q -p no:cacheprovider tests/test_dac_codec.py tests/test_generate.py \
-    tests/test_train.py -k "cuda" 2>&1 | tee "$out/gpu_tests.txt"
-python benchmarks/bench_codec.py --json "$out/gpu_bench_codec.json" 2>&1 | tee "$out/gpu_bench_codec.txt"
-python benchmarks/bench_train.py 2>&1 | tee "$out/gpu_bench_train.txt"
-# The same table with torch.compile on both steps (fusion is where eager PyTorch leaves most time).
-python benchmarks/bench_train.py --compile 2>&1 | tee "$out/gpu_bench_train_compile.txt"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu_env.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
+    2>&1 | tee -a "$out/gpu_env.txt"
+# --noconftest: the shared fixtures build RMOD libraries (rmod's audio stack is not there);
+# the CUDA tests use only tests/dose_fixtures.py.
+python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_dac_codec.py \
+    tests/test_generate.py tests/test_train.py -k cuda -rs 2>&1 | tee "$out/gpu_tests.txt"
+python3 benchmarks/bench_codec.py --json "$out/gpu_bench_codec.json" 2>&1 \
+    | tee "$out/gpu_bench_codec.txt"
+# Eager and torch.compile rows for both models in one process, ratios to the published eager row.
+python3 benchmarks/bench_train.py --compile 2>&1 | tee "$out/gpu_bench_train.txt"
