@@ -190,3 +190,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DoseTran
     model = DoseTransformer(config)
     model.load_state_dict(data["model"], strict=True)
     return model.to(device).eval()
+
+
+def load_any_model(
+    path: str | Path, num_heads: int = 16, device: str | torch.device = "cpu"
+) -> DoseTransformer:
+    """A `dose-train` checkpoint (``format`` tag) or a published DOSE Lightning checkpoint
+    (``state_dict`` with ``inst_decoder.*`` keys, ``num_heads`` heads), in eval mode."""
+    data = _read(path)
+    if "format" in data:
+        return load_model(path, device)
+    if "state_dict" in data:
+        return load_published(path, num_heads=num_heads, device=device)
+    raise CheckpointError(
+        f"{path}: neither a dose-train checkpoint nor a published DOSE checkpoint "
+        f"(top-level keys: {sorted(map(str, data))[:8]})"
+    )

@@ -101,9 +101,11 @@ class TokenizeSummary:
 
 
 # ------------------------------------------------------------------------- audio
-def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
-    """Read an audio file as float32 mono ``[samples]``: channel mean, resampled to
-    ``sample_rate`` if needed (polyphase), then cropped or zero-padded at the end."""
+def read_mono(path: Path, sample_rate: int) -> np.ndarray:
+    """Read a whole audio file as float32 mono: channel mean, resampled to ``sample_rate`` if
+    needed (polyphase). Raises `RowAudioError` naming the file if it is missing, undecodable,
+    empty or holds non-finite samples."""
+    path = Path(path)
     if not path.is_file():
         raise RowAudioError(path, "file not found")
     try:
@@ -120,6 +122,12 @@ def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
 
         g = math.gcd(int(sr), int(sample_rate))
         mono = resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
+    return mono
+
+
+def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
+    """`read_mono`, then cropped or zero-padded at the end to ``[samples]``."""
+    mono = read_mono(path, sample_rate)
     out = np.zeros(samples, dtype=np.float32)
     n = min(samples, mono.shape[0])
     out[:n] = mono[:n]

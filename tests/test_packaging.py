@@ -30,6 +30,7 @@ def test_every_planned_command_is_declared():
         "rmod-stats",
         "dose-tokenize",
         "dose-train",
+        "dose-extract",
     }
     assert expected <= set(SCRIPTS)
 
