@@ -77,35 +77,35 @@ class OneShot:
     ended: bool
 
 
-def extract_clip(
-    mixture: np.ndarray,
+def extract_clips(
+    mixtures: np.ndarray,
     codec: DacCodec,
     models: dict[str, DoseTransformer],
     strategy: str = "greedy",
     top_p: float = 0.9,
     temperature: float = 1.0,
     seed: int = 0,
-) -> dict[str, OneShot]:
-    """Generate each drum's one-shot from one mixture clip.
+) -> list[dict[str, OneShot]]:
+    """Generate each drum's one-shot from a batch of mixture clips.
 
     Args:
-        mixture: float32 mono ``[samples]`` at ``codec.sample_rate`` (``WINDOW_S`` long).
+        mixtures: float32 mono ``[B, samples]`` at ``codec.sample_rate`` (``WINDOW_S`` long).
         codec: the DAC codec the models' tokens were made with.
         models: drum name -> model (eval mode, on ``codec.device``).
         strategy, top_p, temperature: sampling (see `dose_model.generate.sample_tokens`).
         seed: seed of the sampling generator (each drum starts from it; greedy ignores it).
 
     Returns:
-        drum -> `OneShot`; a model that ends at once gives an empty ``audio``.
+        Per clip, drum -> `OneShot`; a model that ends at once gives an empty ``audio``.
     """
-    codes = codec.encode(torch.from_numpy(mixture)[None, None])  # [1, 9, T]
+    codes = codec.encode(torch.from_numpy(np.ascontiguousarray(mixtures))[:, None])  # [B, 9, T]
     tokens = mixture_sequence(codes.cpu())
-    out: dict[str, OneShot] = {}
+    out: list[dict[str, OneShot]] = [{} for _ in range(mixtures.shape[0])]
     for drum, model in models.items():
         want = model.config.mixture_len
         if tokens.shape[1] != want:
             raise ExtractError(
-                f"{drum} model takes {want} mixture positions, but a {mixture.shape[0]}-sample "
+                f"{drum} model takes {want} mixture positions, but a {mixtures.shape[1]}-sample "
                 f"clip gives {tokens.shape[1]} with this codec (hop {codec.hop_length})"
             )
         device = next(model.parameters()).device
@@ -119,14 +119,23 @@ def extract_clip(
             temperature=temperature,
             generator=generator,
         )
-        frames = int(target_lengths(g.tokens)[0])
-        if frames:
-            shot_codes = revert_target(g.tokens)[..., :frames]
-            audio = codec.decode(shot_codes).cpu().numpy()[0, 0].astype(np.float32)
-        else:
-            audio = np.zeros(0, dtype=np.float32)
-        out[drum] = OneShot(drum, audio, codec.sample_rate, frames, bool(g.ended[0]))
+        lengths = target_lengths(g.tokens).tolist()
+        shot_codes = revert_target(g.tokens)
+        for b, frames in enumerate(lengths):
+            if frames:  # decoded alone: the codec's context never sees another clip's fill
+                decoded = codec.decode(shot_codes[b : b + 1, :, :frames])
+                audio = decoded.cpu().numpy()[0, 0].astype(np.float32)
+            else:
+                audio = np.zeros(0, dtype=np.float32)
+            out[b][drum] = OneShot(drum, audio, codec.sample_rate, frames, bool(g.ended[b]))
     return out
+
+
+def extract_clip(
+    mixture: np.ndarray, codec: DacCodec, models: dict[str, DoseTransformer], **sampling
+) -> dict[str, OneShot]:
+    """`extract_clips` for one mixture clip ``[samples]``."""
+    return extract_clips(mixture[None], codec, models, **sampling)[0]
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:

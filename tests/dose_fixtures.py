@@ -46,6 +46,20 @@ def write_tiny_codec(path: Path, seed: int = 0, kwargs: dict | None = None) -> P
     return path
 
 
+def write_tiny_dose_checkpoint(path: Path, max_target_len: int = 14, seed: int = 0) -> Path:
+    """Write a random-weight our-mode model (1 layer, d_model 32, the published 353 mixture
+    positions) as a dose-train checkpoint to ``path``; returns it."""
+    from dose_model.checkpoints import FORMAT
+    from dose_model.config import ModelConfig
+    from dose_model.model import DoseTransformer
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(num_layers=1, num_heads=2, d_model=32, max_target_len=max_target_len)
+    state = DoseTransformer(cfg).state_dict()
+    torch.save({"format": FORMAT, "model_config": cfg.to_dict(), "model": state}, path)
+    return path
+
+
 def _burst(rng: np.random.Generator, samples: int, sr: int) -> np.ndarray:
     """A decaying tone + noise burst, float32 [2, samples] (a stand-in for a drum hit)."""
     t = np.arange(samples) / sr

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from dose_fixtures import REFERENCE_DIR, one_thread, write_tiny_codec  # noqa: F401
+from dose_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+    REFERENCE_DIR,
+    one_thread,
+    write_tiny_codec,
+    write_tiny_dose_checkpoint,
+)
 
-from dose_model.checkpoints import FORMAT, CheckpointError, load_any_model
+from dose_model.checkpoints import CheckpointError, load_any_model
 from dose_model.cli.extract import main
 from dose_model.codec import DacCodec
 from dose_model.config import ModelConfig
@@ -25,11 +30,7 @@ def files(tmp_path_factory):
     """A tiny codec, an our-format checkpoint (random weights) and two songs."""
     root = tmp_path_factory.mktemp("extract")
     codec = write_tiny_codec(root / "codec.pth")
-    torch.manual_seed(0)
-    cfg = ModelConfig(num_layers=1, num_heads=2, d_model=32, max_target_len=TARGET_ROWS)
-    model = DoseTransformer(cfg)
-    ckpt = root / "ours.ckpt"
-    torch.save({"format": FORMAT, "model_config": cfg.to_dict(), "model": model.state_dict()}, ckpt)
+    ckpt = write_tiny_dose_checkpoint(root / "ours.ckpt", max_target_len=TARGET_ROWS)
     rng = np.random.default_rng(0)
     # 10 s stereo at 48 kHz: quiet noise with a loud burst at 6-7 s.
     song = 0.01 * rng.standard_normal((480000, 2)).astype(np.float32)

@@ -31,6 +31,7 @@ def test_every_planned_command_is_declared():
         "dose-tokenize",
         "dose-train",
         "dose-extract",
+        "dose-eval",
     }
     assert expected <= set(SCRIPTS)
 

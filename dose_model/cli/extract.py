@@ -19,15 +19,9 @@ a song that cannot be read is reported by path and skipped; the exit status is t
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `dose-extract` (every option with its default)."""
-    p = argparse.ArgumentParser(
-        prog="dose-extract",
-        description="Extract drum one-shots from songs with trained DOSE models (one per drum).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("songs", nargs="+", help="audio files (WAV, FLAC, AIFF, OGG, MP3; any rate)")
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The options `dose-extract` and `dose-eval` share: one checkpoint per drum, the codec,
+    sampling and device."""
     for drum in DRUMS:
         p.add_argument(
             f"--{drum}",
@@ -38,13 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-weights",
         required=True,
         help="DAC 44 kHz weights file (the one the models' tokens were made with)",
-    )
-    p.add_argument("--out", required=True, help="folder for the WAV files and JSON sidecars")
-    p.add_argument(
-        "--start",
-        type=float,
-        default=None,
-        help="start of the 4 s clip in seconds (default: the loudest 4 s on a 0.5 s grid)",
     )
     p.add_argument(
         "--strategy",
@@ -62,6 +49,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="attention heads of published checkpoints (not stored in them; default 16)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
+
+
+def load_codec_and_models(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """(codec, {drum: model}, {drum: checkpoint path}, sampling kwargs) from the shared options;
+    exits with status 2 when no drum is given. Raises CheckpointError, CodecLoadError,
+    ValueError or OSError naming the file or device."""
+    checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
+    if not checkpoints:
+        parser.error("give at least one of --kick, --snare, --hihat")
+    from dose_model.checkpoints import load_any_model
+    from dose_model.codec import DacCodec
+    from dose_model.device import resolve_device
+
+    device = resolve_device(args.device)
+    codec = DacCodec.load(args.codec_weights, device=device)
+    models = {d: load_any_model(p, args.heads, device) for d, p in checkpoints.items()}
+    sampling = {
+        "strategy": args.strategy,
+        "top_p": args.top_p,
+        "temperature": args.temperature,
+        "seed": args.seed,
+    }
+    return codec, models, checkpoints, sampling
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `dose-extract` (every option with its default)."""
+    p = argparse.ArgumentParser(
+        prog="dose-extract",
+        description="Extract drum one-shots from songs with trained DOSE models (one per drum).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("songs", nargs="+", help="audio files (WAV, FLAC, AIFF, OGG, MP3; any rate)")
+    p.add_argument("--out", required=True, help="folder for the WAV files and JSON sidecars")
+    p.add_argument(
+        "--start",
+        type=float,
+        default=None,
+        help="start of the 4 s clip in seconds (default: the loudest 4 s on a 0.5 s grid)",
+    )
+    add_model_arguments(p)
     return p
 
 
@@ -69,27 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a song or model failed, 2 bad arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
-    if not checkpoints:
-        parser.error("give at least one of --kick, --snare, --hihat")
-    from dose_model.checkpoints import CheckpointError, load_any_model
-    from dose_model.codec import CodecLoadError, DacCodec
-    from dose_model.device import resolve_device
     from dose_model.extract import ExtractError, extract_song
 
     try:
-        device = resolve_device(args.device)
-        codec = DacCodec.load(args.codec_weights, device=device)
-        models = {d: load_any_model(p, args.heads, device) for d, p in checkpoints.items()}
-    except (CheckpointError, CodecLoadError, ValueError, OSError) as err:
+        codec, models, checkpoints, sampling = load_codec_and_models(parser, args)
+    except (ValueError, OSError) as err:  # CheckpointError and CodecLoadError are ValueErrors
         print(f"dose-extract: error: {err}", file=sys.stderr)
         return 1
-    sampling = {
-        "strategy": args.strategy,
-        "top_p": args.top_p,
-        "temperature": args.temperature,
-        "seed": args.seed,
-    }
     failed = 0
     for song in args.songs:
         try:
