@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention.bias import causal_lower_right
 
 from dose_model.config import ModelConfig
 
@@ -103,8 +102,11 @@ class Attention(nn.Module):
                 raise ValueError("a non-empty KV cache takes one new position at a time")
             k, v = cache.store(layer, k, v)
             causal = start == 0
-        if queries_from:  # query r is position queries_from + r: causal, aligned bottom-right
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(tq, t))
+        if queries_from:  # query r is position queries_from + r: it sees keys 0..queries_from+r
+            # A plain boolean mask rather than torch's CausalBias: that tensor subclass splits
+            # the graph under torch.compile.
+            mask = torch.ones(tq, t, dtype=torch.bool, device=q.device).tril(queries_from)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and t > 1)
         y = y.transpose(1, 2).reshape(b, tq, d)

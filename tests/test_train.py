@@ -10,6 +10,7 @@ from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from dose_model.checkpoints import load_model, read_checkpoint
 from dose_model.config import ConfigError, ModelConfig, TrainConfig
+from dose_model.model import DoseTransformer
 from dose_model.train import METRIC_FIELDS, TrainingError, global_batch, rank_share, train
 
 MIX = 32  # a short mixture keeps these CPU tests fast; the end-to-end test uses 353
@@ -327,3 +328,17 @@ def test_compiled_training_matches_eager(tmp_path):
     assert a.keys() == b.keys()
     for key, value in a.items():
         torch.testing.assert_close(b[key], value, rtol=1e-3, atol=1e-5, msg=key)
+
+
+def test_training_step_compiles_to_one_graph():
+    """Under torch.compile the whole step (embedding, blocks with the last block's kept-rows
+    mask, head, loss) is one graph: no op falls back to eager Python between graphs."""
+    from dose_model.train import _TrainStep
+
+    torch._dynamo.reset()
+    step = _TrainStep(DoseTransformer(MODEL), TrainConfig(target_frames=12))
+    mix, tgt = RandomTokens(1)[0]
+    mask = torch.ones(1, tgt.shape[0], dtype=torch.bool)
+    explained = torch._dynamo.explain(step)(mix[None], tgt[None], mask)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
