@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from dose_model.config import ModelConfig
+from dose_model.config import ConfigError, ModelConfig
 from dose_model.fileio import atomic_write
 from dose_model.model import DoseTransformer
 
@@ -148,7 +148,12 @@ def load_published(
         `DoseTransformer` with ``config.published=True``; ``model(mixture, target[:, :-1])``
         gives ``[B, 353 + L - 1, 9, 1025]`` logits as the published code.
     """
-    data = _read(path)
+    return _published_model(_read(path), path, num_heads, device)
+
+
+def _published_model(
+    data: dict[str, Any], path: str | Path, num_heads: int, device: str | torch.device
+) -> DoseTransformer:
     raw = data.get("state_dict")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: no 'state_dict' mapping (not a Lightning checkpoint?)")
@@ -158,7 +163,7 @@ def load_published(
     try:
         config = published_config_from_state(state, num_heads)
         converted = convert_published_state(state, config)
-    except (CheckpointError, KeyError) as err:
+    except (CheckpointError, ConfigError, KeyError) as err:
         raise CheckpointError(f"{path}: {err}") from err
     model = DoseTransformer(config)
     try:
@@ -185,7 +190,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DoseTransformer:
     """Load the model of one of our checkpoints (``last.ckpt``/``best.ckpt``) in eval mode."""
-    data = read_checkpoint(path)
+    return _our_model(read_checkpoint(path), device)
+
+
+def _our_model(data: dict[str, Any], device: str | torch.device) -> DoseTransformer:
     config = ModelConfig.from_dict(data["model_config"])
     model = DoseTransformer(config)
     model.load_state_dict(data["model"], strict=True)
@@ -199,9 +207,13 @@ def load_any_model(
     (``state_dict`` with ``inst_decoder.*`` keys, ``num_heads`` heads), in eval mode."""
     data = _read(path)
     if "format" in data:
-        return load_model(path, device)
+        if data["format"] != FORMAT:
+            raise CheckpointError(
+                f"{path}: not a dose-train checkpoint (format {data['format']!r})"
+            )
+        return _our_model(data, device)
     if "state_dict" in data:
-        return load_published(path, num_heads=num_heads, device=device)
+        return _published_model(data, path, num_heads, device)
     raise CheckpointError(
         f"{path}: neither a dose-train checkpoint nor a published DOSE checkpoint "
         f"(top-level keys: {sorted(map(str, data))[:8]})"

@@ -3,7 +3,8 @@
 For every row of the split (``DIR/manifests/<split>.jsonl``) and every drum with a model:
 
 * **model**: the one-shot extracted from the row's 4 s mixture (`extract_clips`, greedy by
-  default), against the row's ground-truth one-shot;
+  default; with top-p each row samples from its own seed, see `element_seed`), against the
+  row's ground-truth one-shot;
 * **dac**: the ground truth encoded and decoded by the codec, against the ground truth: the
   codec's own ceiling, the paper's "DAC reconstruction" row (Table I);
 * **silence**: an all-zero estimate against the ground truth, a floor any model must beat.
@@ -83,7 +84,7 @@ def evaluate_split(
     codec: DacCodec,
     models: dict[str, DoseTransformer],
     out: str | Path,
-    split: str = "test",
+    split: str | None = None,
     max_rows: int | None = None,
     batch_size: int = 8,
     save_audio: bool = False,
@@ -97,7 +98,8 @@ def evaluate_split(
         codec: the DAC codec of the models' tokens.
         models: drum -> model (eval mode, on ``codec.device``).
         out: results folder (created).
-        split: which manifest to read.
+        split: which manifest to read (default: "test" for a dataset folder, the file's own
+            split for a manifest file).
         max_rows: score only the first N rows (file order).
         batch_size: mixtures generated together.
         save_audio: also write the extracted one-shots.
@@ -109,6 +111,8 @@ def evaluate_split(
     """
     start = time.perf_counter()
     manifests = find_manifests(dataset)
+    if split is None:
+        split = next(iter(manifests)) if Path(dataset).is_file() else "test"
     if split not in manifests:
         raise ManifestError(dataset, f"no {split} manifest (found: {sorted(manifests)})")
     rows = read_manifest(manifests[split])[:max_rows]
@@ -134,7 +138,8 @@ def evaluate_split(
             mixtures.append(mixture)
             truths.append(truth)
         if batch:
-            shots = extract_clips(np.stack(mixtures), codec, models, **sampling)
+            keys = [row.id for row in batch]  # top-p: each row's own seed, whatever the batch
+            shots = extract_clips(np.stack(mixtures), codec, models, keys, **sampling)
             for row, truth, extracted in zip(batch, truths, shots, strict=True):
                 for drum, shot in extracted.items():
                     ref = truth[drum]
@@ -170,6 +175,7 @@ def evaluate_split(
         "scores": summary.scores,
         "skipped": skipped,
         "sampling": sampling,
+        "batch_size": batch_size,
         "codec_sha256": codec.sha256,
         "elapsed_s": round(summary.elapsed_s, 3),
     }

@@ -18,9 +18,11 @@ Lightning checkpoints; `dose_model.checkpoints.load_any_model` tells them apart.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,10 +79,36 @@ class OneShot:
     ended: bool
 
 
+def mixture_positions(codec: DacCodec) -> int:
+    """Mixture token positions a ``WINDOW_S`` clip gives with ``codec`` (353 for the 44 kHz
+    DAC: 345 frames + 8 delay rows)."""
+    return codec.frames(int(round(WINDOW_S * codec.sample_rate))) + codec.n_codebooks - 1
+
+
+def check_model_fits(model: DoseTransformer, codec: DacCodec, source: str) -> None:
+    """Raise `ExtractError` naming ``source`` (the checkpoint) unless the model takes the
+    mixture that a ``WINDOW_S`` clip gives with ``codec``."""
+    want, have = model.config.mixture_len, mixture_positions(codec)
+    if want != have:
+        raise ExtractError(
+            f"{source}: the model takes {want} mixture positions, but a {WINDOW_S:g} s clip "
+            f"gives {have} with this codec (hop {codec.hop_length}, {codec.n_codebooks} "
+            "codebooks)"
+        )
+
+
+def element_seed(seed: int, key: str, drum: str) -> int:
+    """Seed of one clip's sampling: a function of (seed, clip key, drum) only, so a clip's
+    one-shot does not depend on which other clips share its batch."""
+    digest = hashlib.sha256(f"{seed}:{key}:{drum}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def extract_clips(
     mixtures: np.ndarray,
     codec: DacCodec,
     models: dict[str, DoseTransformer],
+    keys: Sequence[str] | None = None,
     strategy: str = "greedy",
     top_p: float = 0.9,
     temperature: float = 1.0,
@@ -92,49 +120,58 @@ def extract_clips(
         mixtures: float32 mono ``[B, samples]`` at ``codec.sample_rate`` (``WINDOW_S`` long).
         codec: the DAC codec the models' tokens were made with.
         models: drum name -> model (eval mode, on ``codec.device``).
+        keys: one name per clip (e.g. the row id); with top-p each clip samples from its own
+            generator seeded by ``element_seed(seed, key, drum)``. Default: "" for every clip.
         strategy, top_p, temperature: sampling (see `dose_model.generate.sample_tokens`).
-        seed: seed of the sampling generator (each drum starts from it; greedy ignores it).
+            Greedy clips are generated as one batch; top-p clips one at a time.
+        seed: the sampling seed (greedy ignores it).
 
     Returns:
-        Per clip, drum -> `OneShot`; a model that ends at once gives an empty ``audio``.
+        Per clip, drum -> `OneShot` of at most ``max_target_len - 10`` frames (the longest
+        training target); a model that ends at once gives an empty ``audio``.
     """
+    n = mixtures.shape[0]
+    keys = list(keys) if keys is not None else [""] * n
     codes = codec.encode(torch.from_numpy(np.ascontiguousarray(mixtures))[:, None])  # [B, 9, T]
     tokens = mixture_sequence(codes.cpu())
-    out: list[dict[str, OneShot]] = [{} for _ in range(mixtures.shape[0])]
+    out: list[dict[str, OneShot]] = [{} for _ in range(n)]
     for drum, model in models.items():
-        want = model.config.mixture_len
-        if tokens.shape[1] != want:
-            raise ExtractError(
-                f"{drum} model takes {want} mixture positions, but a {mixtures.shape[1]}-sample "
-                f"clip gives {tokens.shape[1]} with this codec (hop {codec.hop_length})"
-            )
+        check_model_fits(model, codec, f"{drum} model")
         device = next(model.parameters()).device
         gen_device = device if device.type == "cuda" else torch.device("cpu")
-        generator = torch.Generator(device=gen_device).manual_seed(seed)
-        g = generate(
-            model,
-            tokens.to(device),
-            strategy=strategy,
-            top_p=top_p,
-            temperature=temperature,
-            generator=generator,
-        )
-        lengths = target_lengths(g.tokens).tolist()
-        shot_codes = revert_target(g.tokens)
-        for b, frames in enumerate(lengths):
-            if frames:  # decoded alone: the codec's context never sees another clip's fill
-                decoded = codec.decode(shot_codes[b : b + 1, :, :frames])
-                audio = decoded.cpu().numpy()[0, 0].astype(np.float32)
-            else:
-                audio = np.zeros(0, dtype=np.float32)
-            out[b][drum] = OneShot(drum, audio, codec.sample_rate, frames, bool(g.ended[b]))
+        groups = [list(range(n))] if strategy == "greedy" else [[b] for b in range(n)]
+        for group in groups:
+            generator = None
+            if strategy != "greedy":
+                generator = torch.Generator(device=gen_device)
+                generator.manual_seed(element_seed(seed, keys[group[0]], drum))
+            g = generate(
+                model,
+                tokens[group].to(device),
+                strategy=strategy,
+                top_p=top_p,
+                temperature=temperature,
+                generator=generator,
+            )
+            limit = model.config.max_target_len - 10
+            lengths = target_lengths(g.tokens).clamp(max=limit).tolist()
+            shot_codes = revert_target(g.tokens)
+            for row, b in enumerate(group):
+                frames = lengths[row]
+                if frames:  # decoded alone: the codec's context never sees another clip's fill
+                    decoded = codec.decode(shot_codes[row : row + 1, :, :frames])
+                    audio = decoded.cpu().numpy()[0, 0].astype(np.float32)
+                else:
+                    audio = np.zeros(0, dtype=np.float32)
+                ended = bool(g.ended[row])
+                out[b][drum] = OneShot(drum, audio, codec.sample_rate, frames, ended)
     return out
 
 
 def extract_clip(
     mixture: np.ndarray, codec: DacCodec, models: dict[str, DoseTransformer], **sampling
 ) -> dict[str, OneShot]:
-    """`extract_clips` for one mixture clip ``[samples]``."""
+    """`extract_clips` for one mixture clip ``[samples]`` (key "")."""
     return extract_clips(mixture[None], codec, models, **sampling)[0]
 
 
@@ -207,7 +244,9 @@ def extract_song(
         path = out_dir / f"{song.stem}.{drum}.wav"
         if shot.frames:
             atomic_write_bytes(path, wav_bytes(shot.audio, shot.sample_rate))
-        peak = float(np.abs(shot.audio).max()) if shot.audio.size else 0.0
+        else:  # no one-shot this time: leave no file of an earlier run behind
+            path.unlink(missing_ok=True)
+        peak = float(np.abs(np.clip(shot.audio, -1.0, 1.0)).max()) if shot.audio.size else 0.0
         record[drum] = {
             "file": path.name if shot.frames else None,
             "frames": shot.frames,

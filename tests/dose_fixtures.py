@@ -38,11 +38,21 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def write_tiny_codec(path: Path, seed: int = 0, kwargs: dict | None = None) -> Path:
-    """Write a random-weight DAC in the released file format to ``path``; returns it."""
+def write_tiny_codec(
+    path: Path, seed: int = 0, kwargs: dict | None = None, loud: bool = False
+) -> Path:
+    """Write a random-weight DAC in the released file format to ``path``; returns it.
+
+    Random weights decode to near-silence (peaks ~1e-7); ``loud`` scales the decoder's last
+    convolution so that decoded audio reaches about -6 dBFS, for tests that compare sounds.
+    """
     from dose_model.codec import DacCodec
 
-    DacCodec.random(kwargs or TINY_CODEC_KWARGS, seed=seed).save(path)
+    codec = DacCodec.random(kwargs or TINY_CODEC_KWARGS, seed=seed)
+    if loud:
+        with torch.no_grad():
+            codec.model.decoder.model[-2].weight_g.mul_(3e6)  # the conv before the tanh
+    codec.save(path)
     return path
 
 

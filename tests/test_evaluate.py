@@ -24,7 +24,7 @@ ROWS = 14  # max_target_len: the ground truth is cut to (14 - 10) frames = 2048 
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_fake_rmod(root / "rmod", counts={"valid": 1, "test": 3})
-    codec = write_tiny_codec(root / "codec.pth")
+    codec = write_tiny_codec(root / "codec.pth", loud=True)  # decodes to audible levels
     ckpt = write_tiny_dose_checkpoint(root / "kick.ckpt", max_target_len=ROWS)
     return data, codec, ckpt
 
@@ -37,34 +37,39 @@ def read_rows(path):
 def test_scores_every_row_and_drum_independently_of_batching(setup, tmp_path, capsys):
     data, codec, ckpt = setup
     argv = ["--manifest", str(data), "--codec-weights", str(codec), "--kick", str(ckpt)]
-    argv += ["--hihat", str(ckpt), "--no-progress", "--device", "cpu"]
-    assert main(argv + ["--out", str(tmp_path / "a"), "--batch-size", "2", "--save-audio"]) == 0
-    out = capsys.readouterr().out
-    table = out.splitlines()
+    argv += ["--hihat", str(ckpt), "--no-progress", "--device", "cpu", "--save-audio"]
+    argv += ["--strategy", "top-p", "--seed", "7"]
+    assert main(argv + ["--out", str(tmp_path / "a"), "--batch-size", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["drum", "rows", "MSS", "model", "MSS", "DAC", "MSS", "silence"]
     assert [line.split()[:2] for line in table[1:3]] == [["kick", "3"], ["hihat", "3"]]
     rows = read_rows(tmp_path / "a" / "rows.csv")
     assert [(r["id"], r["drum"]) for r in rows] == [
         (f"test-{i:06d}", d) for i in range(3) for d in ("kick", "hihat")
     ]
+    n = (ROWS - 10) * HOP
     for r in rows:
         truth, sr = sf.read(data / "test" / "000000" / f"{r['id']}_{r['drum']}.wav")
-        ref = truth.mean(axis=1)[: (ROWS - 10) * HOP]
-        assert float(r["mss_silence"]) == pytest.approx(
-            mss_distance(np.zeros_like(ref), ref), rel=1e-4
-        )
-        assert 0 <= float(r["mss_dac"]) and 0 <= float(r["mss_model"])
-        if int(r["frames"]):
-            wav = tmp_path / "a" / "audio" / f"{r['id']}.{r['drum']}.wav"
-            assert sf.info(wav).frames == int(r["frames"]) * HOP
+        ref = truth.mean(axis=1)[:n]
+        silence = mss_distance(np.zeros_like(ref), ref)
+        assert float(r["mss_silence"]) == pytest.approx(silence, rel=1e-4)
+        # the estimate is the saved one-shot, cut to the reference's length
+        wav, _ = sf.read(tmp_path / "a" / "audio" / f"{r['id']}.{r['drum']}.wav")
+        assert wav.shape == (int(r["frames"]) * HOP,) and np.abs(wav).max() > 0.01
+        model = mss_distance(np.pad(wav, (0, max(0, n - wav.size)))[:n], ref)
+        assert float(r["mss_model"]) == pytest.approx(model, rel=1e-3)
+        assert float(r["mss_model"]) != pytest.approx(silence, rel=1e-3)
+        assert float(r["mss_dac"]) != pytest.approx(silence, rel=1e-3)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["rows"] == {"kick": 3, "hihat": 3} and summary["skipped"] == []
-    silence = [float(r["mss_silence"]) for r in rows if r["drum"] == "kick"]
-    assert summary["scores"]["kick"]["mss_silence"]["mean"] == pytest.approx(
-        np.mean(silence), rel=1e-4
-    )
+    assert summary["batch_size"] == 2 and summary["sampling"]["seed"] == 7
+    kick = [float(r["mss_model"]) for r in rows if r["drum"] == "kick"]
+    assert summary["scores"]["kick"]["mss_model"]["mean"] == pytest.approx(np.mean(kick), rel=1e-4)
+    # top-p rows draw from their own seeds: batch 3 gives the same sounds as batch 2
     assert main(argv + ["--out", str(tmp_path / "b"), "--batch-size", "3"]) == 0
     assert (tmp_path / "a" / "rows.csv").read_text() == (tmp_path / "b" / "rows.csv").read_text()
+    for wav in sorted((tmp_path / "a" / "audio").iterdir()):
+        assert wav.read_bytes() == (tmp_path / "b" / "audio" / wav.name).read_bytes()
 
 
 def test_unreadable_row_is_skipped_by_path_and_others_scored(setup, tmp_path, capsys):
@@ -91,3 +96,9 @@ def test_missing_split_and_no_model_are_errors(setup, tmp_path, capsys):
     assert "no train manifest (found: ['test', 'valid'])" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(argv)
+    capsys.readouterr()
+    # a manifest file: its own split, not the folder default "test"
+    valid = data / "manifests" / "valid.jsonl"
+    argv = ["--manifest", str(valid), "--codec-weights", str(codec), "--kick", str(ckpt)]
+    assert main(argv + ["--out", str(tmp_path / "v"), "--no-progress"]) == 0
+    assert "1 scores from the valid split" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from dose_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     write_tiny_dose_checkpoint,
 )
 
-from dose_model.checkpoints import CheckpointError, load_any_model
+from dose_model.checkpoints import FORMAT, CheckpointError, load_any_model
 from dose_model.cli.extract import main
 from dose_model.codec import DacCodec
 from dose_model.config import ModelConfig
@@ -66,8 +66,9 @@ def test_cli_writes_oneshots_and_sidecar_reproducibly(files, tmp_path, capsys):
         rec = side["oneshots"][drum]
         info = sf.info(tmp_path / "a" / rec["file"])
         assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "PCM_16")
-        # random weights rarely end by themselves: then every complete frame is kept
-        assert rec["frames"] == (TARGET_ROWS - 9 if not rec["ended"] else rec["frames"])
+        # random weights rarely end by themselves; at the length limit a one-shot keeps the
+        # longest training target's frames (max_target_len - 10)
+        assert rec["frames"] == TARGET_ROWS - 10 if not rec["ended"] else rec["frames"] <= 4
         assert info.frames == rec["frames"] * 512
         assert rec["checkpoint"] == str(ckpt)
     assert not (tmp_path / "a" / "song.hihat.wav").exists()
@@ -91,6 +92,38 @@ def test_given_start_short_song_and_bad_songs(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(root / "short.flac"), "--codec-weights", str(codec), "--out", str(tmp_path)])
     assert "give at least one of --kick" in capsys.readouterr().err
+    for bad in (["--temperature", "0"], ["--top-p", "0"], ["--top-p", "1.5"]):
+        with pytest.raises(SystemExit):
+            main([str(root / "short.flac")] + argv + bad)
+        assert "--temperature must be > 0 and --top-p in (0, 1]" in capsys.readouterr().err
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "short.flac").write_bytes((root / "short.flac").read_bytes())
+    with pytest.raises(SystemExit):  # both would write short.kick.wav: refused before any work
+        main([str(root / "short.flac"), str(twin / "short.flac")] + argv)
+    assert "would both write short.<drum>.wav" in capsys.readouterr().err
+
+
+def test_models_that_do_not_fit_are_refused_at_load_by_path(files, tmp_path, capsys):
+    root, codec, ckpt = files
+    bad = tmp_path / "short-mixture.ckpt"
+    torch.save(
+        {
+            "format": FORMAT,
+            "model_config": (
+                cfg := ModelConfig(num_layers=1, num_heads=2, d_model=32, mixture_len=100)
+            ).to_dict(),
+            "model": DoseTransformer(cfg).state_dict(),
+        },
+        bad,
+    )
+    songs = [str(root / "song.wav"), str(root / "short.flac")]
+    argv = ["--codec-weights", str(codec), "--out", str(tmp_path / "o")]
+    assert main(songs + ["--kick", str(bad)] + argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and f"{bad}: the model takes 100 mixture positions" in err
+    assert main(songs + ["--kick", str(PUBLISHED_TINY), "--heads", "3"] + argv) == 1
+    assert f"{PUBLISHED_TINY}: model.d_model (64) must be divisible" in capsys.readouterr().err
 
 
 def test_published_checkpoint_extracts_and_top_p_is_seeded(files):
@@ -114,9 +147,24 @@ def test_model_and_clip_must_agree(files, tmp_path):
     root, codec_path, ckpt = files
     codec = DacCodec.load(codec_path)
     model = DoseTransformer(ModelConfig(num_layers=1, num_heads=2, d_model=32, mixture_len=100))
-    with pytest.raises(ExtractError, match="takes 100 mixture positions.* gives 353"):
+    with pytest.raises(ExtractError, match="kick model: the model takes 100 mixture .* gives 353"):
         extract_clip(np.zeros(4 * SR, dtype=np.float32), codec, {"kick": model})
     junk = tmp_path / "junk.ckpt"
     torch.save({"weights": torch.zeros(1)}, junk)
     with pytest.raises(CheckpointError, match="neither a dose-train checkpoint"):
         load_any_model(junk)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_extraction_equals_cpu(files):
+    """Model and codec on the GPU give the one-shot the CPU gives (greedy, fp32, no TF32)."""
+    root, codec_path, ckpt = files
+    mixture = clip(sf.read(root / "song.wav", dtype="float32")[0].mean(axis=1), 0, 4 * SR)
+    shots = []
+    for device in ("cpu", "cuda"):
+        codec = DacCodec.load(codec_path, device=device)
+        codec.tf32 = False
+        model = load_any_model(ckpt, device=device)
+        shots.append(extract_clip(mixture, codec, {"kick": model})["kick"])
+    assert shots[0].frames == shots[1].frames
+    np.testing.assert_allclose(shots[1].audio, shots[0].audio, atol=1e-4)

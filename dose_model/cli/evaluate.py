@@ -32,8 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--manifest", required=True, help="RMOD dataset folder DIR (or a manifest)")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="(test)")
+    p.add_argument(
+        "--manifest",
+        required=True,
+        help="RMOD dataset folder DIR, or one manifest DIR/manifests/<split>.jsonl",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=("train", "valid", "test"),
+        help="split to score (default: test for a folder, the manifest's own split for a file)",
+    )
     p.add_argument("--out", required=True, help="folder for rows.csv and summary.json")
     p.add_argument("--max-rows", type=int, default=None, help="first N rows only (default all)")
     p.add_argument("--batch-size", type=int, default=8, help="mixtures per batch (default 8)")

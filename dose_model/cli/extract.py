@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from dose_model import DRUMS
 
@@ -16,6 +17,7 @@ files written under OUT, per song:
   <stem>.<drum>.wav      the one-shot: mono 16-bit WAV at the codec's rate (44.1 kHz)
   <stem>.extract.json    clip start, sampling settings, checkpoints, frames and peak per drum
 a song that cannot be read is reported by path and skipped; the exit status is then 1.
+with --strategy top-p each drum samples from a generator seeded by (--seed, drum).
 """
 
 
@@ -58,13 +60,19 @@ def load_codec_and_models(parser: argparse.ArgumentParser, args: argparse.Namesp
     checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
     if not checkpoints:
         parser.error("give at least one of --kick, --snare, --hihat")
+    if not args.temperature > 0 or not 0 < args.top_p <= 1:
+        parser.error("--temperature must be > 0 and --top-p in (0, 1]")
     from dose_model.checkpoints import load_any_model
     from dose_model.codec import DacCodec
     from dose_model.device import resolve_device
+    from dose_model.extract import check_model_fits
 
     device = resolve_device(args.device)
     codec = DacCodec.load(args.codec_weights, device=device)
-    models = {d: load_any_model(p, args.heads, device) for d, p in checkpoints.items()}
+    models = {}
+    for drum, path in checkpoints.items():
+        models[drum] = load_any_model(path, args.heads, device)
+        check_model_fits(models[drum], codec, path)
     sampling = {
         "strategy": args.strategy,
         "top_p": args.top_p,
@@ -98,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a song or model failed, 2 bad arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    stems: dict[str, str] = {}
+    for song in args.songs:
+        stem = Path(song).stem
+        if stem in stems:
+            parser.error(
+                f"{stems[stem]} and {song} would both write {stem}.<drum>.wav; "
+                "extract them into different --out folders"
+            )
+        stems[stem] = song
     from dose_model.extract import ExtractError, extract_song
 
     try:
