@@ -5,8 +5,9 @@
 # carries .whl and gpu_check.sh installs them to /tmp/site.
 #
 #   bash benchmarks/device_wheels.sh            # from the repository root, once
+#   PYVER=3.13 bash benchmarks/device_wheels.sh # if the lent machine's python3 is not 3.12
 set -euo pipefail
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .whl \
     soundfile==0.13.1 cffi==2.0.0 pycparser==2.23

@@ -9,27 +9,33 @@
 #
 #   bash benchmarks/device_wheels.sh                       # here, once: writes .whl/
 #   bash benchmarks/gpu_check.sh                           # there, carry [".whl"]; the steps
-#                                                          # are capped at 150 + 270 + 120 s
+#                                                          # are capped at 90+150+240+90 s
 set -u
 out="${OUT:-.}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl; then
+        export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    else
+        echo "gpu_check: the wheels in .whl/ do not install on $(python3 -V);" \
+            "rerun benchmarks/device_wheels.sh with PYVER set to that version" >&2
+    fi
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu_env.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
     2>&1 | tee -a "$out/gpu_env.txt"
 # --noconftest: the shared fixtures build RMOD libraries (rmod's audio stack is not there);
 # the CUDA tests use only tests/dose_fixtures.py.
-python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_dac_codec.py \
-    tests/test_generate.py tests/test_train.py -k cuda -rs 2>&1 | tee "$out/gpu_tests.txt"
+timeout 90 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_dac_codec.py \
+    tests/test_generate.py tests/test_train.py tests/test_model.py tests/test_extract.py \
+    -k cuda -rs 2>&1 | tee "$out/gpu_tests.txt"
 # The issue's table first (eager, fp32 and bf16, ratios to the published eager row of the same
 # precision), then bf16 again with compiled rows (compiling takes a minute or two per model),
 # then the codec. Each step is capped so that a slow one still leaves the others' logs.
 timeout 150 python3 benchmarks/bench_train.py 2>&1 | tee "$out/gpu_bench_train.txt"
-timeout 270 python3 benchmarks/bench_train.py --precisions bf16 --compile 2>&1 \
+timeout 240 python3 benchmarks/bench_train.py --precisions bf16 --compile 2>&1 \
     | tee "$out/gpu_bench_train_compile.txt"
-timeout 120 python3 benchmarks/bench_codec.py --json "$out/gpu_bench_codec.json" 2>&1 \
+timeout 90 python3 benchmarks/bench_codec.py --json "$out/gpu_bench_codec.json" 2>&1 \
     | tee "$out/gpu_bench_codec.txt"
