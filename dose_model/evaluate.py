@@ -5,6 +5,8 @@ For every row of the split (``DIR/manifests/<split>.jsonl``) and every drum with
 * **model**: the one-shot extracted from the row's 4 s mixture (`extract_clips`, greedy by
   default; with top-p each row samples from its own seed, see `element_seed`), against the
   row's ground-truth one-shot;
+* **baseline**: the separation-based baseline without learned weights (`dose_model.baseline`:
+  harmonic/percussive separation and a band-pass, then the most isolated loud hit);
 * **dac**: the ground truth encoded and decoded by the codec, against the ground truth: the
   codec's own ceiling, the paper's "DAC reconstruction" row (Table I);
 * **silence**: an all-zero estimate against the ground truth, a floor any model must beat.
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dose_model.baseline import baseline_oneshot
 from dose_model.codec import DacCodec
 from dose_model.extract import WINDOW_S, clip, extract_clips, wav_bytes
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
@@ -42,8 +45,8 @@ from dose_model.metrics import mss_distance
 from dose_model.model import DoseTransformer
 from dose_model.tokenize import RowAudioError, load_mono
 
-ROW_FIELDS = ("id", "drum", "frames", "ended", "mss_model", "mss_dac", "mss_silence")
-SCORES = ("mss_model", "mss_dac", "mss_silence")
+SCORES = ("mss_model", "mss_baseline", "mss_dac", "mss_silence")
+ROW_FIELDS = ("id", "drum", "frames", "ended", *SCORES)
 
 
 @dataclass
@@ -59,16 +62,19 @@ class EvalSummary:
     elapsed_s: float = 0.0
 
     def table(self) -> str:
-        """A plain-text table: one line per drum, mean MSS of model / DAC / silence."""
-        lines = [f"{'drum':<7}{'rows':>6}{'MSS model':>12}{'MSS DAC':>10}{'MSS silence':>13}"]
+        """A plain-text table: one line per drum, the mean of each MSS column."""
+        widths = (12, 15, 10, 13)
+        head = ("MSS model", "MSS baseline", "MSS DAC", "MSS silence")
+        lines = [
+            f"{'drum':<7}{'rows':>6}"
+            + "".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True))
+        ]
         for drum, n in self.rows.items():
             s = self.scores[drum]
-            if not s:
-                lines.append(f"{drum:<7}{n:>6}{'-':>12}{'-':>10}{'-':>13}")
-                continue
+            cells = [f"{s[c]['mean']:.3f}" if s else "-" for c in SCORES]
             lines.append(
-                f"{drum:<7}{n:>6}{s['mss_model']['mean']:>12.3f}{s['mss_dac']['mean']:>10.3f}"
-                f"{s['mss_silence']['mean']:>13.3f}"
+                f"{drum:<7}{n:>6}"
+                + "".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
             )
         return "\n".join(lines)
 
@@ -140,7 +146,7 @@ def evaluate_split(
         if batch:
             keys = [row.id for row in batch]  # top-p: each row's own seed, whatever the batch
             shots = extract_clips(np.stack(mixtures), codec, models, keys, **sampling)
-            for row, truth, extracted in zip(batch, truths, shots, strict=True):
+            for row, mixture, truth, extracted in zip(batch, mixtures, truths, shots, strict=True):
                 for drum, shot in extracted.items():
                     ref = truth[drum]
                     estimate = clip(shot.audio, 0, ref.shape[0])
@@ -151,6 +157,9 @@ def evaluate_split(
                             "frames": shot.frames,
                             "ended": int(shot.ended),
                             "mss_model": mss_distance(estimate, ref, sr),
+                            "mss_baseline": mss_distance(
+                                baseline_oneshot(mixture, sr, drum, ref.shape[0]), ref, sr
+                            ),
                             "mss_dac": mss_distance(_reconstruct(codec, ref), ref, sr),
                             "mss_silence": mss_distance(np.zeros_like(ref), ref, sr),
                         }

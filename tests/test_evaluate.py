@@ -13,6 +13,7 @@ from dose_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     write_tiny_dose_checkpoint,
 )
 
+from dose_model.baseline import baseline_oneshot
 from dose_model.cli.evaluate import main
 from dose_model.metrics import mss_distance
 
@@ -41,7 +42,8 @@ def test_scores_every_row_and_drum_independently_of_batching(setup, tmp_path, ca
     argv += ["--strategy", "top-p", "--seed", "7"]
     assert main(argv + ["--out", str(tmp_path / "a"), "--batch-size", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["drum", "rows", "MSS", "model", "MSS", "DAC", "MSS", "silence"]
+    head = ["drum", "rows", "MSS", "model", "MSS", "baseline", "MSS", "DAC", "MSS", "silence"]
+    assert table[0].split() == head
     assert [line.split()[:2] for line in table[1:3]] == [["kick", "3"], ["hihat", "3"]]
     rows = read_rows(tmp_path / "a" / "rows.csv")
     assert [(r["id"], r["drum"]) for r in rows] == [
@@ -60,6 +62,9 @@ def test_scores_every_row_and_drum_independently_of_batching(setup, tmp_path, ca
         assert float(r["mss_model"]) == pytest.approx(model, rel=1e-3)
         assert float(r["mss_model"]) != pytest.approx(silence, rel=1e-3)
         assert float(r["mss_dac"]) != pytest.approx(silence, rel=1e-3)
+        mixture, _ = sf.read(data / "test" / "000000" / f"{r['id']}_mix.wav", dtype="float32")
+        baseline = baseline_oneshot(mixture.mean(axis=1), sr, r["drum"], n)
+        assert float(r["mss_baseline"]) == pytest.approx(mss_distance(baseline, ref), rel=1e-4)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["rows"] == {"kick": 3, "hihat": 3} and summary["skipped"] == []
     assert summary["batch_size"] == 2 and summary["sampling"]["seed"] == 7

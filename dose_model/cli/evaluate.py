@@ -14,10 +14,11 @@ from dose_model.cli.extract import add_model_arguments, load_codec_and_models
 EPILOG = """\
 columns (mean over the split's rows, lower is better):
   MSS model    extracted one-shot vs ground truth
+  MSS baseline separation-based baseline without weights (HPSS + band-pass, most isolated hit)
   MSS DAC      ground truth through the codec vs ground truth (the codec's ceiling)
   MSS silence  an all-zero estimate vs ground truth (a floor to beat)
 files written under OUT:
-  rows.csv       id, drum, frames, ended, mss_model, mss_dac, mss_silence
+  rows.csv       id, drum, frames, ended, mss_model, mss_baseline, mss_dac, mss_silence
   summary.json   per drum: rows, mean and median of each column; skipped rows; settings
   audio/         with --save-audio: <id>.<drum>.wav
 """
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dose-eval",
         description="Score DOSE models (one per drum) on an RMOD split: MSS against the ground "
-        "truth, beside the codec's reconstruction and silence.",
+        "truth, beside a separation-based baseline, the codec's reconstruction and silence.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
