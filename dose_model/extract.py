@@ -34,7 +34,7 @@ from dose_model.codec import DacCodec, sha256_file
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
 from dose_model.generate import generate
 from dose_model.model import DoseTransformer
-from dose_model.tokenize import read_mono
+from dose_model.tokenize import RowAudioError, read_mono
 from dose_model.tokens import mixture_sequence, revert_target, target_lengths
 
 WINDOW_S = 4.0
@@ -218,8 +218,6 @@ def extract_song(
     Raises:
         ExtractError: the song cannot be read, or ``start_s`` lies outside it.
     """
-    from dose_model.tokenize import RowAudioError
-
     song = Path(song)
     sr = codec.sample_rate
     try:
