@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,8 +163,13 @@ def verify_dataset(
     root: str | os.PathLike,
     progress: bool = True,
     on_row: Callable[[ManifestRow], None] | None = None,
+    jobs: int = 1,
 ) -> VerifyReport:
-    """Run every check on the dataset in ``root``; returns a :class:`VerifyReport`."""
+    """Run every check on the dataset in ``root``; returns a :class:`VerifyReport`.
+
+    ``jobs`` threads check rows' files at once (decoding and hashing release the GIL); the
+    problems come out in manifest order whatever the number of threads.
+    """
     root = Path(root)
     report = VerifyReport(root=root)
     try:
@@ -176,6 +182,16 @@ def verify_dataset(
     used_by: dict[str, set[str]] = defaultdict(set)
     total = sum(info.counts.values())
     bar = tqdm(total=total, desc="rmod-verify", unit="row", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    pending: deque[tuple[Future, list[Problem]]] = deque()
+
+    def settle(keep: int) -> None:
+        """Collect finished row checks in order until at most ``keep`` are pending."""
+        while len(pending) > keep:
+            future, before = pending.popleft()
+            report.problems += before + future.result()
+            bar.update(1)
+
     for split in SPLITS:
         path = manifest_path(root, split)
         rel_manifest = str(path.relative_to(root))
@@ -188,9 +204,9 @@ def verify_dataset(
             for row in iter_manifest(path):
                 n += 1
                 report.rows += 1
-                bar.update(1)
+                before = []  # this row's problems found here, listed before its file checks
                 if row.id in seen:
-                    report.problems.append(
+                    before.append(
                         Problem(rel_manifest, f"duplicate id {row.id} (also in {seen[row.id]})")
                     )
                 seen.setdefault(row.id, f"{split} manifest")
@@ -199,14 +215,23 @@ def verify_dataset(
                 report.files += len(row.files())
                 for rel in row.files().values():
                     referenced[posixpath.dirname(rel)] += 1
-                report.problems += check_row(root, row, info, split)
+                if pool is None:
+                    report.problems += before + check_row(root, row, info, split)
+                    bar.update(1)
+                else:
+                    pending.append((pool.submit(check_row, root, row, info, split), before))
+                    settle(keep=4 * jobs)  # bounded look-ahead: memory stays flat
                 if on_row is not None:
                     on_row(row)
         except ManifestError as exc:
+            settle(keep=0)
             report.problems.append(Problem(rel_manifest, str(exc)))
+        settle(keep=0)
         expected = info.counts.get(split, 0)
         if n != expected:
             report.problems.append(Problem(rel_manifest, f"{n} rows, build.json says {expected}"))
+    if pool is not None:
+        pool.shutdown()
     bar.close()
     report.problems += check_strays(root, referenced)
     for sid, splits in sorted(used_by.items()):

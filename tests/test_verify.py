@@ -162,3 +162,20 @@ def test_output_into_a_closed_pipe_ends_without_traceback(command, good, small_l
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == BROKEN_PIPE_STATUS, err
     assert "Traceback" not in err
+
+
+def test_threads_give_the_same_report_in_the_same_order(ds):
+    """Damage in several rows and splits: 1 thread and 3 threads list the same problems in the
+    same (manifest) order."""
+    for split, role in (("train", "mixture"), ("valid", "kick"), ("test", "snare")):
+        row = first_row(ds, split)
+        rel = row.mixture if role == "mixture" else row.oneshots[role]
+        path = ds / rel
+        path.write_bytes(path.read_bytes()[:100])
+    manifest = ds / "manifests" / "train.jsonl"
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(lines + lines[:1]))  # a duplicate row too
+    one = [str(p) for p in verify_dataset(ds, progress=False, jobs=1).problems]
+    three = [str(p) for p in verify_dataset(ds, progress=False, jobs=3).problems]
+    assert len(one) >= 5 and three == one
+    assert [p.split(":")[0].split("/")[0] for p in one[:1]] == ["train"]

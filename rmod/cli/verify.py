@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rmod.cli import quiet_broken_pipe
@@ -29,6 +30,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="list at most this many problems, 0 = all; the count is always shown (default: 50)",
     )
     p.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads checking files at once; the report is the same for any number "
+        "(default: the CPU count, %(default)s here)",
+    )
+    p.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
     )
     return p.parse_args(argv)
@@ -38,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when the dataset passes every check, 1 otherwise."""
     args = parse_args(argv)
-    report = verify_dataset(args.dir, progress=not args.no_progress)
+    if args.jobs < 1:
+        print("rmod-verify: error: --jobs must be >= 1", file=sys.stderr)
+        return 2
+    report = verify_dataset(args.dir, progress=not args.no_progress, jobs=args.jobs)
     shown = report.problems if args.max_problems <= 0 else report.problems[: args.max_problems]
     for problem in shown:
         print(f"PROBLEM {problem}")
