@@ -23,6 +23,8 @@ LarsNet's numbers (Table I of the paper).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 BANDS = {"kick": (30.0, 150.0), "snare": (150.0, 5000.0), "hihat": (6000.0, 16000.0)}
@@ -39,25 +41,51 @@ GATE_DB = -40.0
 """The hit ends where its envelope last rises above this level relative to its peak."""
 
 
-def separate(mixture: np.ndarray, sample_rate: int, drum: str) -> np.ndarray:
-    """The drum's stem of a mono mixture: percussive part (HPSS), band-passed to
-    ``BANDS[drum]`` (upper edge kept below Nyquist). float32 ``[samples]``."""
+def percussive_part(mixture: np.ndarray) -> np.ndarray:
+    """The percussive part of a mono mixture (median-filtering HPSS, 2048-point STFT),
+    float32, same length; shared by every drum's stem. A mixture shorter than one STFT frame
+    is zero-padded for the separation.
+
+    Raises:
+        ValueError: the mixture is not 1-D or holds non-finite samples.
+    """
     import librosa
+
+    x = np.asarray(mixture, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"expected a mono mixture [samples], got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the mixture holds NaN or infinite samples")
+    n = x.shape[0]
+    padded = np.pad(x, (0, max(0, 2048 - n)))
+    return librosa.effects.percussive(padded)[:n].astype(np.float32)
+
+
+def separate(
+    mixture: np.ndarray, sample_rate: int, drum: str, percussive: np.ndarray | None = None
+) -> np.ndarray:
+    """The drum's stem of a mono mixture: its percussive part (`percussive_part`, or the one
+    given), band-passed to ``BANDS[drum]``; float32 ``[samples]``. A band that lies above the
+    Nyquist frequency gives silence."""
     from scipy.signal import butter, sosfiltfilt
 
     if drum not in BANDS:
         raise ValueError(f"unknown drum {drum!r}; expected one of {sorted(BANDS)}")
-    percussive = librosa.effects.percussive(np.asarray(mixture, dtype=np.float32))
+    if percussive is None:
+        percussive = percussive_part(mixture)
     low, high = BANDS[drum]
     high = min(high, 0.45 * sample_rate)
+    if low >= high or percussive.shape[0] <= 27:  # 27: sosfiltfilt's padding of this filter
+        return np.zeros_like(percussive)
     sos = butter(4, [low, high], btype="bandpass", fs=sample_rate, output="sos")
     return sosfiltfilt(sos, percussive).astype(np.float32)
 
 
 def detect_onsets(stem: np.ndarray, sample_rate: int) -> np.ndarray:
     """Sample positions where the stem's level rises: the positive slope of its RMS level in
-    dB (23 ms frames, 5.8 ms hop), counted only within `RANGE_DB` of the stem's peak level and
-    peak-picked at least `MIN_GAP_S` apart; each placed at its attack (see below)."""
+    dB (1024-sample frames, 256-sample hop: 23 ms and 5.8 ms at 44.1 kHz), counted only within
+    `RANGE_DB` of the stem's peak level and peak-picked at least `MIN_GAP_S` apart; each placed
+    at its attack (see below)."""
     import librosa
 
     hop = 256
@@ -69,7 +97,7 @@ def detect_onsets(stem: np.ndarray, sample_rate: int) -> np.ndarray:
     frames = librosa.onset.onset_detect(
         onset_envelope=rise, sr=sample_rate, hop_length=hop, units="frames", wait=wait
     )
-    # A frame's window spans +-512 samples around frame * hop: find the attack inside it, the
+    # Look for the attack within +-1024 samples of frame * hop (the frame spans +-512): the
     # first sample reaching 30 % of the window's peak (the percussive part's STFT smears an
     # attack up to 23 ms earlier at a lower level), minus a 2 ms pre-roll.
     onsets = []
@@ -79,16 +107,15 @@ def detect_onsets(stem: np.ndarray, sample_rate: int) -> np.ndarray:
         mag = np.abs(stem[a:b])
         first = int(np.argmax(mag >= 0.3 * mag.max())) if b > a else 0
         onsets.append(max(0, a + first - int(0.002 * sample_rate)))
-    return np.unique(np.asarray(onsets, dtype=np.int64))
+    return np.unique(np.asarray(onsets, dtype=np.int64))  # sorted; merges equal positions
 
 
 def pick_hit(stem: np.ndarray, mixture: np.ndarray, sample_rate: int, length: int) -> np.ndarray:
     """The most isolated loud hit of ``stem`` (see the module docstring), float32 ``[length]``."""
 
     onsets = detect_onsets(stem, sample_rate)
-    out = np.zeros(length, dtype=np.float32)
-    onsets = np.unique(onsets)
-    if onsets.size == 0:
+    out = np.zeros(max(0, length), dtype=np.float32)
+    if onsets.size == 0 or length <= 0:
         return out
     ends = np.minimum(np.append(onsets[1:], stem.shape[0]), onsets + length)
     stem64, mix64 = stem.astype(np.float64), mixture.astype(np.float64)
@@ -104,7 +131,8 @@ def pick_hit(stem: np.ndarray, mixture: np.ndarray, sample_rate: int, length: in
     start, end = int(onsets[best]), int(ends[best])
     hit = stem[start:end].copy()
     # Gate the tail: end where the hit's 10 ms envelope stays below GATE_DB under its peak.
-    env = np.sqrt(np.convolve(hit.astype(np.float64) ** 2, np.ones(441) / 441, mode="same"))
+    win = max(1, min(hit.shape[0], round(0.010 * sample_rate)))
+    env = np.sqrt(np.convolve(hit.astype(np.float64) ** 2, np.ones(win) / win, mode="same"))
     above = np.nonzero(env >= env.max() * 10 ** (GATE_DB / 20))[0]
     cut = int(above[-1]) + 1 if above.size else hit.shape[0]
     hit = hit[:cut]
@@ -115,6 +143,20 @@ def pick_hit(stem: np.ndarray, mixture: np.ndarray, sample_rate: int, length: in
     return out
 
 
+def baseline_oneshots(
+    mixture: np.ndarray, sample_rate: int, drums: Sequence[str], length: int | dict[str, int]
+) -> dict[str, np.ndarray]:
+    """The baseline's one-shot of each drum (one separation shared by all), float32
+    ``[length]`` (or ``[length[drum]]``)."""
+    percussive = percussive_part(mixture)
+    out = {}
+    for drum in drums:
+        n = length[drum] if isinstance(length, dict) else length
+        stem = separate(mixture, sample_rate, drum, percussive)
+        out[drum] = pick_hit(stem, mixture, sample_rate, n)
+    return out
+
+
 def baseline_oneshot(mixture: np.ndarray, sample_rate: int, drum: str, length: int) -> np.ndarray:
     """`separate` then `pick_hit`: the baseline's one-shot of ``drum``, float32 ``[length]``."""
-    return pick_hit(separate(mixture, sample_rate, drum), mixture, sample_rate, length)
+    return baseline_oneshots(mixture, sample_rate, [drum], length)[drum]

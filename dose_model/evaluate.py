@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dose_model.baseline import baseline_oneshot
+from dose_model.baseline import baseline_oneshots
 from dose_model.codec import DacCodec
 from dose_model.extract import WINDOW_S, clip, extract_clips, wav_bytes
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
@@ -147,6 +147,7 @@ def evaluate_split(
             keys = [row.id for row in batch]  # top-p: each row's own seed, whatever the batch
             shots = extract_clips(np.stack(mixtures), codec, models, keys, **sampling)
             for row, mixture, truth, extracted in zip(batch, mixtures, truths, shots, strict=True):
+                base = baseline_oneshots(mixture, sr, list(models), shot_samples)
                 for drum, shot in extracted.items():
                     ref = truth[drum]
                     estimate = clip(shot.audio, 0, ref.shape[0])
@@ -157,9 +158,7 @@ def evaluate_split(
                             "frames": shot.frames,
                             "ended": int(shot.ended),
                             "mss_model": mss_distance(estimate, ref, sr),
-                            "mss_baseline": mss_distance(
-                                baseline_oneshot(mixture, sr, drum, ref.shape[0]), ref, sr
-                            ),
+                            "mss_baseline": mss_distance(base[drum], ref, sr),
                             "mss_dac": mss_distance(_reconstruct(codec, ref), ref, sr),
                             "mss_silence": mss_distance(np.zeros_like(ref), ref, sr),
                         }

@@ -132,6 +132,8 @@ def extract_clips(
     """
     n = mixtures.shape[0]
     keys = list(keys) if keys is not None else [""] * n
+    if len(keys) != n:
+        raise ValueError(f"{len(keys)} keys for {n} clips")
     codes = codec.encode(torch.from_numpy(np.ascontiguousarray(mixtures))[:, None])  # [B, 9, T]
     tokens = mixture_sequence(codes.cpu())
     out: list[dict[str, OneShot]] = [{} for _ in range(n)]

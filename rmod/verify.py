@@ -37,6 +37,8 @@ from rmod.manifest import (
 )
 
 PCM16 = "PCM_16"
+LOOKAHEAD_PER_JOB = 4
+"""With ``jobs`` threads, at most ``max(1, LOOKAHEAD_PER_JOB * jobs)`` rows are in flight."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ def verify_dataset(
     """Run every check on the dataset in ``root``; returns a :class:`VerifyReport`.
 
     ``jobs`` threads check rows' files at once (decoding and hashing release the GIL); the
-    problems come out in manifest order whatever the number of threads.
+    problems come out in manifest order whatever the number of threads. With threads,
+    ``on_row`` is called as a row is read, before its files are checked.
     """
     root = Path(root)
     report = VerifyReport(root=root)
@@ -192,47 +195,51 @@ def verify_dataset(
             report.problems += before + future.result()
             bar.update(1)
 
-    for split in SPLITS:
-        path = manifest_path(root, split)
-        rel_manifest = str(path.relative_to(root))
-        if not path.is_file():
-            what = "manifest is missing (after an interrupted build: rerun the same rmod-build)"
-            report.problems.append(Problem(rel_manifest, what))
-            continue
-        n = 0
-        try:
-            for row in iter_manifest(path):
-                n += 1
-                report.rows += 1
-                before = []  # this row's problems found here, listed before its file checks
-                if row.id in seen:
-                    before.append(
-                        Problem(rel_manifest, f"duplicate id {row.id} (also in {seen[row.id]})")
-                    )
-                seen.setdefault(row.id, f"{split} manifest")
-                for sid in row.source_ids():
-                    used_by[sid].add(split)
-                report.files += len(row.files())
-                for rel in row.files().values():
-                    referenced[posixpath.dirname(rel)] += 1
-                if pool is None:
-                    report.problems += before + check_row(root, row, info, split)
-                    bar.update(1)
-                else:
-                    pending.append((pool.submit(check_row, root, row, info, split), before))
-                    settle(keep=4 * jobs)  # bounded look-ahead: memory stays flat
-                if on_row is not None:
-                    on_row(row)
-        except ManifestError as exc:
+    try:
+        for split in SPLITS:
+            path = manifest_path(root, split)
+            rel_manifest = str(path.relative_to(root))
+            if not path.is_file():
+                what = "manifest is missing (after an interrupted build: rerun the same rmod-build)"
+                report.problems.append(Problem(rel_manifest, what))
+                continue
+            n = 0
+            try:
+                for row in iter_manifest(path):
+                    n += 1
+                    report.rows += 1
+                    before = []  # this row's problems found here, listed before its file checks
+                    if row.id in seen:
+                        before.append(
+                            Problem(rel_manifest, f"duplicate id {row.id} (also in {seen[row.id]})")
+                        )
+                    seen.setdefault(row.id, f"{split} manifest")
+                    for sid in row.source_ids():
+                        used_by[sid].add(split)
+                    report.files += len(row.files())
+                    for rel in row.files().values():
+                        referenced[posixpath.dirname(rel)] += 1
+                    if pool is None:
+                        report.problems += before + check_row(root, row, info, split)
+                        bar.update(1)
+                    else:
+                        pending.append((pool.submit(check_row, root, row, info, split), before))
+                        settle(keep=max(1, LOOKAHEAD_PER_JOB * jobs))  # memory stays flat
+                    if on_row is not None:
+                        on_row(row)
+            except ManifestError as exc:
+                settle(keep=0)
+                report.problems.append(Problem(rel_manifest, str(exc)))
             settle(keep=0)
-            report.problems.append(Problem(rel_manifest, str(exc)))
-        settle(keep=0)
-        expected = info.counts.get(split, 0)
-        if n != expected:
-            report.problems.append(Problem(rel_manifest, f"{n} rows, build.json says {expected}"))
-    if pool is not None:
-        pool.shutdown()
-    bar.close()
+            expected = info.counts.get(split, 0)
+            if n != expected:
+                report.problems.append(
+                    Problem(rel_manifest, f"{n} rows, build.json says {expected}")
+                )
+    finally:  # also on an error or Ctrl-C: no thread keeps checking
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
     report.problems += check_strays(root, referenced)
     for sid, splits in sorted(used_by.items()):
         if len(splits) > 1:

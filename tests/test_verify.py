@@ -164,9 +164,12 @@ def test_output_into_a_closed_pipe_ends_without_traceback(command, good, small_l
     assert "Traceback" not in err
 
 
-def test_threads_give_the_same_report_in_the_same_order(ds):
+def test_threads_give_the_same_report_in_the_same_order(ds, monkeypatch):
     """Damage in several rows and splits: 1 thread and 3 threads list the same problems in the
-    same (manifest) order."""
+    same (manifest) order, also when results are collected while rows are still being read
+    (a look-ahead of one row)."""
+    import rmod.verify
+
     for split, role in (("train", "mixture"), ("valid", "kick"), ("test", "snare")):
         row = first_row(ds, split)
         rel = row.mixture if role == "mixture" else row.oneshots[role]
@@ -179,3 +182,16 @@ def test_threads_give_the_same_report_in_the_same_order(ds):
     three = [str(p) for p in verify_dataset(ds, progress=False, jobs=3).problems]
     assert len(one) >= 5 and three == one
     assert [p.split(":")[0].split("/")[0] for p in one[:1]] == ["train"]
+    monkeypatch.setattr(rmod.verify, "LOOKAHEAD_PER_JOB", 0)
+    assert [str(p) for p in verify_dataset(ds, progress=False, jobs=2).problems] == one
+
+
+def test_an_unexpected_error_in_a_thread_reaches_the_caller(ds, monkeypatch):
+    import rmod.verify
+
+    def boom(root, row, info, split):
+        raise PermissionError(f"cannot read {row.id}")
+
+    monkeypatch.setattr(rmod.verify, "check_row", boom)
+    with pytest.raises(PermissionError, match="cannot read train-00000000"):
+        verify_dataset(ds, progress=False, jobs=2)
