@@ -304,6 +304,18 @@ def test_end_to_end_rmod_build_then_dose_train(tmp_path, builtin_library, capsys
     assert len(valid) == 1
     gen = generate(model, valid[0][0][None], max_len=6, stop_on_end=False)
     assert gen.tokens.shape == (1, 6, 9)
+    # ... and the trained checkpoint is scored on the test split and extracts from a mixture
+    from dose_model.cli.evaluate import main as dose_eval
+    from dose_model.cli.extract import main as dose_extract
+
+    capsys.readouterr()
+    common = ["--codec-weights", str(codec), "--kick", str(run / "best.ckpt"), "--device", "cpu"]
+    assert dose_eval(["--manifest", str(root), "--out", str(tmp_path / "ev"), "--no-progress"]
+                     + common) == 0  # fmt: skip
+    assert "1 scores from the test split" in capsys.readouterr().out
+    (mixture,) = (root / "test").glob("*/*.mixture.wav")
+    assert dose_extract([str(mixture), "--out", str(tmp_path / "ex")] + common) == 0
+    assert (tmp_path / "ex" / f"{mixture.stem}.extract.json").is_file()
 
 
 def test_compiled_training_matches_eager(tmp_path):
