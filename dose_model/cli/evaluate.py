@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dose-eval` (every option with its default)."""
     p = argparse.ArgumentParser(
         prog="dose-eval",
-        description="Score DOSE models (one per drum) on an RMOD split: MSS against the ground "
+        description="Score DOSE models (one per drum) on an RMOD split: MSS against the ground\n"
         "truth, beside a separation-based baseline, the codec's reconstruction and silence.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
