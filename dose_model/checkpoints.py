@@ -180,7 +180,10 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read one of our training checkpoints (weights_only) and check its format tag."""
-    data = _read(path)
+    return _checked_format(_read(path), path)
+
+
+def _checked_format(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
     if data.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a dose-train checkpoint (format {data.get('format')!r})"
@@ -207,11 +210,7 @@ def load_any_model(
     (``state_dict`` with ``inst_decoder.*`` keys, ``num_heads`` heads), in eval mode."""
     data = _read(path)
     if "format" in data:
-        if data["format"] != FORMAT:
-            raise CheckpointError(
-                f"{path}: not a dose-train checkpoint (format {data['format']!r})"
-            )
-        return _our_model(data, device)
+        return _our_model(_checked_format(data, path), device)
     if "state_dict" in data:
         return _published_model(data, path, num_heads, device)
     raise CheckpointError(

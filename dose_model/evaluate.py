@@ -38,12 +38,12 @@ import torch
 
 from dose_model.baseline import baseline_oneshots
 from dose_model.codec import DacCodec
-from dose_model.extract import WINDOW_S, clip, extract_clips, wav_bytes
+from dose_model.extract import WINDOW_S, extract_clips, wav_bytes
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
 from dose_model.manifest import ManifestError, find_manifests, read_manifest
 from dose_model.metrics import mss_distance
 from dose_model.model import DoseTransformer
-from dose_model.tokenize import RowAudioError, load_mono
+from dose_model.tokenize import RowAudioError, clip, load_mono
 
 SCORES = ("mss_model", "mss_baseline", "mss_dac", "mss_silence")
 ROW_FIELDS = ("id", "drum", "frames", "ended", *SCORES)

@@ -34,7 +34,7 @@ from dose_model.codec import DacCodec, sha256_file
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
 from dose_model.generate import generate
 from dose_model.model import DoseTransformer
-from dose_model.tokenize import RowAudioError, read_mono
+from dose_model.tokenize import RowAudioError, clip, read_mono
 from dose_model.tokens import mixture_sequence, revert_target, target_lengths
 
 WINDOW_S = 4.0
@@ -56,14 +56,6 @@ def loudest_window(audio: np.ndarray, window: int, grid: int) -> int:
     last = audio.shape[0] - window
     starts = np.unique(np.append(np.arange(0, last + 1, grid), last))
     return int(starts[np.argmax(energy[starts + window] - energy[starts])])
-
-
-def clip(audio: np.ndarray, start: int, window: int) -> np.ndarray:
-    """``audio[start : start + window]``, zero-padded at the end to ``window`` samples."""
-    out = np.zeros(window, dtype=np.float32)
-    part = audio[start : start + window]
-    out[: part.shape[0]] = part
-    return out
 
 
 @dataclass

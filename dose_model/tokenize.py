@@ -125,13 +125,17 @@ def read_mono(path: Path, sample_rate: int) -> np.ndarray:
     return mono
 
 
+def clip(audio: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``audio[start : start + length]`` as float32, zero-padded at the end to ``length``."""
+    out = np.zeros(length, dtype=np.float32)
+    part = audio[start : start + length]
+    out[: part.shape[0]] = part
+    return out
+
+
 def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
     """`read_mono`, then cropped or zero-padded at the end to ``[samples]``."""
-    mono = read_mono(path, sample_rate)
-    out = np.zeros(samples, dtype=np.float32)
-    n = min(samples, mono.shape[0])
-    out[:n] = mono[:n]
-    return out
+    return clip(read_mono(path, sample_rate), 0, samples)
 
 
 def load_row(row: ManifestRow, sample_rate: int, mix_samples: int, shot_samples: int):

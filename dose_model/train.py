@@ -211,6 +211,7 @@ def evaluate(
     if cfg.eval_max_batches is not None:
         batches = min(batches, cfg.eval_max_batches)
     sums = torch.zeros(5, dtype=torch.float64, device=device)
+    step = _TrainStep(model, cfg)
     for b in range(batches):
         idx = np.arange(b * cfg.batch_size, min(n, (b + 1) * cfg.batch_size))
         share = np.array_split(idx, ddp.world)[ddp.rank]
@@ -218,19 +219,10 @@ def evaluate(
             continue
         batch = _fetch(dataset, share, collate, device)
         with _autocast(device, precision):
-            logits = model.target_logits(batch[0], batch[1][:, :-1])
-        out = _loss(model, cfg, logits, batch)
+            terms = step(*batch)  # loss, full, onset, accuracy
         k = len(share)
         sums += torch.tensor(
-            [
-                out.loss.item() * k,
-                out.full.item() * k,
-                out.onset.item() * k,
-                out.accuracy.item() * k,
-                k,
-            ],
-            dtype=torch.float64,
-            device=device,
+            [t.item() * k for t in terms] + [k], dtype=torch.float64, device=device
         )
     if ddp.world > 1:
         dist.all_reduce(sums)
