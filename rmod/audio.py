@@ -59,28 +59,34 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return audio, int(sr)
 
 
-def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """Return ``audio`` with exactly ``channels`` channels (mono is duplicated, extra
-    channels are averaged down to mono first)."""
+def native_channels(audio: np.ndarray) -> np.ndarray:
+    """Mono stays mono, stereo stays stereo, more channels are averaged down to mono."""
     if audio.ndim == 1:
-        audio = audio[None, :]
-    if audio.shape[0] == channels:
+        return audio[None, :]
+    if audio.shape[0] <= 2:
         return audio
-    mono = audio.mean(axis=0, keepdims=True)
-    return np.repeat(mono, channels, axis=0)
+    return audio.mean(axis=0, keepdims=True, dtype=np.float32)
+
+
+def to_stereo(audio: np.ndarray) -> np.ndarray:
+    """``[1, n]`` duplicated to ``[2, n]``; ``[2, n]`` unchanged."""
+    return audio if audio.shape[0] == 2 else np.repeat(audio, 2, axis=0)
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample ``[channels, samples]`` from ``sr_in`` to ``sr_out`` Hz (soxr, deterministic).
+    """Resample ``[channels, samples]`` from ``sr_in`` to ``sr_out`` Hz (soxr ``HQ``, each
+    channel on its own, as librosa's ``soxr_hq``; deterministic).
 
     The output length is exactly ``round(samples * sr_out / sr_in)``.
     """
     if sr_in == sr_out:
         return audio
-    import librosa
+    import soxr
 
     n_out = int(round(audio.shape[-1] * sr_out / sr_in))
-    out = librosa.resample(audio, orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq", axis=-1)
+    out = np.stack(
+        [soxr.resample(ch, sr_in, sr_out, quality="soxr_hq") for ch in audio.astype(np.float32)]
+    )
     return fit_length(out.astype(np.float32, copy=False), n_out)
 
 
@@ -163,6 +169,44 @@ def write_audio(
     data = encode_audio(audio, sample_rate, fmt)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
+
+
+def encode_audio_file(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[bytes, str]:
+    """Encoded 16-bit bytes of ``audio`` (see :func:`encode_audio`) and their SHA-256."""
+    data = encode_audio(audio, sample_rate, fmt)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """Make every file written in ``folder`` durable, with one flush instead of one per file.
+
+    On Linux one ``syncfs`` flushes the folder's filesystem; elsewhere each file is
+    ``fsync``-ed. The folder itself is ``fsync``-ed last, so the names are durable too.
+    Used before a folder of plainly written files is published by one rename.
+    """
+    folder = Path(folder)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if not _syncfs(fd):
+            for path in folder.iterdir():
+                if path.is_file():
+                    with open(path, "rb") as fh:
+                        os.fsync(fh.fileno())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> bool:
+    """``syncfs(fd)`` through libc where it exists; False when it does not."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    return fn(fd) == 0
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

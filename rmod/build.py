@@ -140,6 +140,21 @@ def default_shard_size(n: int) -> int:
     return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
 
 
+def keeps_pitched_loops(recipe: Any, library: Any, n_examples: int) -> bool:
+    """Whether workers should store whole pitched loops (:class:`rmod.store.SampleStore`).
+
+    Storing pays when a pitched loop is used more than once: when the build has at least
+    as many examples as the library has (loop, semitone) pairs the recipe can draw. Only
+    speed depends on it, never the bytes.
+    """
+    pairs = 0
+    for name in recipe.instrument_names:
+        lo, hi = recipe.instruments.tracks[name].semitones.bounds
+        loops = sum(len(library.ids(name, split)) for split in SPLITS)
+        pairs += loops * int(hi - lo + 1)
+    return pairs > 0 and n_examples >= pairs
+
+
 def make_build_info(
     recipe: Any,
     library: Any,
@@ -320,6 +335,7 @@ def build(options: BuildOptions) -> BuildSummary:
         todo = [s for s in shards if not is_complete(out, s)]
         summary.shards_reused = len(shards) - len(todo)
         summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
+        keep_pitched = keeps_pitched_loops(recipe, library, sum(counts.values()))
         tasks = [
             ShardTask(
                 str(out),
@@ -330,6 +346,7 @@ def build(options: BuildOptions) -> BuildSummary:
                 options.seed,
                 fmt,
                 info.engine_fingerprint,
+                keep_pitched,
             )
             for s in todo
         ]

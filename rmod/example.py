@@ -11,7 +11,12 @@ Draw order (fixed; changing it changes every example): for each drum class in
 ``rmod.DRUMS`` order, hit count, grid points, two source ids, weight pair; for each
 instrument of the recipe in ``rmod.INSTRUMENTS`` order, drop decision, then (if kept and
 the split has loops) loop id, segment length, slice start, semitones; then the mixing
-parameters of each playing track (drums first, then instruments); then the master.
+parameters of each playing track (drums first, then instruments), with its send levels;
+then the two send buses (delay, reverb); then the master.
+
+Rendering reads library audio through a :class:`rmod.store.SampleStore` (decoded once at
+the build rate, loops pitch-shifted whole and sliced); a plain :class:`rmod.library.Library`
+passed instead is wrapped in one.
 """
 
 from __future__ import annotations
@@ -34,9 +39,18 @@ import numpy as np
 from rmod import DRUMS, SPLITS
 from rmod.audio import atomic_write_bytes, atomic_write_text, write_audio
 from rmod.master import MasterParams, apply_master, draw_master
-from rmod.mixing import TrackMixParams, draw_track_mix, process_track
+from rmod.mixing import (
+    BusParams,
+    TrackMixParams,
+    draw_buses,
+    draw_track_mix,
+    process_buses,
+    process_track,
+    send,
+)
 from rmod.pattern import build_midi, draw_grid, grid_to_samples, midi_bytes
 from rmod.recipe import Recipe, RecipeError
+from rmod.store import SampleStore
 from rmod.tracks import (
     fit_target,
     layer,
@@ -44,9 +58,7 @@ from rmod.tracks import (
     ms_to_samples,
     normalize_oneshot,
     normalize_rms,
-    pitch_shift,
     render_drum_track,
-    slice_segment,
 )
 
 SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
@@ -114,6 +126,7 @@ class ExampleParams:
     drums: dict[str, DrumParams]
     instruments: dict[str, InstrumentParams]
     mix: dict[str, TrackMixParams]
+    buses: BusParams
     master: MasterParams
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,6 +273,7 @@ def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int
     mix: dict[str, TrackMixParams] = {}
     for name in list(DRUMS) + [n for n, p in instruments.items() if p.plays]:
         mix[name] = draw_track_mix(recipe.mixing.tracks[name], recipe.mixing, rng)
+    buses = draw_buses(recipe.mixing, rng)
     master = draw_master(recipe.master, rng)
     return ExampleParams(
         id=example_id(split, index),
@@ -271,6 +285,7 @@ def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int
         drums=drums,
         instruments=instruments,
         mix=mix,
+        buses=buses,
         master=master,
     )
 
@@ -278,12 +293,14 @@ def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int
 # ----------------------------------------------------------------------------- rendering
 @dataclass
 class Rendered:
-    """Rendered audio of one example (float32 arrays, ``[2, samples]``).
+    """Rendered audio of one example (float32 arrays ``[channels, samples]``).
 
-    ``mixture``: exactly ``mixture_seconds * sample_rate`` samples. ``oneshots``: the dry
-    layered one-shot per drum class, ``target_seconds`` long. ``stems``: each track after
-    its chain (pre-master level, may exceed full scale) and ``<drum>_dry`` dry drum tracks.
-    ``onsets``: sample positions per drum class. ``midi``: the drum pattern.
+    ``mixture``: stereo, exactly ``mixture_seconds * sample_rate`` samples. ``oneshots``:
+    the dry layered one-shot per drum class, ``target_seconds`` long, mono when both of
+    its sources are mono (stereo otherwise). ``stems``: each track after its chain
+    (stereo, pre-master level, may exceed full scale), each active bus's return
+    (``delay_bus``, ``reverb_bus``) and ``<drum>_dry`` dry drum tracks. ``onsets``: sample
+    positions per drum class. ``midi``: the drum pattern.
     """
 
     mixture: np.ndarray
@@ -294,36 +311,47 @@ class Rendered:
     sample_rate: int
 
 
-def layered_oneshot(drum: DrumParams, recipe: Recipe, library: Any) -> np.ndarray:
+def layered_oneshot(drum: DrumParams, recipe: Recipe, store: SampleStore) -> np.ndarray:
     """The layered one-shot of a drum class: leveled sources (see
-    :func:`rmod.tracks.normalize_oneshot`), weighted sum."""
+    :func:`rmod.tracks.normalize_oneshot`), weighted sum (mono if both sources are)."""
     sr = recipe.audio.sample_rate
     d = recipe.drums
     a, b = (
         normalize_oneshot(
-            library.load_audio(i, sr), sr, d.source_rms_db, d.source_rms_window_ms, d.source_peak_db
+            store.audio(i), sr, d.source_rms_db, d.source_rms_window_ms, d.source_peak_db
         )
         for i in drum.sample_ids
     )
     return layer(a, b, drum.weights)
 
 
-def instrument_track(inst: InstrumentParams, recipe: Recipe, library: Any) -> np.ndarray:
-    """Dry instrument track: slice a segment, pitch-shift it, repeat it to the mixture
-    length (a short segment repeats exactly), normalize its RMS."""
+def instrument_track(inst: InstrumentParams, recipe: Recipe, store: SampleStore) -> np.ndarray:
+    """Dry instrument track: the loop pitch-shifted whole, the segment sliced from it,
+    repeated to the mixture length (a short segment repeats exactly), RMS-normalized."""
     sr = recipe.audio.sample_rate
-    loop = library.load_audio(inst.loop_id, sr)
-    segment = slice_segment(loop, inst.start_sample, int(round(inst.segment_seconds * sr)))
-    segment = pitch_shift(segment, sr, inst.semitones)
+    length = int(round(inst.segment_seconds * sr))
+    segment = store.loop_segment(inst.loop_id, inst.semitones, inst.start_sample, length)
     track = loop_to_length(segment, recipe.mixture_samples)
     return normalize_rms(track, recipe.instruments.loudness_rms_db)
+
+
+def _sample_store(library: Any, sample_rate: int) -> SampleStore:
+    if isinstance(library, SampleStore):
+        if library.sample_rate != sample_rate:
+            raise ExampleError(
+                f"the sample store holds {library.sample_rate} Hz audio, the recipe needs "
+                f"{sample_rate} Hz"
+            )
+        return library
+    return SampleStore(library, sample_rate)
 
 
 def render_example(params: ExampleParams, recipe: Recipe, library: Any) -> Rendered:
     """Render an example from its drawn parameters (draws nothing).
 
-    Raises :class:`ExampleError` if ``recipe`` or ``library`` is not the one the
-    parameters were drawn with (fingerprints differ).
+    ``library``: a :class:`rmod.store.SampleStore` or a library (then wrapped in a store
+    at the recipe's rate). Raises :class:`ExampleError` if ``recipe`` or ``library`` is not
+    the one the parameters were drawn with (fingerprints differ).
     """
     if params.recipe_fingerprint != recipe.fingerprint:
         raise ExampleError(
@@ -336,25 +364,13 @@ def render_example(params: ExampleParams, recipe: Recipe, library: Any) -> Rende
             f"got {str(library.fingerprint)[:12]}; use the library it was drawn with"
         )
     sr = recipe.audio.sample_rate
+    store = _sample_store(library, sr)
     n = recipe.mixture_samples
-    retrigger = ms_to_samples(recipe.drums.retrigger_fade_ms, sr)
-    target_fade = ms_to_samples(recipe.audio.target_fade_ms, sr)
-    dry: dict[str, np.ndarray] = {}
-    oneshots: dict[str, np.ndarray] = {}
-    onsets: dict[str, np.ndarray] = {}
-    for cls, drum in params.drums.items():
-        shot = layered_oneshot(drum, recipe, library)
-        onsets[cls] = grid_to_samples(drum.grid, recipe.drums.grid_points, n)
-        dry[cls] = render_drum_track(shot, onsets[cls], n, retrigger)
-        oneshots[cls] = fit_target(shot, recipe.target_samples, target_fade)
-    for name, inst in params.instruments.items():
-        if inst.plays:
-            dry[name] = instrument_track(inst, recipe, library)
-    stems: dict[str, np.ndarray] = {}
+    dry, oneshots, onsets = _dry_tracks(params, recipe, store)
+    stems = _mix_tracks(params, recipe, dry)
     mix = np.zeros((2, n), dtype=np.float32)
-    for name, track_params in params.mix.items():
-        stems[name] = process_track(dry[name], track_params, sr, recipe.mixing.pan_law_db)
-        mix += stems[name]
+    for stem in stems.values():
+        mix += stem
     for cls in params.drums:
         stems[f"{cls}_dry"] = dry[cls]
     mixture = apply_master(mix, params.master, sr, recipe.master.ceiling_dbfs)
@@ -370,6 +386,46 @@ def render_example(params: ExampleParams, recipe: Recipe, library: Any) -> Rende
     return Rendered(
         mixture=mixture, oneshots=oneshots, stems=stems, onsets=onsets, midi=midi, sample_rate=sr
     )
+
+
+def _dry_tracks(
+    params: ExampleParams, recipe: Recipe, store: SampleStore
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Dry tracks (drums placed on their onsets, instruments), target one-shots, onsets."""
+    sr, n = recipe.audio.sample_rate, recipe.mixture_samples
+    retrigger = ms_to_samples(recipe.drums.retrigger_fade_ms, sr)
+    target_fade = ms_to_samples(recipe.audio.target_fade_ms, sr)
+    dry: dict[str, np.ndarray] = {}
+    oneshots: dict[str, np.ndarray] = {}
+    onsets: dict[str, np.ndarray] = {}
+    for cls, drum in params.drums.items():
+        shot = layered_oneshot(drum, recipe, store)
+        onsets[cls] = grid_to_samples(drum.grid, recipe.drums.grid_points, n)
+        dry[cls] = render_drum_track(shot, onsets[cls], n, retrigger)
+        oneshots[cls] = fit_target(shot, recipe.target_samples, target_fade)
+    for name, inst in params.instruments.items():
+        if inst.plays:
+            dry[name] = instrument_track(inst, recipe, store)
+    return dry, oneshots, onsets
+
+
+def _mix_tracks(
+    params: ExampleParams, recipe: Recipe, dry: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Each track through its chain, plus the returns of the active send buses (stereo)."""
+    sr, law = recipe.audio.sample_rate, recipe.mixing.pan_law_db
+    stems: dict[str, np.ndarray] = {}
+    bus_in: dict[str, np.ndarray | None] = {"delay": None, "reverb": None}
+    active = {"delay": params.buses.delay.active, "reverb": params.buses.reverb.active}
+    for name, track in params.mix.items():
+        stems[name] = process_track(dry[name], track, sr, law)
+        for bus, send_db in (("delay", track.delay_send_db), ("reverb", track.reverb_send_db)):
+            if active[bus]:
+                part = send(dry[name], track, send_db, law)
+                bus_in[bus] = part if bus_in[bus] is None else bus_in[bus] + part
+    for bus, wet in process_buses(bus_in["delay"], bus_in["reverb"], params.buses, sr).items():
+        stems[f"{bus}_bus"] = wet
+    return stems
 
 
 # ----------------------------------------------------------------------------- files

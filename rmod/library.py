@@ -31,8 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,18 +42,15 @@ from rmod.audio import (
     AUDIO_EXTENSIONS,
     AudioFileError,
     atomic_write_text,
+    native_channels,
     peak_db,
     read_audio,
     resample,
-    to_channels,
 )
 
 FORMAT_NAME = "rmod-library"
 FORMAT_VERSION = 1
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-#: Bytes of decoded audio kept per process by :meth:`Library.load_audio`
-#: (override with the ``RMOD_AUDIO_CACHE_MB`` environment variable).
-DEFAULT_AUDIO_CACHE_MB = 256
 
 
 class LibraryError(Exception):
@@ -223,47 +218,6 @@ def _with_path(entry: LibraryEntry, path: str) -> LibraryEntry:
     return LibraryEntry.from_dict(data)
 
 
-# ----------------------------------------------------------------------------- audio cache
-
-
-class _AudioCache:
-    """Process-wide LRU of decoded audio, bounded in bytes. Never pickled."""
-
-    def __init__(self) -> None:
-        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    @property
-    def budget(self) -> int:
-        return int(float(os.environ.get("RMOD_AUDIO_CACHE_MB", DEFAULT_AUDIO_CACHE_MB)) * 2**20)
-
-    def get(self, key: tuple) -> np.ndarray | None:
-        with self._lock:
-            arr = self._data.get(key)
-            if arr is not None:
-                self._data.move_to_end(key)
-            return arr
-
-    def put(self, key: tuple, arr: np.ndarray) -> None:
-        with self._lock:
-            if key in self._data or arr.nbytes > self.budget:
-                return
-            self._data[key] = arr
-            self._bytes += arr.nbytes
-            while self._bytes > self.budget and self._data:
-                _, old = self._data.popitem(last=False)
-                self._bytes -= old.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-
-
-AUDIO_CACHE = _AudioCache()
-
-
 # ----------------------------------------------------------------------------- the library
 
 
@@ -271,8 +225,8 @@ AUDIO_CACHE = _AudioCache()
 class Library:
     """An indexed sample library (see the module docstring for the file format).
 
-    Holds entries only, so it pickles cheaply to joblib/dask workers; decoded audio
-    lives in a per-process LRU cache (:data:`AUDIO_CACHE`).
+    Holds entries only, so it pickles cheaply to joblib/dask workers. It decodes audio on
+    request and keeps none: :class:`rmod.store.SampleStore` caches it on disk for builds.
     """
 
     path: Path
@@ -352,35 +306,29 @@ class Library:
         return {c: {s: len(self._index.get((c, s), ())) for s in SPLITS} for c in CLASSES}
 
     def load_audio(self, entry_id: str, sample_rate: int = 44100) -> np.ndarray:
-        """Decoded audio of an entry as float32 ``[2, samples]`` at ``sample_rate`` Hz.
+        """Decoded audio of an entry as float32 ``[channels, samples]`` at ``sample_rate`` Hz.
 
-        Mono is duplicated to stereo (more than 2 channels are averaged to mono first).
-        Results are cached per process (bounded LRU); the caller gets its own copy.
+        Mono and stereo files keep their channels; more channels are averaged to mono.
         Raises :class:`rmod.audio.AudioFileError` naming the path if the file is gone,
         undecodable, or no longer matches the manifest (length, sample rate or content
         hash changed), so an example never silently renders from other audio.
         """
         entry = self.entry(entry_id)
-        key = (entry.path, entry.sha256, int(sample_rate))
-        cached = AUDIO_CACHE.get(key)
-        if cached is None:
-            audio, sr = read_audio(entry.path)
-            if sr != entry.sample_rate or round(audio.shape[1] / sr, 6) != entry.duration:
-                raise AudioFileError(
-                    entry.path,
-                    f"file changed since indexing (now {audio.shape[1] / sr:.6f} s at {sr} Hz, "
-                    f"manifest says {entry.duration} s at {entry.sample_rate} Hz); re-index it",
-                )
-            if content_hash(audio) != entry.sha256:
-                raise AudioFileError(
-                    entry.path,
-                    "file changed since indexing (same length, other samples: content hash "
-                    f"differs from {entry.sha256[:16]}); re-index it",
-                )
-            stereo = to_channels(audio, 2)
-            cached = np.ascontiguousarray(resample(stereo, sr, int(sample_rate)), dtype=np.float32)
-            AUDIO_CACHE.put(key, cached)
-        return cached.copy()
+        audio, sr = read_audio(entry.path)
+        if sr != entry.sample_rate or round(audio.shape[1] / sr, 6) != entry.duration:
+            raise AudioFileError(
+                entry.path,
+                f"file changed since indexing (now {audio.shape[1] / sr:.6f} s at {sr} Hz, "
+                f"manifest says {entry.duration} s at {entry.sample_rate} Hz); re-index it",
+            )
+        if content_hash(audio) != entry.sha256:
+            raise AudioFileError(
+                entry.path,
+                "file changed since indexing (same length, other samples: content hash "
+                f"differs from {entry.sha256[:16]}); re-index it",
+            )
+        audio = native_channels(audio)
+        return np.ascontiguousarray(resample(audio, sr, int(sample_rate)), dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- indexing

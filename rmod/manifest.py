@@ -57,7 +57,9 @@ class ManifestRow:
     ``hihat``, ``midi``): length in samples and SHA-256 of the file's bytes.
     ``sources`` maps a class/instrument to the library ids used; ``params`` is
     ``ExampleParams.to_dict()`` (enough to re-render the example); ``loudness`` holds
-    levels in dBFS (``None`` for digital silence).
+    levels in dBFS (``None`` for digital silence). ``channels`` is the mixture's;
+    ``file_channels`` gives each audio role's channels (a one-shot is mono when both of its
+    layered sources are; rows written before it existed have every file at ``channels``).
     """
 
     id: str
@@ -75,6 +77,7 @@ class ManifestRow:
     params: dict[str, Any]
     loudness: dict[str, float | None] = field(default_factory=dict)
     midi: str | None = None
+    file_channels: dict[str, int] = field(default_factory=dict)
 
     def files(self) -> dict[str, str]:
         """Role -> relative path of every file this row points to."""
@@ -95,7 +98,8 @@ class ManifestRow:
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing/unknown keys."""
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name not in ("loudness", "midi")}
+        optional = ("loudness", "midi", "file_channels")
+        required = {f.name for f in fields(cls) if f.name not in optional}
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - names)
         if missing or unknown:

@@ -1,14 +1,19 @@
-"""Per-track mixing: Gain -> EQ -> Compressor -> Pan -> Limiter, plus parallel sends.
+"""Mixing like a console: per-track chains, two shared send buses.
 
 For every track (kick, snare, hi-hat, each instrument)::
 
-    x --Gain--EQ--Compressor(+makeup)--Pan--Limiter--+--> track output
-    |                                                 |
-    +--Delay (fully wet) * send -----------------------+
-    +--Reverb (fully wet) * send ----------------------+
+    x --Gain--EQ--Compressor(+makeup)--Pan--Limiter(linked)-----------> track output
+    |
+    +--pan * delay send --> delay bus input   (one per example)
+    +--pan * reverb send --> reverb bus input  (one per example)
 
-Gain, EQ (low shelf, peaking bands, high shelf), compressor, delay and reverb are
-pedalboard plugins. Two parts are ours:
+    mix = sum of track outputs + Delay(delay bus input) + Reverb(reverb bus input)
+
+As on a mixing console (and in pymixconsole, which the paper used), every track feeds
+one shared delay bus and one shared reverb bus through its own send levels; the send is
+taken from the track input and panned like the track. A bus that is switched off for
+the example is not computed. Gain, EQ (low shelf, peaking bands, high shelf),
+compressor, delay and reverb are pedalboard plugins. Our own parts:
 
 * **Pan** (pedalboard has none): position ``p`` in [-1, 1], angle
   ``theta = (p + 1) * pi / 4``, gains ``L = cos(theta) ** k``, ``R = sin(theta) ** k`` with
@@ -18,11 +23,20 @@ pedalboard plugins. Two parts are ours:
   channels scaled by their gains).
 * **Limiter**: a pedalboard ``Compressor`` with ratio 1000:1 and 0.01 ms attack, so the
   sample peak stays at the threshold (within ~0.1 dB) and levels below it pass unchanged.
+  It is *stereo-linked*, like hardware bus limiters: both channels get the gain reduction
+  that the louder one needs, so limiting never moves a track's pan position.
   pedalboard's own ``Limiter`` adds a fixed make-up gain of ``3.75 - threshold`` dB and
   hard-clips at 0 dBFS, which clips loud tracks; we do not use it.
 
-Parameters are drawn into frozen records (:class:`TrackMixParams`) by
-:func:`draw_track_mix`; :func:`process_track` renders from them and draws nothing.
+**Mono until the pan.** A mono source (every drum one-shot and loop of the built-in
+library) runs its whole chain on one channel: Gain, EQ and compressor treat the two
+channels of a centred copy identically, and a linked limiter after the pan equals one
+limiter before it, at the louder channel's gain. ``tests/test_mixing.py`` checks that
+the mono path equals the stereo path on a duplicated mono source (within 1e-6) at half
+the cost.
+
+Parameters are drawn into frozen records (:class:`TrackMixParams`, :class:`BusParams`)
+by :func:`draw_track_mix` and :func:`draw_buses`; rendering draws nothing.
 """
 
 from __future__ import annotations
@@ -76,36 +90,42 @@ class LimiterParams:
 
 @dataclass(frozen=True)
 class DelayParams:
-    """Parallel delay: on/off, delay time (s), feedback (0..1), send level (dB)."""
+    """The example's delay bus: on/off, delay time (s), feedback (0..1)."""
 
     active: bool
     time_s: float
     feedback: float
-    send_db: float
 
 
 @dataclass(frozen=True)
 class ReverbParams:
-    """Parallel reverb: on/off, room size, damping, width (0..1), send level (dB)."""
+    """The example's reverb bus (Freeverb): on/off, room size, damping, width (0..1)."""
 
     active: bool
     room_size: float
     damping: float
     width: float
-    send_db: float
+
+
+@dataclass(frozen=True)
+class BusParams:
+    """The two shared send buses of an example."""
+
+    delay: DelayParams
+    reverb: ReverbParams
 
 
 @dataclass(frozen=True)
 class TrackMixParams:
-    """Every drawn mixing parameter of one track."""
+    """Every drawn mixing parameter of one track, with its send levels (dB) to the buses."""
 
     gain_db: float
     eq: EQParams
     compressor: CompressorParams
     pan: float
     limiter: LimiterParams
-    delay: DelayParams
-    reverb: ReverbParams
+    delay_send_db: float
+    reverb_send_db: float
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -134,11 +154,10 @@ def draw_limiter(spec, rng: np.random.Generator) -> LimiterParams:
 
 
 def draw_track_mix(track_spec, mixing_spec, rng: np.random.Generator) -> TrackMixParams:
-    """Draw every parameter of one track's chain (recipe ``TrackSpec`` + ``MixingSpec``).
-
-    All parameters are drawn, in a fixed order, even for a bypassed delay or reverb,
-    so one switch never shifts the other draws.
-    """
+    """Draw every parameter of one track's chain and its two send levels (recipe
+    ``TrackSpec`` + ``MixingSpec``), in a fixed order: gain, pan, EQ, compressor, limiter,
+    delay send, reverb send. Sends are drawn even when a bus is off, so switching a bus
+    never shifts the other draws."""
     gain = float(track_spec.gain_db.sample(rng))
     pan = float(track_spec.pan.sample(rng))
     eq = draw_eq(mixing_spec.eq, rng)
@@ -151,24 +170,32 @@ def draw_track_mix(track_spec, mixing_spec, rng: np.random.Generator) -> TrackMi
         makeup_db=float(c.makeup_db.sample(rng)),
     )
     lim = draw_limiter(mixing_spec.limiter, rng)
-    d = mixing_spec.delay
+    return TrackMixParams(
+        gain_db=gain,
+        eq=eq,
+        compressor=comp,
+        pan=pan,
+        limiter=lim,
+        delay_send_db=float(mixing_spec.delay.send_db.sample(rng)),
+        reverb_send_db=float(mixing_spec.reverb.send_db.sample(rng)),
+    )
+
+
+def draw_buses(mixing_spec, rng: np.random.Generator) -> BusParams:
+    """Draw the example's delay bus, then its reverb bus (recipe ``MixingSpec``)."""
+    d, r = mixing_spec.delay, mixing_spec.reverb
     delay = DelayParams(
         active=bool(d.active.sample(rng)),
         time_s=float(d.time_s.sample(rng)),
         feedback=float(d.feedback.sample(rng)),
-        send_db=float(d.send_db.sample(rng)),
     )
-    r = mixing_spec.reverb
     reverb = ReverbParams(
         active=bool(r.active.sample(rng)),
         room_size=float(r.room_size.sample(rng)),
         damping=float(r.damping.sample(rng)),
         width=float(r.width.sample(rng)),
-        send_db=float(r.send_db.sample(rng)),
     )
-    return TrackMixParams(
-        gain_db=gain, eq=eq, compressor=comp, pan=pan, limiter=lim, delay=delay, reverb=reverb
-    )
+    return BusParams(delay=delay, reverb=reverb)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -212,12 +239,10 @@ def pan_gains(position: float, pan_law_db: float) -> tuple[float, float]:
 
 
 def pan(audio: np.ndarray, position: float, pan_law_db: float) -> np.ndarray:
-    """Balance-pan stereo ``[2, n]`` audio (mono ``[1, n]`` is first copied to both channels)."""
-    if audio.shape[0] == 1:
-        audio = np.repeat(audio, 2, axis=0)
+    """Balance-pan ``[2, n]`` audio; mono ``[1, n]`` is panned to ``[2, n]``."""
     left, right = pan_gains(position, pan_law_db)
     gains = np.array([[left], [right]], dtype=np.float32)
-    return (audio * gains).astype(np.float32)
+    return audio * gains
 
 
 def _run(plugins: list, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -225,14 +250,26 @@ def _run(plugins: list, audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return board(np.ascontiguousarray(audio, dtype=np.float32), sample_rate)
 
 
+def linked_limit(audio: np.ndarray, params: LimiterParams, sample_rate: int) -> np.ndarray:
+    """Stereo-linked peak limiting of ``[2, n]``: the limiter runs on the louder channel's
+    magnitude and its gain reduction is applied to both channels."""
+    side = np.max(np.abs(audio), axis=0, keepdims=True)
+    limited = _run([limiter_plugin(params)], side, sample_rate)
+    gain = np.divide(limited, side, out=np.ones_like(side), where=side > 0)
+    return audio * gain
+
+
 def process_track(
     audio: np.ndarray, params: TrackMixParams, sample_rate: int, pan_law_db: float
 ) -> np.ndarray:
-    """Run one track ``[2, n]`` through its chain and parallel sends; returns ``[2, n]``."""
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    """Run one track ``[1 or 2, n]`` through its chain (no sends); returns ``[2, n]``.
+
+    A mono track stays mono until the pan: the linked limiter then runs once, on the
+    louder channel's signal, and the pan splits it.
+    """
     c = params.compressor
-    pre = [pedalboard.Gain(gain_db=params.gain_db)] + eq_plugins(params.eq)
-    pre += [
+    chain = [pedalboard.Gain(gain_db=params.gain_db), *eq_plugins(params.eq)]
+    chain += [
         pedalboard.Compressor(
             threshold_db=c.threshold_db,
             ratio=c.ratio,
@@ -241,22 +278,41 @@ def process_track(
         ),
         pedalboard.Gain(gain_db=c.makeup_db),
     ]
-    main = _run(pre, audio, sample_rate)
-    main = pan(main, params.pan, pan_law_db)
-    out = _run([limiter_plugin(params.limiter)], main, sample_rate)
-    if params.delay.active:
-        d = params.delay
-        wet = _run(
-            [pedalboard.Delay(delay_seconds=d.time_s, feedback=d.feedback, mix=1.0)],
-            audio,
-            sample_rate,
-        )
-        out = out + np.float32(10.0 ** (d.send_db / 20.0)) * wet
-    if params.reverb.active:
-        r = params.reverb
-        verb = pedalboard.Reverb(
+    shaped = _run(chain, audio, sample_rate)
+    if shaped.shape[0] == 2:
+        return linked_limit(pan(shaped, params.pan, pan_law_db), params.limiter, sample_rate)
+    left, right = pan_gains(params.pan, pan_law_db)
+    loud = max(left, right)
+    if loud == 0.0:
+        return np.zeros((2, shaped.shape[-1]), dtype=np.float32)
+    limited = _run([limiter_plugin(params.limiter)], shaped * np.float32(loud), sample_rate)
+    return limited * np.array([[left / loud], [right / loud]], dtype=np.float32)
+
+
+def send(audio: np.ndarray, params: TrackMixParams, send_db: float, pan_law_db: float):
+    """What a track sends to a bus: its input, panned like the track, at ``send_db``."""
+    left, right = pan_gains(params.pan, pan_law_db)
+    g = 10.0 ** (send_db / 20.0)
+    gains = np.array([[left * g], [right * g]], dtype=np.float32)
+    return audio * gains
+
+
+def process_buses(
+    delay_in: np.ndarray | None,
+    reverb_in: np.ndarray | None,
+    buses: BusParams,
+    sample_rate: int,
+) -> dict[str, np.ndarray]:
+    """The active buses' outputs (fully wet, ``[2, n]``), by name ``delay``/``reverb``."""
+    out = {}
+    if buses.delay.active and delay_in is not None:
+        d = buses.delay
+        fx = pedalboard.Delay(delay_seconds=d.time_s, feedback=d.feedback, mix=1.0)
+        out["delay"] = _run([fx], delay_in, sample_rate)
+    if buses.reverb.active and reverb_in is not None:
+        r = buses.reverb
+        fx = pedalboard.Reverb(
             room_size=r.room_size, damping=r.damping, wet_level=1.0, dry_level=0.0, width=r.width
         )
-        wet = _run([verb], audio, sample_rate)
-        out = out + np.float32(10.0 ** (r.send_db / 20.0)) * wet
-    return out.astype(np.float32, copy=False)
+        out["reverb"] = _run([fx], reverb_in, sample_rate)
+    return out

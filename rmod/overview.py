@@ -102,8 +102,8 @@ def _table_rows(params: Any, levels: dict[str, float]) -> tuple[list[str], list[
             src = inst.loop_id.split("/")[-1][:8]
             what = f"{inst.segment_seconds:g} s seg, {inst.semitones:+d} st"
         m = params.mix[name]
-        delay = f"{m.delay.send_db:.0f} dB" if m.delay.active else "off"
-        reverb = f"{m.reverb.send_db:.0f} dB" if m.reverb.active else "off"
+        delay = f"{m.delay_send_db:.0f} dB" if params.buses.delay.active else "off"
+        reverb = f"{m.reverb_send_db:.0f} dB" if params.buses.reverb.active else "off"
         rows.append(
             [
                 name,

@@ -177,7 +177,8 @@ class LimiterSpec:
 
 @dataclass(frozen=True)
 class DelaySpec:
-    """Parallel delay path: on/off, time, feedback, send level."""
+    """The example's delay bus: on/off, time, feedback (drawn once per example), and each
+    track's send level to it (drawn per track)."""
 
     active: Distribution = _f(kind="bool")
     time_s: Distribution = _f(0.001, 5.0)
@@ -187,7 +188,8 @@ class DelaySpec:
 
 @dataclass(frozen=True)
 class ReverbSpec:
-    """Parallel reverb path (Freeverb): on/off, room size, damping, width, send level."""
+    """The example's reverb bus (Freeverb): on/off, room size, damping, width (drawn once per
+    example), and each track's send level to it (drawn per track)."""
 
     active: Distribution = _f(kind="bool")
     room_size: Distribution = _f(0.0, 1.0)
@@ -206,7 +208,7 @@ class TrackSpec:
 
 @dataclass(frozen=True)
 class MixingSpec:
-    """Per-track chain Gain -> EQ -> Compressor -> Pan -> Limiter, plus delay/reverb sends."""
+    """Per-track chain Gain -> EQ -> Compressor -> Pan -> Limiter, sends to two shared buses."""
 
     pan_law_db: float = _f(-6.0, 0.0)
     tracks: dict[str, TrackSpec] = _f(kind="section")

@@ -159,6 +159,14 @@ class Collector:
             for key, value in mix.items():
                 if key in _MIXING_GROUP and key in mixing:
                     self.walk(value, mixing[key], f"mixing.{key}", _MIXING_GROUP[key])
+            for bus in ("delay", "reverb"):  # per-track send levels to the shared buses
+                if f"{bus}_send_db" in mix and bus in mixing:
+                    spec = mixing[bus].get("send_db")
+                    name = f"mixing.{bus}.send_db"
+                    self.metric(name, "mixing_sends", spec).add(mix[f"{bus}_send_db"])
+        for bus, value in p.get("buses", {}).items():  # the example's bus settings
+            if bus in mixing:
+                self.walk(value, mixing[bus], f"mixing.{bus}", "mixing_sends")
         if "master" in p:
             self.walk(p["master"], r["master"], "master", "master")
         ceiling = r.get("master", {}).get("ceiling_dbfs")

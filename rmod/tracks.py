@@ -11,9 +11,9 @@ Drums
     :func:`fit_target` makes the fixed-length target one-shot.
 
 Instruments
-    :func:`slice_segment` takes a segment of a loop, :func:`loop_to_length` repeats it
-    to fill the mixture, :func:`pitch_shift` shifts it by whole semitones (librosa),
-    :func:`normalize_rms` sets its level.
+    :func:`loop_to_length` repeats a segment (sliced from the pitch-shifted loop by
+    :class:`rmod.store.SampleStore`) to fill the mixture, :func:`normalize_rms` sets
+    its level.
 """
 
 from __future__ import annotations
@@ -126,33 +126,7 @@ def fit_target(oneshot: np.ndarray, n: int, fade: int) -> np.ndarray:
     return out
 
 
-def slice_segment(loop: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``length`` samples of ``loop`` from ``start``; a loop that runs out wraps around."""
-    m = loop.shape[-1]
-    if m == 0:
-        raise ValueError("cannot slice an empty loop")
-    start = int(start) % m
-    if start + length <= m:
-        return loop[:, start : start + length].copy()
-    idx = (start + np.arange(length)) % m
-    return loop[:, idx]
-
-
 def loop_to_length(segment: np.ndarray, n: int) -> np.ndarray:
     """Repeat ``segment`` back to back until it is exactly ``n`` samples long."""
     reps = -(-n // segment.shape[-1])
     return np.tile(segment, (1, reps))[:, :n].copy()
-
-
-def pitch_shift(audio: np.ndarray, sample_rate: int, semitones: int) -> np.ndarray:
-    """Shift pitch by whole ``semitones`` with librosa (length kept exactly; 0: unchanged)."""
-    if semitones == 0:
-        return audio
-    import librosa
-
-    shifted = librosa.effects.pitch_shift(audio, sr=sample_rate, n_steps=float(semitones))
-    n = audio.shape[-1]
-    out = np.zeros_like(audio)
-    m = min(n, shifted.shape[-1])
-    out[:, :m] = shifted[:, :m]
-    return out.astype(np.float32, copy=False)

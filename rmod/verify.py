@@ -132,7 +132,12 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
         if role not in row.checksums:
             out.append(Problem(rel, f"{row.id}: no checksum recorded"))
         for what in check_file(
-            root, rel, info.sample_rate, info.channels, frames, row.checksums.get(role)
+            root,
+            rel,
+            info.sample_rate,
+            row.file_channels.get(role, info.channels),
+            frames,
+            row.checksums.get(role),
         ):
             out.append(Problem(rel, f"{row.id}: {what}"))
     return out

@@ -3,8 +3,14 @@
 Runs inside a joblib worker (a loky process, a dask.distributed worker, or the main
 process for ``--jobs 1``). The task sent to the worker is small: the recipe, the
 library's *path* and fingerprint, the seed and the shard bounds. The library itself
-(entries only) is loaded once per worker process and cached here; its audio is loaded
-lazily, per file, through the library's own LRU cache.
+(entries only) is loaded once per worker process and cached here; its audio comes
+through a :class:`rmod.store.SampleStore` (raw files on disk, read in slices through the
+page cache that all workers of a machine share), so a worker holds no audio between
+examples.
+
+Files of a shard are written plainly into its temporary folder (the folder is published
+by one rename, so a half-written file is never visible), then made durable with one
+filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import resource
 import shutil
@@ -24,16 +31,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from rmod import DRUMS
-from rmod.audio import AudioFileError, atomic_write_bytes, peak_db, rms_db, write_audio
+from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
 from rmod.manifest import ManifestRow
 from rmod.shards import Shard, commit_shard, make_temp_dir
 
-#: Modules of the ``rmod`` package that do not change what a build writes; every other
-#: top-level module (and the packages below) feeds :func:`engine_fingerprint`.
-NON_RENDERING_MODULES = frozenset({"build.py", "shards.py", "verify.py", "stats.py", "overview.py"})
+#: The modules whose code decides the bytes of a build, given its recipe, library content
+#: and seed: :func:`engine_fingerprint` hashes exactly these. A test renders an example
+#: and fails if it imported an ``rmod`` module that is neither here nor in
+#: :data:`NOT_RENDERING_MODULES`.
+RENDERING_MODULES = (
+    "rmod", "rmod.audio", "rmod.distributions", "rmod.example", "rmod.library",
+    "rmod.manifest", "rmod.master", "rmod.mixing", "rmod.pattern", "rmod.pitch",
+    "rmod.recipe", "rmod.store", "rmod.tracks", "rmod.worker",
+)  # fmt: skip
+#: ``rmod`` modules a build imports that do not decide its bytes, and why.
+NOT_RENDERING_MODULES = {
+    "rmod.builtin": "makes the built-in library, whose content the library fingerprint covers",
+    "rmod.builtin.generate": "as rmod.builtin",
+    "rmod.builtin.phrases": "as rmod.builtin",
+    "rmod.builtin.sf2": "as rmod.builtin",
+    "rmod.builtin.synth": "as rmod.builtin",
+    "rmod.shards": "where a shard's files go and how it commits, not what they hold",
+}
 RENDERING_PACKAGES = (
-    "numpy", "scipy", "librosa", "soxr", "pedalboard", "soundfile", "miditoolkit"
+    "numpy", "scipy", "soxr", "pedalboard", "soundfile", "miditoolkit"
 )  # fmt: skip
 
 _LIBRARIES: dict[tuple[str | None, str], Any] = {}
@@ -79,6 +103,7 @@ class ShardTask:
     seed: int
     audio_format: str
     engine_fingerprint: str
+    keep_pitched: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,9 +132,9 @@ def engine_fingerprint() -> str:
     byte-identity silently).
     """
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        if path.name not in NON_RENDERING_MODULES:
-            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in RENDERING_MODULES:
+        origin = importlib.util.find_spec(name).origin
+        h.update(name.encode() + b"\0" + Path(origin).read_bytes() + b"\0")
     for name in RENDERING_PACKAGES:
         try:
             version = importlib.metadata.version(name)
@@ -141,34 +166,49 @@ def worker_library(path: str | None, fingerprint: str) -> Any:
     return lib
 
 
+def worker_store(task: ShardTask) -> Any:
+    """The :class:`rmod.store.SampleStore` of the task's library at the recipe's rate."""
+    from rmod.store import SampleStore
+
+    library = worker_library(task.library_path, task.library_fingerprint)
+    rate = int(task.recipe.audio.sample_rate)
+    return SampleStore(library, rate, keep_pitched=task.keep_pitched)
+
+
 def _level(value: float) -> float | None:
     """dBFS rounded to 1/1000 dB; ``None`` for silence (JSON has no -inf)."""
     return None if value == float("-inf") else round(float(value), 3)
 
 
-def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> ManifestRow:
-    """Draw and render example ``index`` of the shard's split into ``out_dir``; its row."""
+def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> ManifestRow:
+    """Draw and render example ``index`` of the shard's split into ``out_dir``; its row.
+
+    Files are written plainly: ``out_dir`` is the shard's temporary folder, published as a
+    whole (see the module docstring).
+    """
     from rmod.example import draw_example, example_id, render_example
     from rmod.pattern import midi_bytes
 
     split, fmt, shard = task.shard.split, task.audio_format, task.shard
     eid = example_id(split, index)
-    params = draw_example(task.recipe, library, task.seed, split, index)
-    rendered = render_example(params, task.recipe, library)
+    params = draw_example(task.recipe, store, task.seed, split, index)
+    rendered = render_example(params, task.recipe, store)
     sr = int(task.recipe.audio.sample_rate)
     rel_dir = f"{split}/{shard.number:06d}"
     audio = {"mixture": rendered.mixture, **{c: rendered.oneshots[c] for c in DRUMS}}
-    paths, frames, checksums, loudness = {}, {}, {}, {}
+    paths, frames, checksums, loudness, channels = {}, {}, {}, {}, {}
     for role, data in audio.items():
         name = f"{eid}.{role}.{fmt}"
-        checksums[role] = write_audio(out_dir / name, data, sr, fmt)
+        encoded, checksums[role] = encode_audio_file(data, sr, fmt)
+        (out_dir / name).write_bytes(encoded)
         paths[role] = f"{rel_dir}/{name}"
         frames[role] = int(data.shape[-1])
+        channels[role] = int(data.shape[0])
         loudness[f"{role}_peak_db"] = _level(peak_db(data))
         loudness[f"{role}_rms_db"] = _level(rms_db(data))
     midi_name = f"{eid}.pattern.mid"
     midi_data = midi_bytes(rendered.midi)
-    atomic_write_bytes(out_dir / midi_name, midi_data)
+    (out_dir / midi_name).write_bytes(midi_data)
     checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
     return ManifestRow(
@@ -179,7 +219,7 @@ def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> M
         mixture=paths["mixture"],
         oneshots={c: paths[c] for c in DRUMS},
         sample_rate=sr,
-        channels=int(rendered.mixture.shape[0]),
+        channels=channels["mixture"],
         duration=round(frames["mixture"] / sr, 6),
         frames=frames,
         checksums=checksums,
@@ -187,6 +227,7 @@ def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> M
         params=params.to_dict(),
         loudness=loudness,
         midi=f"{rel_dir}/{midi_name}",
+        file_channels=channels,
     )
 
 
@@ -206,7 +247,7 @@ def render_shard(task: ShardTask) -> ShardResult:
             "install the same version everywhere",
         )
     try:
-        library = worker_library(task.library_path, task.library_fingerprint)
+        store = worker_store(task)
     except Exception as exc:
         raise ShardError(task.shard.name, f"cannot load the library: {_text(exc)}") from None
     try:
@@ -214,19 +255,25 @@ def render_shard(task: ShardTask) -> ShardResult:
     except OSError as exc:
         raise ShardError(task.shard.name, f"cannot write the output: {_text(exc)}") from None
     rows = []
+    # One thread per worker in numeric libraries: a worker is one core's worth of work, and
+    # idle BLAS/OpenMP threads spinning beside other workers cost system time (loky limits
+    # them for its own workers; dask workers otherwise keep one pool per core).
+    limits = threadpool_limits(limits=1)
     try:
         for index in task.shard.indices():
             try:
-                rows.append(build_example(task, library, index, tmp))
+                rows.append(build_example(task, store, index, tmp))
             except AudioFileError as exc:
                 raise ExampleError(_eid(task, index), exc.reason, exc.path) from None
             except Exception as exc:
                 raise ExampleError(_eid(task, index), _text(exc)) from None
         try:
+            sync_folder(tmp)
             commit_shard(task.root, task.shard, tmp, rows)
         except OSError as exc:
             raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
+        limits.restore_original_limits()
         if tmp.exists():  # not committed: leave nothing half-built behind
             shutil.rmtree(tmp, ignore_errors=True)
     worker = f"{socket.gethostname()}:{os.getpid()}"

@@ -1,4 +1,4 @@
-"""Mixing and mastering: pan law, limiter, EQ, parallel sends, master ceiling."""
+"""Mixing and mastering: pan law, limiter, EQ, send buses, mono path, master ceiling."""
 
 from __future__ import annotations
 
@@ -13,18 +13,23 @@ from rmod.audio import peak_db, rms_db
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import (
     BandParams,
+    BusParams,
     CompressorParams,
     DelayParams,
     EQParams,
     LimiterParams,
     ReverbParams,
     TrackMixParams,
+    draw_buses,
     draw_track_mix,
     eq_plugins,
     limiter_plugin,
+    linked_limit,
     pan,
     pan_gains,
+    process_buses,
     process_track,
+    send,
 )
 from rmod.recipe import load_recipe
 
@@ -52,8 +57,8 @@ def _neutral(**kw) -> TrackMixParams:
         compressor=CompressorParams(0.0, 1.0, 1.0, 100.0, 0.0),
         pan=0.0,
         limiter=LimiterParams(0.0, 100.0),
-        delay=DelayParams(False, 0.2, 0.0, -12.0),
-        reverb=ReverbParams(False, 0.5, 0.5, 1.0, -12.0),
+        delay_send_db=-12.0,
+        reverb_send_db=-12.0,
     )
     base.update(kw)
     return TrackMixParams(**base)
@@ -100,21 +105,68 @@ def test_neutral_chain_is_centre_pan_only_and_gain_applies():
     assert abs(rms_db(louder) - rms_db(out) - 6.0) < 0.05
 
 
-def test_parallel_sends_come_from_the_track_input():
-    x = np.zeros((2, SR // 2), dtype=np.float32)
-    x[:, :200] = _tone(440.0, 0.5)[:, :200]
-    dry = process_track(x, _neutral(gain_db=-60.0), SR, -3.0)
-    delayed = process_track(
-        x, _neutral(gain_db=-60.0, delay=DelayParams(True, 0.1, 0.0, -6.0)), SR, -3.0
-    )
-    echo = delayed - dry
-    # the echo arrives 0.1 s later, at the send level, independent of the track's -60 dB gain
-    assert peak_db(echo[:, :4000]) < -60.0
-    assert abs(peak_db(echo[:, 4410:4700]) - (peak_db(x) - 6.0)) < 0.5
-    verb = process_track(
-        x, _neutral(gain_db=-60.0, reverb=ReverbParams(True, 0.8, 0.3, 1.0, -12.0)), SR, -3.0
-    )
-    assert rms_db((verb - dry)[:, 2000:]) > -60.0
+def _buses(delay: bool, reverb: bool) -> BusParams:
+    return BusParams(DelayParams(delay, 0.1, 0.0), ReverbParams(reverb, 0.8, 0.3, 1.0))
+
+
+def test_sends_feed_shared_buses_from_the_track_input():
+    x = np.zeros((1, SR // 2), dtype=np.float32)
+    x[:, :200] = _tone(440.0, 0.5)[:1, :200]
+    quiet = _neutral(gain_db=-60.0, pan=0.6, delay_send_db=-6.0)
+    part = send(x, quiet, quiet.delay_send_db, -3.0)
+    left, right = pan_gains(0.6, -3.0)
+    np.testing.assert_allclose(part[0], x[0] * left * 10 ** (-6 / 20), rtol=1e-6)
+    np.testing.assert_allclose(part[1], x[0] * right * 10 ** (-6 / 20), rtol=1e-6)
+    # two tracks share one delay bus; the echo arrives 0.1 s later at the send level,
+    # whatever the tracks' own (-60 dB) gain
+    other = _neutral(gain_db=-60.0, pan=-0.6, delay_send_db=-6.0)
+    bus_in = part + send(x, other, other.delay_send_db, -3.0)
+    wet = process_buses(bus_in, None, _buses(True, False), SR)
+    assert set(wet) == {"delay"} and wet["delay"].shape == (2, SR // 2)
+    echo = wet["delay"]
+    assert peak_db(echo[:, :4000]) < -100.0
+    assert abs(peak_db(echo[:, 4410:4700]) - peak_db(bus_in)) < 0.5
+    verb = process_buses(None, bus_in, _buses(False, True), SR)["reverb"]
+    assert rms_db(verb[:, 2000:]) > -60.0
+    assert process_buses(bus_in, bus_in, _buses(False, False), SR) == {}  # off: not computed
+
+
+def test_drawn_buses_follow_the_recipe():
+    recipe = load_recipe(None)
+    rng = np.random.default_rng(0)
+    drawn = [draw_buses(recipe.mixing, rng) for _ in range(400)]
+    delay_on = np.mean([b.delay.active for b in drawn])
+    reverb_on = np.mean([b.reverb.active for b in drawn])
+    assert abs(delay_on - 0.2) < 0.06 and abs(reverb_on - 0.5) < 0.08
+    lo, hi = recipe.mixing.delay.time_s.bounds
+    assert all(lo <= b.delay.time_s <= hi for b in drawn)
+
+
+@pytest.mark.parametrize("position", [-1.0, -0.4, 0.0, 0.7])
+def test_mono_path_equals_the_stereo_chain_on_a_mono_source(position):
+    """A mono track runs its chain on one channel; the stereo path on a duplicated copy of
+    the same source gives the same output (the linked limiter makes this exact)."""
+    recipe = load_recipe(None)
+    rng = np.random.default_rng(11)
+    n = SR
+    mono = (0.6 * rng.standard_normal((1, n)) * np.exp(-np.arange(n) / 6000)).astype(np.float32)
+    params = draw_track_mix(recipe.mixing.tracks["snare"], recipe.mixing, rng)
+    params = TrackMixParams(**{**params.__dict__, "pan": position})
+    params = TrackMixParams(**{**params.__dict__, "limiter": LimiterParams(-9.0, 50.0)})
+    out_mono = process_track(mono, params, SR, -3.0)
+    out_stereo = process_track(np.repeat(mono, 2, axis=0), params, SR, -3.0)
+    assert out_mono.shape == out_stereo.shape == (2, n)
+    assert np.max(np.abs(out_mono - out_stereo)) < 1e-6
+    assert peak_db(out_mono) < -9.0 + 0.2  # the limiter acted on the louder channel
+
+
+def test_linked_limiter_keeps_the_pan_image():
+    x = _tone(220.0, 1.5)
+    x[1] *= 0.25  # right channel 12 dB lower
+    out = linked_limit(x, LimiterParams(-6.0, 100.0), SR)
+    assert peak_db(out[0]) < -6.0 + 0.2
+    ratio = out[1, 2000:] / np.where(out[0, 2000:] == 0, 1, out[0, 2000:])
+    np.testing.assert_allclose(ratio[np.abs(out[0, 2000:]) > 1e-3], 0.25, rtol=1e-4)
 
 
 def test_drawn_chains_stay_finite_and_master_hits_the_ceiling():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from rmod_fixtures import write_tiny_recipe
@@ -97,12 +98,12 @@ def test_duplicated_row(ds):
 
 def test_wrong_format_rate_and_channels(ds):
     row = first_row(ds)
-    path = ds / row.oneshots["kick"]
-    audio, sr = sf.read(str(path), dtype="float32")
-    sf.write(str(path), audio[:, 0], 22050, subtype="PCM_24")
+    path = ds / row.oneshots["kick"]  # a mono one-shot (the library is mono)
+    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    sf.write(str(path), np.repeat(audio, 2, axis=1), 22050, subtype="PCM_24")
     found = " | ".join(problems(ds))
     for what in ("PCM_24, expected PCM_16", "22050 Hz, expected 44100 Hz",
-                 "1 channel(s), expected 2", "checksum mismatch"):  # fmt: skip
+                 "2 channel(s), expected 1", "checksum mismatch"):  # fmt: skip
         assert what in found
 
 
