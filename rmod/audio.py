@@ -224,7 +224,17 @@ def peak_db(audio: np.ndarray) -> float:
     return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
 
 
+def mean_square(audio: np.ndarray) -> float:
+    """Mean of the squared samples over all channels (float32 dot products, float64 sum)."""
+    x = np.ascontiguousarray(audio, dtype=np.float32).reshape(
+        audio.shape[0] if audio.ndim > 1 else 1, -1
+    )
+    if x.size == 0:
+        return 0.0
+    return sum(float(np.dot(row, row)) for row in x) / x.size
+
+
 def rms_db(audio: np.ndarray) -> float:
     """RMS level in dBFS over all channels and samples (``-inf`` for silence)."""
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    rms = float(np.sqrt(mean_square(audio))) if audio.size else 0.0
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")

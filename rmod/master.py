@@ -5,7 +5,8 @@ Stages, in order (all ``[2, n]`` float32):
 1. the sum is peak-normalized to 0 dBFS, so the limiter threshold means "dB of peak
    reduction" whatever the number of tracks (silence stays silence);
 2. EQ (pedalboard low shelf, peaking bands, high shelf; see :mod:`rmod.mixing`);
-3. our peak limiter (1000:1, 0.01 ms attack compressor; see :mod:`rmod.mixing`);
+3. our peak limiter (1000:1, 0.01 ms attack compressor, stereo-linked; see
+   :mod:`rmod.mixing`);
 4. the ceiling: the result is scaled so its sample peak is exactly ``ceiling_dbfs``
    (default -1 dBFS). No output sample can reach full scale, so 16-bit files never clip.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pedalboard
 
-from rmod.mixing import EQParams, LimiterParams, draw_eq, draw_limiter, eq_plugins, limiter_plugin
+from rmod.mixing import EQParams, LimiterParams, draw_eq, draw_limiter, eq_plugins, linked_limit
 
 
 @dataclass(frozen=True)
@@ -41,20 +42,24 @@ def peak_normalize(audio: np.ndarray, peak_dbfs: float) -> np.ndarray:
     if peak == 0.0 or not np.isfinite(peak):
         return audio.astype(np.float32, copy=False)
     target = 10.0 ** (peak_dbfs / 20.0)
-    out = (audio.astype(np.float64) * (target / peak)).astype(np.float32)
-    # float32 rounding may land a hair above the target: nudge down until it does not.
+    gain = np.float32(target / peak)
+    out = audio.astype(np.float32, copy=False) * gain
+    # float32 rounding may land a hair above the target: lower the gain until it does not.
     while float(np.max(np.abs(out))) > target:
-        out = (out * np.float32(1.0 - 1e-6)).astype(np.float32)
+        gain = np.float32(gain * np.float32(1.0 - 1e-6))
+        out = audio.astype(np.float32, copy=False) * gain
     return out
 
 
 def apply_master(
     mix: np.ndarray, params: MasterParams, sample_rate: int, ceiling_dbfs: float
 ) -> np.ndarray:
-    """Master the summed tracks ``[2, n]``; the result peaks exactly at ``ceiling_dbfs``."""
+    """Master the summed tracks ``[2, n]``; the result peaks exactly at ``ceiling_dbfs``.
+
+    The limiter is stereo-linked (see :func:`rmod.mixing.linked_limit`)."""
     if not np.isfinite(mix).all():
         raise ValueError("the mix holds non-finite samples")
     x = peak_normalize(mix, 0.0)
-    board = pedalboard.Pedalboard(eq_plugins(params.eq) + [limiter_plugin(params.limiter)])
-    y = board(np.ascontiguousarray(x, dtype=np.float32), sample_rate)
+    eq = pedalboard.Pedalboard(eq_plugins(params.eq))(np.ascontiguousarray(x), sample_rate)
+    y = linked_limit(eq, params.limiter, sample_rate)
     return peak_normalize(y, ceiling_dbfs)

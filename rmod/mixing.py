@@ -265,28 +265,42 @@ def process_track(
     """Run one track ``[1 or 2, n]`` through its chain (no sends); returns ``[2, n]``.
 
     A mono track stays mono until the pan: the linked limiter then runs once, on the
-    louder channel's signal, and the pan splits it.
+    louder channel's signal, and the pan splits it. Leading digital silence (a drum track
+    before its first hit) is not processed: every stage maps silence to silence.
     """
+    n = audio.shape[-1]
+    first = int(np.argmax(np.any(audio != 0, axis=0))) if n else 0
+    out = np.zeros((2, n), dtype=np.float32)
+    if n == 0 or not audio[:, first].any():
+        return out
+    x = audio[:, first:]
     c = params.compressor
     chain = [pedalboard.Gain(gain_db=params.gain_db), *eq_plugins(params.eq)]
-    chain += [
+    chain.append(
         pedalboard.Compressor(
             threshold_db=c.threshold_db,
             ratio=c.ratio,
             attack_ms=c.attack_ms,
             release_ms=c.release_ms,
-        ),
-        pedalboard.Gain(gain_db=c.makeup_db),
-    ]
-    shaped = _run(chain, audio, sample_rate)
-    if shaped.shape[0] == 2:
-        return linked_limit(pan(shaped, params.pan, pan_law_db), params.limiter, sample_rate)
+        )
+    )
     left, right = pan_gains(params.pan, pan_law_db)
+    if x.shape[0] == 2:
+        shaped = _run([*chain, pedalboard.Gain(gain_db=c.makeup_db)], x, sample_rate)
+        out[:, first:] = linked_limit(
+            pan(shaped, params.pan, pan_law_db), params.limiter, sample_rate
+        )
+        return out
     loud = max(left, right)
     if loud == 0.0:
-        return np.zeros((2, shaped.shape[-1]), dtype=np.float32)
-    limited = _run([limiter_plugin(params.limiter)], shaped * np.float32(loud), sample_rate)
-    return limited * np.array([[left / loud], [right / loud]], dtype=np.float32)
+        return out
+    chain += [
+        pedalboard.Gain(gain_db=c.makeup_db + 20.0 * math.log10(loud)),
+        limiter_plugin(params.limiter),
+    ]
+    limited = _run(chain, x, sample_rate)
+    out[:, first:] = limited * np.array([[left / loud], [right / loud]], dtype=np.float32)
+    return out
 
 
 def send(audio: np.ndarray, params: TrackMixParams, send_db: float, pan_law_db: float):

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from rmod.audio import mean_square
+
 
 def normalize_rms(audio: np.ndarray, rms_db: float | None) -> np.ndarray:
     """Scale so the RMS over all channels and samples is ``rms_db`` dBFS (silence unchanged)."""
     if rms_db is None:
         return audio
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    rms = float(np.sqrt(mean_square(audio))) if audio.size else 0.0
     if rms == 0.0:
         return audio
-    return (audio * np.float32(10.0 ** (rms_db / 20.0) / rms)).astype(np.float32)
+    return audio * np.float32(10.0 ** (rms_db / 20.0) / rms)
 
 
 def normalize_oneshot(

@@ -200,3 +200,36 @@ def test_invariants_finite_length_and_ceiling(seed, level, n):
     out = apply_master(track, draw_master(recipe.master, rng), SR, recipe.master.ceiling_dbfs)
     assert out.shape == (2, n) and np.isfinite(out).all()
     assert peak_db(out) <= recipe.master.ceiling_dbfs
+
+
+def test_leading_silence_is_skipped_without_changing_the_output():
+    """A drum track is processed from its first hit; the result equals running the whole
+    chain (pedalboard, directly) over the silent start too."""
+    import pedalboard
+
+    recipe = load_recipe(None)
+    rng = np.random.default_rng(5)
+    hit = (0.7 * rng.standard_normal(6000) * np.exp(-np.arange(6000) / 900)).astype(np.float32)
+    x = np.zeros((1, SR), dtype=np.float32)
+    x[0, 30000:36000] = hit
+    params = draw_track_mix(recipe.mixing.tracks["kick"], recipe.mixing, rng)
+    out = process_track(x, params, SR, -3.0)
+    left, right = pan_gains(params.pan, -3.0)
+    loud = max(left, right)
+    c = params.compressor
+    chain = [pedalboard.Gain(gain_db=params.gain_db), *eq_plugins(params.eq)]
+    chain += [
+        pedalboard.Compressor(
+            threshold_db=c.threshold_db,
+            ratio=c.ratio,
+            attack_ms=c.attack_ms,
+            release_ms=c.release_ms,
+        ),
+        pedalboard.Gain(gain_db=c.makeup_db + 20 * math.log10(loud)),
+        limiter_plugin(params.limiter),
+    ]
+    ref = pedalboard.Pedalboard(chain)(x, SR)[0]
+    expected = np.stack([ref * (left / loud), ref * (right / loud)])
+    assert not out[:, :30000].any()
+    assert np.max(np.abs(out - expected)) < 1e-6
+    assert not process_track(np.zeros((1, 100), np.float32), params, SR, -3.0).any()
