@@ -16,7 +16,8 @@ Renderers read only what they need: a one-shot whole (:meth:`SampleStore.audio`)
 slices from it (``numpy.fromfile`` at an offset: the bytes come from the operating
 system's page cache, which every worker on the machine shares, so a worker's memory does
 not grow with the library). A missing file is made on first use and written atomically;
-two workers that race write identical bytes. A file of the wrong size is remade.
+two workers that race write identical bytes. A file of the wrong size is remade. A store
+folder that cannot be written (read-only, full disk) is logged once and only read from.
 
 Each read first checks that the library file is still there at its indexed size, so a
 file damaged after indexing stops a build by path even when its audio is stored.
@@ -29,6 +30,7 @@ than once, i.e. in large builds).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +39,8 @@ import numpy as np
 
 from rmod.audio import AudioFileError
 from rmod.pitch import pitch_shift
+
+log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 #: Integer steps per unit of a stored pitched loop (2 ** 14: values in [-2, 2)).
@@ -80,6 +84,7 @@ class SampleStore:
         self.sample_rate = int(sample_rate)
         self.folder = Path(folder) if folder is not None else default_store_dir()
         self.keep_pitched = keep_pitched
+        self._read_only = False
 
     @property
     def fingerprint(self) -> str:
@@ -97,46 +102,51 @@ class SampleStore:
     # ------------------------------------------------------------------ reading
     def audio(self, entry_id: str) -> np.ndarray:
         """The whole decoded sound, float32 ``[channels, samples]`` at the store's rate."""
-        return self._whole(entry_id)
+        self._check_source(entry_id)
+        path, shape = self._decoded_path(entry_id), self._shape(entry_id)
+        if _has_size(path, shape[0] * shape[1] * 4):
+            return np.fromfile(path, dtype=np.float32).reshape(shape)
+        audio = np.ascontiguousarray(self.library.load_audio(entry_id, self.sample_rate))
+        if audio.shape == shape:  # else the manifest's rounded duration misleads: don't store
+            self._save(path, audio)
+        return audio
 
     def loop_segment(self, entry_id: str, semitones: int, start: int, length: int) -> np.ndarray:
         """``length`` samples from ``start`` of the loop shifted by ``semitones`` (the loop
         wraps around), float32 ``[channels, length]``."""
-        if semitones == 0:
-            path, channels, n = self._decoded(entry_id)
-            return _read_wrapped(path, np.float32, channels, n, start, length)
         self._check_source(entry_id)
-        path = self._pitched_path(entry_id, semitones)
         channels, n = self._shape(entry_id)
+        if semitones == 0:
+            path = self._decoded_path(entry_id)
+            if _has_size(path, channels * n * 4):
+                return _read_wrapped(path, np.float32, channels, n, start, length)
+            return _slice_wrapped(self.audio(entry_id), start, length)
+        path = self._pitched_path(entry_id, semitones)
         if _has_size(path, channels * n * 2):
             codes = _read_wrapped(path, np.int16, channels, n, start, length)
             return dequantize_pitched(codes)
-        codes = quantize_pitched(pitch_shift(self._whole(entry_id), self.sample_rate, semitones))
-        if self.keep_pitched:
-            _write_atomic(path, codes)
+        codes = quantize_pitched(pitch_shift(self.audio(entry_id), self.sample_rate, semitones))
+        if self.keep_pitched and codes.shape == (channels, n):
+            self._save(path, codes)
         return dequantize_pitched(_slice_wrapped(codes, start, length))
 
     # ------------------------------------------------------------------ files
-    def _whole(self, entry_id: str) -> np.ndarray:
-        path, channels, n = self._decoded(entry_id)
-        return np.fromfile(path, dtype=np.float32).reshape(channels, n)
-
     def _shape(self, entry_id: str) -> tuple[int, int]:
         """(channels, samples at the store's rate) of an entry, from its manifest entry."""
         e = self.library.entry(entry_id)
         channels = e.channels if e.channels <= 2 else 1
-        n_src = int(round(e.duration * e.sample_rate))
-        n = (
-            n_src
-            if e.sample_rate == self.sample_rate
-            else int(round(n_src * self.sample_rate / e.sample_rate))
-        )
+        n = int(round(e.duration * e.sample_rate))
+        if e.sample_rate != self.sample_rate:
+            n = int(round(n * self.sample_rate / e.sample_rate))
         return channels, n
 
     def _stem(self, entry_id: str) -> str:
         e = self.library.entry(entry_id)
         channels, _ = self._shape(entry_id)
         return f"{e.sha256[:2]}/{e.sha256}-{self.sample_rate}-{channels}"
+
+    def _decoded_path(self, entry_id: str) -> Path:
+        return self.folder / f"{self._stem(entry_id)}.f32"
 
     def _pitched_path(self, entry_id: str, semitones: int) -> Path:
         return self.folder / f"{self._stem(entry_id)}-p{int(semitones):+d}.s16"
@@ -156,17 +166,18 @@ class SampleStore:
                 f"{e.size_bytes}); re-index it",
             )
 
-    def _decoded(self, entry_id: str) -> tuple[Path, int, int]:
-        """Path of the decoded file (made on first use), channels, samples."""
-        self._check_source(entry_id)
-        path = self.folder / f"{self._stem(entry_id)}.f32"
-        channels, n = self._shape(entry_id)
-        if not _has_size(path, channels * n * 4):
-            audio = self.library.load_audio(entry_id, self.sample_rate)
-            if audio.shape != (channels, n):  # the manifest's duration is rounded to 1 µs
-                channels, n = audio.shape
-            _write_atomic(path, np.ascontiguousarray(audio, dtype=np.float32))
-        return path, channels, n
+    def _save(self, path: Path, array: np.ndarray) -> None:
+        """Store ``array`` at ``path``; a store that cannot be written (read-only, full) is
+        reported once and then only read from: the build goes on, computing what it needs."""
+        if self._read_only:
+            return
+        try:
+            _write_atomic(path, array)
+        except OSError as exc:
+            self._read_only = True
+            log.warning(
+                "sample store %s is not writable (%s): going on without storing", self.folder, exc
+            )
 
 
 def _has_size(path: Path, nbytes: int) -> bool:

@@ -82,3 +82,21 @@ def test_stereo_sources_stay_stereo_and_a_damaged_source_is_named(tmp_path):
     (src / "kick" / "st.wav").write_bytes(b"RIFF broken")
     with pytest.raises(AudioFileError, match="st.wav"):
         store.audio(entry_id)
+
+
+def test_a_store_that_cannot_be_written_is_only_read_from(small_library, tmp_path, monkeypatch):
+    import errno
+
+    import rmod.store as store_module
+
+    def full_disk(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module, "_write_atomic", full_disk)
+    store = SampleStore(small_library, SR, folder=tmp_path / "full", keep_pitched=True)
+    loop = small_library.ids("guitar", "test")[0]
+    whole = small_library.load_audio(loop, SR)
+    np.testing.assert_array_equal(store.loop_segment(loop, 0, 10, 500), whole[:, 10:510])
+    direct = dequantize_pitched(quantize_pitched(pitch_shift(whole, SR, 3)))
+    np.testing.assert_array_equal(store.loop_segment(loop, 3, 0, 800), direct[:, :800])
+    assert store._read_only and not (tmp_path / "full").exists()
