@@ -15,6 +15,7 @@ filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import importlib.metadata
@@ -144,6 +145,25 @@ def engine_fingerprint() -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def tune_allocator() -> bool:
+    """Let glibc keep freed memory for reuse in this worker process (once per process).
+
+    dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also
+    freezes glibc's mmap threshold at 128 KiB: every array of a few seconds of audio is then
+    mapped fresh and unmapped on free, and its pages fault in again, zeroed, for the next
+    example (measured: 3x the system time and 40 % more user time than a loky worker on
+    the same shards). Fixed thresholds of 32 MiB (mmap) and 64 MiB (trim) restore heap
+    reuse. Changes no result; False where the C library has no ``mallopt``.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 64 << 20))
+
+
 def worker_library(path: str | None, fingerprint: str) -> Any:
     """The library at ``path`` (``None`` = built-in), loaded once per process.
 
@@ -239,6 +259,7 @@ def render_shard(task: ShardTask) -> ShardResult:
     loaded or the output written; nothing of a failed shard becomes visible.
     """
     start = time.perf_counter()
+    tune_allocator()
     if engine_fingerprint() != task.engine_fingerprint:
         raise ShardError(
             task.shard.name,
