@@ -254,9 +254,34 @@ def linked_limit(audio: np.ndarray, params: LimiterParams, sample_rate: int) -> 
     """Stereo-linked peak limiting of ``[2, n]``: the limiter runs on the louder channel's
     magnitude and its gain reduction is applied to both channels."""
     side = np.max(np.abs(audio), axis=0, keepdims=True)
+    if _below(side, params.threshold_db):
+        return audio
     limited = _run([limiter_plugin(params)], side, sample_rate)
     gain = np.divide(limited, side, out=np.ones_like(side), where=side > 0)
     return audio * gain
+
+
+def _below(audio: np.ndarray, threshold_db: float) -> bool:
+    """True when every sample stays 0.01 dB or more below ``threshold_db``: a compressor or
+    limiter (whose envelope never exceeds the signal's peak) then multiplies every sample
+    by exactly 1, so it can be skipped."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return peak < 10.0 ** ((threshold_db - 0.01) / 20.0)
+
+
+def _compress(audio: np.ndarray, c: CompressorParams, sample_rate: int) -> np.ndarray:
+    if _below(audio, c.threshold_db):
+        return audio
+    fx = pedalboard.Compressor(
+        threshold_db=c.threshold_db, ratio=c.ratio, attack_ms=c.attack_ms, release_ms=c.release_ms
+    )
+    return _run([fx], audio, sample_rate)
+
+
+def _limit(audio: np.ndarray, params: LimiterParams, sample_rate: int) -> np.ndarray:
+    if _below(audio, params.threshold_db):
+        return audio
+    return _run([limiter_plugin(params)], audio, sample_rate)
 
 
 def process_track(
@@ -265,40 +290,28 @@ def process_track(
     """Run one track ``[1 or 2, n]`` through its chain (no sends); returns ``[2, n]``.
 
     A mono track stays mono until the pan: the linked limiter then runs once, on the
-    louder channel's signal, and the pan splits it. Leading digital silence (a drum track
-    before its first hit) is not processed: every stage maps silence to silence.
+    louder channel's signal, and the pan splits it. Work that cannot change a sample is
+    skipped: leading digital silence (a drum track before its first hit; every stage maps
+    silence to silence) and a compressor or limiter whose threshold the signal never
+    reaches (both multiply by exactly 1 below it).
     """
     n = audio.shape[-1]
     first = int(np.argmax(np.any(audio != 0, axis=0))) if n else 0
     out = np.zeros((2, n), dtype=np.float32)
     if n == 0 or not audio[:, first].any():
         return out
-    x = audio[:, first:]
-    c = params.compressor
     chain = [pedalboard.Gain(gain_db=params.gain_db), *eq_plugins(params.eq)]
-    chain.append(
-        pedalboard.Compressor(
-            threshold_db=c.threshold_db,
-            ratio=c.ratio,
-            attack_ms=c.attack_ms,
-            release_ms=c.release_ms,
-        )
-    )
+    shaped = _compress(_run(chain, audio[:, first:], sample_rate), params.compressor, sample_rate)
+    makeup = 10.0 ** (params.compressor.makeup_db / 20.0)
     left, right = pan_gains(params.pan, pan_law_db)
-    if x.shape[0] == 2:
-        shaped = _run([*chain, pedalboard.Gain(gain_db=c.makeup_db)], x, sample_rate)
-        out[:, first:] = linked_limit(
-            pan(shaped, params.pan, pan_law_db), params.limiter, sample_rate
-        )
+    if shaped.shape[0] == 2:
+        panned = pan(shaped * np.float32(makeup), params.pan, pan_law_db)
+        out[:, first:] = linked_limit(panned, params.limiter, sample_rate)
         return out
     loud = max(left, right)
     if loud == 0.0:
         return out
-    chain += [
-        pedalboard.Gain(gain_db=c.makeup_db + 20.0 * math.log10(loud)),
-        limiter_plugin(params.limiter),
-    ]
-    limited = _run(chain, x, sample_rate)
+    limited = _limit(shaped * np.float32(makeup * loud), params.limiter, sample_rate)
     out[:, first:] = limited * np.array([[left / loud], [right / loud]], dtype=np.float32)
     return out
 

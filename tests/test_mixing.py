@@ -233,3 +233,18 @@ def test_leading_silence_is_skipped_without_changing_the_output():
     assert not out[:, :30000].any()
     assert np.max(np.abs(out - expected)) < 1e-6
     assert not process_track(np.zeros((1, 100), np.float32), params, SR, -3.0).any()
+
+
+def test_a_threshold_never_reached_skips_the_stage_exactly():
+    """Below its threshold a compressor or limiter multiplies by exactly 1: skipping it
+    (as process_track does) gives the same samples as running it."""
+    import pedalboard
+
+    from rmod.mixing import _below
+
+    x = _tone(300.0, 0.2)[:1] * np.exp(-np.arange(SR // 2) / 5000).astype(np.float32)
+    assert _below(x, -12.0) and not _below(x, -16.0)  # peak is 0.2 = -14.0 dBFS
+    comp = pedalboard.Compressor(threshold_db=-12.0, ratio=4.0, attack_ms=1.0, release_ms=80.0)
+    np.testing.assert_array_equal(pedalboard.Pedalboard([comp])(x, SR), x)
+    lim = limiter_plugin(LimiterParams(-12.0, 50.0))
+    np.testing.assert_array_equal(lim(x, SR), x)
