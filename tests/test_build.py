@@ -375,6 +375,21 @@ def test_jobs2_loky_is_byte_identical(reference, build_kwargs, tmp_path):
     assert tree_bytes(tmp_path / "ds") == tree_bytes(reference[0])
 
 
+def test_stored_pitched_loops_give_the_same_bytes(reference, build_kwargs, tmp_path, monkeypatch):
+    """Workers that keep pitched loops in the sample store (large builds) and read them back
+    write the same dataset as workers that pitch every loop afresh."""
+    import rmod.build
+    from rmod.build import BuildOptions, build
+
+    monkeypatch.setenv("RMOD_CACHE_DIR", str(tmp_path / "cache"))  # an empty store
+    monkeypatch.setattr(rmod.build, "keeps_pitched_loops", lambda *args: True)
+    for out in (tmp_path / "first", tmp_path / "again"):  # stores, then reads the store
+        summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+        assert summary.ok, summary.error
+        assert tree_bytes(out) == tree_bytes(reference[0])
+    assert list((tmp_path / "cache").rglob("*.s16"))  # pitched loops were stored
+
+
 def test_dask_local_cluster_is_byte_identical(reference, build_kwargs, tmp_path):
     from rmod.build import BuildOptions, build
 
@@ -608,3 +623,15 @@ def test_cli_reports_bad_inputs_without_traceback(tmp_path, capsys):
     assert main(["--n", "0", "--out", str(out)]) == 2
     assert "--n must be at least 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_pitched_loops_are_kept_once_a_build_can_reuse_them(small_library):
+    from rmod.build import keeps_pitched_loops
+    from rmod.recipe import load_recipe
+
+    recipe = load_recipe(None)
+    # 6 loops per instrument; bass draws 9 semitone values, the others 25: 504 pairs
+    assert not keeps_pitched_loops(recipe, small_library, 503)
+    assert keeps_pitched_loops(recipe, small_library, 504)
+    drums_only = load_recipe("rmod-drums-only")
+    assert not keeps_pitched_loops(drums_only, small_library, 10**9)
