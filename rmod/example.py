@@ -541,7 +541,10 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
     try:
         params = ExampleParams.from_dict(doc["params"])
     except ValueError as exc:
-        raise ExampleError(f"{path}: {exc}") from None
+        raise ExampleError(
+            f"{path}: {exc} (hand-edited, or drawn by another version of rmod, whose "
+            "parameters this version does not read: re-render it with that version)"
+        ) from None
     recipe_dict = doc.get("recipe", build.get("recipe"))
     recipe = None
     if recipe_dict is not None:
