@@ -10,7 +10,8 @@
    (see :mod:`rmod.shards`);
 4. run the remaining shards through joblib (``loky`` processes on this machine, or
    ``dask`` on a ``distributed`` cluster: a ``LocalCluster`` or ``--scheduler``);
-5. concatenate the manifest parts, in order, into ``DIR/manifests/{split}.jsonl``.
+5. concatenate the manifest parts, in order, into ``DIR/manifests/{split}.jsonl``, and
+   remove the sample store the workers shared (``DIR/.rmod-store``, see :mod:`rmod.store`).
 
 Every example's randomness comes from (seed, split, index) alone, so the dataset is the
 same bytes whatever the number of workers, the backend or the number of resumes.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ import rmod
 from rmod import SPLITS
 from rmod.manifest import BUILD_JSON, BuildInfo, ManifestError, read_build_info, write_build_info
 from rmod.shards import Shard, clean_incomplete, concatenate_parts, is_complete, plan_shards
+from rmod.store import STORE_DIR
 from rmod.worker import (
     ExampleError,
     ShardError,
@@ -368,6 +371,7 @@ def build(options: BuildOptions) -> BuildSummary:
                     summary.workers = workers
                     _run(tasks, summary, options.progress)
             concatenate_parts(out, shards)
+            shutil.rmtree(out / STORE_DIR, ignore_errors=True)  # a cache: the build is complete
         except (ExampleError, ShardError) as exc:
             summary.error = str(exc)
         except KeyboardInterrupt:

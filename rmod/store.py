@@ -1,16 +1,19 @@
 """Library audio ready to render: decoded once at the build rate, pitched once, read in slices.
 
-A :class:`SampleStore` sits between a :class:`rmod.library.Library` and the renderer. It
-keeps raw sample files in a folder (by default ``<cache root>/store-v1``, see
-:func:`rmod.builtin.cache_root`), named by the source's *content hash*, so any library
-that holds the same sound shares them, and a changed file (new hash) never reads stale
-audio:
+A :class:`SampleStore` sits between a :class:`rmod.library.Library` and the renderer. With a
+``folder`` (``rmod-build`` uses ``DIR/.rmod-store``, see :data:`STORE_DIR`, on the same
+filesystem as the dataset, so every worker of a cluster shares it, and removes it when the
+build is complete) it keeps raw sample files there, named by the source's *content hash*
+(a changed file, with a new hash, never reads stale audio):
 
 * ``<sha>-<rate>-<channels>.f32``: the decoded source at the build rate, float32,
   channel-major ``[channels, samples]`` (exactly :meth:`Library.load_audio`'s result);
 * ``<sha>-<rate>-<channels>-p<+semitones>.s16``: a whole loop pitch-shifted by
   :func:`rmod.pitch.pitch_shift`, stored as 16-bit integers at :data:`PITCHED_SCALE`
   (range ±2, steps of 2^-14: -90 dB below full scale).
+
+Without a folder it stores nothing and decodes (and pitches) on every request, which is what
+one example (``rmod-render-one``) needs.
 
 Renderers read only what they need: a one-shot whole (:meth:`SampleStore.audio`), a loop as the segment the example
 slices from it (``numpy.fromfile`` at an offset: the bytes come from the operating
@@ -42,7 +45,8 @@ from rmod.pitch import pitch_shift
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
+#: The store of a build, inside its output folder.
+STORE_DIR = ".rmod-store"
 #: Integer steps per unit of a stored pitched loop (2 ** 14: values in [-2, 2)).
 PITCHED_SCALE = 16384.0
 
@@ -58,19 +62,12 @@ def dequantize_pitched(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.float32) * np.float32(1.0 / PITCHED_SCALE)
 
 
-def default_store_dir() -> Path:
-    """``<cache root>/store-v<N>`` (``$RMOD_CACHE_DIR`` or the user cache folder)."""
-    from rmod.builtin import cache_root
-
-    return cache_root() / f"store-v{STORE_VERSION}"
-
-
 class SampleStore:
     """Library audio at one sample rate, cached on disk and read in slices.
 
     ``library`` supplies ids, entries, the fingerprint and :meth:`Library.load_audio` (the
-    decoder that checks each file against its manifest entry). ``keep_pitched``: also
-    store whole pitched loops.
+    decoder that checks each file against its manifest entry). ``folder``: where to keep
+    files (``None``: keep nothing). ``keep_pitched``: also keep whole pitched loops.
     """
 
     def __init__(
@@ -82,7 +79,7 @@ class SampleStore:
     ):
         self.library = library
         self.sample_rate = int(sample_rate)
-        self.folder = Path(folder) if folder is not None else default_store_dir()
+        self.folder = Path(folder) if folder is not None else None
         self.keep_pitched = keep_pitched
         self._read_only = False
 
@@ -104,7 +101,7 @@ class SampleStore:
         """The whole decoded sound, float32 ``[channels, samples]`` at the store's rate."""
         self._check_source(entry_id)
         path, shape = self._decoded_path(entry_id), self._shape(entry_id)
-        if _has_size(path, shape[0] * shape[1] * 4):
+        if path is not None and _has_size(path, shape[0] * shape[1] * 4):
             return np.fromfile(path, dtype=np.float32).reshape(shape)
         audio = np.ascontiguousarray(self.library.load_audio(entry_id, self.sample_rate))
         if audio.shape == shape:  # else the manifest's rounded duration misleads: don't store
@@ -118,11 +115,11 @@ class SampleStore:
         channels, n = self._shape(entry_id)
         if semitones == 0:
             path = self._decoded_path(entry_id)
-            if _has_size(path, channels * n * 4):
+            if path is not None and _has_size(path, channels * n * 4):
                 return _read_wrapped(path, np.float32, channels, n, start, length)
             return _slice_wrapped(self.audio(entry_id), start, length)
         path = self._pitched_path(entry_id, semitones)
-        if _has_size(path, channels * n * 2):
+        if path is not None and _has_size(path, channels * n * 2):
             codes = _read_wrapped(path, np.int16, channels, n, start, length)
             return dequantize_pitched(codes)
         codes = quantize_pitched(pitch_shift(self.audio(entry_id), self.sample_rate, semitones))
@@ -145,10 +142,14 @@ class SampleStore:
         channels, _ = self._shape(entry_id)
         return f"{e.sha256[:2]}/{e.sha256}-{self.sample_rate}-{channels}"
 
-    def _decoded_path(self, entry_id: str) -> Path:
+    def _decoded_path(self, entry_id: str) -> Path | None:
+        if self.folder is None:
+            return None
         return self.folder / f"{self._stem(entry_id)}.f32"
 
-    def _pitched_path(self, entry_id: str, semitones: int) -> Path:
+    def _pitched_path(self, entry_id: str, semitones: int) -> Path | None:
+        if self.folder is None:
+            return None
         return self.folder / f"{self._stem(entry_id)}-p{int(semitones):+d}.s16"
 
     def _check_source(self, entry_id: str) -> None:
@@ -169,7 +170,7 @@ class SampleStore:
     def _save(self, path: Path, array: np.ndarray) -> None:
         """Store ``array`` at ``path``; a store that cannot be written (read-only, full) is
         reported once and then only read from: the build goes on, computing what it needs."""
-        if self._read_only:
+        if self._read_only or path is None:
             return
         try:
             _write_atomic(path, array)

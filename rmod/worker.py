@@ -187,12 +187,14 @@ def worker_library(path: str | None, fingerprint: str) -> Any:
 
 
 def worker_store(task: ShardTask) -> Any:
-    """The :class:`rmod.store.SampleStore` of the task's library at the recipe's rate."""
-    from rmod.store import SampleStore
+    """The :class:`rmod.store.SampleStore` of the task's library at the recipe's rate, in
+    the build's folder (``DIR/.rmod-store``)."""
+    from rmod.store import STORE_DIR, SampleStore
 
     library = worker_library(task.library_path, task.library_fingerprint)
     rate = int(task.recipe.audio.sample_rate)
-    return SampleStore(library, rate, keep_pitched=task.keep_pitched)
+    folder = Path(task.root) / STORE_DIR
+    return SampleStore(library, rate, folder=folder, keep_pitched=task.keep_pitched)
 
 
 def _level(value: float) -> float | None:

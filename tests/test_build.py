@@ -376,18 +376,25 @@ def test_jobs2_loky_is_byte_identical(reference, build_kwargs, tmp_path):
 
 
 def test_stored_pitched_loops_give_the_same_bytes(reference, build_kwargs, tmp_path, monkeypatch):
-    """Workers that keep pitched loops in the sample store (large builds) and read them back
-    write the same dataset as workers that pitch every loop afresh."""
+    """Workers that keep pitched loops in the build's sample store (large builds) write the
+    same dataset as workers that pitch every loop afresh; the store is gone once the build
+    is complete."""
     import rmod.build
     from rmod.build import BuildOptions, build
+    from rmod.store import STORE_DIR, SampleStore
 
-    monkeypatch.setenv("RMOD_CACHE_DIR", str(tmp_path / "cache"))  # an empty store
+    saved = []
+    save = SampleStore._save
+    monkeypatch.setattr(
+        SampleStore, "_save", lambda self, p, a: saved.append(p) or save(self, p, a)
+    )
     monkeypatch.setattr(rmod.build, "keeps_pitched_loops", lambda *args: True)
-    for out in (tmp_path / "first", tmp_path / "again"):  # stores, then reads the store
-        summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
-        assert summary.ok, summary.error
-        assert tree_bytes(out) == tree_bytes(reference[0])
-    assert list((tmp_path / "cache").rglob("*.s16"))  # pitched loops were stored
+    out = tmp_path / "ds"
+    summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert summary.ok, summary.error
+    assert tree_bytes(out) == tree_bytes(reference[0])
+    assert any(p.suffix == ".s16" and p.parent.parent == out / STORE_DIR for p in saved)
+    assert not (out / STORE_DIR).exists()
 
 
 def test_dask_local_cluster_is_byte_identical(reference, build_kwargs, tmp_path):
