@@ -7,7 +7,11 @@ Layout of a token cache folder ``TOKDIR`` (all codes are raw DAC codes 0..1023, 
     TOKDIR/{split}/{shard:06d}/kick.npy      [rows, 9, F]    one-shot, mono mean, cropped or
     TOKDIR/{split}/{shard:06d}/snare.npy     [rows, 9, F]    zero-padded to the target length
     TOKDIR/{split}/{shard:06d}/hihat.npy     [rows, 9, F]    (2 s -> F = 173)
-    TOKDIR/{split}/{shard:06d}/meta.json     {"ids": [...], "skipped": [...]}
+    TOKDIR/{split}/{shard:06d}/meta.json     {"ids": [...], "skipped": [...], "files": {...}}
+
+Each shard's ``files`` (in ``meta.json`` and again in the index's shard entry) records every
+``.npy`` file's ``size`` in bytes, ``sha256`` and ``quick`` (SHA-256 of its first and last
+`QUICK_BYTES`); `dose_model.token_cache` defines the index and its checks.
 
 Shard ``i`` holds manifest rows ``[i * shard_size, (i + 1) * shard_size)`` in file order,
 minus the rows whose audio is missing or undecodable: those are skipped, reported by id
@@ -46,17 +50,23 @@ from dose_model.manifest import (
     find_manifests,
     manifest_sha256,
     read_manifest,
-    recipe_seconds,
+    row_seconds,
+)
+from dose_model.token_cache import (  # noqa: F401 (read_index, CacheError: re-exported)
+    FORMAT,
+    INDEX_NAME,
+    VERSION,
+    CacheError,
+    file_record,
+    read_index,
 )
 
-FORMAT = "dose-token-cache"
-VERSION = 1
-INDEX_NAME = "index.json"
 TMP_PREFIX = ".tmp-"
-DEFAULT_MIXTURE_SECONDS = 4.0
-"""Mixture length encoded when neither the caller nor the recipe says (the paper: 4 s)."""
-DEFAULT_ONESHOT_SECONDS = 2.0
-"""One-shot length encoded when neither the caller nor the recipe says (paper text: 2 s)."""
+PAPER_MIXTURE_SECONDS = 4.0
+"""Mixture length encoded when neither the caller nor the rows' frame counts say (the paper)."""
+PAPER_ONESHOT_SECONDS = 2.0
+"""One-shot length encoded when neither the caller nor the rows' frame counts say (paper
+text: 2 s)."""
 
 
 class TokenizeError(RuntimeError):
@@ -153,20 +163,6 @@ def _write_json(path: Path, obj: dict) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def read_index(tokdir: str | os.PathLike) -> dict:
-    """The ``index.json`` of a token cache (raises FileNotFoundError / ValueError naming it)."""
-    path = Path(tokdir) / INDEX_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a token cache (no {INDEX_NAME}); run dose-tokenize")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable index ({exc})") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} index")
-    return index
-
-
 def _shard_done(shard_dir: Path) -> dict | None:
     meta = shard_dir / "meta.json"
     if not meta.is_file():
@@ -176,17 +172,25 @@ def _shard_done(shard_dir: Path) -> dict | None:
 
 def _write_shard(
     shard_dir: Path, ids: list[str], skipped: list[dict], arrays: dict[str, np.ndarray]
-) -> None:
+) -> dict:
     """Write one shard into a temporary folder beside it, then rename it into place."""
     tmp = shard_dir.with_name(f"{TMP_PREFIX}{shard_dir.name}.{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for name, arr in arrays.items():
-        np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
-    text = json.dumps({"ids": ids, "skipped": skipped}, indent=1, sort_keys=True) + "\n"
-    (tmp / "meta.json").write_text(text, encoding="utf-8")
-    os.replace(tmp, shard_dir)
+    try:
+        files = {}
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+            files[f"{name}.npy"] = file_record(tmp / f"{name}.npy")
+        meta = {"ids": ids, "skipped": skipped, "files": files}
+        text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
+        (tmp / "meta.json").write_text(text, encoding="utf-8")
+        os.replace(tmp, shard_dir)
+    except BaseException:  # a full disk or Ctrl-C: leave no half-written shard behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
 
 
 def _clean_stale(split_dir: Path) -> None:
@@ -313,9 +317,9 @@ def tokenize_manifest(
     """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
     splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
 
-    ``mixture_seconds`` / ``oneshot_seconds`` None take the recipe's
-    ``audio.mixture_seconds`` / ``audio.target_seconds`` from ``DIR/build.json``, else
-    4.0 s / 2.0 s (the paper). ``batch_size`` rows are encoded at once (their mixtures,
+    ``mixture_seconds`` / ``oneshot_seconds`` None take the lengths of the first row's files
+    (its documented ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s
+    (the paper). ``batch_size`` rows are encoded at once (their mixtures,
     then their 3 x batch_size one-shots); ``workers`` threads read audio ahead.
 
     Resumes a cache of the same settings (codec, lengths, shard size, manifest contents);
@@ -330,14 +334,14 @@ def tokenize_manifest(
     start = time.perf_counter()
     out = Path(out)
     manifests = find_manifests(manifest)
-    recipe = recipe_seconds(next(iter(manifests.values())))
+    rows = {split: read_manifest(path) for split, path in manifests.items()}
+    found = row_seconds(next((r[0] for r in rows.values() if r), None))
     if mixture_seconds is None:
-        mixture_seconds = recipe.get("mixture_seconds", DEFAULT_MIXTURE_SECONDS)
+        mixture_seconds = found.get("mixture_seconds", PAPER_MIXTURE_SECONDS)
     if oneshot_seconds is None:
-        oneshot_seconds = recipe.get("target_seconds", DEFAULT_ONESHOT_SECONDS)
+        oneshot_seconds = found.get("target_seconds", PAPER_ONESHOT_SECONDS)
     if mixture_seconds <= 0 or oneshot_seconds <= 0:
         raise ValueError("mixture_seconds and oneshot_seconds must be positive")
-    rows = {split: read_manifest(path) for split, path in manifests.items()}
     codec = DacCodec.load(codec_weights, device=resolve_device(device))
     codec.tf32 = tf32
     config = cache_config(
@@ -373,8 +377,7 @@ def tokenize_manifest(
                     ids, skipped, arrays = _encode_shard(
                         codec, shard_rows, pool, batch_size, lengths, bar.update
                     )
-                    _write_shard(shard_dir, ids, skipped, arrays)
-                    meta = {"ids": ids, "skipped": skipped}
+                    meta = _write_shard(shard_dir, ids, skipped, arrays)
                     summary.shards_written += 1
                     summary.rows_encoded += len(ids)
                     summary.audio_seconds += len(ids) * (
@@ -391,7 +394,8 @@ def tokenize_manifest(
                         file=sys.stderr,
                     )
                     split_skipped.append({"split": split, **item})
-                shards.append({"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])})
+                entry = {"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])}
+                shards.append(entry | {"files": meta.get("files")})
             summary.skipped.extend(split_skipped)
             splits[split] = {
                 "rows": sum(s["rows"] for s in shards),
