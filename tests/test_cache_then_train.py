@@ -1,4 +1,4 @@
-"""dose-train's set-up (dose_model.pipeline): which token cache it uses, and what it refuses."""
+"""dose-train's set-up (dose_model.cache_then_train): which token cache it uses, and what it refuses."""
 
 from pathlib import Path
 
@@ -74,15 +74,15 @@ def test_a_device_this_machine_lacks_is_an_error_not_a_traceback(made, tmp_path,
 
 
 def test_ctrl_c_is_a_resume_hint_not_a_traceback(made, tmp_path, capsys, monkeypatch):
+    import dose_model.cache_then_train
     import dose_model.cli.tokenize
-    import dose_model.pipeline
     from dose_model.cli.tokenize import main as tokenize_main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     data, codec, tokens = made
-    monkeypatch.setattr(dose_model.pipeline, "train_from_manifest", interrupted)
+    monkeypatch.setattr(dose_model.cache_then_train, "train_from_manifest", interrupted)
     assert run(data, tmp_path / "a", "--tokens", str(tokens)) == 130
     assert "--resume" in capsys.readouterr().err
     monkeypatch.setattr(dose_model.cli.tokenize, "tokenize_manifest", interrupted)

@@ -6,22 +6,21 @@ The command-line entry point (`dose_model.cli.train`) only parses arguments and 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch.distributed as dist
 
 from dose_model import DRUMS
-from dose_model.checkpoints import read_checkpoint
+from dose_model.checkpoints import CheckpointError, read_state
 from dose_model.codec import sha256_file
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
-from dose_model.data import collate as default_collate
 from dose_model.device import resolve_device
 from dose_model.manifest import ManifestError, find_manifests, manifest_sha256
 from dose_model.tokenize import read_index, tokenize_manifest
-from dose_model.train import TrainingError, TrainResult, train
+from dose_model.train import TrainingError, TrainResult, dist_env, train
 
 
 def dataset_root(manifest: str | Path) -> Path:
@@ -91,8 +90,9 @@ def train_from_manifest(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
-    compile: bool = False,
+    compile: bool | None = None,
     log: Callable[[str], None] = print,
+    overrides: dict | None = None,
 ) -> TrainResult:
     """`dose-train`: make sure a token cache exists, then `train` one drum class on it.
 
@@ -106,15 +106,17 @@ def train_from_manifest(
             when it was made from the dataset's current manifests (and with ``codec_weights``,
             when given; see `check_cache_matches`); otherwise it is created or completed with
             `dose_model.tokenize.tokenize_manifest`.
-        model_cfg, train_cfg: configurations (default: `ModelConfig()`, `TrainConfig()`).
+        model_cfg, train_cfg: configurations (default: `ModelConfig()`, `TrainConfig()`, or
+            when resuming the checkpoint's; given ones must equal the checkpoint's).
         device, precision, resume, max_steps, progress, compile: see `train`.
         log: where one-line notes go (rank 0 only).
+        overrides: `TrainConfig` fields set on top of ``train_cfg`` (``--batch-size``, ...).
     """
     if drum not in DRUMS:
         raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {drum!r}")
-    model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
-    main = int(os.environ.get("RANK", "0")) == 0
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))  # fails early
+    env = dist_env()
+    main = env.main
+    dev = resolve_device(device, env.local_rank)  # fails early
     if tokens is None:
         if codec_weights is None:
             raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
@@ -129,7 +131,7 @@ def train_from_manifest(
     else:
         if codec_weights is None:
             raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if env.world > 1:
             raise TrainingError(
                 f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch"
             )
@@ -137,10 +139,16 @@ def train_from_manifest(
         if main:
             log(str(summary))
         index = read_index(tokens)
-    resume_cfg = None
-    if resume and (Path(out) / "last.ckpt").is_file():
-        resume_cfg = TrainConfig.from_dict(read_checkpoint(Path(out) / "last.ckpt")["train_config"])
-    frames = (resume_cfg or train_cfg).target_frames
+    base = train_cfg
+    if base is None and resume and (Path(out) / "last.ckpt").is_file():
+        stored = read_state(Path(out) / "last.ckpt").train_config
+        try:
+            base = TrainConfig.from_dict(stored)
+        except ValueError as err:
+            raise CheckpointError(f"{Path(out) / 'last.ckpt'}: {err}") from None
+    if overrides:
+        train_cfg = replace(base or TrainConfig(), **overrides)
+    frames = (train_cfg or base or TrainConfig()).target_frames
     splits = ("train", "valid") if "valid" in index["splits"] else ("train",)
     try:
         sets = [TokenDataset(tokens, s, drum, frames) for s in splits]
@@ -157,7 +165,6 @@ def train_from_manifest(
             device=device,
             precision=precision,
             resume=resume,
-            collate=default_collate,
             progress=progress,
             max_steps=max_steps,
             compile=compile,
