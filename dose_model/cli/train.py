@@ -107,8 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (e.g. while tokenizing)."""
+
+
 def _sigterm_as_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def _resume_hint(out: str, what: str) -> str:
@@ -155,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     except (*errors, ValueError) as err:
         print(f"dose-train: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(_resume_hint(args.out, "interrupted"), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        term = isinstance(err, Terminated)
+        print(_resume_hint(args.out, "terminated" if term else "interrupted"), file=sys.stderr)
+        return 143 if term else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not dist_env().main:
