@@ -192,7 +192,10 @@ def test_manifest_errors_name_file_and_line(tmp_path, dataset):
     cases = {
         "json": (good[0] + "\n{not json\n", r"train.jsonl:2: invalid JSON"),
         "dup": (good[0] + "\n" + good[0] + "\n", r":2: duplicate id 'train-000000'"),
-        "field": (json.dumps({"id": "train-7", "mixture": "m.wav", "oneshots": {}}), "oneshots.kick"),
+        "field": (
+            json.dumps({"id": "train-7", "mixture": "m.wav", "oneshots": {}}),
+            "oneshots.kick",
+        ),
     }
     for text, pattern in cases.values():
         (folder / "train.jsonl").write_text(text)
