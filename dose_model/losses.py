@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
 CHUNK_ROWS = 8192
 """Logit rows (of V values) upcast at once by `cross_entropy_fp32`."""
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
 from dose_model import DRUMS
+from dose_model.audio import RowAudioError, clip, load_mono, read_mono  # noqa: F401 (re-exported)
 from dose_model.codec import DacCodec
 from dose_model.device import resolve_device
 from dose_model.fileio import atomic_write_text
@@ -73,15 +73,6 @@ class TokenizeError(RuntimeError):
     """The token cache cannot be written (e.g. it holds a cache of other settings)."""
 
 
-class RowAudioError(Exception):
-    """One row's audio cannot be used; carries the file path and the reason."""
-
-    def __init__(self, path: Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-
 @dataclass
 class TokenizeSummary:
     """What one run did. ``audio_seconds`` counts the audio encoded in this run (mixture +
@@ -108,44 +99,6 @@ class TokenizeSummary:
             f"{self.rows_skipped} rows skipped): {self.audio_seconds:.0f} audio-s in "
             f"{self.elapsed_s:.1f} s = {self.audio_seconds_per_second:.1f} audio-s/s"
         )
-
-
-# ------------------------------------------------------------------------- audio
-def read_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """Read a whole audio file as float32 mono: channel mean, resampled to ``sample_rate`` if
-    needed (polyphase). Raises `RowAudioError` naming the file if it is missing, undecodable,
-    empty or holds non-finite samples."""
-    path = Path(path)
-    if not path.is_file():
-        raise RowAudioError(path, "file not found")
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for bad files
-        raise RowAudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
-    if data.shape[0] == 0:
-        raise RowAudioError(path, "file holds no samples")
-    if not np.isfinite(data).all():
-        raise RowAudioError(path, "file holds non-finite samples")
-    mono = data.mean(axis=1, dtype=np.float32)
-    if sr != sample_rate:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(int(sr), int(sample_rate))
-        mono = resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
-    return mono
-
-
-def clip(audio: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``audio[start : start + length]`` as float32, zero-padded at the end to ``length``."""
-    out = np.zeros(length, dtype=np.float32)
-    part = audio[start : start + length]
-    out[: part.shape[0]] = part
-    return out
-
-
-def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
-    """`read_mono`, then cropped or zero-padded at the end to ``[samples]``."""
-    return clip(read_mono(path, sample_rate), 0, samples)
 
 
 def load_row(row: ManifestRow, sample_rate: int, mix_samples: int, shot_samples: int):
@@ -355,53 +308,16 @@ def tokenize_manifest(
     _prepare_out(out, config)
     lengths = (config["mixture_samples"], config["oneshot_samples"])
     summary = TokenizeSummary(out=str(out))
-    splits: dict[str, dict] = {}
     total = sum(len(r) for r in rows.values())
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         tqdm(total=total, desc="dose-tokenize", unit="row", disable=not progress) as bar,
     ):
-        for split, split_rows in rows.items():
-            split_dir = out / split
-            split_dir.mkdir(parents=True, exist_ok=True)
-            _clean_stale(split_dir)
-            shards = []
-            split_skipped: list[dict] = []
-            for i in range(math.ceil(len(split_rows) / shard_size)):
-                shard_rows = split_rows[i * shard_size : (i + 1) * shard_size]
-                shard_dir = split_dir / f"{i:06d}"
-                meta = _shard_done(shard_dir)
-                if meta is None:
-                    if shard_dir.exists():  # not ours in a complete state: redo it
-                        shutil.rmtree(shard_dir)
-                    ids, skipped, arrays = _encode_shard(
-                        codec, shard_rows, pool, batch_size, lengths, bar.update
-                    )
-                    meta = _write_shard(shard_dir, ids, skipped, arrays)
-                    summary.shards_written += 1
-                    summary.rows_encoded += len(ids)
-                    summary.audio_seconds += len(ids) * (
-                        mixture_seconds + len(DRUMS) * oneshot_seconds
-                    )
-                    if on_shard is not None:
-                        on_shard(split, i)
-                else:
-                    summary.shards_kept += 1
-                    bar.update(len(shard_rows))
-                for item in meta["skipped"]:
-                    tqdm.write(
-                        f"skipped row {item['id']} ({item['path']}): {item['reason']}",
-                        file=sys.stderr,
-                    )
-                    split_skipped.append({"split": split, **item})
-                entry = {"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])}
-                shards.append(entry | {"files": meta.get("files")})
-            summary.skipped.extend(split_skipped)
-            splits[split] = {
-                "rows": sum(s["rows"] for s in shards),
-                "skipped": len(split_skipped),
-                "shards": shards,
-            }
+        seconds = mixture_seconds + len(DRUMS) * oneshot_seconds
+        job = _Job(
+            codec, pool, bar, batch_size, shard_size, lengths, summary, on_shard, out, seconds
+        )
+        splits = {split: job.split(out, split, split_rows) for split, split_rows in rows.items()}
     summary.rows_skipped = len(summary.skipped)
     _write_json(
         out / INDEX_NAME,
@@ -410,6 +326,63 @@ def tokenize_manifest(
     )
     summary.elapsed_s = time.perf_counter() - start
     return summary
+
+
+@dataclass
+class _Job:
+    """What every shard of one `tokenize_manifest` run shares."""
+
+    codec: DacCodec
+    pool: ThreadPoolExecutor
+    bar: tqdm
+    batch_size: int
+    shard_size: int
+    lengths: tuple[int, int]
+    summary: TokenizeSummary
+    on_shard: Callable[[str, int], None] | None
+    out: Path
+    row_seconds: float = 0.0
+
+    def split(self, out: Path, split: str, rows: list[ManifestRow]) -> dict:
+        """Encode (or keep) every shard of one split; returns its index entry."""
+        split_dir = out / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        _clean_stale(split_dir)
+        shards, skipped = [], []
+        for i in range(math.ceil(len(rows) / self.shard_size)):
+            meta = self.shard(split, i, rows[i * self.shard_size : (i + 1) * self.shard_size])
+            for item in meta["skipped"]:
+                tqdm.write(
+                    f"skipped row {item['id']} ({item['path']}): {item['reason']}",
+                    file=sys.stderr,
+                )
+                skipped.append({"split": split, **item})
+            entry = {"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])}
+            shards.append(entry | {"files": meta.get("files")})
+        self.summary.skipped.extend(skipped)
+        rows_kept = sum(s["rows"] for s in shards)
+        return {"rows": rows_kept, "skipped": len(skipped), "shards": shards}
+
+    def shard(self, split: str, i: int, rows: list[ManifestRow]) -> dict:
+        """Shard ``i`` of ``split``: kept when complete, else encoded and written; its meta."""
+        shard_dir = self.out / split / f"{i:06d}"
+        meta = _shard_done(shard_dir)
+        if meta is not None:
+            self.summary.shards_kept += 1
+            self.bar.update(len(rows))
+            return meta
+        if shard_dir.exists():  # not ours in a complete state: redo it
+            shutil.rmtree(shard_dir)
+        ids, skipped, arrays = _encode_shard(
+            self.codec, rows, self.pool, self.batch_size, self.lengths, self.bar.update
+        )
+        meta = _write_shard(shard_dir, ids, skipped, arrays)
+        self.summary.shards_written += 1
+        self.summary.rows_encoded += len(ids)
+        self.summary.audio_seconds += len(ids) * self.row_seconds
+        if self.on_shard is not None:
+            self.on_shard(split, i)
+        return meta
 
 
 def _identity(config: dict) -> dict:
