@@ -15,10 +15,11 @@ import torch.distributed as dist
 from dose_model import DRUMS
 from dose_model.checkpoints import CheckpointError, read_state
 from dose_model.codec import sha256_file
-from dose_model.config import ModelConfig, TrainConfig
+from dose_model.config import ConfigError, ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
 from dose_model.device import resolve_device
 from dose_model.manifest import ManifestError, find_manifests, manifest_sha256
+from dose_model.token_cache import CacheError
 from dose_model.tokenize import read_index, tokenize_manifest
 from dose_model.train import TrainingError, TrainResult, dist_env, train
 
@@ -77,6 +78,57 @@ def _read_cache_index(tokdir: Path) -> dict:
         return {}
 
 
+def _ensure_cache(
+    manifest, tokens, codec_weights, dev, progress: bool, log: Callable[[str], None]
+) -> tuple[Path, dict]:
+    """The token cache folder and its index: a complete cache of this dataset (and codec),
+    or one made or completed now with `tokenize_manifest`."""
+    env = dist_env()
+    if tokens is None:
+        if codec_weights is None:
+            raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
+        tokens = default_token_dir(manifest, codec_weights)
+    tokens = Path(tokens)
+    root = dataset_root(manifest)
+    index = _read_cache_index(tokens)
+    if index.get("complete"):
+        check_cache_matches(tokens, index, root, codec_weights)
+        if env.main:
+            log(f"using token cache {tokens}")
+        return tokens, index
+    if codec_weights is None:
+        raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
+    if env.world > 1:
+        raise TrainingError(f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch")
+    summary = tokenize_manifest(root, codec_weights, tokens, device=str(dev), progress=progress)
+    if env.main:
+        log(str(summary))
+    return tokens, read_index(tokens)
+
+
+def _with_overrides(
+    train_cfg: TrainConfig | None, overrides: dict | None, last: Path, resume: bool
+) -> TrainConfig | None:
+    """``train_cfg`` (or, resuming without one, the checkpoint's) with ``overrides`` set;
+    None when neither is given (train then uses the defaults or the stored config)."""
+    if not overrides:
+        if train_cfg is None and resume and last.is_file():
+            return _stored_train_config(last)
+        return train_cfg
+    base = train_cfg
+    if base is None and resume and last.is_file():
+        base = _stored_train_config(last)
+    return replace(base or TrainConfig(), **overrides)
+
+
+def _stored_train_config(last: Path) -> TrainConfig:
+    stored = read_state(last).train_config  # CheckpointError names the file
+    try:
+        return TrainConfig.from_dict(stored)
+    except ConfigError as err:
+        raise CheckpointError(f"{last}: {err}") from None
+
+
 def train_from_manifest(
     manifest: str | Path,
     drum: str,
@@ -114,44 +166,15 @@ def train_from_manifest(
     """
     if drum not in DRUMS:
         raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {drum!r}")
-    env = dist_env()
-    main = env.main
-    dev = resolve_device(device, env.local_rank)  # fails early
-    if tokens is None:
-        if codec_weights is None:
-            raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
-        tokens = default_token_dir(manifest, codec_weights)
-    tokens = Path(tokens)
-    root = dataset_root(manifest)
-    index = _read_cache_index(tokens)
-    if index.get("complete"):
-        check_cache_matches(tokens, index, root, codec_weights)
-        if main:
-            log(f"using token cache {tokens}")
-    else:
-        if codec_weights is None:
-            raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
-        if env.world > 1:
-            raise TrainingError(
-                f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch"
-            )
-        summary = tokenize_manifest(root, codec_weights, tokens, device=str(dev), progress=progress)
-        if main:
-            log(str(summary))
-        index = read_index(tokens)
-    base = train_cfg
-    if base is None and resume and (Path(out) / "last.ckpt").is_file():
-        stored = read_state(Path(out) / "last.ckpt").train_config
-        try:
-            base = TrainConfig.from_dict(stored)
-        except ValueError as err:
-            raise CheckpointError(f"{Path(out) / 'last.ckpt'}: {err}") from None
-    if overrides:
-        train_cfg = replace(base or TrainConfig(), **overrides)
-    frames = (train_cfg or base or TrainConfig()).target_frames
+    dev = resolve_device(device, dist_env().local_rank)  # fails early
+    tokens, index = _ensure_cache(manifest, tokens, codec_weights, dev, progress, log)
+    train_cfg = _with_overrides(train_cfg, overrides, Path(out) / "last.ckpt", resume)
+    frames = (train_cfg or TrainConfig()).target_frames
     splits = ("train", "valid") if "valid" in index["splits"] else ("train",)
     try:
         sets = [TokenDataset(tokens, s, drum, frames) for s in splits]
+    except CacheError:
+        raise
     except ValueError as err:
         raise TrainingError(f"{err} (train.target_frames is {frames})") from err
     train_set, valid_set = sets[0], (sets[1] if len(sets) > 1 else None)
