@@ -185,3 +185,24 @@ def test_a_corrupted_cache_is_named_not_trained_on(tokdir, tmp_path, capsys):
         TokenDataset(wild, "train", "hihat")[2]
     with pytest.raises(CacheError, match="codes outside"):
         verify_cache(wild)
+
+
+def test_training_on_a_token_cache_resumes_exactly(tokdir, tmp_path):
+    """The whole-batch path (TokenDataset.batch through BatchLoader): stop after 2 of 5
+    updates, resume, same weights as the uninterrupted run; the checkpoint names the data."""
+    from dose_model.checkpoints import read_checkpoint
+    from dose_model.config import ModelConfig, TrainConfig
+    from dose_model.train import train
+
+    model = ModelConfig(num_layers=1, num_heads=2, d_model=16, dropout=0.1, max_target_len=30)
+    cfg = TrainConfig(lr=1e-3, warmup_steps=1, max_steps=5, batch_size=2, target_frames=20,
+                      log_every=1, save_every=100, seed=4)  # fmt: skip
+    ds = TokenDataset(tokdir, "train", "hihat", target_frames=20)
+    train(model, cfg, ds, None, tmp_path / "a", progress=False)
+    train(model, cfg, ds, None, tmp_path / "b", progress=False, stop_after=2)
+    train(model, cfg, ds, None, tmp_path / "b", progress=False, resume=True)
+    a, b = (read_checkpoint(tmp_path / r / "last.ckpt") for r in "ab")
+    assert a["step"] == b["step"] == 5
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+    assert a["data"] == ds.identity and a["data"]["drum"] == "hihat"
+    assert a["data"]["target_frames"] == 20 and a["data"]["mixture_frames"] == 345
