@@ -266,12 +266,13 @@ def test_cuda_bf16_training_and_checkpoint(tmp_path):
         save_every=100,
         target_frames=12,
     )
-    full = train(MODEL, cfg, data, data, tmp_path / "a", device="cuda", progress=False)
+    kw = {"device": "cuda", "progress": False, "compile": False}  # compiled: bench_train
+    full = train(MODEL, cfg, data, data, tmp_path / "a", **kw)
     assert np.isfinite(full.last_train_loss) and full.last_train_loss < 14.0
     ckpt = read_checkpoint(tmp_path / "a" / "last.ckpt")
     assert "cuda" in ckpt["rng"]
-    train(MODEL, cfg, data, data, tmp_path / "b", device="cuda", progress=False, stop_after=3)
-    train(MODEL, cfg, data, data, tmp_path / "b", device="cuda", progress=False, resume=True)
+    train(MODEL, cfg, data, data, tmp_path / "b", stop_after=3, **kw)
+    train(MODEL, cfg, data, data, tmp_path / "b", resume=True, **kw)
     b = read_checkpoint(tmp_path / "b" / "last.ckpt")
     for key, value in ckpt["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
