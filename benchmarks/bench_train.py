@@ -5,9 +5,11 @@ embedded twice, no positions, separate q/k/v projections), logits for all 353 + 
 positions x 9,225, and its three cross-entropies on ``b v s d``-rearranged logits
 (mixture-continuation loss over 352 positions computed and logged but not trained on; onset
 loss over 10 positions; full loss over 183), Adam. Ours: our-mode model (the last block
-computes only target rows), logits only for the 182 positions that predict target tokens,
-`dose_model.losses.dose_loss`, AdamW (fused on cuda). Both: random tokens, dropout 0.1,
-``loss.backward()``, optimizer step.
+computes only target rows), and the REAL training step of `dose_model.train`: batches read by
+`BatchLoader` from a token cache on disk (random codes; memory-mapped shards, checksums, whole-
+batch delay pattern, background thread, pinned memory on cuda), the learning-rate schedule,
+autocast, `dose_model.losses.dose_loss`, gradient clipping and fused AdamW (`_optimize`), the
+metrics window (no validation or checkpoint writes). Both: dropout 0.1.
 
     python benchmarks/bench_train.py                      # GPU: published sizes, batch 64
     python benchmarks/bench_train.py --compile            # + both steps under torch.compile
@@ -21,15 +23,25 @@ training) in the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dose_model.config import ModelConfig
-from dose_model.losses import dose_loss
+from dose_model.checkpoints import TrainState
+from dose_model.config import ModelConfig, TrainConfig
+from dose_model.data import TokenDataset
+from dose_model.loader import BatchLoader
 from dose_model.model import DoseTransformer
+from dose_model.runtime import DistEnv
+from dose_model.token_cache import FORMAT, VERSION, file_record
+from dose_model.train import _build, _optimize
+from dose_model.train_log import MetricsLog
 
 
 class SeparateQKVAttention(torch.nn.Module):
@@ -83,11 +95,52 @@ def published_step_loss(model: DoseTransformer, x: torch.Tensor, y: torch.Tensor
     return start + audio
 
 
-def our_step_loss(model: DoseTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Our loss: logits only at target positions, masked full + onset CE."""
-    logits = model.target_logits(x, y[:, :-1])
-    mask = torch.ones(y.shape[:2], dtype=torch.bool, device=y.device)
-    return dose_loss(logits, y, mask, first=model.first_predicted).loss
+def write_random_cache(folder: Path, rows: int, target_frames: int, seed: int = 0) -> Path:
+    """A token cache (the `dose-tokenize` format, checksums included) of ``rows`` random
+    examples: 4 s mixtures (345 frames), one-shots of ``target_frames`` frames."""
+    rng = np.random.default_rng(seed)
+    shard = folder / "train" / "000000"
+    shard.mkdir(parents=True)
+    arrays = {"mixture": 345} | {d: target_frames for d in ("kick", "snare", "hihat")}
+    files = {}
+    for name, frames in arrays.items():
+        np.save(shard / f"{name}.npy", rng.integers(0, 1024, (rows, 9, frames), dtype=np.int16))
+        files[f"{name}.npy"] = file_record(shard / f"{name}.npy")
+    (shard / "meta.json").write_text(json.dumps({"ids": [], "skipped": [], "files": files}))
+    codec = {"sample_rate": 44100, "codebook_size": 1024, "n_codebooks": 9}
+    config = {"codec": codec, "mixture_seconds": 4.0, "mixture_frames": 345}
+    config |= {"oneshot_frames": target_frames, "manifests": {}}
+    entry = {"dir": "train/000000", "rows": rows, "files": files}
+    index = {"format": FORMAT, "version": VERSION, "complete": True, "config": config}
+    index["splits"] = {"train": {"rows": rows, "shards": [entry]}}
+    (folder / "index.json").write_text(json.dumps(index))
+    return folder
+
+
+def our_real_step(cfg: ModelConfig, precision: str, compiled: bool, args, device) -> tuple:
+    """(step function, model) of dose_model.train's own step on a random token cache."""
+    total = args.warmup + args.repeats * args.steps
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
+    rows = max(args.batch_size * 4, 256)
+    data = TokenDataset(write_random_cache(tmp / "tok", rows, args.target_frames), "train",
+                        "kick")  # fmt: skip
+    tcfg = TrainConfig(lr=1e-4, warmup_steps=10, max_steps=total, batch_size=args.batch_size,
+                       target_frames=args.target_frames)  # fmt: skip
+    state = TrainState(cfg.to_dict(), tcfg.to_dict())
+    run = _build(state, DistEnv(), device, compiled, precision=precision, out=tmp)
+    run.model.train()
+    loader = BatchLoader(data, tcfg, DistEnv(), device)
+    args.loaders.append(loader)
+    log = MetricsLog(tmp / "metrics.csv", state, DistEnv(), device)
+    steps = iter(range(total))
+
+    def step() -> torch.Tensor:
+        s = next(steps)
+        terms = _optimize(run, loader.get(s), tcfg.lr_at(s))
+        log.add(terms, args.batch_size)
+        return terms[0]
+
+    return step, run.model
 
 
 def bench(
@@ -101,14 +154,12 @@ def bench(
     """Time ``args.repeats`` rounds of ``args.steps`` training steps after ``args.warmup``
     untimed ones; returns a result row for the fastest round."""
     torch.manual_seed(0)
-    published = cfg.published
-    model = (published_replica(cfg) if published else DoseTransformer(cfg)).to(device).train()
-    if published:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    step_loss = published_step_loss if published else our_step_loss
-    fn = torch.compile(step_loss) if compiled else step_loss
+    if not cfg.published:
+        step, model = our_real_step(cfg, precision, compiled, args, device)
+        return _timed(name, precision, compiled, model, step, args, device)
+    model = published_replica(cfg).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    fn = torch.compile(published_step_loss) if compiled else published_step_loss
     g = torch.Generator(device="cpu").manual_seed(1)
     x = torch.randint(1, 1025, (args.batch_size, 353, 9), generator=g).to(device)
     y = torch.randint(1, 1025, (args.batch_size, args.target_frames + 10, 9), generator=g)
@@ -125,6 +176,12 @@ def bench(
         opt.step()
         return loss
 
+    return _timed(name, precision, compiled, model, step, args, device)
+
+
+def _timed(name, precision, compiled, model, step, args, device) -> dict:
+    """Run ``args.warmup`` untimed steps, then the fastest of ``args.repeats`` rounds of
+    ``args.steps``; returns the result row."""
     for _ in range(args.warmup):
         step()
     elapsed = float("inf")
@@ -176,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; returns 0."""
     args = build_parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as workdir:
+        args.workdir, args.loaders = workdir, []
+        try:
+            return _run(args)
+        finally:
+            for loader in args.loaders:
+                loader.close()
+
+
+def _run(args: argparse.Namespace) -> int:
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
     gpu = device.type == "cuda"

@@ -8,19 +8,17 @@ Attention is stored as separate ``query``/``key``/``value`` projections, which w
 ``qkv`` projection (rows q, k, v).
 
 Our checkpoints (``last.ckpt``/``best.ckpt``) are a plain dict, loadable with
-``torch.load(path, weights_only=True)``::
-
-    {"format": "dose-train-v1", "model_config": {...}, "train_config": {...},
-     "model": state_dict, "optimizer": state_dict, "scheduler": {"step": int, "lr": float},
-     "step": int, "epoch": int, "batch_in_epoch": int, "best_valid": float,
-     "best_step": int, "bad_evals": int, "stopped": bool (early stopping ended the run),
-     "window": [5 floats] (loss sums since the last metrics row),
-     "rng": {"torch": uint8 tensor, "cuda": uint8 tensor (on a GPU)}, "world_size": int}
+``torch.load(path, weights_only=True)``, whose layout is `TrainState` (one definition):
+``{"format": "dose-train-v1", **TrainState.to_dict()}``. Models load through `load_any_model`;
+a checkpoint without ``model_config``, with sizes past `dose_model.config.SIZE_LIMITS` or
+with tensors of other shapes is refused with a `CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +181,62 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return _checked_format(_read(path), path)
 
 
+@dataclass
+class TrainState:
+    """Everything `dose_model.train.train` carries from one step to the next; ``to_dict()``
+    (with the ``format`` tag) is the checkpoint file, field for field.
+
+    Fields: ``model_config``/``train_config`` (`ModelConfig`/`TrainConfig` as dicts),
+    ``data`` (what was trained on: ``drum``, ``token_cache`` identity, ``mixture_seconds``,
+    ``mixture_frames``, ``target_frames``, ``sample_rate`` where known; see
+    `dose_model.data.TokenDataset.identity`), ``model`` and ``optimizer`` (state dicts),
+    ``rng`` (``{"torch": uint8 tensor, "cuda": ... on a GPU}``), ``step`` (updates done),
+    ``best_valid``/``best_step`` (lowest validation loss and its step, -1 = none yet),
+    ``bad_evals`` (validations since the best), ``stopped`` (early stopping ended the run),
+    ``window`` (sums of loss, full, onset, accuracy and a count since the last metrics row),
+    ``world_size`` (data-parallel ranks).
+    """
+
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    rng: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+    best_valid: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    stopped: bool = False
+    window: list[float] = field(default_factory=lambda: [0.0] * 5)
+    world_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint dict (plain types and tensors: weights_only-safe)."""
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: str | Path) -> TrainState:
+        """Check the format tag and that every field is there; raises CheckpointError naming
+        ``path`` and the first missing field."""
+        _checked_format(data, path)
+        for f in fields(cls):
+            if f.name not in data:
+                raise CheckpointError(f"{path}: checkpoint has no {f.name!r} (not resumable)")
+        if not isinstance(data["step"], int) or len(data["window"]) != 5:
+            raise CheckpointError(f"{path}: 'step' or 'window' has the wrong type")
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    def save(self, path: str | Path) -> None:
+        """Write the checkpoint atomically."""
+        atomic_torch_save(self.to_dict(), path)
+
+
+def read_state(path: str | Path) -> TrainState:
+    """Read a `dose-train` checkpoint as a `TrainState` (weights_only)."""
+    return TrainState.from_dict(_read(path), path)
+
+
 def _checked_format(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
     if data.get("format") != FORMAT:
         raise CheckpointError(
@@ -193,13 +247,37 @@ def _checked_format(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DoseTransformer:
     """Load the model of one of our checkpoints (``last.ckpt``/``best.ckpt``) in eval mode."""
-    return _our_model(read_checkpoint(path), device)
+    return _our_model(read_checkpoint(path), device, path)
 
 
-def _our_model(data: dict[str, Any], device: str | torch.device) -> DoseTransformer:
-    config = ModelConfig.from_dict(data["model_config"])
-    model = DoseTransformer(config)
-    model.load_state_dict(data["model"], strict=True)
+def model_from_state(
+    config: Any, state: Any, path: str | Path, model: DoseTransformer | None = None
+) -> DoseTransformer:
+    """A `DoseTransformer` of ``config`` (a `ModelConfig` dict) holding the weights ``state``;
+    or ``model`` given, load ``state`` into it. Every failure is a CheckpointError naming
+    ``path``: a missing or invalid config (sizes past the limits are refused before anything
+    is allocated), missing or unexpected keys, tensors of other shapes."""
+    if model is None:
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: no 'model_config' mapping in the checkpoint")
+        try:
+            model = DoseTransformer(ModelConfig.from_dict(config))
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: no 'model' weights mapping in the checkpoint")
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(f"{path}: weights do not fit model_config: {reason[:300]}") from None
+    return model
+
+
+def _our_model(
+    data: dict[str, Any], device: str | torch.device, path: str | Path = "checkpoint"
+) -> DoseTransformer:
+    model = model_from_state(data.get("model_config"), data.get("model"), path)
     return model.to(device).eval()
 
 
@@ -210,7 +288,7 @@ def load_any_model(
     (``state_dict`` with ``inst_decoder.*`` keys, ``num_heads`` heads), in eval mode."""
     data = _read(path)
     if "format" in data:
-        return _our_model(_checked_format(data, path), device)
+        return _our_model(_checked_format(data, path), device, path)
     if "state_dict" in data:
         return _published_model(data, path, num_heads, device)
     raise CheckpointError(

@@ -21,6 +21,21 @@ from typing import Any
 import yaml
 
 POSITION_KINDS = ("learned", "none")
+SIZE_LIMITS = {
+    "num_layers": 256,
+    "num_heads": 1024,
+    "d_model": 65536,
+    "num_codebooks": 64,
+    "vocab_size": 1 << 20,
+    "mlp_ratio": 64,
+    "mixture_len": 1 << 16,
+    "max_target_len": 1 << 16,
+}
+"""Largest value of each `ModelConfig` size field: a config or checkpoint asking for more is
+refused before anything is allocated (``num_layers: 10**8`` would allocate until the machine
+runs out of memory)."""
+MAX_PARAMETERS = 20_000_000_000
+"""Largest parameter count a `ModelConfig` may describe (20 G, 80 GB of fp32 weights)."""
 
 
 class ConfigError(ValueError):
@@ -56,6 +71,14 @@ class ModelConfig:
             value = getattr(self, f.name)
             if f.type == "int" and value < 1:
                 raise ConfigError(f"model.{f.name} must be >= 1, got {value}")
+            limit = SIZE_LIMITS.get(f.name)
+            if limit is not None and value > limit:
+                raise ConfigError(f"model.{f.name} is {value}, above the limit {limit}")
+        if self.parameter_estimate() > MAX_PARAMETERS:
+            raise ConfigError(
+                f"model sizes describe ~{self.parameter_estimate():.3g} parameters, above the "
+                f"limit {MAX_PARAMETERS:.3g} (model.num_layers x model.d_model^2)"
+            )
         if self.d_model % self.num_heads:
             raise ConfigError(
                 f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})"
@@ -70,6 +93,15 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    def parameter_estimate(self) -> int:
+        """Parameters of the network these sizes describe (weights and biases, approximately:
+        the published mode's extra embedding is not counted)."""
+        d, hidden = self.d_model, self.mlp_ratio * self.d_model
+        block = 4 * d * d + 2 * d * hidden + 9 * d + hidden
+        table = self.num_codebooks * self.vocab_size * d
+        positions = (self.mixture_len + self.max_target_len) * d
+        return self.num_layers * block + 2 * table + positions
 
     @property
     def max_len(self) -> int:

@@ -5,12 +5,19 @@ one drum class, built from the cached int16 codes with
 :func:`dose_model.tokens.mixture_sequence` and :func:`dose_model.tokens.target_sequence`.
 Shards are memory-mapped, so a dataset of a million rows costs no RAM up front; at most
 :data:`MAX_OPEN_SHARDS` are open at once, and the maps are reopened lazily in each
-DataLoader worker.
+DataLoader worker. Opening a dataset checks every shard file's size against the index;
+mapping a shard checks its quick checksum; every code read is checked against the codebook
+size (`dose_model.token_cache`): a corrupted cache is a `CacheError` naming the file.
+
+Training reads whole batches with `TokenDataset.batch` (one gather per shard, the delay
+pattern applied to the whole batch at once); it equals `collate` of the items.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -20,8 +27,11 @@ import torch
 from torch.utils.data import Dataset
 
 from dose_model import DRUMS
-from dose_model.tokenize import read_index
+from dose_model.token_cache import CacheError, check_codes, check_shard_files, read_index
 from dose_model.tokens import PAD_ID, mixture_sequence, target_sequence
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""(mixture [B, M, K] long, target [B, L, K] long, target_mask [B, L] bool)."""
 
 MAX_OPEN_SHARDS = 64
 """Shards a dataset keeps memory-mapped at once (per process)."""
@@ -68,11 +78,18 @@ class TokenDataset(Dataset):
                 f"got {target_frames}"
             )
         self.split, self.drum, self.target_frames = split, drum, int(target_frames)
-        self.shard_dirs = [self.tokdir / s["dir"] for s in index["splits"][split]["shards"]]
-        self.shard_rows = [int(s["rows"]) for s in index["splits"][split]["shards"]]
+        self.codebook_size = int(config["codec"]["codebook_size"])
+        self.shards = index["splits"][split]["shards"]
+        self.files = ["mixture.npy", f"{drum}.npy"]
+        for shard in self.shards:
+            check_shard_files(self.tokdir, shard, self.files, quick=False)
+        self.shard_dirs = [self.tokdir / s["dir"] for s in self.shards]
+        self.shard_rows = [int(s["rows"]) for s in self.shards]
         self.offsets = np.cumsum([0, *self.shard_rows]).tolist()
+        self.identity = _identity(index, drum, self.target_frames)
         self._ids: list[str] | None = None
         self._maps: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._checked: set[int] = set()
         self.max_open_shards = MAX_OPEN_SHARDS
 
     def __len__(self) -> int:
@@ -82,8 +99,6 @@ class TokenDataset(Dataset):
     def ids(self) -> list[str]:
         """Manifest ids in item order (read from the shards' meta.json on first use)."""
         if self._ids is None:
-            import json
-
             self._ids = []
             for shard in self.shard_dirs:
                 self._ids += json.loads((shard / "meta.json").read_text(encoding="utf-8"))["ids"]
@@ -97,14 +112,52 @@ class TokenDataset(Dataset):
         else:
             while len(self._maps) >= max(1, self.max_open_shards):
                 self._maps.popitem(last=False)
+            if s not in self._checked:
+                check_shard_files(self.tokdir, self.shards[s], self.files, quick=True)
+                self._checked.add(s)
             shard = self.shard_dirs[s]
-            mix = np.load(shard / "mixture.npy", mmap_mode="r")
-            shot = np.load(shard / f"{self.drum}.npy", mmap_mode="r")
+            try:
+                mix = np.load(shard / "mixture.npy", mmap_mode="r", allow_pickle=False)
+                shot = np.load(shard / f"{self.drum}.npy", mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise CacheError(f"{shard}: cannot map the shard's arrays ({err})") from None
             rows = self.shard_rows[s]
             if mix.shape[0] != rows or shot.shape[0] != rows:
-                raise ValueError(f"{shard}: holds {mix.shape[0]} rows, index says {rows}")
+                raise CacheError(f"{shard}: holds {mix.shape[0]} rows, index says {rows}")
             self._maps[s] = (mix, shot)
         return self._maps[s]
+
+    def _gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw codes of the items ``indices`` (in that order): int64 mixture [B, 9, T] and
+        one-shot [B, 9, target_frames], read with one gather per shard and range-checked."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices out of range for {len(self)} items")
+        shard_of = np.searchsorted(self.offsets, idx, side="right") - 1
+        mix_out = shot_out = None
+        for s in np.unique(shard_of):
+            mix, shot = self._shard(int(s))
+            sel = np.flatnonzero(shard_of == s)
+            rows = idx[sel] - self.offsets[s]
+            order = np.argsort(rows, kind="stable")  # memory maps read best in order
+            m = mix[rows[order]]
+            t = shot[rows[order], :, : self.target_frames]
+            check_codes(m, self.codebook_size, self.shard_dirs[s] / "mixture.npy")
+            check_codes(t, self.codebook_size, self.shard_dirs[s] / self.files[1])
+            if mix_out is None:
+                mix_out = np.empty((len(idx), *m.shape[1:]), dtype=np.int64)
+                shot_out = np.empty((len(idx), *t.shape[1:]), dtype=np.int64)
+            mix_out[sel[order]] = m
+            shot_out[sel[order]] = t
+        return mix_out, shot_out
+
+    def batch(self, indices) -> Batch:
+        """The batch of items ``indices``, equal to ``collate([self[i] for i in indices])``:
+        (mixture long [B, T + 8, 9], target long [B, target_frames + 10, 9], mask all True)."""
+        mix, shot = self._gather(np.asarray(indices))
+        target = target_sequence(torch.from_numpy(shot))
+        mask = torch.ones(target.shape[:2], dtype=torch.bool)
+        return mixture_sequence(torch.from_numpy(mix)), target, mask
 
     def codes(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw codes of item ``i``: mixture long [9, 345], one-shot long [9, target_frames]."""
@@ -114,9 +167,11 @@ class TokenDataset(Dataset):
         s = bisect.bisect_right(self.offsets, i) - 1
         mix, shot = self._shard(s)
         r = i - self.offsets[s]
-        mixture = torch.from_numpy(np.array(mix[r], dtype=np.int64))
-        target = torch.from_numpy(np.array(shot[r, :, : self.target_frames], dtype=np.int64))
-        return mixture, target
+        mixture = np.array(mix[r], dtype=np.int64)
+        target = np.array(shot[r, :, : self.target_frames], dtype=np.int64)
+        check_codes(mixture, self.codebook_size, self.shard_dirs[s] / "mixture.npy")
+        check_codes(target, self.codebook_size, self.shard_dirs[s] / self.files[1])
+        return torch.from_numpy(mixture), torch.from_numpy(target)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(mixture tokens long [mixture_frames + 8, 9], target tokens long
@@ -128,6 +183,24 @@ class TokenDataset(Dataset):
         state = self.__dict__.copy()
         state["_maps"] = OrderedDict()  # memory maps are reopened in the receiving process
         return state
+
+
+def _identity(index: dict, drum: str, target_frames: int) -> dict:
+    """What a model trained on this data depends on (recorded in checkpoints; a resume must
+    match it): the drum, the cache's content identity (codec and manifests' SHA-256, lengths;
+    not its folder, which may move) and the lengths a user of the model needs."""
+    config = index["config"]
+    content = {k: v for k, v in config.items() if k != "manifests"}
+    content["manifests"] = {s: m.get("sha256") for s, m in config.get("manifests", {}).items()}
+    text = json.dumps(content, sort_keys=True)
+    return {
+        "drum": drum,
+        "token_cache": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "sample_rate": int(config["codec"]["sample_rate"]),
+        "mixture_seconds": float(config["mixture_seconds"]),
+        "mixture_frames": int(config["mixture_frames"]),
+        "target_frames": int(target_frames),
+    }
 
 
 def collate(

@@ -1,10 +1,15 @@
-"""Read RMOD manifests (JSON Lines) as documented in docs/ARCHITECTURE.md, without `rmod`.
+"""Read RMOD manifests (JSON Lines) as documented in manifests/README.md, without `rmod`.
 
 A dataset folder ``DIR`` holds ``DIR/manifests/{train,valid,test}.jsonl`` (optionally
 ``.jsonl.gz``); each line is one example with at least ``id``, ``mixture`` (a path
 relative to ``DIR``) and ``oneshots: {kick, snare, hihat}`` (relative paths). Paths
 resolve against the manifest file's grandparent (``DIR``). Other fields are kept in
 :attr:`ManifestRow.extra` untouched.
+
+Rows are untrusted input: an ``id`` must match `ID_PATTERN` (``{split}-{index}``, e.g.
+``train-00000042``: safe as a file name), and every audio path must stay inside ``DIR``
+once resolved, symbolic links included (absolute paths, ``..`` and links that lead out are
+refused with a `ManifestError` naming the file, line, row and path).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +26,9 @@ from dose_model import DRUMS
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz")
+ID_PATTERN = re.compile(r"(train|valid|test)-[0-9]{1,12}")
+"""What a row ``id`` must match in full: the split, a hyphen, the index in decimal digits
+(rmod writes 8: ``train-00000042``)."""
 
 
 class ManifestError(ValueError):
@@ -48,6 +57,7 @@ class ManifestRow:
     manifest: Path
     line: int
     sample_rate: int | None = None
+    frames: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -98,10 +108,33 @@ def manifest_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _relative_path(root: Path, value: object, where: str, path: Path, line: int) -> Path:
+class _Containment:
+    """Proves that audio paths stay inside ``root`` once resolved, symlinks included. Each
+    folder is resolved once (a manifest's rows share a few shard folders); a file is resolved
+    only when it is a symbolic link."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.realpath(root))
+        self.folders: dict[Path, Path] = {}
+
+    def inside(self, path: Path) -> bool:
+        folder = self.folders.get(path.parent)
+        if folder is None:
+            folder = self.folders[path.parent] = Path(os.path.realpath(path.parent))
+        real = Path(os.path.realpath(path)) if os.path.islink(path) else folder / path.name
+        return real.is_relative_to(self.root)
+
+
+def _relative_path(
+    root: Path, value: object, where: str, path: Path, line: int, inside: _Containment
+) -> Path:
+    """``where`` is ``"row ID: field 'NAME'"``."""
     if not isinstance(value, str) or not value:
-        raise ManifestError(path, f"field {where!r} must be a non-empty path string", line)
-    return Path(os.path.normpath(root / value))  # no filesystem calls: manifests are big
+        raise ManifestError(path, f"{where} must be a non-empty path string", line)
+    joined = Path(os.path.normpath(root / value))
+    if os.path.isabs(value) or not joined.is_relative_to(root) or not inside.inside(joined):
+        raise ManifestError(path, f"{where}: path {value!r} leaves the dataset folder", line)
+    return joined
 
 
 def parse_row(
@@ -111,16 +144,23 @@ def parse_row(
     split: str,
     root: Path | None = None,
     keep_extra: bool = True,
+    inside: _Containment | None = None,
 ) -> ManifestRow:
     """Validate one decoded JSON line and resolve its paths against ``root`` (default: the
-    absolute grandparent of ``path``). ``keep_extra`` keeps the other fields in ``extra``."""
+    absolute grandparent of ``path``), proving they stay inside it. ``keep_extra`` keeps the
+    other fields in ``extra``."""
     if not isinstance(obj, dict):
         raise ManifestError(path, f"line is a JSON {type(obj).__name__}, not an object", line)
     root = root or path.resolve().parent.parent
+    inside = inside or _Containment(root)
     row_id = obj.get("id")
-    if not isinstance(row_id, str) or not row_id:
-        raise ManifestError(path, "field 'id' must be a non-empty string", line)
-    mixture = _relative_path(root, obj.get("mixture"), "mixture", path, line)
+    if not isinstance(row_id, str) or not ID_PATTERN.fullmatch(row_id):
+        raise ManifestError(
+            path, f"field 'id' {row_id!r} does not match {ID_PATTERN.pattern} (split-index)", line
+        )
+    mixture = _relative_path(
+        root, obj.get("mixture"), f"row {row_id}: field 'mixture'", path, line, inside
+    )
     oneshots_obj = obj.get("oneshots")
     if not isinstance(oneshots_obj, dict):
         raise ManifestError(path, f"row {row_id}: field 'oneshots' must be an object", line)
@@ -128,14 +168,20 @@ def parse_row(
     for drum in DRUMS:
         if drum not in oneshots_obj:
             raise ManifestError(path, f"row {row_id}: field 'oneshots.{drum}' is missing", line)
-        oneshots[drum] = _relative_path(root, oneshots_obj[drum], f"oneshots.{drum}", path, line)
+        where = f"row {row_id}: field 'oneshots.{drum}'"
+        oneshots[drum] = _relative_path(root, oneshots_obj[drum], where, path, line, inside)
     sample_rate = obj.get("sample_rate")
     if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate <= 0):
         raise ManifestError(path, f"row {row_id}: 'sample_rate' must be a positive integer", line)
     row_split = obj.get("split", split)
     if not isinstance(row_split, str):
         raise ManifestError(path, f"row {row_id}: 'split' must be a string", line)
-    known = {"id", "split", "mixture", "oneshots", "sample_rate"}
+    frames = obj.get("frames", {})
+    if not isinstance(frames, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in frames.values()
+    ):
+        raise ManifestError(path, f"row {row_id}: 'frames' must map roles to sample counts", line)
+    known = {"id", "split", "mixture", "oneshots", "sample_rate", "frames"}
     return ManifestRow(
         id=row_id,
         split=row_split,
@@ -144,6 +190,7 @@ def parse_row(
         manifest=path,
         line=line,
         sample_rate=sample_rate,
+        frames=frames,
         extra={k: v for k, v in obj.items() if k not in known} if keep_extra else {},
     )
 
@@ -160,6 +207,7 @@ def read_manifest(path: str | os.PathLike, keep_extra: bool = False) -> list[Man
     path = Path(path)
     split = split_name(path)
     root = path.resolve().parent.parent
+    inside = _Containment(root)
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
     try:
@@ -171,7 +219,7 @@ def read_manifest(path: str | os.PathLike, keep_extra: bool = False) -> list[Man
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise ManifestError(path, f"invalid JSON ({exc.msg})", line_no) from None
-                row = parse_row(obj, path, line_no, split, root, keep_extra)
+                row = parse_row(obj, path, line_no, split, root, keep_extra, inside)
                 if row.id in seen:
                     raise ManifestError(
                         path, f"duplicate id {row.id!r} (first on line {seen[row.id]})", line_no
@@ -183,20 +231,16 @@ def read_manifest(path: str | os.PathLike, keep_extra: bool = False) -> list[Man
     return rows
 
 
-def recipe_seconds(manifest: str | os.PathLike) -> dict[str, float]:
-    """Lengths the dataset's recipe asks for, from ``DIR/build.json`` (``recipe.audio``):
-    ``{"mixture_seconds": ..., "target_seconds": ...}``, each only when present; empty when
-    there is no readable ``build.json`` beside the manifest's folder."""
-    path = Path(manifest)
-    root = path if path.is_dir() else path.parent.parent
-    try:
-        info = json.loads((root / "build.json").read_text(encoding="utf-8"))
-        audio = info["recipe"]["audio"]
-    except (OSError, ValueError, KeyError, TypeError):
+def row_seconds(row: ManifestRow | None) -> dict[str, float]:
+    """Lengths of a row's files from its documented ``frames`` and ``sample_rate`` fields:
+    ``{"mixture_seconds": ..., "target_seconds": ...}`` (the longest one-shot), each only
+    when the row records it; empty for None."""
+    if row is None or not row.sample_rate:
         return {}
     out = {}
-    for key in ("mixture_seconds", "target_seconds"):
-        value = audio.get(key) if isinstance(audio, dict) else None
-        if isinstance(value, (int, float)) and value > 0:
-            out[key] = float(value)
+    if row.frames.get("mixture"):
+        out["mixture_seconds"] = row.frames["mixture"] / row.sample_rate
+    shots = [row.frames[d] for d in DRUMS if row.frames.get(d)]
+    if shots:
+        out["target_seconds"] = max(shots) / row.sample_rate
     return out

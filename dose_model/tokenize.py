@@ -7,7 +7,11 @@ Layout of a token cache folder ``TOKDIR`` (all codes are raw DAC codes 0..1023, 
     TOKDIR/{split}/{shard:06d}/kick.npy      [rows, 9, F]    one-shot, mono mean, cropped or
     TOKDIR/{split}/{shard:06d}/snare.npy     [rows, 9, F]    zero-padded to the target length
     TOKDIR/{split}/{shard:06d}/hihat.npy     [rows, 9, F]    (2 s -> F = 173)
-    TOKDIR/{split}/{shard:06d}/meta.json     {"ids": [...], "skipped": [...]}
+    TOKDIR/{split}/{shard:06d}/meta.json     {"ids": [...], "skipped": [...], "files": {...}}
+
+Each shard's ``files`` (in ``meta.json`` and again in the index's shard entry) records every
+``.npy`` file's ``size`` in bytes, ``sha256`` and ``quick`` (SHA-256 of its first and last
+`QUICK_BYTES`); `dose_model.token_cache` defines the index and its checks.
 
 Shard ``i`` holds manifest rows ``[i * shard_size, (i + 1) * shard_size)`` in file order,
 minus the rows whose audio is missing or undecodable: those are skipped, reported by id
@@ -33,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
 from dose_model import DRUMS
+from dose_model.audio import RowAudioError, clip, load_mono, read_mono  # noqa: F401 (re-exported)
 from dose_model.codec import DacCodec
 from dose_model.device import resolve_device
 from dose_model.fileio import atomic_write_text
@@ -46,30 +50,27 @@ from dose_model.manifest import (
     find_manifests,
     manifest_sha256,
     read_manifest,
-    recipe_seconds,
+    row_seconds,
+)
+from dose_model.token_cache import (  # noqa: F401 (read_index, CacheError: re-exported)
+    FORMAT,
+    INDEX_NAME,
+    VERSION,
+    CacheError,
+    file_record,
+    read_index,
 )
 
-FORMAT = "dose-token-cache"
-VERSION = 1
-INDEX_NAME = "index.json"
 TMP_PREFIX = ".tmp-"
-DEFAULT_MIXTURE_SECONDS = 4.0
-"""Mixture length encoded when neither the caller nor the recipe says (the paper: 4 s)."""
-DEFAULT_ONESHOT_SECONDS = 2.0
-"""One-shot length encoded when neither the caller nor the recipe says (paper text: 2 s)."""
+PAPER_MIXTURE_SECONDS = 4.0
+"""Mixture length encoded when neither the caller nor the rows' frame counts say (the paper)."""
+PAPER_ONESHOT_SECONDS = 2.0
+"""One-shot length encoded when neither the caller nor the rows' frame counts say (paper
+text: 2 s)."""
 
 
 class TokenizeError(RuntimeError):
     """The token cache cannot be written (e.g. it holds a cache of other settings)."""
-
-
-class RowAudioError(Exception):
-    """One row's audio cannot be used; carries the file path and the reason."""
-
-    def __init__(self, path: Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 @dataclass
@@ -100,44 +101,6 @@ class TokenizeSummary:
         )
 
 
-# ------------------------------------------------------------------------- audio
-def read_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """Read a whole audio file as float32 mono: channel mean, resampled to ``sample_rate`` if
-    needed (polyphase). Raises `RowAudioError` naming the file if it is missing, undecodable,
-    empty or holds non-finite samples."""
-    path = Path(path)
-    if not path.is_file():
-        raise RowAudioError(path, "file not found")
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for bad files
-        raise RowAudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
-    if data.shape[0] == 0:
-        raise RowAudioError(path, "file holds no samples")
-    if not np.isfinite(data).all():
-        raise RowAudioError(path, "file holds non-finite samples")
-    mono = data.mean(axis=1, dtype=np.float32)
-    if sr != sample_rate:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(int(sr), int(sample_rate))
-        mono = resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
-    return mono
-
-
-def clip(audio: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``audio[start : start + length]`` as float32, zero-padded at the end to ``length``."""
-    out = np.zeros(length, dtype=np.float32)
-    part = audio[start : start + length]
-    out[: part.shape[0]] = part
-    return out
-
-
-def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
-    """`read_mono`, then cropped or zero-padded at the end to ``[samples]``."""
-    return clip(read_mono(path, sample_rate), 0, samples)
-
-
 def load_row(row: ManifestRow, sample_rate: int, mix_samples: int, shot_samples: int):
     """(mixture [mix_samples], one-shots [3, shot_samples]) float32, or a RowAudioError."""
     try:
@@ -153,20 +116,6 @@ def _write_json(path: Path, obj: dict) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def read_index(tokdir: str | os.PathLike) -> dict:
-    """The ``index.json`` of a token cache (raises FileNotFoundError / ValueError naming it)."""
-    path = Path(tokdir) / INDEX_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a token cache (no {INDEX_NAME}); run dose-tokenize")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable index ({exc})") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} index")
-    return index
-
-
 def _shard_done(shard_dir: Path) -> dict | None:
     meta = shard_dir / "meta.json"
     if not meta.is_file():
@@ -176,17 +125,25 @@ def _shard_done(shard_dir: Path) -> dict | None:
 
 def _write_shard(
     shard_dir: Path, ids: list[str], skipped: list[dict], arrays: dict[str, np.ndarray]
-) -> None:
+) -> dict:
     """Write one shard into a temporary folder beside it, then rename it into place."""
     tmp = shard_dir.with_name(f"{TMP_PREFIX}{shard_dir.name}.{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for name, arr in arrays.items():
-        np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
-    text = json.dumps({"ids": ids, "skipped": skipped}, indent=1, sort_keys=True) + "\n"
-    (tmp / "meta.json").write_text(text, encoding="utf-8")
-    os.replace(tmp, shard_dir)
+    try:
+        files = {}
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+            files[f"{name}.npy"] = file_record(tmp / f"{name}.npy")
+        meta = {"ids": ids, "skipped": skipped, "files": files}
+        text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
+        (tmp / "meta.json").write_text(text, encoding="utf-8")
+        os.replace(tmp, shard_dir)
+    except BaseException:  # a full disk or Ctrl-C: leave no half-written shard behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
 
 
 def _clean_stale(split_dir: Path) -> None:
@@ -313,9 +270,9 @@ def tokenize_manifest(
     """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
     splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
 
-    ``mixture_seconds`` / ``oneshot_seconds`` None take the recipe's
-    ``audio.mixture_seconds`` / ``audio.target_seconds`` from ``DIR/build.json``, else
-    4.0 s / 2.0 s (the paper). ``batch_size`` rows are encoded at once (their mixtures,
+    ``mixture_seconds`` / ``oneshot_seconds`` None take the lengths of the first row's files
+    (its documented ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s
+    (the paper). ``batch_size`` rows are encoded at once (their mixtures,
     then their 3 x batch_size one-shots); ``workers`` threads read audio ahead.
 
     Resumes a cache of the same settings (codec, lengths, shard size, manifest contents);
@@ -330,14 +287,14 @@ def tokenize_manifest(
     start = time.perf_counter()
     out = Path(out)
     manifests = find_manifests(manifest)
-    recipe = recipe_seconds(next(iter(manifests.values())))
+    rows = {split: read_manifest(path) for split, path in manifests.items()}
+    found = row_seconds(next((r[0] for r in rows.values() if r), None))
     if mixture_seconds is None:
-        mixture_seconds = recipe.get("mixture_seconds", DEFAULT_MIXTURE_SECONDS)
+        mixture_seconds = found.get("mixture_seconds", PAPER_MIXTURE_SECONDS)
     if oneshot_seconds is None:
-        oneshot_seconds = recipe.get("target_seconds", DEFAULT_ONESHOT_SECONDS)
+        oneshot_seconds = found.get("target_seconds", PAPER_ONESHOT_SECONDS)
     if mixture_seconds <= 0 or oneshot_seconds <= 0:
         raise ValueError("mixture_seconds and oneshot_seconds must be positive")
-    rows = {split: read_manifest(path) for split, path in manifests.items()}
     codec = DacCodec.load(codec_weights, device=resolve_device(device))
     codec.tf32 = tf32
     config = cache_config(
@@ -351,53 +308,16 @@ def tokenize_manifest(
     _prepare_out(out, config)
     lengths = (config["mixture_samples"], config["oneshot_samples"])
     summary = TokenizeSummary(out=str(out))
-    splits: dict[str, dict] = {}
     total = sum(len(r) for r in rows.values())
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         tqdm(total=total, desc="dose-tokenize", unit="row", disable=not progress) as bar,
     ):
-        for split, split_rows in rows.items():
-            split_dir = out / split
-            split_dir.mkdir(parents=True, exist_ok=True)
-            _clean_stale(split_dir)
-            shards = []
-            split_skipped: list[dict] = []
-            for i in range(math.ceil(len(split_rows) / shard_size)):
-                shard_rows = split_rows[i * shard_size : (i + 1) * shard_size]
-                shard_dir = split_dir / f"{i:06d}"
-                meta = _shard_done(shard_dir)
-                if meta is None:
-                    if shard_dir.exists():  # not ours in a complete state: redo it
-                        shutil.rmtree(shard_dir)
-                    ids, skipped, arrays = _encode_shard(
-                        codec, shard_rows, pool, batch_size, lengths, bar.update
-                    )
-                    _write_shard(shard_dir, ids, skipped, arrays)
-                    meta = {"ids": ids, "skipped": skipped}
-                    summary.shards_written += 1
-                    summary.rows_encoded += len(ids)
-                    summary.audio_seconds += len(ids) * (
-                        mixture_seconds + len(DRUMS) * oneshot_seconds
-                    )
-                    if on_shard is not None:
-                        on_shard(split, i)
-                else:
-                    summary.shards_kept += 1
-                    bar.update(len(shard_rows))
-                for item in meta["skipped"]:
-                    tqdm.write(
-                        f"skipped row {item['id']} ({item['path']}): {item['reason']}",
-                        file=sys.stderr,
-                    )
-                    split_skipped.append({"split": split, **item})
-                shards.append({"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])})
-            summary.skipped.extend(split_skipped)
-            splits[split] = {
-                "rows": sum(s["rows"] for s in shards),
-                "skipped": len(split_skipped),
-                "shards": shards,
-            }
+        seconds = mixture_seconds + len(DRUMS) * oneshot_seconds
+        job = _Job(
+            codec, pool, bar, batch_size, shard_size, lengths, summary, on_shard, out, seconds
+        )
+        splits = {split: job.split(out, split, split_rows) for split, split_rows in rows.items()}
     summary.rows_skipped = len(summary.skipped)
     _write_json(
         out / INDEX_NAME,
@@ -406,6 +326,63 @@ def tokenize_manifest(
     )
     summary.elapsed_s = time.perf_counter() - start
     return summary
+
+
+@dataclass
+class _Job:
+    """What every shard of one `tokenize_manifest` run shares."""
+
+    codec: DacCodec
+    pool: ThreadPoolExecutor
+    bar: tqdm
+    batch_size: int
+    shard_size: int
+    lengths: tuple[int, int]
+    summary: TokenizeSummary
+    on_shard: Callable[[str, int], None] | None
+    out: Path
+    row_seconds: float = 0.0
+
+    def split(self, out: Path, split: str, rows: list[ManifestRow]) -> dict:
+        """Encode (or keep) every shard of one split; returns its index entry."""
+        split_dir = out / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        _clean_stale(split_dir)
+        shards, skipped = [], []
+        for i in range(math.ceil(len(rows) / self.shard_size)):
+            meta = self.shard(split, i, rows[i * self.shard_size : (i + 1) * self.shard_size])
+            for item in meta["skipped"]:
+                tqdm.write(
+                    f"skipped row {item['id']} ({item['path']}): {item['reason']}",
+                    file=sys.stderr,
+                )
+                skipped.append({"split": split, **item})
+            entry = {"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])}
+            shards.append(entry | {"files": meta.get("files")})
+        self.summary.skipped.extend(skipped)
+        rows_kept = sum(s["rows"] for s in shards)
+        return {"rows": rows_kept, "skipped": len(skipped), "shards": shards}
+
+    def shard(self, split: str, i: int, rows: list[ManifestRow]) -> dict:
+        """Shard ``i`` of ``split``: kept when complete, else encoded and written; its meta."""
+        shard_dir = self.out / split / f"{i:06d}"
+        meta = _shard_done(shard_dir)
+        if meta is not None:
+            self.summary.shards_kept += 1
+            self.bar.update(len(rows))
+            return meta
+        if shard_dir.exists():  # not ours in a complete state: redo it
+            shutil.rmtree(shard_dir)
+        ids, skipped, arrays = _encode_shard(
+            self.codec, rows, self.pool, self.batch_size, self.lengths, self.bar.update
+        )
+        meta = _write_shard(shard_dir, ids, skipped, arrays)
+        self.summary.shards_written += 1
+        self.summary.rows_encoded += len(ids)
+        self.summary.audio_seconds += len(ids) * self.row_seconds
+        if self.on_shard is not None:
+            self.on_shard(split, i)
+        return meta
 
 
 def _identity(config: dict) -> dict:

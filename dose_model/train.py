@@ -1,5 +1,5 @@
 """Training loop: AdamW, warmup + cosine, clipping, bf16 autocast on GPU, validation with early
-stopping, exact resume, data-parallel under ``torchrun`` (DDP).
+stopping, exact resume, data-parallel under ``torchrun`` (DDP), a clean stop on SIGTERM/Ctrl-C.
 
 Data order is a pure function of (seed, step): update ``step`` (0-based) uses epoch
 ``e = step // (n // B)`` and the global batch ``b = step % (n // B)`` of the permutation of the
@@ -7,22 +7,24 @@ Data order is a pure function of (seed, step): update ``step`` (0-based) uses ep
 batch of each epoch is dropped). Under DDP with ``W`` ranks, rank ``r`` takes the ``r``-th
 contiguous ``B / W`` share of each global batch, so W ranks compute the same update as one
 process with the whole batch (the loss is a mean of per-example means; `dose_model.losses`).
+`BatchLoader` draws each epoch's permutation once and builds the next batch in a background
+thread (pinned memory on CUDA).
 
 Files under ``out`` (rank 0 writes, each atomically):
 ``metrics.csv`` (one row per log or validation step, see `METRIC_FIELDS`), ``last.ckpt``
-(every ``save_every`` steps, after each validation and at the end) and ``best.ckpt`` (the
-lowest validation loss); checkpoint layout in `dose_model.checkpoints`.
+(every ``save_every`` steps, after each validation, on SIGTERM/Ctrl-C and at the end) and
+``best.ckpt`` (the lowest validation loss); the checkpoint layout is
+`dose_model.checkpoints.TrainState`.
+
+The loop (`train`) reads as: get the batch, set the learning rate, one optimizer step
+(`_optimize`), log (`MetricsLog`), validate (`_validate`), save (`_save`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,29 +35,27 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from dose_model.checkpoints import FORMAT, atomic_torch_save, read_checkpoint
+from dose_model.checkpoints import CheckpointError, TrainState, model_from_state, read_state
 from dose_model.config import ModelConfig, TrainConfig
-from dose_model.data import collate as default_collate
+from dose_model.data import Batch
 from dose_model.device import resolve_device
-from dose_model.fileio import atomic_write_text
+from dose_model.loader import (  # noqa: F401 (global_batch, rank_share: re-exported)
+    BatchLoader,
+    TrainingError,
+    global_batch,
+    load_batch,
+    rank_share,
+)
 from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
-
-METRIC_FIELDS = tuple(
-    "step lr train_loss full_loss onset_loss token_accuracy valid_loss valid_full_loss "
-    "valid_onset_loss valid_accuracy examples_per_s".split()
-)
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""(mixture [B, M, K] long, target [B, L, K] long, target_mask [B, L] bool)."""
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or continue (bad data sizes, missing checkpoint, ...)."""
+from dose_model.runtime import DistEnv, StopSignals, dist_env, join_process_group
+from dose_model.train_log import METRIC_FIELDS, MetricsLog, fmt  # noqa: F401 (re-exported)
 
 
 @dataclass
 class TrainResult:
-    """Summary of a `train` call."""
+    """Summary of a `train` call. ``interrupted`` names the signal (``SIGTERM``,
+    ``SIGINT``) that ended it early, after ``last.ckpt`` was written; None otherwise."""
 
     step: int
     best_valid: float
@@ -64,49 +64,10 @@ class TrainResult:
     examples_per_s: float
     stopped_early: bool
     out: Path
+    interrupted: str | None = None
 
 
-def global_batch(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
-    """Example indices of update ``step``'s global batch (pure function of its arguments)."""
-    per_epoch = n // batch_size
-    if per_epoch == 0:
-        raise TrainingError(f"{n} training examples cannot fill one batch of {batch_size}")
-    epoch, b = divmod(step, per_epoch)
-    order = np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(n)
-    return order[b * batch_size : (b + 1) * batch_size]
-
-
-def rank_share(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """Rank ``rank``'s contiguous share of a global batch (its length must divide by world)."""
-    per = len(indices) // world
-    return indices[rank * per : (rank + 1) * per]
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_arg: str) -> _Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        cuda = device_arg != "cpu" and torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return _Dist(rank=rank, world=world, local_rank=local)
-
-
+# ----------------------------------------------------------------------------- computation
 class _TrainStep(nn.Module):
     """The training computation, logits and loss, as one ``forward``: what DDP wraps and what
     ``torch.compile`` fuses (the loss's cast and softmax included)."""
@@ -159,38 +120,6 @@ def _loss(
     )
 
 
-def _fetch(dataset, indices: Sequence[int], collate: Callable, device: torch.device) -> Batch:
-    batch = collate([dataset[int(i)] for i in indices])
-    return tuple(x.to(device, non_blocking=True) for x in batch[:3])  # type: ignore[return-value]
-
-
-class _Prefetcher:
-    """Builds the (pure-function) batch of the next step in a background thread."""
-
-    def __init__(self, dataset, collate: Callable, cfg: TrainConfig, ddp: _Dist) -> None:
-        self.dataset, self.collate, self.cfg, self.ddp = dataset, collate, cfg, ddp
-        self.pool = ThreadPoolExecutor(max_workers=1)
-        self.pending: dict[int, Future] = {}
-
-    def _load(self, step: int) -> Batch:
-        n, cfg = len(self.dataset), self.cfg
-        idx = rank_share(
-            global_batch(cfg.seed, step, n, cfg.batch_size), self.ddp.rank, self.ddp.world
-        )
-        return _fetch(self.dataset, idx, self.collate, torch.device("cpu"))
-
-    def get(self, step: int, device: torch.device) -> Batch:
-        """The batch of ``step`` on ``device``; starts loading ``step + 1``."""
-        future = self.pending.pop(step, None)
-        batch = future.result() if future is not None else self._load(step)
-        if step + 1 < self.cfg.max_steps:
-            self.pending[step + 1] = self.pool.submit(self._load, step + 1)
-        return tuple(x.to(device, non_blocking=True) for x in batch)  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 @torch.no_grad()
 def evaluate(
     model: DoseTransformer,
@@ -198,12 +127,12 @@ def evaluate(
     cfg: TrainConfig,
     device: torch.device,
     precision: str = "auto",
-    collate: Callable = default_collate,
-    ddp: _Dist | None = None,
+    collate: Callable | None = None,
+    env: DistEnv | None = None,
 ) -> dict[str, float]:
     """Mean validation loss terms and token accuracy over (the first ``eval_max_batches``
     global batches of) ``dataset``, in order; ranks evaluate shares and sum."""
-    ddp = ddp or _Dist()
+    env = env or DistEnv()
     was_training = model.training
     model.eval()
     n = len(dataset)
@@ -214,17 +143,15 @@ def evaluate(
     step = _TrainStep(model, cfg)
     for b in range(batches):
         idx = np.arange(b * cfg.batch_size, min(n, (b + 1) * cfg.batch_size))
-        share = np.array_split(idx, ddp.world)[ddp.rank]
+        share = np.array_split(idx, env.world)[env.rank]
         if len(share) == 0:
             continue
-        batch = _fetch(dataset, share, collate, device)
+        batch = [x.to(device) for x in load_batch(dataset, share, collate)]
         with _autocast(device, precision):
             terms = step(*batch)  # loss, full, onset, accuracy
         k = len(share)
-        sums += torch.tensor(
-            [t.item() * k for t in terms] + [k], dtype=torch.float64, device=device
-        )
-    if ddp.world > 1:
+        sums += torch.stack([*(t.double() * k for t in terms), sums.new_tensor(float(k))])
+    if env.world > 1:
         dist.all_reduce(sums)
     model.train(was_training)
     count = max(sums[4].item(), 1.0)
@@ -232,6 +159,7 @@ def evaluate(
     return {"loss": loss, "full": full, "onset": onset, "accuracy": acc}
 
 
+# ----------------------------------------------------------------------------- run state
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -245,23 +173,52 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+def _differences(stored: dict, given: dict, prefix: str, ignore: tuple = ()) -> list[str]:
+    keys = sorted((set(stored) | set(given)) - set(ignore))
+    return [
+        f"{prefix}.{k}: checkpoint {stored.get(k)!r}, now {given.get(k)!r}"
+        for k in keys
+        if stored.get(k) != given.get(k)
+    ]
 
 
-def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if int(row["step"]) <= up_to_step]
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.6g}"
+def _initial_state(
+    model_cfg: ModelConfig | None,
+    train_cfg: TrainConfig | None,
+    data: dict,
+    last_path: Path,
+    resume: bool,
+) -> TrainState:
+    """A fresh state, or with ``resume`` the one in ``last_path``, refused (TrainingError
+    naming every difference) when the given configs or data differ from what it recorded."""
+    if not resume:
+        if last_path.is_file():
+            raise TrainingError(
+                f"{last_path.parent} already holds a run ({last_path.name}): pass --resume to "
+                "continue it, or choose another --out"
+            )
+        model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
+        return TrainState(model_cfg.to_dict(), train_cfg.to_dict(), dict(data))
+    if not last_path.is_file():
+        raise TrainingError(f"--resume: {last_path} does not exist")
+    state = read_state(last_path)
+    try:
+        stored_model = ModelConfig.from_dict(state.model_config).to_dict()
+        TrainConfig.from_dict(state.train_config)
+    except ValueError as err:
+        raise CheckpointError(f"{last_path}: {err}") from None
+    diffs = _differences(state.data, data, "data")
+    if model_cfg is not None:
+        diffs += _differences(stored_model, model_cfg.to_dict(), "model")
+    if train_cfg is not None:
+        ignore = ("max_steps",)
+        diffs += _differences(state.train_config, train_cfg.to_dict(), "train", ignore)
+    if diffs:
+        raise TrainingError(
+            f"--resume: {last_path} was trained with other settings ({'; '.join(diffs)}): "
+            "resume with the same ones, or choose another --out"
+        )
+    return state
 
 
 def _check_shapes(dataset, cfg: ModelConfig) -> None:
@@ -280,208 +237,211 @@ def _check_shapes(dataset, cfg: ModelConfig) -> None:
         )
 
 
+@dataclass
+class _Run:
+    """The live objects of one `train` call."""
+
+    state: TrainState
+    cfg: TrainConfig
+    model: DoseTransformer
+    optimizer: torch.optim.Optimizer
+    net: nn.Module
+    env: DistEnv
+    device: torch.device
+    precision: str
+    out: Path
+
+
+def _build(state: TrainState, env: DistEnv, dev: torch.device, compile: bool, **kw) -> _Run:
+    """Model, optimizer and the (DDP-wrapped, compiled) step, restored from ``state``."""
+    cfg = TrainConfig.from_dict(state.train_config)
+    torch.manual_seed(cfg.seed)
+    model_cfg = ModelConfig.from_dict(state.model_config)
+    model = DoseTransformer(model_cfg).to(dev)
+    optimizer = make_optimizer(model, cfg, dev)
+    if state.model:
+        model_from_state(None, state.model, kw["out"] / "last.ckpt", model)
+        optimizer.load_state_dict(state.optimizer)
+        _set_rng_state(state.rng, dev)
+    # Different ranks must draw different dropout masks; rank 0 keeps the single-process stream.
+    if env.rank:
+        torch.manual_seed(cfg.seed * 1009 + env.rank + state.step)
+    net: nn.Module = _TrainStep(model, cfg)
+    if env.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+    if compile:
+        net = torch.compile(net)
+    return _Run(state, cfg, model, optimizer, net, env, dev, **kw)
+
+
+def _optimize(run: _Run, batch: Batch, lr: float) -> torch.Tensor:
+    """One update; returns the detached (loss, full, onset, accuracy) as one tensor."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with _autocast(run.device, run.precision):
+        loss, full, onset, accuracy = run.net(*batch)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    return torch.stack([loss.detach(), full, onset, accuracy])
+
+
+def _save(run: _Run, path: Path, window: torch.Tensor) -> None:
+    """Write ``run.state`` (with the live weights, optimizer, RNG) to ``path`` (rank 0)."""
+    if not run.env.main:
+        return
+    state = run.state
+    state.model, state.optimizer = run.model.state_dict(), run.optimizer.state_dict()
+    state.rng, state.window, state.world_size = (
+        _rng_state(run.device),
+        window.tolist(),
+        run.env.world,
+    )
+    state.save(path)
+
+
+def _validate(run: _Run, valid_set, collate, best_path: Path, window) -> dict[str, str]:
+    """Evaluate, update best/early-stopping state, save ``best.ckpt`` on a new best; returns
+    the metrics row's validation columns."""
+    ev = evaluate(run.model, valid_set, run.cfg, run.device, run.precision, collate, run.env)
+    state = run.state
+    if ev["loss"] < state.best_valid:
+        state.best_valid, state.best_step, state.bad_evals = ev["loss"], state.step, 0
+        _save(run, best_path, window)
+    else:
+        state.bad_evals += 1
+        state.stopped = state.bad_evals >= run.cfg.patience
+    return {
+        "valid_loss": fmt(ev["loss"]),
+        "valid_full_loss": fmt(ev["full"]),
+        "valid_onset_loss": fmt(ev["onset"]),
+        "valid_accuracy": fmt(ev["accuracy"]),
+    }
+
+
+# ----------------------------------------------------------------------------- the loop
 def train(
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
+    model_cfg: ModelConfig | None,
+    train_cfg: TrainConfig | None,
     train_set,
     valid_set,
     out: str | Path,
     device: str = "auto",
     precision: str = "auto",
     resume: bool = False,
-    collate: Callable = default_collate,
+    collate: Callable | None = None,
     progress: bool = True,
     stop_after: int | None = None,
     max_steps: int | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> TrainResult:
     """Train a `DoseTransformer` and write ``metrics.csv``, ``last.ckpt``, ``best.ckpt``.
 
     Args:
-        model_cfg, train_cfg: configurations (stored in the checkpoints).
+        model_cfg, train_cfg: configurations (stored in the checkpoints); None = the defaults,
+            or when resuming the stored ones.
         train_set, valid_set: indexable datasets of ``(mixture [M, K], target [L, K])`` long
-            tensors; ``valid_set`` may be None or empty (no validation, no early stopping).
+            tensors (with a ``batch(indices)`` method, as `TokenDataset`, batches are read
+            whole; an ``identity`` dict is recorded as the checkpoint's ``data``);
+            ``valid_set`` may be None or empty (no validation, no early stopping).
         out: run folder (created).
         device: "auto", "cpu", "cuda", "cuda:1", ... (under torchrun: cuda:LOCAL_RANK).
         precision: "auto" (bf16 autocast on cuda, fp32 elsewhere), "bf16" or "fp32".
-        resume: continue from ``out/last.ckpt``; the configs stored there replace the given
-            ones (only ``max_steps`` can still be overridden). Without it, an ``out`` that
-            already holds ``last.ckpt`` is refused (TrainingError) rather than overwritten.
+        resume: continue from ``out/last.ckpt``. Given configs (but ``max_steps``) and the
+            data's identity must equal the stored ones (TrainingError naming each difference).
+            Without it, an ``out`` that already holds ``last.ckpt`` is refused.
         max_steps: override ``train_cfg.max_steps`` (also when resuming; the cosine schedule
             follows it, so an unchanged value is needed to reproduce an uninterrupted run).
-        collate: batch builder, ``list[(mixture, target)] -> (mixture, target, target_mask)``.
+        collate: batch builder, ``list[(mixture, target)] -> (mixture, target, target_mask)``
+            (None: the dataset's ``batch``, else `dose_model.data.collate`).
         progress: show a tqdm bar (rank 0).
         stop_after: end after this many updates as if interrupted (last.ckpt written); tests.
-        compile: run the training forward and loss through `torch.compile` (off by default).
+        compile: run the training forward and loss through `torch.compile`; None = on CUDA.
 
     Returns:
-        `TrainResult`.
+        `TrainResult`; on SIGTERM or Ctrl-C, ``last.ckpt`` is written and ``interrupted``
+        names the signal.
     """
-    ddp = _init_distributed(device)
-    dev = resolve_device(device, ddp.local_rank)
+    env = dist_env()
+    join_process_group(env, device)
+    dev = resolve_device(device, env.local_rank)
     out = Path(out)
-    last_path, best_path, metrics_path = out / "last.ckpt", out / "best.ckpt", out / "metrics.csv"
-
-    state: dict[str, Any] | None = None
-    if not resume and last_path.is_file():
-        raise TrainingError(
-            f"{out} already holds a run ({last_path.name}): pass --resume to continue it, or "
-            "choose another --out"
-        )
-    if resume:
-        if not last_path.is_file():
-            raise TrainingError(f"--resume: {last_path} does not exist")
-        state = read_checkpoint(last_path)
-        model_cfg = ModelConfig.from_dict(state["model_config"])
-        train_cfg = TrainConfig.from_dict(state["train_config"])
+    data = dict(getattr(train_set, "identity", {}) or {})
+    state = _initial_state(model_cfg, train_cfg, data, out / "last.ckpt", resume)
     if max_steps is not None:
-        train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "max_steps": max_steps})
-    cfg = train_cfg
-    if cfg.batch_size % ddp.world:
-        raise TrainingError(f"batch_size {cfg.batch_size} must divide by {ddp.world} ranks")
-    if ddp.main:
+        state.train_config = TrainConfig.from_dict(
+            {**state.train_config, "max_steps": max_steps}
+        ).to_dict()
+    cfg = TrainConfig.from_dict(state.train_config)
+    if cfg.batch_size % env.world:
+        raise TrainingError(f"batch_size {cfg.batch_size} must divide by {env.world} ranks")
+    _check_shapes(train_set, ModelConfig.from_dict(state.model_config))
+    loader = BatchLoader(train_set, cfg, env, dev, collate)  # fails early if too few examples
+    if env.main:
         out.mkdir(parents=True, exist_ok=True)
+    compile = dev.type == "cuda" if compile is None else compile
+    run = _build(state, env, dev, compile, precision=precision, out=out)
+    try:
+        return _loop(run, loader, valid_set, collate, progress, stop_after)
+    finally:
+        loader.close()
 
-    _check_shapes(train_set, model_cfg)
-    torch.manual_seed(cfg.seed)
-    model = DoseTransformer(model_cfg).to(dev)
-    optimizer = make_optimizer(model, cfg, dev)
-    step, best_valid, best_step, bad_evals, stopped = 0, math.inf, -1, 0, False
-    window = torch.zeros(5, dtype=torch.float64)  # sums of loss, full, onset, accuracy; count
-    rows: list[dict[str, Any]] = []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, best_valid, best_step = state["step"], state["best_valid"], state["best_step"]
-        bad_evals, stopped = state["bad_evals"], state["stopped"]
-        window = torch.tensor(state["window"], dtype=torch.float64)
-        _set_rng_state(state["rng"], dev)
-        rows = _read_metrics(metrics_path, step) if ddp.main else []
-    # Different ranks must draw different dropout masks; rank 0 keeps the single-process stream.
-    if ddp.rank:
-        torch.manual_seed(cfg.seed * 1009 + ddp.rank + step)
-    window = window.to(dev)
-    net: nn.Module = _TrainStep(model, cfg)
-    if ddp.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
-    if compile:
-        net = torch.compile(net)
 
-    def checkpoint(path: Path) -> None:
-        if not ddp.main:
-            return
-        atomic_torch_save(
-            {
-                "format": FORMAT,
-                "model_config": model_cfg.to_dict(),
-                "train_config": cfg.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": {"step": step, "lr": cfg.lr_at(step)},
-                "step": step,
-                "epoch": step // max(1, len(train_set) // cfg.batch_size),
-                "batch_in_epoch": step % max(1, len(train_set) // cfg.batch_size),
-                "best_valid": best_valid,
-                "best_step": best_step,
-                "bad_evals": bad_evals,
-                "stopped": stopped,
-                "window": window.tolist(),
-                "rng": _rng_state(dev),
-                "world_size": ddp.world,
-            },
-            path,
-        )
-
+def _loop(run: _Run, loader: BatchLoader, valid_set, collate, progress, stop_after) -> TrainResult:
+    state, cfg, env, out = run.state, run.cfg, run.env, run.out
+    log = MetricsLog(out / "metrics.csv", state, env, run.device)
     has_valid = valid_set is not None and len(valid_set) > 0
-    global_batch(cfg.seed, 0, len(train_set), cfg.batch_size)  # fails early if too few examples
-    loader = _Prefetcher(train_set, collate, cfg, ddp)
-    bar = tqdm(
-        total=cfg.max_steps,
-        initial=step,
-        desc="dose-train",
-        disable=not (progress and ddp.main),
-        dynamic_ncols=True,
-    )
-    model.train()
-    t_window, ex_window, last_rate, last_loss = time.perf_counter(), 0, 0.0, math.nan
-    start_step, t_written = step, time.perf_counter()
-    while not stopped and step < cfg.max_steps:
-        batch = loader.get(step, dev)
-        lr = cfg.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with _autocast(dev, precision):
-            loss, full, onset, accuracy = net(*batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        ex_window += cfg.batch_size
-        terms = (loss.detach(), full, onset, accuracy)
-        window += torch.stack([*terms, torch.ones_like(terms[0])]).double()
-
-        row: dict[str, Any] | None = None
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            sums = window.clone()
-            if ddp.world > 1:
-                dist.all_reduce(sums)
-            sums = sums.cpu()
-            mean = (sums[:4] / sums[4].clamp_min(1)).tolist()
-            now = time.perf_counter()
-            last_rate = ex_window / max(now - t_window, 1e-9)
-            t_window, ex_window = now, 0
-            last_loss = mean[0]
-            names = ("train_loss", "full_loss", "onset_loss", "token_accuracy")
-            row = {"step": step, "lr": _fmt(lr), "examples_per_s": _fmt(last_rate)}
-            row |= {name: _fmt(value) for name, value in zip(names, mean, strict=True)}
-            window.zero_()
-            bar.set_postfix(loss=f"{mean[0]:.4f}", ex_s=f"{last_rate:.1f}")
-        evaluated = False
-        if has_valid and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            ev = evaluate(model, valid_set, cfg, dev, precision, collate, ddp)
-            evaluated = True
-            row = row or {"step": step, "lr": _fmt(lr)}
-            row |= {"valid_loss": _fmt(ev["loss"]), "valid_full_loss": _fmt(ev["full"])}
-            row |= {"valid_onset_loss": _fmt(ev["onset"]), "valid_accuracy": _fmt(ev["accuracy"])}
-            if ev["loss"] < best_valid:
-                best_valid, best_step, bad_evals = ev["loss"], step, 0
-                checkpoint(best_path)
-            else:
-                bad_evals += 1
-                stopped = bad_evals >= cfg.patience
-        bar.update(1)
-        interrupted = stop_after is not None and step - start_step >= stop_after
-        save = evaluated or stopped or interrupted or step % cfg.save_every == 0
-        save = save or step == cfg.max_steps
-        if row is not None and ddp.main:
-            rows.append({k: row.get(k, "") for k in METRIC_FIELDS})
-        # metrics.csv is rewritten whole (atomically) with each checkpoint and at most every
-        # 30 s in between; rows past last.ckpt's step are dropped on resume.
-        if ddp.main and rows and (save or time.perf_counter() - t_written > 30.0):
-            _write_metrics(metrics_path, rows)
-            t_written = time.perf_counter()
-        if save:
-            checkpoint(last_path)
-        if interrupted:
-            break
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="dose-train",
+               disable=not (progress and env.main), dynamic_ncols=True)  # fmt: skip
+    start, interrupted = state.step, None
+    run.model.train()
+    with StopSignals() as stop:
+        while not state.stopped and state.step < cfg.max_steps:
+            batch = loader.get(state.step)
+            lr = cfg.lr_at(state.step)
+            terms = _optimize(run, batch, lr)
+            state.step += 1
+            log.add(terms, cfg.batch_size)
+            logging = state.step % cfg.log_every == 0 or state.step == cfg.max_steps
+            row = log.train_row(state.step, lr) if logging else None
+            validating = has_valid and (
+                state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+            )
+            if validating:
+                row = (row or {"step": state.step, "lr": fmt(lr)}) | _validate(
+                    run, valid_set, collate, out / "best.ckpt", log.window
+                )
+            bar.update(1)
+            if row is not None:
+                bar.set_postfix(loss=f"{log.last_loss:.4f}", ex_s=f"{log.rate:.1f}")
+            if stop.requested(env, run.device, logging):
+                interrupted = signal.Signals(stop.signum).name
+            ending = interrupted or (stop_after is not None and state.step - start >= stop_after)
+            saving = validating or state.stopped or bool(ending) or state.step == cfg.max_steps
+            saving = saving or state.step % cfg.save_every == 0
+            log.append(row, saving)
+            if saving:
+                _save(run, out / "last.ckpt", log.window)
+            if ending:
+                break
     bar.close()
-    loader.close()
-    if math.isnan(last_loss) and rows:  # nothing trained in this call: report the last row
-        last_loss = float(rows[-1]["train_loss"] or "nan")
-    if not has_valid and ddp.main and step > 0:
-        checkpoint(best_path)  # without validation, the best model is the last one
-    if ddp.world > 1:
+    if math.isnan(log.last_loss) and log.rows:  # nothing trained in this call: the last row
+        log.last_loss = float(log.rows[-1]["train_loss"] or "nan")
+    if not has_valid and state.step > 0:
+        _save(run, out / "best.ckpt", log.window)  # without validation the best is the last
+    if env.world > 1:
         dist.barrier()
     return TrainResult(
-        step=step,
-        best_valid=best_valid,
-        best_step=best_step,
-        last_train_loss=last_loss,
-        examples_per_s=last_rate,
-        stopped_early=stopped,
+        step=state.step,
+        best_valid=state.best_valid,
+        best_step=state.best_step,
+        last_train_loss=log.last_loss,
+        examples_per_s=log.rate,
+        stopped_early=state.stopped,
         out=out,
+        interrupted=interrupted,
     )

@@ -98,3 +98,111 @@ def test_dataloader_with_workers_and_pickling(tokdir):
     assert [b[0].shape[0] for b in batches] == [2, 1]
     assert batches[0][1].shape == (2, 30, 9) and batches[0][2].all()
     assert torch.equal(batches[1][0][0], ds[2][0])
+
+
+def test_loader_batches_equal_the_per_item_path(tokdir):
+    """BatchLoader (one permutation per epoch, whole-batch gather and delay pattern, built
+    in a thread) gives, step for step and rank for rank, the old path's batches: collate of
+    the items of rank_share(global_batch(seed, step))."""
+    from dose_model.config import TrainConfig
+    from dose_model.loader import BatchLoader, global_batch, rank_share
+    from dose_model.runtime import DistEnv
+
+    ds = TokenDataset(tokdir, "train", "snare", target_frames=30)
+    ds.max_open_shards = 1
+    cfg = TrainConfig(batch_size=2, max_steps=6, seed=3)
+    for env in (DistEnv(), DistEnv(rank=1, world=2)):
+        loader = BatchLoader(ds, cfg, env, "cpu")
+        try:
+            for step in range(cfg.max_steps):  # 6 epochs of one batch: a new order each
+                idx = rank_share(global_batch(3, step, len(ds), 2), env.rank, env.world)
+                assert np.array_equal(loader.indices(step), idx)
+                expected = collate([ds[int(i)] for i in idx])
+                got = loader.get(step)
+                assert len(got) == 3
+                for a, b in zip(got, expected, strict=True):
+                    assert a.dtype == b.dtype and torch.equal(a, b)
+        finally:
+            loader.close()
+    order = [2, 0, 1, 2]  # any order, across shards, with repeats
+    for a, b in zip(ds.batch(order), collate([ds[i] for i in order]), strict=True):
+        assert torch.equal(a, b)
+
+
+def _copy_cache(tokdir, dest):
+    import shutil
+
+    shutil.copytree(tokdir, dest)
+    return dest
+
+
+def test_a_corrupted_cache_is_named_not_trained_on(tokdir, tmp_path, capsys):
+    """Checksums in the index: a truncated file is caught when the cache opens, changed bytes
+    when the shard is first read, out-of-range codes when they are read, and every byte by
+    dose-tokenize --verify; each is a one-line error naming the file."""
+    import json
+
+    from dose_model.cli.tokenize import main as tokenize_main
+    from dose_model.token_cache import CacheError, file_record, verify_cache
+
+    assert verify_cache(tokdir) == 2 * 4  # two shards x (mixture + three one-shots)
+    assert tokenize_main(["--verify", str(tokdir), "--no-progress"]) == 0
+    assert "8 files" in capsys.readouterr().out
+    index = json.loads((tokdir / "index.json").read_text())
+    assert set(index["splits"]["train"]["shards"][0]["files"]) == {
+        "mixture.npy", "kick.npy", "snare.npy", "hihat.npy"
+    }  # fmt: skip
+
+    cut = _copy_cache(tokdir, tmp_path / "cut")
+    victim = cut / "train" / "000001" / "kick.npy"
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(CacheError, match=f"{victim}: .* bytes, the index records"):
+        TokenDataset(cut, "train", "kick")
+
+    flipped = _copy_cache(tokdir, tmp_path / "flipped")
+    victim = flipped / "train" / "000000" / "mixture.npy"
+    data = bytearray(victim.read_bytes())
+    data[-7] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    ds = TokenDataset(flipped, "train", "kick")  # sizes are fine
+    with pytest.raises(CacheError, match=f"{victim}: content differs"):
+        ds.batch([0])
+    assert tokenize_main(["--verify", str(flipped), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(victim) in err and err.count("\n") == 1 and "Traceback" not in err
+
+    wild = _copy_cache(tokdir, tmp_path / "wild")
+    victim = wild / "train" / "000001" / "hihat.npy"
+    codes = np.load(victim)
+    codes[0, 3, 5] = 5000  # a code no codebook has, with checksums that match
+    np.save(victim, codes)
+    index = json.loads((wild / "index.json").read_text())
+    index["splits"]["train"]["shards"][1]["files"]["hihat.npy"] = file_record(victim)
+    (wild / "index.json").write_text(json.dumps(index))
+    with pytest.raises(CacheError, match=f"{victim}: codes outside \\[0, 1024\\)"):
+        TokenDataset(wild, "train", "hihat").batch([2])
+    with pytest.raises(CacheError, match="codes outside"):
+        TokenDataset(wild, "train", "hihat")[2]
+    with pytest.raises(CacheError, match="codes outside"):
+        verify_cache(wild)
+
+
+def test_training_on_a_token_cache_resumes_exactly(tokdir, tmp_path):
+    """The whole-batch path (TokenDataset.batch through BatchLoader): stop after 2 of 5
+    updates, resume, same weights as the uninterrupted run; the checkpoint names the data."""
+    from dose_model.checkpoints import read_checkpoint
+    from dose_model.config import ModelConfig, TrainConfig
+    from dose_model.train import train
+
+    model = ModelConfig(num_layers=1, num_heads=2, d_model=16, dropout=0.1, max_target_len=30)
+    cfg = TrainConfig(lr=1e-3, warmup_steps=1, max_steps=5, batch_size=2, target_frames=20,
+                      log_every=1, save_every=100, seed=4)  # fmt: skip
+    ds = TokenDataset(tokdir, "train", "hihat", target_frames=20)
+    train(model, cfg, ds, None, tmp_path / "a", progress=False)
+    train(model, cfg, ds, None, tmp_path / "b", progress=False, stop_after=2)
+    train(model, cfg, ds, None, tmp_path / "b", progress=False, resume=True)
+    a, b = (read_checkpoint(tmp_path / r / "last.ckpt") for r in "ab")
+    assert a["step"] == b["step"] == 5
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+    assert a["data"] == ds.identity and a["data"]["drum"] == "hihat"
+    assert a["data"]["target_frames"] == 20 and a["data"]["mixture_frames"] == 345

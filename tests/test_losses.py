@@ -97,3 +97,26 @@ def test_onset_window_holds_the_codes_with_t_plus_k_at_most_k_plus_1():
     found = {divmod(int(tok) - 1, frames) for tok in window.flatten() if tok != 0}
     want = {(k, t) for k in range(k_books) for t in range(frames) if (t + 1) + (k + 1) <= 10}
     assert found == want and len(want) == 45
+
+
+def test_bf16_logits_give_the_fp32_loss_and_gradient_without_an_fp32_copy(monkeypatch):
+    """bf16 logits: the chunked fp32 cross-entropy equals cross_entropy on the upcast logits
+    (values and gradients), also across chunk boundaries."""
+    import dose_model.losses as losses
+
+    monkeypatch.setattr(losses, "CHUNK_ROWS", 5)  # 3 x 11 x 9 rows: many chunks
+    target, g = case(v=33)
+    base = (torch.randn(3, 11, 9, 33, generator=g) * 4).to(torch.bfloat16)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[1, 7:] = False
+    a = base.clone().requires_grad_(True)
+    b = base.clone().float().requires_grad_(True)  # the reference: upcast first
+    out = dose_loss(a, target, mask)
+    ref = dose_loss(b, target, mask)
+    assert out.loss.dtype == torch.float32
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-6)
+    assert out.accuracy.item() == ref.accuracy.item()
+    out.loss.backward()
+    ref.loss.backward()
+    assert a.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(a.grad.float(), b.grad, rtol=1e-2, atol=1e-5)

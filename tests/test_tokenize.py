@@ -91,7 +91,7 @@ KILL_SCRIPT = textwrap.dedent(
             tmp.mkdir()
             (tmp / "mixture.npy").write_bytes(b"half a file")
             os.kill(os.getpid(), signal.SIGKILL)
-        original(shard_dir, ids, skipped, arrays)
+        return original(shard_dir, ids, skipped, arrays)
     T._write_shard = write_then_die
     T.tokenize_manifest(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=2, shard_size=1,
                         oneshot_seconds=float(sys.argv[4]), progress=False)
@@ -192,7 +192,10 @@ def test_manifest_errors_name_file_and_line(tmp_path, dataset):
     cases = {
         "json": (good[0] + "\n{not json\n", r"train.jsonl:2: invalid JSON"),
         "dup": (good[0] + "\n" + good[0] + "\n", r":2: duplicate id 'train-000000'"),
-        "field": (json.dumps({"id": "a", "mixture": "m.wav", "oneshots": {}}), "oneshots.kick"),
+        "field": (
+            json.dumps({"id": "train-7", "mixture": "m.wav", "oneshots": {}}),
+            "oneshots.kick",
+        ),
     }
     for text, pattern in cases.values():
         (folder / "train.jsonl").write_text(text)

@@ -266,12 +266,13 @@ def test_cuda_bf16_training_and_checkpoint(tmp_path):
         save_every=100,
         target_frames=12,
     )
-    full = train(MODEL, cfg, data, data, tmp_path / "a", device="cuda", progress=False)
+    kw = {"device": "cuda", "progress": False, "compile": False}  # compiled: bench_train
+    full = train(MODEL, cfg, data, data, tmp_path / "a", **kw)
     assert np.isfinite(full.last_train_loss) and full.last_train_loss < 14.0
     ckpt = read_checkpoint(tmp_path / "a" / "last.ckpt")
     assert "cuda" in ckpt["rng"]
-    train(MODEL, cfg, data, data, tmp_path / "b", device="cuda", progress=False, stop_after=3)
-    train(MODEL, cfg, data, data, tmp_path / "b", device="cuda", progress=False, resume=True)
+    train(MODEL, cfg, data, data, tmp_path / "b", stop_after=3, **kw)
+    train(MODEL, cfg, data, data, tmp_path / "b", resume=True, **kw)
     b = read_checkpoint(tmp_path / "b" / "last.ckpt")
     for key, value in ckpt["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
@@ -354,3 +355,81 @@ def test_training_step_compiles_to_one_graph():
     explained = torch._dynamo.explain(step)(mix[None], tgt[None], mask)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+class TerminatedAt(RandomTokens):
+    """RandomTokens whose ``at``-th item read (by the loader thread) sends this process
+    SIGTERM, as a batch scheduler would."""
+
+    def __init__(self, *args, at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at, self.reads = at, 0
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.at:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__getitem__(i)
+
+
+def test_sigterm_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    """SIGTERM mid-run: the step in progress finishes, last.ckpt is written for that step and
+    train returns interrupted='SIGTERM'; resuming gives the uninterrupted run's weights."""
+    import signal
+
+    cfg = TrainConfig(
+        lr=1e-3, warmup_steps=2, max_steps=8, batch_size=2, eval_every=100, log_every=2,
+        save_every=100, target_frames=12, seed=2,
+    )  # fmt: skip
+    full = train(MODEL, cfg, RandomTokens(6), None, tmp_path / "a", progress=False)
+    before = signal.getsignal(signal.SIGTERM)
+    data = TerminatedAt(6, at=1 + 2 * 4 + 1)  # a shape check, then 2 items a step: step 4
+    part = train(MODEL, cfg, data, None, tmp_path / "b", progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    assert part.interrupted == "SIGTERM" and 3 <= part.step < 8
+    assert read_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == part.step
+    resumed = train(MODEL, cfg, RandomTokens(6), None, tmp_path / "b", resume=True,
+                    progress=False)  # fmt: skip
+    assert resumed.step == full.step == 8 and resumed.interrupted is None
+    a = read_checkpoint(tmp_path / "a" / "last.ckpt")["model"]
+    b = read_checkpoint(tmp_path / "b" / "last.ckpt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_resume_refuses_other_data_or_settings(tmp_path):
+    """The dataset's identity (drum, token cache) and the configs are recorded; a resume with
+    others is refused naming each difference; max_steps may change."""
+
+    class Kick(RandomTokens):
+        identity = {"drum": "kick", "token_cache": "aaa"}
+
+    class Snare(RandomTokens):
+        identity = {"drum": "snare", "token_cache": "bbb"}
+
+    cfg = TrainConfig(max_steps=2, batch_size=2, warmup_steps=0, target_frames=12)
+    train(MODEL, cfg, Kick(4), None, tmp_path, progress=False, stop_after=1)
+    assert read_checkpoint(tmp_path / "last.ckpt")["data"] == Kick.identity
+    with pytest.raises(TrainingError) as err:
+        train(MODEL, cfg, Snare(4), None, tmp_path, progress=False, resume=True)
+    assert "data.drum: checkpoint 'kick', now 'snare'" in str(err.value)
+    assert "data.token_cache: checkpoint 'aaa', now 'bbb'" in str(err.value)
+    other = TrainConfig.from_dict({**cfg.to_dict(), "lr": 1.0})
+    with pytest.raises(TrainingError, match="train.lr: checkpoint 0.0003, now 1.0"):
+        train(MODEL, other, Kick(4), None, tmp_path, progress=False, resume=True)
+    wider = ModelConfig.from_dict({**MODEL.to_dict(), "d_model": 64})
+    with pytest.raises(TrainingError, match="model.d_model: checkpoint 32, now 64"):
+        train(wider, cfg, Kick(4), None, tmp_path, progress=False, resume=True)
+    done = train(None, None, Kick(4), None, tmp_path, progress=False, resume=True, max_steps=3)
+    assert done.step == 3
+
+
+def test_compile_flags():
+    from dose_model.cli.train import build_parser
+
+    base = ["--manifest", "d", "--drum", "kick", "--out", "o"]
+    assert build_parser().parse_args(base).compile is None  # auto: on for CUDA
+    assert build_parser().parse_args([*base, "--compile"]).compile is True
+    assert build_parser().parse_args([*base, "--no-compile"]).compile is False

@@ -8,6 +8,7 @@ import sys
 
 from dose_model.codec import CodecLoadError, default_weights_path
 from dose_model.manifest import ManifestError
+from dose_model.token_cache import CacheError, verify_cache
 from dose_model.tokenize import TokenizeError, tokenize_manifest
 
 
@@ -36,8 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=_HelpFormatter,
     )
     p.add_argument(
+        "--verify",
+        default=None,
+        metavar="TOKDIR",
+        help="only check an existing token cache: every shard file's SHA-256 against "
+        "index.json and every code's range; exit 0 when all match, 2 naming the first bad "
+        "file (no --manifest or --out needed)",
+    )
+    p.add_argument(
         "--manifest",
-        required=True,
         metavar="M",
         help="an RMOD manifest (.jsonl / .jsonl.gz; its split is its file name) or an RMOD "
         "dataset DIR (all of DIR/manifests/{train,valid,test}.jsonl)",
@@ -50,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: the reference package's cache file "
         "~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists; never downloaded)",
     )
-    p.add_argument("--out", required=True, metavar="TOKDIR", help="token cache folder")
+    p.add_argument("--out", metavar="TOKDIR", help="token cache folder (required)")
     p.add_argument("--device", default="cpu", help="torch device to encode on: cpu, cuda, cuda:1")
     p.add_argument(
         "--batch-size",
@@ -92,13 +100,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.verify is None and (args.manifest is None or args.out is None):
+        p.error("the following arguments are required: --manifest, --out (or --verify TOKDIR)")
+    return args
+
+
+def _verify(tokdir: str, progress: bool) -> int:
+    try:
+        checked = verify_cache(tokdir, progress=progress)
+    except (CacheError, OSError, ValueError, KeyError) as exc:
+        print(f"dose-tokenize: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"dose-tokenize: {tokdir}: {checked} files match their checksums, codes in range")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 when too many rows were skipped, 2 on an error, 130 when
     interrupted (Ctrl-C)."""
     args = parse_args(argv)
+    if args.verify is not None:
+        return _verify(args.verify, not args.no_progress)
     weights = args.codec_weights or default_weights_path()
     if weights is None:
         print(
@@ -130,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         RuntimeError,
     ) as exc:
         print(f"dose-tokenize: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, an unwritable --out: finished shards are kept
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"dose-tokenize: error: {where}{exc.strerror or exc}; finished shards are kept, "
+            "rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

@@ -1,14 +1,13 @@
 """`dose-train`: train a DOSE model for one drum class on an RMOD dataset.
 
-Only parses arguments and calls `dose_model.pipeline.train_from_manifest`.
+Only parses arguments and calls `dose_model.cache_then_train.train_from_manifest`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
-from dataclasses import replace
 
 from dose_model import DRUMS
 
@@ -18,6 +17,8 @@ files written under RUN:
                valid_full_loss, valid_onset_loss, valid_accuracy, examples_per_s
   last.ckpt    weights + configs + optimizer + step + RNG state (for --resume)
   best.ckpt    the same at the lowest validation loss
+SIGTERM or Ctrl-C: last.ckpt is written at the end of the current step, then dose-train exits
+  (143 / 130) with a --resume hint
 data-parallel: torchrun --nproc_per_node N $(which dose-train) ... (tokenize first;
   --batch-size is the global batch, split over the N processes)
 """
@@ -81,35 +82,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from RUN/last.ckpt with its stored configs (only --max-steps applies); "
-        "without it, a RUN that already holds last.ckpt is refused",
+        help="continue from RUN/last.ckpt with its stored configs (only --max-steps may "
+        "change; a --config, --batch-size, --seed, --drum or dataset that differs from the "
+        "checkpoint's is refused, naming the difference); without it, a RUN that already "
+        "holds last.ckpt is refused",
     )
-    p.add_argument(
+    compiling = p.add_mutually_exclusive_group()
+    compiling.add_argument(
         "--compile",
-        action="store_true",
-        help="torch.compile the training forward and loss (default: off)",
+        dest="compile",
+        action="store_const",
+        const=True,
+        default=None,
+        help="torch.compile the training forward and loss (default: on for CUDA, off on CPU)",
+    )
+    compiling.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_const",
+        const=False,
+        help="run eagerly, also on CUDA",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (e.g. while tokenizing)."""
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise Terminated
+
+
+def _resume_hint(out: str, what: str) -> str:
+    return (
+        f"dose-train: {what}; rerun with --resume to continue from {out}/last.ckpt "
+        "(the last checkpoint written), or rerun the same command to finish tokenizing"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 training error, 2 bad arguments,
-    130 interrupted)."""
+    130 interrupted by Ctrl-C, 143 by SIGTERM; both after writing last.ckpt when training)."""
     args = build_parser().parse_args(argv)
+    from dose_model.cache_then_train import train_from_manifest
     from dose_model.checkpoints import CheckpointError
     from dose_model.codec import default_weights_path
     from dose_model.config import ConfigError, load_config
-    from dose_model.pipeline import train_from_manifest
+    from dose_model.token_cache import CacheError
     from dose_model.tokenize import TokenizeError
-    from dose_model.train import TrainingError
+    from dose_model.train import TrainingError, dist_env
 
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seed", args.seed))
+                 if v is not None}  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # while tokenizing
+    errors = (ConfigError, TrainingError, TokenizeError, CheckpointError, CacheError, OSError)
     try:
-        model_cfg, train_cfg = load_config(args.config)
-        overrides = {
-            k: v for k, v in (("batch_size", args.batch_size), ("seed", args.seed)) if v is not None
-        }
-        train_cfg = replace(train_cfg, **overrides)
+        model_cfg, train_cfg = load_config(args.config) if args.config else (None, None)
         result = train_from_manifest(
             args.manifest,
             args.drum,
@@ -124,25 +154,29 @@ def main(argv: list[str] | None = None) -> int:
             max_steps=args.max_steps,
             progress=not args.no_progress,
             compile=args.compile,
+            overrides=overrides,
         )
-    except (ConfigError, TrainingError, TokenizeError, CheckpointError, ValueError, OSError) as err:
+    except (*errors, ValueError) as err:
         print(f"dose-train: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(
-            f"dose-train: interrupted; rerun with --resume to continue from {args.out}/last.ckpt "
-            "(the last checkpoint written), or rerun the same command to finish tokenizing",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as err:
+        term = isinstance(err, Terminated)
+        print(_resume_hint(args.out, "terminated" if term else "interrupted"), file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not dist_env().main:
+        return 0  # under torchrun, rank 0 reports
+    if result.interrupted:
+        print(_resume_hint(args.out, f"stopped by {result.interrupted} at step {result.step}"),
+              file=sys.stderr)  # fmt: skip
+        return 143 if result.interrupted == "SIGTERM" else 130
     best = (
         f"best valid loss {result.best_valid:.4f} at step {result.best_step}"
         if result.best_step >= 0
         else "no validation"
     )
     stop = ", stopped early" if result.stopped_early else ""
-    if os.environ.get("RANK", "0") != "0":
-        return 0  # under torchrun, rank 0 reports
     print(
         f"dose-train: {args.drum} {result.step} steps{stop}, last train loss "
         f"{result.last_train_loss:.4f}, {best}, {result.examples_per_s:.1f} examples/s "

@@ -6,22 +6,22 @@ The command-line entry point (`dose_model.cli.train`) only parses arguments and 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch.distributed as dist
 
 from dose_model import DRUMS
-from dose_model.checkpoints import read_checkpoint
+from dose_model.checkpoints import CheckpointError, read_state
 from dose_model.codec import sha256_file
-from dose_model.config import ModelConfig, TrainConfig
+from dose_model.config import ConfigError, ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
-from dose_model.data import collate as default_collate
 from dose_model.device import resolve_device
 from dose_model.manifest import ManifestError, find_manifests, manifest_sha256
+from dose_model.token_cache import CacheError
 from dose_model.tokenize import read_index, tokenize_manifest
-from dose_model.train import TrainingError, TrainResult, train
+from dose_model.train import TrainingError, TrainResult, dist_env, train
 
 
 def dataset_root(manifest: str | Path) -> Path:
@@ -78,6 +78,57 @@ def _read_cache_index(tokdir: Path) -> dict:
         return {}
 
 
+def _ensure_cache(
+    manifest, tokens, codec_weights, dev, progress: bool, log: Callable[[str], None]
+) -> tuple[Path, dict]:
+    """The token cache folder and its index: a complete cache of this dataset (and codec),
+    or one made or completed now with `tokenize_manifest`."""
+    env = dist_env()
+    if tokens is None:
+        if codec_weights is None:
+            raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
+        tokens = default_token_dir(manifest, codec_weights)
+    tokens = Path(tokens)
+    root = dataset_root(manifest)
+    index = _read_cache_index(tokens)
+    if index.get("complete"):
+        check_cache_matches(tokens, index, root, codec_weights)
+        if env.main:
+            log(f"using token cache {tokens}")
+        return tokens, index
+    if codec_weights is None:
+        raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
+    if env.world > 1:
+        raise TrainingError(f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch")
+    summary = tokenize_manifest(root, codec_weights, tokens, device=str(dev), progress=progress)
+    if env.main:
+        log(str(summary))
+    return tokens, read_index(tokens)
+
+
+def _with_overrides(
+    train_cfg: TrainConfig | None, overrides: dict | None, last: Path, resume: bool
+) -> TrainConfig | None:
+    """``train_cfg`` (or, resuming without one, the checkpoint's) with ``overrides`` set;
+    None when neither is given (train then uses the defaults or the stored config)."""
+    if not overrides:
+        if train_cfg is None and resume and last.is_file():
+            return _stored_train_config(last)
+        return train_cfg
+    base = train_cfg
+    if base is None and resume and last.is_file():
+        base = _stored_train_config(last)
+    return replace(base or TrainConfig(), **overrides)
+
+
+def _stored_train_config(last: Path) -> TrainConfig:
+    stored = read_state(last).train_config  # CheckpointError names the file
+    try:
+        return TrainConfig.from_dict(stored)
+    except ConfigError as err:
+        raise CheckpointError(f"{last}: {err}") from None
+
+
 def train_from_manifest(
     manifest: str | Path,
     drum: str,
@@ -91,8 +142,9 @@ def train_from_manifest(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
-    compile: bool = False,
+    compile: bool | None = None,
     log: Callable[[str], None] = print,
+    overrides: dict | None = None,
 ) -> TrainResult:
     """`dose-train`: make sure a token cache exists, then `train` one drum class on it.
 
@@ -106,44 +158,23 @@ def train_from_manifest(
             when it was made from the dataset's current manifests (and with ``codec_weights``,
             when given; see `check_cache_matches`); otherwise it is created or completed with
             `dose_model.tokenize.tokenize_manifest`.
-        model_cfg, train_cfg: configurations (default: `ModelConfig()`, `TrainConfig()`).
+        model_cfg, train_cfg: configurations (default: `ModelConfig()`, `TrainConfig()`, or
+            when resuming the checkpoint's; given ones must equal the checkpoint's).
         device, precision, resume, max_steps, progress, compile: see `train`.
         log: where one-line notes go (rank 0 only).
+        overrides: `TrainConfig` fields set on top of ``train_cfg`` (``--batch-size``, ...).
     """
     if drum not in DRUMS:
         raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {drum!r}")
-    model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
-    main = int(os.environ.get("RANK", "0")) == 0
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))  # fails early
-    if tokens is None:
-        if codec_weights is None:
-            raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
-        tokens = default_token_dir(manifest, codec_weights)
-    tokens = Path(tokens)
-    root = dataset_root(manifest)
-    index = _read_cache_index(tokens)
-    if index.get("complete"):
-        check_cache_matches(tokens, index, root, codec_weights)
-        if main:
-            log(f"using token cache {tokens}")
-    else:
-        if codec_weights is None:
-            raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise TrainingError(
-                f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch"
-            )
-        summary = tokenize_manifest(root, codec_weights, tokens, device=str(dev), progress=progress)
-        if main:
-            log(str(summary))
-        index = read_index(tokens)
-    resume_cfg = None
-    if resume and (Path(out) / "last.ckpt").is_file():
-        resume_cfg = TrainConfig.from_dict(read_checkpoint(Path(out) / "last.ckpt")["train_config"])
-    frames = (resume_cfg or train_cfg).target_frames
+    dev = resolve_device(device, dist_env().local_rank)  # fails early
+    tokens, index = _ensure_cache(manifest, tokens, codec_weights, dev, progress, log)
+    train_cfg = _with_overrides(train_cfg, overrides, Path(out) / "last.ckpt", resume)
+    frames = (train_cfg or TrainConfig()).target_frames
     splits = ("train", "valid") if "valid" in index["splits"] else ("train",)
     try:
         sets = [TokenDataset(tokens, s, drum, frames) for s in splits]
+    except CacheError:
+        raise
     except ValueError as err:
         raise TrainingError(f"{err} (train.target_frames is {frames})") from err
     train_set, valid_set = sets[0], (sets[1] if len(sets) > 1 else None)
@@ -157,7 +188,6 @@ def train_from_manifest(
             device=device,
             precision=precision,
             resume=resume,
-            collate=default_collate,
             progress=progress,
             max_steps=max_steps,
             compile=compile,
