@@ -243,7 +243,7 @@ class StaticDecoder:
         token = token * live[:, None]
         lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, token[..., None])
         self.log_prob.add_(lp.squeeze(-1).sum(dim=-1) * live)
-        self.counted.add_(live.float())
+        self.counted.add_(live.float() * self.cfg.num_codebooks)
         is_end = (token == 0).all(dim=-1) & (self.row > 0) & live
         self.end_row.copy_(torch.where(is_end, self.row, self.end_row))
         self.ended.logical_or_(is_end)

@@ -121,7 +121,7 @@ def generate(
         live = ~ended
         lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, token[..., None])
         log_prob += lp.squeeze(-1).sum(dim=-1) * live
-        counted += live.float()
+        counted += live.float() * k
         if rows:  # an all-zero row after the first one is the end token
             ended = ended | (token == 0).all(dim=-1)
         rows.append(token)
