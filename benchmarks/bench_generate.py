@@ -100,6 +100,36 @@ def measure(run, mixture, device, repeats):
     return best, tokens
 
 
+def bench_row(args, method, precision, batch, models, mixtures, reference) -> dict:
+    """Measure one (method, precision, batch) row: speed and agreement with eager fp32."""
+    device = mixtures.device
+    run = _runner(method, models, precision, batch, reference["max_len"], device, args.compile)
+    seconds, tokens = measure(run, mixtures[:batch], device, args.repeats)
+    want = reference[method == "published"][:batch]
+    agreement = float((tokens[: want.shape[0]] == want).float().mean())
+    del run
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return dict(
+        precision=precision,
+        method=method,
+        batch=batch,
+        oneshots_per_s=batch / seconds,
+        ms_per_oneshot=1000 * seconds / batch,
+        agreement=agreement,
+    )
+
+
+def print_row(row: dict) -> None:
+    ratio = row["ratio_to_published"]
+    print(
+        f"{row['precision']:<10}{row['method']:<11}{row['batch']:>6}"
+        f"{row['oneshots_per_s']:>13.2f}{row['ms_per_oneshot']:>13.2f}{row['agreement']:>11.4f}"
+        + (f"{ratio:>12.2f}x" if ratio else f"{'-':>13}"),
+        flush=True,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
@@ -114,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=None, help="default 16 cuda, 4 cpu")
     p.add_argument("--d-model", type=int, default=None, help="default 1024 cuda, 64 cpu")
     p.add_argument("--max-len", type=int, default=None, help="target rows (183 cuda, 32 cpu)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs, best kept (default 1)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs, best kept (default 2)")
     p.add_argument("--agree-rows", type=int, default=4, help="rows compared for agreement")
     p.add_argument("--compile", action="store_true", help="static engine under torch.compile")
     p.add_argument("--json", default=None, help="write the rows here (after every row)")
@@ -142,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(1)
     mixtures = torch.randint(1, 1025, (max(batches), cfg.mixture_len, 9), generator=gen).to(device)
     agree_n = min(args.agree_rows, max(batches))
-    reference = {
+    reference: dict = {
         pub: generate(models[pub], mixtures[:agree_n], max_len=max_len, stop_on_end=False).tokens
         for pub in (False, True)
     }
+    reference["max_len"] = max_len
     print(
         f"device {torch.cuda.get_device_name(device) if cuda else 'cpu'}; torch "
         f"{torch.__version__}; {sizes['num_layers']} layers, d_model {sizes['d_model']}, "
@@ -162,33 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if method == "eager" and batch > args.eager_max_batch:
                     continue
-                run = _runner(method, models, precision, batch, max_len, device, args.compile)
-                seconds, tokens = measure(run, mixtures[:batch], device, args.repeats)
-                n = min(agree_n, batch)
-                want = reference[method == "published"][:n]
-                agreement = float((tokens[:n] == want).float().mean())
-                rate = batch / seconds
+                row = bench_row(args, method, precision, batch, models, mixtures, reference)
                 if method == "published" and precision == "fp32" and batch == 1:
-                    base = rate
-                ratio = rate / base if base else None
-                row = dict(
-                    precision=precision,
-                    method=method,
-                    batch=batch,
-                    oneshots_per_s=rate,
-                    ms_per_oneshot=1000 * seconds / batch,
-                    agreement=agreement,
-                    ratio_to_published=ratio,
-                )
+                    base = row["oneshots_per_s"]
+                row["ratio_to_published"] = row["oneshots_per_s"] / base if base else None
                 rows.append(row)
-                cells = f"{rate:>13.2f}{row['ms_per_oneshot']:>13.2f}{agreement:>11.4f}"
-                shown = f"{ratio:>12.2f}x" if ratio else f"{'-':>13}"
-                print(f"{precision:<10}{method:<11}{batch:>6}" + cells + shown, flush=True)
+                print_row(row)
                 if args.json:
                     Path(args.json).write_text(json.dumps({"sizes": sizes, "rows": rows}, indent=1))
-                del run
-                if cuda:
-                    torch.cuda.empty_cache()
     return 0
 
 

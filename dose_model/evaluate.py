@@ -80,6 +80,7 @@ class EvalSummary:
     scores: dict[str, dict[str, dict[str, float]]]
     skipped: list[dict] = field(default_factory=list)
     elapsed_s: float = 0.0
+    sampling: Sampling = GREEDY
 
     def table(self) -> str:
         """A plain-text table: one line per drum, the mean of each MSS column."""
@@ -158,6 +159,15 @@ def evaluate_split(
         if progress is not None:
             progress(min(first + group, len(rows)), len(rows))
     summary = _summarize(split, models, lines, skipped, time.perf_counter() - start)
+    summary.sampling = sampling
+    _write_results(out, lines, {"dataset": str(dataset), "split": split}, summary, extractor)
+    return summary
+
+
+def _write_results(
+    out: Path, lines: list[dict], head: dict, summary: EvalSummary, extractor: Extractor
+) -> None:
+    """``out/rows.csv`` (one line per row and drum) and ``out/summary.json``, atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -165,19 +175,17 @@ def evaluate_split(
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in line.items()})
     atomic_write_text(out / "rows.csv", buf.getvalue())
     record = {
-        "dataset": str(dataset),
-        "split": split,
+        **head,
         "rows": summary.rows,
         "scores": summary.scores,
-        "skipped": skipped,
-        "sampling": asdict(sampling),
+        "skipped": summary.skipped,
+        "sampling": asdict(summary.sampling),
         "precision": extractor.precision,
         "batch_size": extractor.batch_size,
         "codec_sha256": extractor.codec.sha256,
         "elapsed_s": round(summary.elapsed_s, 3),
     }
     atomic_write_text(out / "summary.json", json.dumps(record, indent=2) + "\n")
-    return summary
 
 
 def _score_rows(

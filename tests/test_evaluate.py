@@ -132,3 +132,23 @@ def test_save_audio_never_writes_outside_out(setup, tmp_path, capsys, bad_id):
     assert not list(tmp_path.rglob("*evil*")) and not list(tmp_path.parent.glob("*evil*"))
     assert main(argv) == 0
     assert [r["id"] for r in read_rows(out / "rows.csv")] == ["test-000000", bad_id]
+
+
+def test_candidates_score_the_most_confident_sample(setup, tmp_path):
+    """--candidates K: each row and drum is scored on its most confident of K samples, and
+    its score is at least that of the single sample of a K = 1 run (same first seed)."""
+    data, codec, ckpt = setup
+    argv = ["--manifest", str(data), "--codec-weights", str(codec), "--kick", str(ckpt)]
+    argv += ["--no-progress", "--device", "cpu", "--strategy", "top-p", "--batch-size", "4"]
+    assert main(argv + ["--out", str(tmp_path / "one")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "three"), "--candidates", "3"]) == 0
+    one = read_rows(tmp_path / "one" / "rows.csv")
+    three = read_rows(tmp_path / "three" / "rows.csv")
+    assert [r["id"] for r in one] == [r["id"] for r in three]
+    for a, b in zip(one, three, strict=True):
+        assert float(b["score"]) >= float(a["score"]) - 1e-4
+    assert any(
+        float(b["score"]) > float(a["score"]) + 1e-4 for a, b in zip(one, three, strict=True)
+    )
+    summary = json.loads((tmp_path / "three" / "summary.json").read_text())
+    assert summary["sampling"]["candidates"] == 3 and summary["precision"] == "fp32"
