@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start of the one 4 s clip in seconds (default: chosen by drum activity)",
     )
     p.add_argument(
-        "--trim-db", type=float, default=-60.0, help="cut the tail below this dB re peak (-60)"
+        "--trim-db",
+        type=float,
+        default=-60.0,
+        help="cut the tail below this dB re peak (default -60)",
     )
     p.add_argument("--no-trim", action="store_true", help="keep the whole decoded tail")
     p.add_argument("--fade-ms", type=float, default=10.0, help="fade-out length (default 10)")
