@@ -108,7 +108,8 @@ class StaticDecoder:
             ``max_target_len``).
         dtype: weights, activations and cache (torch.float32 or torch.bfloat16).
         cuda_graph: capture the decode steps in CUDA graphs (default: on CUDA devices).
-        graph_steps: decode steps per captured graph.
+        graph_steps: decode steps per captured graph (default 4 with CUDA graphs, else 1);
+            the last group may run past ``max_len``: those rows are masked and dropped.
         compile: run the step through `torch.compile` (CUDA graphs still apply).
     """
 
@@ -119,7 +120,7 @@ class StaticDecoder:
         max_len: int | None = None,
         dtype: torch.dtype = torch.float32,
         cuda_graph: bool | None = None,
-        graph_steps: int = 4,
+        graph_steps: int | None = None,
         compile: bool = False,
     ) -> None:
         cfg = model.config
@@ -134,7 +135,7 @@ class StaticDecoder:
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         if self.cuda_graph and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA model")
-        self.graph_steps = graph_steps if self.cuda_graph else 1
+        self.graph_steps = graph_steps or (4 if self.cuda_graph else 1)
         # Prefill positions: the mixture (published) or the mixture and the start row (ours).
         self.prefill_len = cfg.mixture_len + (0 if cfg.published else 1)
         self.first_row = 0 if cfg.published else 1

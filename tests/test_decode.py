@@ -58,6 +58,9 @@ def test_greedy_equals_eager_cached_and_uncached(published):
     assert torch.equal(got.tokens, uncached.tokens)
     assert torch.equal(got.ended, cached.ended)
     np.testing.assert_allclose(got.mean_log_prob, cached.mean_log_prob, rtol=1e-4)
+    grouped = StaticDecoder(model, batch_size=4, graph_steps=4)  # runs past max_len, masked
+    assert grouped.capacity > model.config.mixture_len + 16 - 1
+    assert torch.equal(grouped.generate(mix, stop_on_end=False).tokens, cached.tokens)
     one = StaticDecoder(model, batch_size=1)
     for b in range(3):  # batch 1, row by row
         assert torch.equal(
@@ -77,11 +80,16 @@ def test_rows_ending_at_different_steps(published):
             break
     else:
         pytest.fail("no bias made the rows end at different steps")
-    engine = StaticDecoder(model, batch_size=8, graph_steps=1)
-    got = engine.generate(mix, check_every=3)
-    assert got.tokens.shape == cached.tokens.shape
-    assert torch.equal(got.tokens, cached.tokens)
-    assert torch.equal(got.ended, cached.ended)
+    for steps in (1, 4):  # 4: steps in groups, the last one running past max_len (CUDA graphs)
+        engine = StaticDecoder(model, batch_size=8, graph_steps=steps)
+        got = engine.generate(mix, check_every=3)
+        assert got.tokens.shape == cached.tokens.shape
+        assert torch.equal(got.tokens, cached.tokens)
+        assert torch.equal(got.ended, cached.ended)
+        full = engine.generate(mix, stop_on_end=False)
+        assert full.tokens.shape == (6, 16, 9)
+        assert torch.equal(full.tokens[:, : got.tokens.shape[1]], got.tokens)
+        assert torch.all(full.tokens[:, got.tokens.shape[1] :] == 0)
     assert torch.equal(got.tokens, generate(model, mix, use_cache=False).tokens)
     np.testing.assert_allclose(got.mean_log_prob, cached.mean_log_prob, rtol=1e-4, atol=1e-6)
 
