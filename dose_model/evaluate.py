@@ -2,9 +2,11 @@
 
 For every row of the split (``DIR/manifests/<split>.jsonl``) and every drum with a model:
 
-* **model**: the one-shot extracted from the row's 4 s mixture (`extract_clips`, greedy by
-  default; with top-p each row samples from its own seed, see `element_seed`), against the
-  row's ground-truth one-shot;
+* **model**: the one-shot extracted from the row's 4 s mixture (`Extractor.clips`: the static
+  decode engine in the chosen precision, greedy by default; with top-p each row samples from
+  its own seeds, see `element_seed`, and with several candidates the most confident one is
+  scored), against the row's ground-truth one-shot, as decoded (no trim, fade or peak
+  normalization: the score is the model's own);
 * **baseline**: the separation-based baseline without learned weights (`dose_model.baseline`:
   harmonic/percussive separation and a band-pass, then the most isolated loud hit);
 * **dac**: the ground truth encoded and decoded by the codec, against the ground truth: the
@@ -12,12 +14,13 @@ For every row of the split (``DIR/manifests/<split>.jsonl``) and every drum with
 * **silence**: an all-zero estimate against the ground truth, a floor any model must beat.
 
 The ground truth is read as the tokenizer reads it (channel mean, the codec's rate) and cut to
-the model's target length (``max_target_len - 10`` frames: 2 s at the published sizes), the
-length the model was trained to produce; `mss_distance` zero-pads whichever signal is shorter.
+the model's one-shot length (`oneshot_frames`: 2 s at the published sizes), the length the
+model was trained to produce; `mss_distance` zero-pads whichever signal is shorter.
 
 Written under OUT: ``rows.csv`` (one line per row and drum), ``summary.json`` (per drum: rows
 scored, mean and median of each MSS column, rows skipped, settings), and with ``save_audio``
-the extracted one-shots as ``audio/<id>.<drum>.wav``. FAD needs an embedding model (VGGish,
+the extracted one-shots as ``audio/<id>.<drum>.wav`` (a row id that would put its file outside
+``audio/``, absolute or with ``..``, stops the run before any work with `EvalError`). FAD needs an embedding model (VGGish,
 CLAP) that this project does not ship; `dose_model.metrics.frechet_distance` computes it from
 embeddings made elsewhere.
 """
@@ -30,7 +33,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +41,32 @@ import torch
 
 from dose_model.baseline import baseline_oneshots
 from dose_model.codec import DacCodec
-from dose_model.extract import WINDOW_S, extract_clips, wav_bytes
+from dose_model.extract import GREEDY, WINDOW_S, Extractor, Sampling, oneshot_frames
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
 from dose_model.manifest import ManifestError, find_manifests, read_manifest
 from dose_model.metrics import mss_distance
-from dose_model.model import DoseTransformer
+from dose_model.shaping import wav_bytes
 from dose_model.tokenize import RowAudioError, clip, load_mono
 
 SCORES = ("mss_model", "mss_baseline", "mss_dac", "mss_silence")
-ROW_FIELDS = ("id", "drum", "frames", "ended", *SCORES)
+ROW_FIELDS = ("id", "drum", "frames", "ended", "score", *SCORES)
+
+
+class EvalError(ValueError):
+    """The evaluation cannot run as asked; the message names the row or file."""
+
+
+def audio_path(out: Path, row_id: str, drum: str) -> Path:
+    """``out/audio/<row_id>.<drum>.wav``; `EvalError` naming the row unless it lies inside
+    ``out/audio`` (row ids come from the manifest: untrusted)."""
+    folder = (Path(out) / "audio").resolve()
+    path = (folder / f"{row_id}.{drum}.wav").resolve()
+    if not path.is_relative_to(folder):
+        raise EvalError(
+            f"row {row_id!r}: its audio file would lie outside {folder}; "
+            "rename the row or leave out --save-audio"
+        )
+    return path
 
 
 @dataclass
@@ -60,6 +80,7 @@ class EvalSummary:
     scores: dict[str, dict[str, dict[str, float]]]
     skipped: list[dict] = field(default_factory=list)
     elapsed_s: float = 0.0
+    sampling: Sampling = GREEDY
 
     def table(self) -> str:
         """A plain-text table: one line per drum, the mean of each MSS column."""
@@ -87,33 +108,31 @@ def _reconstruct(codec: DacCodec, audio: np.ndarray) -> np.ndarray:
 
 def evaluate_split(
     dataset: str | Path,
-    codec: DacCodec,
-    models: dict[str, DoseTransformer],
+    extractor: Extractor,
     out: str | Path,
     split: str | None = None,
     max_rows: int | None = None,
-    batch_size: int = 8,
     save_audio: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    **sampling,
+    sampling: Sampling = GREEDY,
 ) -> EvalSummary:
-    """Score ``models`` on one split of an RMOD dataset and write the results under ``out``.
+    """Score the extractor's models on one split of an RMOD dataset; write results under ``out``.
 
     Args:
         dataset: the RMOD folder ``DIR`` (or one of its manifests).
-        codec: the DAC codec of the models' tokens.
-        models: drum -> model (eval mode, on ``codec.device``).
+        extractor: codec, models (drum -> model) and decoders; ``extractor.batch_size`` rows
+            x candidates are generated together.
         out: results folder (created).
         split: which manifest to read (default: "test" for a dataset folder, the file's own
             split for a manifest file).
         max_rows: score only the first N rows (file order).
-        batch_size: mixtures generated together.
-        save_audio: also write the extracted one-shots.
+        save_audio: also write the extracted one-shots (checked first: `audio_path`).
         progress: called with (rows done, rows total) after each batch.
-        **sampling: strategy, top_p, temperature, seed for `extract_clips`.
+        sampling: token choice and candidates per row (the best by confidence is scored).
 
     Raises:
         ManifestError: no such split, or an invalid manifest.
+        EvalError: with ``save_audio``, a row id that would write outside ``out/audio``.
     """
     start = time.perf_counter()
     manifests = find_manifests(dataset)
@@ -122,54 +141,33 @@ def evaluate_split(
     if split not in manifests:
         raise ManifestError(dataset, f"no {split} manifest (found: {sorted(manifests)})")
     rows = read_manifest(manifests[split])[:max_rows]
-    sr = codec.sample_rate
-    mix_samples = int(round(WINDOW_S * sr))
-    shot_samples = {d: (m.config.max_target_len - 10) * codec.hop_length for d, m in models.items()}
     out = Path(out)
+    models = extractor.models
+    if save_audio:
+        for row in rows:
+            for drum in models:
+                audio_path(out, row.id, drum)
     out.mkdir(parents=True, exist_ok=True)
+    group = max(1, extractor.batch_size // sampling.candidates)
     lines: list[dict] = []
     skipped: list[dict] = []
     if progress is not None:
         progress(0, len(rows))
-    for first in range(0, len(rows), batch_size):
-        batch, mixtures, truths = [], [], []
-        for row in rows[first : first + batch_size]:
-            try:
-                mixture = load_mono(row.mixture, sr, mix_samples)
-                truth = {d: load_mono(row.oneshots[d], sr, n) for d, n in shot_samples.items()}
-            except RowAudioError as err:
-                skipped.append({"id": row.id, "path": err.path, "reason": err.reason})
-                continue
-            batch.append(row)
-            mixtures.append(mixture)
-            truths.append(truth)
-        if batch:
-            keys = [row.id for row in batch]  # top-p: each row's own seed, whatever the batch
-            shots = extract_clips(np.stack(mixtures), codec, models, keys, **sampling)
-            for row, mixture, truth, extracted in zip(batch, mixtures, truths, shots, strict=True):
-                base = baseline_oneshots(mixture, sr, list(models), shot_samples)
-                for drum, shot in extracted.items():
-                    ref = truth[drum]
-                    estimate = clip(shot.audio, 0, ref.shape[0])
-                    lines.append(
-                        {
-                            "id": row.id,
-                            "drum": drum,
-                            "frames": shot.frames,
-                            "ended": int(shot.ended),
-                            "mss_model": mss_distance(estimate, ref, sr),
-                            "mss_baseline": mss_distance(base[drum], ref, sr),
-                            "mss_dac": mss_distance(_reconstruct(codec, ref), ref, sr),
-                            "mss_silence": mss_distance(np.zeros_like(ref), ref, sr),
-                        }
-                    )
-                    if save_audio and shot.frames:
-                        path = out / "audio" / f"{row.id}.{drum}.wav"
-                        path.parent.mkdir(exist_ok=True)
-                        atomic_write_bytes(path, wav_bytes(shot.audio, sr))
+    for first in range(0, len(rows), group):
+        batch = rows[first : first + group]
+        lines += _score_rows(batch, extractor, sampling, out if save_audio else None, skipped)
         if progress is not None:
-            progress(min(first + batch_size, len(rows)), len(rows))
+            progress(min(first + group, len(rows)), len(rows))
     summary = _summarize(split, models, lines, skipped, time.perf_counter() - start)
+    summary.sampling = sampling
+    _write_results(out, lines, {"dataset": str(dataset), "split": split}, summary, extractor)
+    return summary
+
+
+def _write_results(
+    out: Path, lines: list[dict], head: dict, summary: EvalSummary, extractor: Extractor
+) -> None:
+    """``out/rows.csv`` (one line per row and drum) and ``out/summary.json``, atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -177,23 +175,75 @@ def evaluate_split(
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in line.items()})
     atomic_write_text(out / "rows.csv", buf.getvalue())
     record = {
-        "dataset": str(dataset),
-        "split": split,
+        **head,
         "rows": summary.rows,
         "scores": summary.scores,
-        "skipped": skipped,
-        "sampling": sampling,
-        "batch_size": batch_size,
-        "codec_sha256": codec.sha256,
+        "skipped": summary.skipped,
+        "sampling": asdict(summary.sampling),
+        "precision": extractor.precision,
+        "batch_size": extractor.batch_size,
+        "codec_sha256": extractor.codec.sha256,
         "elapsed_s": round(summary.elapsed_s, 3),
     }
     atomic_write_text(out / "summary.json", json.dumps(record, indent=2) + "\n")
-    return summary
+
+
+def _score_rows(
+    rows: list,
+    extractor: Extractor,
+    sampling: Sampling,
+    audio_out: Path | None,
+    skipped: list[dict],
+) -> list[dict]:
+    """Score one batch of manifest rows: one line per (row, drum); unreadable rows go to
+    ``skipped``; with ``audio_out`` the scored one-shots are written there."""
+    codec, sr = extractor.codec, extractor.codec.sample_rate
+    mix_samples = int(round(WINDOW_S * sr))
+    shot_samples = {
+        d: oneshot_frames(m.config) * codec.hop_length for d, m in extractor.models.items()
+    }
+    batch, mixtures, truths = [], [], []
+    for row in rows:
+        try:
+            mixture = load_mono(row.mixture, sr, mix_samples)
+            truth = {d: load_mono(row.oneshots[d], sr, n) for d, n in shot_samples.items()}
+        except RowAudioError as err:
+            skipped.append({"id": row.id, "path": err.path, "reason": err.reason})
+            continue
+        batch.append(row)
+        mixtures.append(mixture)
+        truths.append(truth)
+    if not batch:
+        return []
+    keys = [row.id for row in batch]  # top-p: each row's own seeds, whatever the batch
+    ranked = extractor.clips(np.stack(mixtures), keys, sampling)
+    lines = []
+    for row, mixture, truth, extracted in zip(batch, mixtures, truths, ranked, strict=True):
+        base = baseline_oneshots(mixture, sr, list(extractor.models), shot_samples)
+        for drum, shots in extracted.items():
+            shot, ref = shots[0], truth[drum]
+            estimate = clip(shot.audio, 0, ref.shape[0])
+            lines.append(
+                {
+                    "id": row.id,
+                    "drum": drum,
+                    "frames": shot.frames,
+                    "ended": int(shot.ended),
+                    "score": shot.score,
+                    "mss_model": mss_distance(estimate, ref, sr),
+                    "mss_baseline": mss_distance(base[drum], ref, sr),
+                    "mss_dac": mss_distance(_reconstruct(codec, ref), ref, sr),
+                    "mss_silence": mss_distance(np.zeros_like(ref), ref, sr),
+                }
+            )
+            if audio_out is not None and shot.frames:
+                atomic_write_bytes(audio_path(audio_out, row.id, drum), wav_bytes(shot.audio, sr))
+    return lines
 
 
 def _summarize(
     split: str,
-    models: dict[str, DoseTransformer],
+    models: dict,
     lines: list[dict],
     skipped: list[dict],
     elapsed: float,

@@ -1,74 +1,67 @@
-"""One-shot extraction from a song: the inference half of DOSE.
+"""One-shot extraction from mixture clips: the inference half of DOSE.
 
-For each song::
+For a batch of clips (from one song or many)::
 
-    audio file --read_mono--> mono at the codec's rate --window--> 4 s clip
-      --DacCodec.encode--> codes [9, 345] --mixture_sequence--> tokens [353, 9]
-      --generate (one model per drum)--> target tokens --revert_target--> codes [9, F]
-      --DacCodec.decode--> one-shot audio [F * hop] --> 16-bit mono WAV
+    4 s mono clips [B, samples] --DacCodec.encode--> codes [B, 9, 345]
+      --mixture_sequence--> tokens [B, 353, 9] --StaticDecoder (one per drum, K samples per
+      clip)--> target tokens + confidence --revert_target--> codes [9, F] --DacCodec.decode-->
+      one-shot audio [F * hop]
 
-The models see one 4 s clip (``model.config.mixture_len`` = 345 frames + 8 delay rows). A song
-is longer, so a clip is chosen: by default the loudest window on a 0.5 s grid (intros and
-fade-outs are often drum-less); ``start_s`` picks one by hand. A song shorter than the window
-is zero-padded at the end, as the training mixtures are.
+Confidence score: a candidate's mean token log-probability under its model (natural log, over
+the 9 tokens of every generated row, end row included; `dose_model.decode`). Higher is more
+confident; 0 would be certainty. Candidates of one drum are ranked by it.
 
 Models come from our checkpoints (``dose-train``'s ``best.ckpt``) or from the published
-Lightning checkpoints; `dose_model.checkpoints.load_any_model` tells them apart.
+Lightning checkpoints; `dose_model.checkpoints.load_any_model` tells them apart. Songs, clip
+choice and files are `dose_model.songs`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from dose_model.codec import DacCodec, sha256_file
-from dose_model.fileio import atomic_write_bytes, atomic_write_text
-from dose_model.generate import generate
+from dose_model.codec import DacCodec
+from dose_model.config import ModelConfig
+from dose_model.decode import StaticDecoder
 from dose_model.model import DoseTransformer
-from dose_model.tokenize import RowAudioError, clip, read_mono
 from dose_model.tokens import mixture_sequence, revert_target, target_lengths
 
 WINDOW_S = 4.0
 """Length of the mixture clip the models were trained on (RMOD mixtures)."""
-GRID_S = 0.5
-"""Step between the candidate clip starts of the loudest-window search."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class ExtractError(ValueError):
     """A song or a model cannot be used; the message names the file."""
 
 
-def loudest_window(audio: np.ndarray, window: int, grid: int) -> int:
-    """Start sample of the ``window``-sample stretch of ``audio`` with the most energy, among
-    starts ``0, grid, 2 grid, ...`` (and the last full window); 0 when the audio is shorter."""
-    if audio.shape[0] <= window:
-        return 0
-    energy = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
-    last = audio.shape[0] - window
-    starts = np.unique(np.append(np.arange(0, last + 1, grid), last))
-    return int(starts[np.argmax(energy[starts + window] - energy[starts])])
+def oneshot_frames(config: ModelConfig) -> int:
+    """Frames of the longest one-shot a model was trained to produce: its target sequence
+    less the start row, the end row and the 8 delay rows (``max_target_len - 10``; 173
+    frames = 2 s at the published sizes). Extraction and evaluation cut one-shots to it."""
+    return config.max_target_len - 2 - (config.num_codebooks - 1)
 
 
 @dataclass
 class OneShot:
-    """One extracted one-shot: mono float32 ``audio`` at ``sample_rate``, the ``frames`` of
-    codes it was decoded from, and whether the model ended it (``ended``) or it ran into the
-    length limit."""
+    """One extracted one-shot: mono float32 ``audio`` at ``sample_rate`` (as decoded), the
+    ``frames`` of codes it was decoded from, whether the model ended it (``ended``) or it ran
+    into the length limit, its confidence ``score`` (mean token log-probability) and which
+    ``candidate`` (0..K-1) of its clip it is."""
 
     drum: str
     audio: np.ndarray
     sample_rate: int
     frames: int
     ended: bool
+    score: float = 0.0
+    candidate: int = 0
 
 
 def mixture_positions(codec: DacCodec) -> int:
@@ -89,11 +82,148 @@ def check_model_fits(model: DoseTransformer, codec: DacCodec, source: str) -> No
         )
 
 
-def element_seed(seed: int, key: str, drum: str) -> int:
-    """Seed of one clip's sampling: a function of (seed, clip key, drum) only, so a clip's
-    one-shot does not depend on which other clips share its batch."""
-    digest = hashlib.sha256(f"{seed}:{key}:{drum}".encode()).digest()
+def element_seed(seed: int, key: str, drum: str, candidate: int = 0) -> int:
+    """Seed of one sample: a function of (seed, clip key, drum, candidate) only, so a clip's
+    one-shots do not depend on which other clips share its batch."""
+    digest = hashlib.sha256(f"{seed}:{key}:{drum}:{candidate}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def load_codec_and_models(
+    checkpoints: dict[str, str],
+    codec_weights: str | Path,
+    num_heads: int = 16,
+    device: str | torch.device = "auto",
+) -> tuple[DacCodec, dict[str, DoseTransformer]]:
+    """Load the codec and one model per drum (``checkpoints``: drum -> path) onto ``device``
+    ("auto": cuda when available). Raises CheckpointError, CodecLoadError, ExtractError,
+    ValueError or OSError naming the file or device."""
+    from dose_model.checkpoints import load_any_model
+    from dose_model.device import resolve_device
+
+    dev = resolve_device(device)
+    codec = DacCodec.load(codec_weights, device=dev)
+    models = {}
+    for drum, path in checkpoints.items():
+        models[drum] = load_any_model(path, num_heads, dev)
+        check_model_fits(models[drum], codec, str(path))
+    return codec, models
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are chosen: ``strategy`` "greedy" or "top-p" (``top_p``, ``temperature``),
+    the ``seed`` of top-p, and ``candidates`` samples per clip and drum (top-p only when > 1).
+    """
+
+    strategy: str = "greedy"
+    top_p: float = 0.9
+    temperature: float = 1.0
+    seed: int = 0
+    candidates: int = 1
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("greedy", "top-p"):
+            raise ValueError(f"strategy must be 'greedy' or 'top-p', got {self.strategy!r}")
+        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.candidates < 1:
+            raise ValueError("temperature must be > 0, top_p in (0, 1] and candidates >= 1")
+        if self.candidates > 1 and self.strategy == "greedy":
+            raise ValueError("several candidates need top-p sampling (greedy gives one)")
+
+
+GREEDY = Sampling()
+"""The default: greedy tokens, one candidate."""
+
+
+class Extractor:
+    """The codec and one `StaticDecoder` per drum, kept across calls (on CUDA each decoder
+    captures its graphs once).
+
+    Args:
+        codec: the DAC codec the models' tokens were made with.
+        models: drum name -> model (eval mode, on ``codec.device``).
+        precision: "fp32" or "bf16" (the decoders' weights, activations and cache).
+        batch_size: rows (clips x candidates) per decode. A clip's one-shots are the same
+            bytes whatever other clips share its batch; another ``batch_size`` changes the
+            shapes of the matrix products and so, at the level of float rounding, the logits
+            (a top-p pick that lies on a rounding edge can then differ).
+    """
+
+    def __init__(
+        self,
+        codec: DacCodec,
+        models: dict[str, DoseTransformer],
+        precision: str = "fp32",
+        batch_size: int = 16,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        for drum, model in models.items():
+            check_model_fits(model, codec, f"{drum} model")
+        self.codec, self.models = codec, models
+        self.precision, self.batch_size = precision, batch_size
+        self._decoders: dict[str, StaticDecoder] = {}
+
+    def _decoder(self, drum: str) -> StaticDecoder:
+        """The drum's decoder, always ``batch_size`` rows (fewer are padded): one fixed shape,
+        so a clip's tokens never depend on which clips share its batch or on its place in it.
+        """
+        if drum not in self._decoders:
+            dtype = PRECISIONS[self.precision]
+            self._decoders[drum] = StaticDecoder(self.models[drum], self.batch_size, dtype=dtype)
+        return self._decoders[drum]
+
+    def clips(
+        self, mixtures: np.ndarray, keys: Sequence[str], sampling: Sampling = GREEDY
+    ) -> list[dict[str, list[OneShot]]]:
+        """Every drum's candidates for each clip of ``mixtures`` float32 mono ``[B, samples]``
+        (``WINDOW_S`` at the codec's rate). ``keys`` name the clips (one per clip): with top-p,
+        candidate c of clip b samples from ``element_seed(seed, keys[b], drum, c)``.
+
+        Returns, per clip, drum -> its ``sampling.candidates`` one-shots, best score first
+        (ties: lower candidate index first), each at most `oneshot_frames` frames; a
+        candidate that ends at once has empty ``audio``.
+        """
+        n, k = mixtures.shape[0], sampling.candidates
+        if len(keys) != n:
+            raise ValueError(f"{len(keys)} keys for {n} clips")
+        codec = self.codec
+        codes = codec.encode(torch.from_numpy(np.ascontiguousarray(mixtures))[:, None])
+        tokens = mixture_sequence(codes.cpu())  # [B, 353, 9]
+        jobs = [(b, c) for b in range(n) for c in range(k)]
+        out: list[dict[str, list[OneShot]]] = [{} for _ in range(n)]
+        for drum in self.models:
+            decoder = self._decoder(drum)
+            limit = oneshot_frames(self.models[drum].config)
+            shots: list[list[OneShot]] = [[] for _ in range(n)]
+            for first in range(0, len(jobs), decoder.batch):
+                part = jobs[first : first + decoder.batch]
+                seeds = [element_seed(sampling.seed, keys[b], drum, c) for b, c in part]
+                g = decoder.generate(
+                    tokens[[b for b, _ in part]],
+                    strategy=sampling.strategy,
+                    top_p=sampling.top_p,
+                    temperature=sampling.temperature,
+                    seeds=seeds,
+                )
+                lengths = target_lengths(g.tokens).clamp(max=limit).tolist()
+                shot_codes = revert_target(g.tokens)
+                for row, (b, c) in enumerate(part):
+                    audio = self._decode(shot_codes[row : row + 1, :, : lengths[row]])
+                    ended, score = bool(g.ended[row]), float(g.mean_log_prob[row])
+                    shots[b].append(
+                        OneShot(drum, audio, codec.sample_rate, lengths[row], ended, score, c)
+                    )
+            for b in range(n):
+                out[b][drum] = sorted(shots[b], key=lambda s: (-s.score, s.candidate))
+        return out
+
+    def _decode(self, codes: torch.Tensor) -> np.ndarray:
+        """codes [1, 9, F] -> float32 audio [F * hop]; decoded alone, so the codec's context
+        never sees another clip's fill."""
+        if codes.shape[-1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.codec.decode(codes).cpu().numpy()[0, 0].astype(np.float32)
 
 
 def extract_clips(
@@ -101,65 +231,16 @@ def extract_clips(
     codec: DacCodec,
     models: dict[str, DoseTransformer],
     keys: Sequence[str] | None = None,
-    strategy: str = "greedy",
-    top_p: float = 0.9,
-    temperature: float = 1.0,
-    seed: int = 0,
+    precision: str = "fp32",
+    **sampling,
 ) -> list[dict[str, OneShot]]:
-    """Generate each drum's one-shot from a batch of mixture clips.
-
-    Args:
-        mixtures: float32 mono ``[B, samples]`` at ``codec.sample_rate`` (``WINDOW_S`` long).
-        codec: the DAC codec the models' tokens were made with.
-        models: drum name -> model (eval mode, on ``codec.device``).
-        keys: one name per clip (e.g. the row id); with top-p each clip samples from its own
-            generator seeded by ``element_seed(seed, key, drum)``. Default: "" for every clip.
-        strategy, top_p, temperature: sampling (see `dose_model.generate.sample_tokens`).
-            Greedy clips are generated as one batch; top-p clips one at a time.
-        seed: the sampling seed (greedy ignores it).
-
-    Returns:
-        Per clip, drum -> `OneShot` of at most ``max_target_len - 10`` frames (the longest
-        training target); a model that ends at once gives an empty ``audio``.
-    """
-    n = mixtures.shape[0]
-    keys = list(keys) if keys is not None else [""] * n
-    if len(keys) != n:
-        raise ValueError(f"{len(keys)} keys for {n} clips")
-    codes = codec.encode(torch.from_numpy(np.ascontiguousarray(mixtures))[:, None])  # [B, 9, T]
-    tokens = mixture_sequence(codes.cpu())
-    out: list[dict[str, OneShot]] = [{} for _ in range(n)]
-    for drum, model in models.items():
-        check_model_fits(model, codec, f"{drum} model")
-        device = next(model.parameters()).device
-        gen_device = device if device.type == "cuda" else torch.device("cpu")
-        groups = [list(range(n))] if strategy == "greedy" else [[b] for b in range(n)]
-        for group in groups:
-            generator = None
-            if strategy != "greedy":
-                generator = torch.Generator(device=gen_device)
-                generator.manual_seed(element_seed(seed, keys[group[0]], drum))
-            g = generate(
-                model,
-                tokens[group].to(device),
-                strategy=strategy,
-                top_p=top_p,
-                temperature=temperature,
-                generator=generator,
-            )
-            limit = model.config.max_target_len - 10
-            lengths = target_lengths(g.tokens).clamp(max=limit).tolist()
-            shot_codes = revert_target(g.tokens)
-            for row, b in enumerate(group):
-                frames = lengths[row]
-                if frames:  # decoded alone: the codec's context never sees another clip's fill
-                    decoded = codec.decode(shot_codes[row : row + 1, :, :frames])
-                    audio = decoded.cpu().numpy()[0, 0].astype(np.float32)
-                else:
-                    audio = np.zeros(0, dtype=np.float32)
-                ended = bool(g.ended[row])
-                out[b][drum] = OneShot(drum, audio, codec.sample_rate, frames, ended)
-    return out
+    """The best one-shot of every drum for each clip of ``mixtures`` [B, samples] (one
+    `Extractor` call; ``sampling``: the fields of `Sampling`; ``keys`` default "")."""
+    keys = list(keys) if keys is not None else [""] * mixtures.shape[0]
+    rows = mixtures.shape[0] * sampling.get("candidates", 1)
+    extractor = Extractor(codec, models, precision, batch_size=max(1, rows))
+    ranked = extractor.clips(mixtures, keys, Sampling(**sampling))
+    return [{drum: shots[0] for drum, shots in clip.items()} for clip in ranked]
 
 
 def extract_clip(
@@ -167,94 +248,3 @@ def extract_clip(
 ) -> dict[str, OneShot]:
     """`extract_clips` for one mixture clip ``[samples]`` (key "")."""
     return extract_clips(mixture[None], codec, models, **sampling)[0]
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """Mono float audio -> 16-bit PCM WAV file bytes (clipped to [-1, 1])."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
-
-
-@dataclass
-class SongResult:
-    """What `extract_song` wrote for one song (also its JSON sidecar's content)."""
-
-    song: str
-    song_sha256: str
-    start_s: float
-    window_s: float
-    chosen: str  # "loudest" or "given"
-    oneshots: dict[str, dict]
-
-
-def extract_song(
-    song: str | Path,
-    codec: DacCodec,
-    models: dict[str, DoseTransformer],
-    out_dir: str | Path,
-    start_s: float | None = None,
-    checkpoints: dict[str, str] | None = None,
-    **sampling,
-) -> SongResult:
-    """Extract every drum of ``models`` from one song and write, atomically,
-    ``out_dir/<stem>.<drum>.wav`` (16-bit mono at the codec's rate) and
-    ``out_dir/<stem>.extract.json`` (the clip, the settings and each file's frames and peak).
-
-    Args:
-        song: any audio file soundfile reads (WAV, FLAC, AIFF, OGG, MP3 ...), any rate.
-        codec, models: as `extract_clip`.
-        out_dir: created if missing.
-        start_s: clip start in seconds; None = the loudest window.
-        checkpoints: drum -> checkpoint path, recorded in the sidecar.
-        **sampling: strategy, top_p, temperature, seed for `extract_clip`.
-
-    Raises:
-        ExtractError: the song cannot be read, or ``start_s`` lies outside it.
-    """
-    song = Path(song)
-    sr = codec.sample_rate
-    try:
-        audio = read_mono(song, sr)
-    except RowAudioError as err:
-        raise ExtractError(str(err)) from None
-    window = int(round(WINDOW_S * sr))
-    if start_s is None:
-        start, chosen = loudest_window(audio, window, int(round(GRID_S * sr))), "loudest"
-    else:
-        duration = audio.shape[0] / sr
-        if not 0.0 <= start_s < duration:
-            raise ExtractError(
-                f"{song}: --start {start_s} s is outside the song (0..{duration:.2f} s)"
-            )
-        start, chosen = int(round(start_s * sr)), "given"
-    shots = extract_clip(clip(audio, start, window), codec, models, **sampling)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, dict] = {}
-    for drum, shot in shots.items():
-        path = out_dir / f"{song.stem}.{drum}.wav"
-        if shot.frames:
-            atomic_write_bytes(path, wav_bytes(shot.audio, shot.sample_rate))
-        else:  # no one-shot this time: leave no file of an earlier run behind
-            path.unlink(missing_ok=True)
-        peak = float(np.abs(np.clip(shot.audio, -1.0, 1.0)).max()) if shot.audio.size else 0.0
-        record[drum] = {
-            "file": path.name if shot.frames else None,
-            "frames": shot.frames,
-            "seconds": shot.audio.shape[0] / shot.sample_rate,
-            "ended": shot.ended,
-            "peak_dbfs": 20 * math.log10(peak) if peak > 0 else None,
-            "checkpoint": (checkpoints or {}).get(drum),
-        }
-    result = SongResult(
-        song=str(song),
-        song_sha256=sha256_file(song),
-        start_s=start / sr,
-        window_s=WINDOW_S,
-        chosen=chosen,
-        oneshots=record,
-    )
-    sidecar = {**asdict(result), "sampling": sampling, "codec_sha256": codec.sha256}
-    atomic_write_text(out_dir / f"{song.stem}.extract.json", json.dumps(sidecar, indent=2) + "\n")
-    return result

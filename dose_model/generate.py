@@ -7,7 +7,8 @@ given and generation predicts ``target[:, 1:]``. In both, an element ends when a
 
 Uncached generation recomputes the full sequence every step (the published cost); cached
 generation keeps keys/values (`KVCache`) and feeds one position per step. Both give the same
-tokens (tests/test_generate.py).
+tokens (tests/test_generate.py). `dose_model.decode.StaticDecoder` is the fast engine with
+the same results; this module stays the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ class Generation:
     tokens: [B, N, K] long; row 0 is the start position (0 in our mode, the model's prediction
         in published mode), rows after an element's end row are 0.
     ended: [B] bool, True where the element produced its all-zero end row.
+    mean_log_prob: [B] float32 on the CPU, the confidence score: the mean natural-log
+        probability, under the model's untempered distribution, of the tokens the element
+        generated (every codebook of every generated row up to and including its end row).
     """
 
     tokens: torch.Tensor
     ended: torch.Tensor
+    mean_log_prob: torch.Tensor | None = None
 
 
 def sample_tokens(
@@ -101,6 +106,8 @@ def generate(
         context = torch.cat([mixture, rows[0][:, None]], dim=1)
     ended = torch.zeros(b, dtype=torch.bool, device=device)
     cache = KVCache(cfg.num_layers, m + max_len) if use_cache else None
+    log_prob = torch.zeros(b, dtype=torch.float32, device=device)
+    counted = torch.zeros(b, dtype=torch.float32, device=device)
     step_input, offset = context, 0
     while len(rows) < max_len:
         if cache is not None:
@@ -111,6 +118,10 @@ def generate(
         logits = model.logits(h[:, -1])  # [B, K, V]
         token = sample_tokens(logits, strategy, top_p, temperature, generator)
         token = token.masked_fill(ended[:, None], 0)
+        live = ~ended
+        lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, token[..., None])
+        log_prob += lp.squeeze(-1).sum(dim=-1) * live
+        counted += live.float() * k
         if rows:  # an all-zero row after the first one is the end token
             ended = ended | (token == 0).all(dim=-1)
         rows.append(token)
@@ -119,4 +130,5 @@ def generate(
         step_input = token[:, None]
         if cache is None:
             context = torch.cat([context, step_input], dim=1)
-    return Generation(tokens=torch.stack(rows, dim=1), ended=ended)
+    mean_log_prob = (log_prob / counted.clamp(min=1)).cpu()
+    return Generation(tokens=torch.stack(rows, dim=1), ended=ended, mean_log_prob=mean_log_prob)

@@ -107,3 +107,49 @@ def test_missing_split_and_no_model_are_errors(setup, tmp_path, capsys):
     argv = ["--manifest", str(valid), "--codec-weights", str(codec), "--kick", str(ckpt)]
     assert main(argv + ["--out", str(tmp_path / "v"), "--no-progress"]) == 0
     assert "1 scores from the valid split" in capsys.readouterr().out
+
+
+def test_save_audio_never_writes_outside_out(setup, tmp_path, capsys):
+    """A manifest row id that would put its one-shot outside OUT/audio stops the run before
+    any work, naming the row; without --save-audio the id is only a CSV cell."""
+    data, codec, ckpt = setup
+    import shutil
+
+    copy = tmp_path / "rmod"
+    shutil.copytree(data, copy)
+    manifest = copy / "manifests" / "test.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    out = tmp_path / "deep" / "out"
+    argv = ["--manifest", str(copy), "--codec-weights", str(codec), "--kick", str(ckpt)]
+    argv += ["--out", str(out), "--no-progress", "--max-rows", "2"]
+    for bad_id in ("../../evil", str(tmp_path / "abs-evil"), "a/../../../evil"):
+        rows[1]["id"] = bad_id
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert main(argv + ["--save-audio"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"row {bad_id!r}: its audio file would lie outside" in err
+        assert not out.exists()  # refused before anything was written
+        assert not list(tmp_path.rglob("*evil*"))
+    assert main(argv) == 0
+    assert [r["id"] for r in read_rows(out / "rows.csv")] == ["test-000000", bad_id]
+
+
+def test_candidates_score_the_most_confident_sample(setup, tmp_path):
+    """--candidates K: each row and drum is scored on its most confident of K samples, and
+    its score is at least that of the single sample of a K = 1 run (same first seed)."""
+    data, codec, ckpt = setup
+    argv = ["--manifest", str(data), "--codec-weights", str(codec), "--kick", str(ckpt)]
+    argv += ["--no-progress", "--device", "cpu", "--strategy", "top-p", "--batch-size", "4"]
+    argv += ["--max-rows", "2"]
+    assert main(argv + ["--out", str(tmp_path / "one")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "three"), "--candidates", "3"]) == 0
+    one = read_rows(tmp_path / "one" / "rows.csv")
+    three = read_rows(tmp_path / "three" / "rows.csv")
+    assert [r["id"] for r in one] == [r["id"] for r in three]
+    for a, b in zip(one, three, strict=True):
+        assert float(b["score"]) >= float(a["score"]) - 1e-4
+    assert any(
+        float(b["score"]) > float(a["score"]) + 1e-4 for a, b in zip(one, three, strict=True)
+    )
+    summary = json.loads((tmp_path / "three" / "summary.json").read_text())
+    assert summary["sampling"]["candidates"] == 3 and summary["precision"] == "fp32"

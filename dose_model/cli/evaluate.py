@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dose_model.cli.extract import add_model_arguments, load_codec_and_models
+from dose_model.cli.extract import add_model_arguments, load_extractor
 
 EPILOG = """\
 columns (mean over the split's rows, lower is better):
@@ -18,9 +18,12 @@ columns (mean over the split's rows, lower is better):
   MSS DAC      ground truth through the codec vs ground truth (the codec's ceiling)
   MSS silence  an all-zero estimate vs ground truth (a floor to beat)
 files written under OUT:
-  rows.csv       id, drum, frames, ended, mss_model, mss_baseline, mss_dac, mss_silence
+  rows.csv       id, drum, frames, ended, score (confidence: mean token log-probability),
+                 mss_model, mss_baseline, mss_dac, mss_silence
   summary.json   per drum: rows, mean and median of each column; skipped rows; settings
-  audio/         with --save-audio: <id>.<drum>.wav
+  audio/         with --save-audio: <id>.<drum>.wav (the scored one-shot, as decoded); a row
+                 id that would write outside audio/ (absolute, or with ..) stops the run
+with --candidates K (top-p) each row and drum gets K samples and the most confident is scored.
 """
 
 
@@ -46,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="folder for rows.csv and summary.json")
     p.add_argument("--max-rows", type=int, default=None, help="first N rows only (default all)")
-    p.add_argument("--batch-size", type=int, default=8, help="mixtures per batch (default 8)")
     p.add_argument("--save-audio", action="store_true", help="also write the one-shots")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_arguments(p)
     return p
 
@@ -57,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 error or skipped rows, 2 bad arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or (args.max_rows is not None and args.max_rows < 1):
-        parser.error("--batch-size and --max-rows must be >= 1")
+    if args.max_rows is not None and args.max_rows < 1:
+        parser.error("--max-rows must be >= 1")
     from tqdm import tqdm
 
     from dose_model.evaluate import evaluate_split
 
     try:
-        codec, models, _, sampling = load_codec_and_models(parser, args)
+        extractor, sampling, _ = load_extractor(parser, args)
         with tqdm(desc="dose-eval", unit="row", disable=args.no_progress) as bar:
 
             def progress(done: int, total: int) -> None:
@@ -73,15 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = evaluate_split(
                 args.manifest,
-                codec,
-                models,
+                extractor,
                 args.out,
                 split=args.split,
                 max_rows=args.max_rows,
-                batch_size=args.batch_size,
                 save_audio=args.save_audio,
                 progress=progress,
-                **sampling,
+                sampling=sampling,
             )
     except (ValueError, OSError) as err:  # manifest, checkpoint and codec errors included
         print(f"dose-eval: error: {err}", file=sys.stderr)

@@ -1,29 +1,35 @@
 """`dose-extract`: extract kick, snare and hi-hat one-shots from songs with trained DOSE models.
 
 Only parses arguments, loads the codec and the models once, and calls
-`dose_model.extract.extract_song` for each song.
+`dose_model.songs.extract_songs`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from dose_model import DRUMS
 
 EPILOG = """\
-files written under OUT, per song:
-  <stem>.<drum>.wav      the one-shot: mono 16-bit WAV at the codec's rate (44.1 kHz)
-  <stem>.extract.json    clip start, sampling settings, checkpoints, frames and peak per drum
+files written under OUT, per song (a song found in a folder keeps its subfolders):
+  <name>.<drum>.wav                    the best candidate: mono 16-bit WAV at the codec's rate
+  candidates/<name>.<drum>.<rank>.wav  the other candidates (rank 2, 3, ...)
+  <name>.extract.json                  clips (start, activity), settings, and per drum every
+                                       candidate's score, frames, length, peak and file
+confidence score: the candidate's mean token log-probability under its model (natural log,
+all 9 codebooks of every generated row up to its end row); closer to 0 is more confident.
+drum activity: mean positive spectral flux over the clip (sum over bins of the dB rises from
+one STFT frame to the next); onsets score high, sustained sounds low.
 a song that cannot be read is reported by path and skipped; the exit status is then 1.
-with --strategy top-p each drum samples from a generator seeded by (--seed, drum).
+with --strategy top-p each candidate samples from its own seed (--seed, song, clip, drum,
+candidate), whatever the batch.
 """
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The options `dose-extract` and `dose-eval` share: one checkpoint per drum, the codec,
-    sampling and device."""
+    sampling, candidates, precision and device."""
     for drum in DRUMS:
         p.add_argument(
             f"--{drum}",
@@ -45,41 +51,55 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="for top-p (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        metavar="K",
+        help="samples per clip and drum, ranked by confidence (top-p when > 1; default 1)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="generation weights and cache (default auto: bf16 on cuda, fp32 on cpu)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="clips x candidates generated together (default 64 on cuda, 8 on cpu)",
+    )
+    p.add_argument(
         "--heads",
         type=int,
         default=16,
         help="attention heads of published checkpoints (not stored in them; default 16)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def load_codec_and_models(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """(codec, {drum: model}, {drum: checkpoint path}, sampling kwargs) from the shared options;
-    exits with status 2 when no drum is given. Raises CheckpointError, CodecLoadError,
-    ValueError or OSError naming the file or device."""
+def load_extractor(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """(Extractor, Sampling, {drum: checkpoint path}) from the shared options; exits with
+    status 2 on bad option values. Raises CheckpointError, CodecLoadError, ValueError or
+    OSError naming the file or device."""
     checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
     if not checkpoints:
         parser.error("give at least one of --kick, --snare, --hihat")
     if not args.temperature > 0 or not 0 < args.top_p <= 1:
         parser.error("--temperature must be > 0 and --top-p in (0, 1]")
-    from dose_model.checkpoints import load_any_model
-    from dose_model.codec import DacCodec
-    from dose_model.device import resolve_device
-    from dose_model.extract import check_model_fits
+    if args.candidates < 1 or (args.batch_size is not None and args.batch_size < 1):
+        parser.error("--candidates and --batch-size must be >= 1")
+    if args.candidates > 1 and args.strategy == "greedy":
+        parser.error("--candidates above 1 needs --strategy top-p (greedy gives one)")
+    from dose_model.extract import Extractor, Sampling, load_codec_and_models
 
-    device = resolve_device(args.device)
-    codec = DacCodec.load(args.codec_weights, device=device)
-    models = {}
-    for drum, path in checkpoints.items():
-        models[drum] = load_any_model(path, args.heads, device)
-        check_model_fits(models[drum], codec, path)
-    sampling = {
-        "strategy": args.strategy,
-        "top_p": args.top_p,
-        "temperature": args.temperature,
-        "seed": args.seed,
-    }
-    return codec, models, checkpoints, sampling
+    codec, models = load_codec_and_models(checkpoints, args.codec_weights, args.heads, args.device)
+    cuda = codec.device.type == "cuda"
+    precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
+    batch = args.batch_size or (64 if cuda else 8)
+    sampling = Sampling(args.strategy, args.top_p, args.temperature, args.seed, args.candidates)
+    return Extractor(codec, models, precision, batch), sampling, checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,13 +110,40 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("songs", nargs="+", help="audio files (WAV, FLAC, AIFF, OGG, MP3; any rate)")
+    p.add_argument(
+        "songs",
+        nargs="+",
+        help="audio files or folders (searched recursively; WAV, FLAC, AIFF, OGG, MP3; any rate)",
+    )
     p.add_argument("--out", required=True, help="folder for the WAV files and JSON sidecars")
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        metavar="N",
+        help="4 s clips per song, the N with the most drum activity (default 1)",
+    )
     p.add_argument(
         "--start",
         type=float,
         default=None,
-        help="start of the 4 s clip in seconds (default: the loudest 4 s on a 0.5 s grid)",
+        help="start of the one 4 s clip in seconds (default: chosen by drum activity)",
+    )
+    p.add_argument(
+        "--trim-db",
+        type=float,
+        default=-60.0,
+        help="cut the tail below this dB re peak (default -60)",
+    )
+    p.add_argument("--no-trim", action="store_true", help="keep the whole decoded tail")
+    p.add_argument("--fade-ms", type=float, default=10.0, help="fade-out length (default 10)")
+    p.add_argument("--no-fade", action="store_true", help="no fade-out")
+    p.add_argument("--peak-db", type=float, default=-1.0, help="one-shot peak (default -1 dBFS)")
+    p.add_argument("--no-normalize", action="store_true", help="keep the decoded level")
+    p.add_argument(
+        "--no-input-normalize",
+        action="store_true",
+        help="encode clips at their own level (default: peak -1 dBFS, as the training mixtures)",
     )
     add_model_arguments(p)
     return p
@@ -106,42 +153,55 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a song or model failed, 2 bad arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    stems: dict[str, str] = {}
-    for song in args.songs:
-        stem = Path(song).stem
-        if stem in stems:
-            parser.error(
-                f"{stems[stem]} and {song} would both write {stem}.<drum>.wav; "
-                "extract them into different --out folders"
-            )
-        stems[stem] = song
-    from dose_model.extract import ExtractError, extract_song
+    if args.windows < 1 or (args.fade_ms < 0 and not args.no_fade):
+        parser.error("--windows must be >= 1 and --fade-ms >= 0")
+    from tqdm import tqdm
+
+    from dose_model.extract import ExtractError
+    from dose_model.shaping import Finish
+    from dose_model.songs import extract_songs, find_songs
 
     try:
-        codec, models, checkpoints, sampling = load_codec_and_models(parser, args)
+        songs = find_songs(args.songs)
+    except ExtractError as err:
+        parser.error(str(err))
+    finish = Finish(
+        trim_db=None if args.no_trim else args.trim_db,
+        fade_ms=None if args.no_fade or args.fade_ms == 0 else args.fade_ms,
+        peak_db=None if args.no_normalize else args.peak_db,
+    )
+    try:
+        extractor, sampling, checkpoints = load_extractor(parser, args)
     except (ValueError, OSError) as err:  # CheckpointError and CodecLoadError are ValueErrors
         print(f"dose-extract: error: {err}", file=sys.stderr)
         return 1
     failed = 0
-    for song in args.songs:
-        try:
-            result = extract_song(
-                song, codec, models, args.out, args.start, checkpoints=checkpoints, **sampling
+    with tqdm(total=len(songs), desc="dose-extract", unit="song", disable=args.no_progress) as bar:
+        results = extract_songs(
+            songs,
+            extractor,
+            args.out,
+            sampling,
+            finish,
+            windows=args.windows,
+            start_s=args.start,
+            normalize_input=not args.no_input_normalize,
+            record={"checkpoints": checkpoints},
+            progress=lambda n: bar.update(n - bar.n),
+        )
+        for result in results:
+            if isinstance(result, ExtractError):
+                tqdm.write(f"dose-extract: skipped {result}", file=sys.stderr)
+                failed += 1
+                continue
+            parts = ", ".join(
+                f"{d} {r['seconds']:.2f} s score {r['score']:.2f}"
+                + ("" if r["ended"] else " (length limit)")
+                for d, r in result.oneshots.items()
             )
-        except (ExtractError, OSError) as err:
-            print(f"dose-extract: skipped {err}", file=sys.stderr)
-            failed += 1
-            continue
-        parts = ", ".join(
-            f"{d} {r['seconds']:.2f} s" + ("" if r["ended"] else " (length limit)")
-            for d, r in result.oneshots.items()
-        )
-        print(
-            f"{song}: clip {result.start_s:.2f}-{result.start_s + result.window_s:.2f} s "
-            f"({result.chosen}) -> {parts}"
-        )
-    done = len(args.songs) - failed
-    print(f"dose-extract: {done} of {len(args.songs)} songs extracted into {args.out}")
+            starts = " ".join(f"{w['start_s']:.2f}" for w in result.clips)
+            tqdm.write(f"{result.song}: clips at {starts} s -> {parts}")
+    print(f"dose-extract: {len(songs) - failed} of {len(songs)} songs extracted into {args.out}")
     return 1 if failed else 0
 
 
