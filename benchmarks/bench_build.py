@@ -56,12 +56,10 @@ fields = dict(root="unused", shard=Shard("train", 0, 0, args["n"]), recipe=recip
               library_path=args["library"], library_fingerprint=lib.fingerprint, seed=0,
               audio_format="wav", engine_fingerprint=worker.engine_fingerprint())
 new = hasattr(worker, "worker_store")
-if new:
-    fields["keep_pitched"] = True
 task = worker.ShardTask(**fields)
 if new:
     from rmod.store import SampleStore
-    source = SampleStore(lib, 44100, folder=args["store"], keep_pitched=True)
+    source = SampleStore(lib, 44100, folder=args["store"])
 else:
     source = lib
 stages = {}
@@ -77,7 +75,7 @@ def timed(module, name, stage):
 if new:
     import rmod.example as ex, rmod.store as st, rmod.mixing as mx
     timed(ex, "draw_example", "draw")
-    timed(st, "pitch_shift", "pitch")
+    timed(st, "pitch_shift_loop", "pitch")
     timed(st.SampleStore, "audio", "load")
     timed(st.SampleStore, "loop_segment", "load")
     timed(ex, "process_track", "chains")

@@ -20,10 +20,12 @@ same bytes whatever the number of workers, the backend or the number of resumes.
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +49,8 @@ from rmod.worker import (
     engine_fingerprint,
     render_shard,
 )
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("loky", "dask")
 #: dask settings of the ``LocalCluster`` that ``--backend dask`` starts without ``--scheduler``
@@ -148,21 +152,6 @@ def default_shard_size(n: int) -> int:
     progress, balanced workers), 100-example shards from 5,000 examples up. Depends on
     ``n`` only, so rerunning the same command finds the same layout."""
     return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
-
-
-def keeps_pitched_loops(recipe: Any, library: Any, n_examples: int) -> bool:
-    """Whether workers should store whole pitched loops (:class:`rmod.store.SampleStore`).
-
-    Storing pays when a pitched loop is used more than once: when the build has at least
-    as many examples as the library has (loop, semitone) pairs the recipe can draw. Only
-    speed depends on it, never the bytes.
-    """
-    pairs = 0
-    for name in recipe.instrument_names:
-        lo, hi = recipe.instruments.tracks[name].semitones.bounds
-        loops = sum(len(library.ids(name, split)) for split in SPLITS)
-        pairs += loops * int(hi - lo + 1)
-    return pairs > 0 and n_examples >= pairs
 
 
 def make_build_info(
@@ -350,7 +339,7 @@ def build(options: BuildOptions) -> BuildSummary:
         todo = [s for s in shards if not is_complete(out, s)]
         summary.shards_reused = len(shards) - len(todo)
         summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
-        keep_pitched = keeps_pitched_loops(recipe, library, sum(counts.values()))
+        _remove_store(out)  # a store left by an interrupted run is not trusted
         tasks = [
             ShardTask(
                 str(out),
@@ -361,7 +350,6 @@ def build(options: BuildOptions) -> BuildSummary:
                 options.seed,
                 fmt,
                 info.engine_fingerprint,
-                keep_pitched,
             )
             for s in todo
         ]
@@ -371,7 +359,7 @@ def build(options: BuildOptions) -> BuildSummary:
                     summary.workers = workers
                     _run(tasks, summary, options.progress)
             concatenate_parts(out, shards)
-            shutil.rmtree(out / STORE_DIR, ignore_errors=True)  # a cache: the build is complete
+            _remove_store(out)  # a cache: the build is complete
         except (ExampleError, ShardError) as exc:
             summary.error = str(exc)
         except KeyboardInterrupt:
@@ -380,6 +368,20 @@ def build(options: BuildOptions) -> BuildSummary:
             summary.error = f"the build stopped: {type(exc).__name__}: {exc}"
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _remove_store(out: Path) -> None:
+    """Remove the build's sample store (``DIR/.rmod-store``); log what could not be removed."""
+
+    def report(path: str, exc: BaseException) -> None:
+        log.warning("could not remove %s from the sample store: %s", path, exc)
+
+    if sys.version_info >= (3, 12):
+        handler = {"onexc": lambda func, path, exc: report(path, exc)}
+    else:
+        handler = {"onerror": lambda func, path, info: report(path, info[1])}
+    if (out / STORE_DIR).exists():
+        shutil.rmtree(out / STORE_DIR, **handler)
 
 
 def _run(tasks: list[ShardTask], summary: BuildSummary, progress: bool) -> None:

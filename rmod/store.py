@@ -1,34 +1,37 @@
 """Library audio ready to render: decoded once at the build rate, pitched once, read in slices.
 
 A :class:`SampleStore` sits between a :class:`rmod.library.Library` and the renderer. With a
-``folder`` (``rmod-build`` uses ``DIR/.rmod-store``, see :data:`STORE_DIR`, on the same
-filesystem as the dataset, so every worker of a cluster shares it, and removes it when the
-build is complete) it keeps raw sample files there, named by the source's *content hash*
-(a changed file, with a new hash, never reads stale audio):
+``folder`` (``rmod-build`` uses ``DIR/.rmod-store``, :data:`STORE_DIR`: on the dataset's own
+filesystem, so every worker of a cluster shares it; the build empties it when it starts and
+removes it when it is complete) it keeps raw float32 sample files there, channel-major
+``[channels, samples]``, named by the source's *content hash* (a changed file, with a new
+hash, never reads stale audio):
 
-* ``<sha>-<rate>-<channels>.f32``: the decoded source at the build rate, float32,
-  channel-major ``[channels, samples]`` (exactly :meth:`Library.load_audio`'s result);
-* ``<sha>-<rate>-<channels>-p<+semitones>.s16``: a whole loop pitch-shifted by
-  :func:`rmod.pitch.pitch_shift`, stored as 16-bit integers at :data:`PITCHED_SCALE`
-  (range ±2, steps of 2^-14: -90 dB below full scale).
+* ``<sha>-<rate>-<channels>.f32``: the decoded source at the build rate (exactly
+  :meth:`Library.load_audio`'s result);
+* ``<sha>-<rate>-<channels>-p<+semitones>.f32``: the whole loop shifted by
+  :func:`rmod.pitch.pitch_shift_loop`.
 
-Without a folder it stores nothing and decodes (and pitches) on every request, which is what
-one example (``rmod-render-one``) needs.
+Renderers read only what they need: a one-shot whole (:meth:`SampleStore.audio`), a loop as
+the segment the example slices from it (``numpy.fromfile`` at an offset: the bytes come from
+the operating system's page cache, which every worker on the machine shares, so a worker's
+memory does not grow with the library). A missing file is made on first use; it is written
+under a temporary name and published with a hard link, so a file that another worker
+already published is never replaced under its readers (the two are equal anyway). A file of
+the wrong size is made again. A store that cannot be written (read-only, full disk) is
+logged once per process and only read from. Files are not flushed to disk one by one: a
+store left by an interrupted build is emptied by the next run rather than trusted.
 
-Renderers read only what they need: a one-shot whole (:meth:`SampleStore.audio`), a loop as the segment the example
-slices from it (``numpy.fromfile`` at an offset: the bytes come from the operating
-system's page cache, which every worker on the machine shares, so a worker's memory does
-not grow with the library). A missing file is made on first use and written atomically;
-two workers that race write identical bytes. A file of the wrong size is remade. A store
-folder that cannot be written (read-only, full disk) is logged once and only read from.
+Without a folder it keeps nothing and decodes (and pitches) on every request: what one
+example (``rmod-render-one``) needs.
 
 Each read first checks that the library file is still there at its indexed size, so a
 file damaged after indexing stops a build by path even when its audio is stored.
 
-Pitched loops are quantized with :func:`quantize_pitched` whether or not they are
-stored, so a build gives the same bytes with the cache on or off: storing them is a
-matter of speed only (``keep_pitched``; worth it when each pitched loop is used more
-than once, i.e. in large builds).
+Disk: the decoded library at the build rate (4 bytes per sample and channel) plus every
+(loop, semitone) pair the build has drawn so far, at the same rate: for the built-in
+library at most ~0.4 GB plus ~6.5 GB; for a library of 3,600 six-second mono loops and the
+paper's semitone ranges, up to ~90 GB, held only while the build runs.
 """
 
 from __future__ import annotations
@@ -41,47 +44,27 @@ from pathlib import Path
 import numpy as np
 
 from rmod.audio import AudioFileError
-from rmod.pitch import pitch_shift
+from rmod.pitch import pitch_shift_loop
 
 log = logging.getLogger(__name__)
 
 #: The store of a build, inside its output folder.
 STORE_DIR = ".rmod-store"
-#: Integer steps per unit of a stored pitched loop (2 ** 14: values in [-2, 2)).
-PITCHED_SCALE = 16384.0
-
-
-def quantize_pitched(audio: np.ndarray) -> np.ndarray:
-    """int16 codes of a pitched loop: ``round(x * PITCHED_SCALE)``, saturating."""
-    codes = np.rint(audio.astype(np.float64) * PITCHED_SCALE)
-    return np.clip(codes, -32768, 32767).astype(np.int16)
-
-
-def dequantize_pitched(codes: np.ndarray) -> np.ndarray:
-    """float32 samples of :func:`quantize_pitched` codes."""
-    return codes.astype(np.float32) * np.float32(1.0 / PITCHED_SCALE)
+_READ_ONLY: set[Path] = set()  # store folders this process found it cannot write
 
 
 class SampleStore:
-    """Library audio at one sample rate, cached on disk and read in slices.
+    """Library audio at one sample rate, kept on disk and read in slices.
 
     ``library`` supplies ids, entries, the fingerprint and :meth:`Library.load_audio` (the
     decoder that checks each file against its manifest entry). ``folder``: where to keep
-    files (``None``: keep nothing). ``keep_pitched``: also keep whole pitched loops.
+    files (``None``: keep nothing).
     """
 
-    def __init__(
-        self,
-        library,
-        sample_rate: int,
-        folder: str | os.PathLike | None = None,
-        keep_pitched: bool = False,
-    ):
+    def __init__(self, library, sample_rate: int, folder: str | os.PathLike | None = None):
         self.library = library
         self.sample_rate = int(sample_rate)
         self.folder = Path(folder) if folder is not None else None
-        self.keep_pitched = keep_pitched
-        self._read_only = False
 
     @property
     def fingerprint(self) -> str:
@@ -100,32 +83,27 @@ class SampleStore:
     def audio(self, entry_id: str) -> np.ndarray:
         """The whole decoded sound, float32 ``[channels, samples]`` at the store's rate."""
         self._check_source(entry_id)
-        path, shape = self._decoded_path(entry_id), self._shape(entry_id)
-        if path is not None and _has_size(path, shape[0] * shape[1] * 4):
+        path, shape = self._path(entry_id, 0), self._shape(entry_id)
+        if _has_size(path, shape):
             return np.fromfile(path, dtype=np.float32).reshape(shape)
         audio = np.ascontiguousarray(self.library.load_audio(entry_id, self.sample_rate))
-        if audio.shape == shape:  # else the manifest's rounded duration misleads: don't store
-            self._save(path, audio)
+        if audio.shape == shape:  # else the manifest's rounded duration misleads: don't keep
+            self._keep(path, audio)
         return audio
 
     def loop_segment(self, entry_id: str, semitones: int, start: int, length: int) -> np.ndarray:
         """``length`` samples from ``start`` of the loop shifted by ``semitones`` (the loop
         wraps around), float32 ``[channels, length]``."""
         self._check_source(entry_id)
-        channels, n = self._shape(entry_id)
-        if semitones == 0:
-            path = self._decoded_path(entry_id)
-            if path is not None and _has_size(path, channels * n * 4):
-                return _read_wrapped(path, np.float32, channels, n, start, length)
-            return _slice_wrapped(self.audio(entry_id), start, length)
-        path = self._pitched_path(entry_id, semitones)
-        if path is not None and _has_size(path, channels * n * 2):
-            codes = _read_wrapped(path, np.int16, channels, n, start, length)
-            return dequantize_pitched(codes)
-        codes = quantize_pitched(pitch_shift(self.audio(entry_id), self.sample_rate, semitones))
-        if self.keep_pitched and codes.shape == (channels, n):
-            self._save(path, codes)
-        return dequantize_pitched(_slice_wrapped(codes, start, length))
+        path, shape = self._path(entry_id, semitones), self._shape(entry_id)
+        if _has_size(path, shape):
+            return _read_wrapped(path, shape, start, length)
+        loop = self.audio(entry_id)
+        if semitones:
+            loop = pitch_shift_loop(loop, self.sample_rate, semitones)
+            if loop.shape == shape:
+                self._keep(path, loop)
+        return _slice_wrapped(loop, start, length)
 
     # ------------------------------------------------------------------ files
     def _shape(self, entry_id: str) -> tuple[int, int]:
@@ -137,24 +115,17 @@ class SampleStore:
             n = int(round(n * self.sample_rate / e.sample_rate))
         return channels, n
 
-    def _stem(self, entry_id: str) -> str:
+    def _path(self, entry_id: str, semitones: int) -> Path | None:
+        """Where the entry's audio (shifted by ``semitones``) is kept; None without a folder."""
+        if self.folder is None:
+            return None
         e = self.library.entry(entry_id)
         channels, _ = self._shape(entry_id)
-        return f"{e.sha256[:2]}/{e.sha256}-{self.sample_rate}-{channels}"
-
-    def _decoded_path(self, entry_id: str) -> Path | None:
-        if self.folder is None:
-            return None
-        return self.folder / f"{self._stem(entry_id)}.f32"
-
-    def _pitched_path(self, entry_id: str, semitones: int) -> Path | None:
-        if self.folder is None:
-            return None
-        return self.folder / f"{self._stem(entry_id)}-p{int(semitones):+d}.s16"
+        pitch = f"-p{int(semitones):+d}" if semitones else ""
+        return self.folder / e.sha256[:2] / f"{e.sha256}-{self.sample_rate}-{channels}{pitch}.f32"
 
     def _check_source(self, entry_id: str) -> None:
-        """The library file must still be there at its indexed size (one ``stat``): a file
-        damaged after indexing is reported even when its audio is already stored."""
+        """The library file must still be there at its indexed size (one ``stat``)."""
         e = self.library.entry(entry_id)
         try:
             size = os.stat(e.path).st_size
@@ -167,63 +138,72 @@ class SampleStore:
                 f"{e.size_bytes}); re-index it",
             )
 
-    def _save(self, path: Path, array: np.ndarray) -> None:
-        """Store ``array`` at ``path``; a store that cannot be written (read-only, full) is
-        reported once and then only read from: the build goes on, computing what it needs."""
-        if self._read_only or path is None:
+    def _keep(self, path: Path | None, array: np.ndarray) -> None:
+        """Keep ``array`` at ``path``, unless this process found the store unwritable."""
+        if path is None or self.folder in _READ_ONLY:
             return
         try:
-            _write_atomic(path, array)
+            _publish(path, array)
         except OSError as exc:
-            self._read_only = True
+            _READ_ONLY.add(self.folder)
             log.warning(
-                "sample store %s is not writable (%s): going on without storing", self.folder, exc
+                "sample store %s cannot be written (%s): going on without it", self.folder, exc
             )
 
 
-def _has_size(path: Path, nbytes: int) -> bool:
+def _has_size(path: Path | None, shape: tuple[int, int]) -> bool:
+    if path is None:
+        return False
     try:
-        return path.stat().st_size == nbytes
+        return path.stat().st_size == shape[0] * shape[1] * 4
     except OSError:
         return False
 
 
-def _write_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array``'s raw bytes to ``path`` durably under a temporary name, then rename."""
+def _publish(path: Path, array: np.ndarray) -> None:
+    """Write ``array``'s float32 bytes under a temporary name, then link it to ``path``.
+
+    A file already at ``path`` (another worker's, equal) is kept unless its size is wrong.
+    """
+    data = np.ascontiguousarray(array, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(np.ascontiguousarray(array).tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
+            fh.write(data.tobytes())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if not _has_size(path, (1, data.size)):
+                os.replace(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _slice_wrapped(audio: np.ndarray, start: int, length: int) -> np.ndarray:
     """``length`` samples of ``[channels, n]`` from ``start``, wrapping around the end."""
     n = audio.shape[-1]
+    if n == 0:
+        raise ValueError("cannot slice an empty loop")
     idx = (int(start) % n + np.arange(length)) % n
     return audio[:, idx]
 
 
-def _read_wrapped(path: Path, dtype, channels: int, n: int, start: int, length: int) -> np.ndarray:
-    """``_slice_wrapped`` of the ``[channels, n]`` array in ``path``, reading only what is needed."""
+def _read_wrapped(path: Path, shape: tuple[int, int], start: int, length: int) -> np.ndarray:
+    """:func:`_slice_wrapped` of the ``[channels, n]`` float32 array in ``path``, reading only
+    the samples it needs."""
+    channels, n = shape
     if n == 0:
         raise ValueError(f"{path}: cannot slice an empty loop")
-    size = np.dtype(dtype).itemsize
-    out = np.empty((channels, length), dtype=dtype)
+    out = np.empty((channels, length), dtype=np.float32)
     with open(path, "rb") as fh:
         for c in range(channels):
             pos, done = int(start) % n, 0
             while done < length:
                 take = min(length - done, n - pos)
-                fh.seek((c * n + pos) * size)
-                out[c, done : done + take] = np.fromfile(fh, dtype=dtype, count=take)
+                fh.seek((c * n + pos) * 4)
+                out[c, done : done + take] = np.fromfile(fh, dtype=np.float32, count=take)
                 done += take
                 pos = 0
     return out

@@ -66,10 +66,12 @@ def normalize_oneshot(
 def layer(a: np.ndarray, b: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
     """Weighted sum ``w1 * a + w2 * b`` of two ``[channels, n]`` one-shots.
 
-    The shorter one is zero-padded at its end; the result has the longer length.
+    The shorter one is zero-padded at its end; the result has the longer length. Mono
+    layered with mono stays mono; with a stereo one-shot, the mono one sounds in both
+    channels (the result is stereo).
     """
     n = max(a.shape[-1], b.shape[-1])
-    out = np.zeros((a.shape[0], n), dtype=np.float32)
+    out = np.zeros((max(a.shape[0], b.shape[0]), n), dtype=np.float32)
     out[:, : a.shape[-1]] += np.float32(weights[0]) * a
     out[:, : b.shape[-1]] += np.float32(weights[1]) * b
     return out

@@ -104,7 +104,6 @@ class ShardTask:
     seed: int
     audio_format: str
     engine_fingerprint: str
-    keep_pitched: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +160,9 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 64 << 20))
+    mmap_ok = mallopt(m_mmap_threshold, 32 << 20)
+    trim_ok = mallopt(m_trim_threshold, 64 << 20)
+    return bool(mmap_ok) and bool(trim_ok)
 
 
 def worker_library(path: str | None, fingerprint: str) -> Any:
@@ -194,7 +195,7 @@ def worker_store(task: ShardTask) -> Any:
     library = worker_library(task.library_path, task.library_fingerprint)
     rate = int(task.recipe.audio.sample_rate)
     folder = Path(task.root) / STORE_DIR
-    return SampleStore(library, rate, folder=folder, keep_pitched=task.keep_pitched)
+    return SampleStore(library, rate, folder=folder)
 
 
 def _level(value: float) -> float | None:
@@ -222,7 +223,7 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
     for role, data in audio.items():
         name = f"{eid}.{role}.{fmt}"
         encoded, checksums[role] = encode_audio_file(data, sr, fmt)
-        (out_dir / name).write_bytes(encoded)
+        _write(out_dir / name, encoded)
         paths[role] = f"{rel_dir}/{name}"
         frames[role] = int(data.shape[-1])
         channels[role] = int(data.shape[0])
@@ -230,7 +231,7 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
         loudness[f"{role}_rms_db"] = _level(rms_db(data))
     midi_name = f"{eid}.pattern.mid"
     midi_data = midi_bytes(rendered.midi)
-    (out_dir / midi_name).write_bytes(midi_data)
+    _write(out_dir / midi_name, midi_data)
     checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
     return ManifestRow(
@@ -251,6 +252,18 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
         midi=f"{rel_dir}/{midi_name}",
         file_channels=channels,
     )
+
+
+class OutputError(OSError):
+    """A file of a shard that could not be written (full disk, lost mount): names the path."""
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` in a shard's temporary folder (published with the folder)."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def render_shard(task: ShardTask) -> ShardResult:
@@ -288,6 +301,8 @@ def render_shard(task: ShardTask) -> ShardResult:
                 rows.append(build_example(task, store, index, tmp))
             except AudioFileError as exc:
                 raise ExampleError(_eid(task, index), exc.reason, exc.path) from None
+            except OutputError as exc:
+                raise ShardError(task.shard.name, str(exc)) from None
             except Exception as exc:
                 raise ExampleError(_eid(task, index), _text(exc)) from None
         try:

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -375,25 +376,29 @@ def test_jobs2_loky_is_byte_identical(reference, build_kwargs, tmp_path):
     assert tree_bytes(tmp_path / "ds") == tree_bytes(reference[0])
 
 
-def test_stored_pitched_loops_give_the_same_bytes(reference, build_kwargs, tmp_path, monkeypatch):
-    """Workers that keep pitched loops in the build's sample store (large builds) write the
-    same dataset as workers that pitch every loop afresh; the store is gone once the build
-    is complete."""
-    import rmod.build
+def test_the_sample_store_is_emptied_at_start_and_removed_at_the_end(
+    reference, build_kwargs, tmp_path, monkeypatch
+):
+    """A store left by an interrupted run is not trusted (emptied before work), the workers
+    keep pitched loops in the build's own store, and it is gone once the build is complete;
+    the bytes are the reference's."""
     from rmod.build import BuildOptions, build
     from rmod.store import STORE_DIR, SampleStore
 
-    saved = []
-    save = SampleStore._save
-    monkeypatch.setattr(
-        SampleStore, "_save", lambda self, p, a: saved.append(p) or save(self, p, a)
-    )
-    monkeypatch.setattr(rmod.build, "keeps_pitched_loops", lambda *args: True)
     out = tmp_path / "ds"
+    shutil.copytree(reference[0], out)  # a finished build, then its last train shard lost
+    (out / "manifests" / "parts" / "train-000003.jsonl").unlink()
+    shutil.rmtree(out / "train" / "000003")
+    stale = out / STORE_DIR / "ab" / "stale.f32"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"junk")
+    kept = []
+    keep = SampleStore._keep
+    monkeypatch.setattr(SampleStore, "_keep", lambda self, p, a: kept.append(p) or keep(self, p, a))
     summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
     assert summary.ok, summary.error
     assert tree_bytes(out) == tree_bytes(reference[0])
-    assert any(p.suffix == ".s16" and p.parent.parent == out / STORE_DIR for p in saved)
+    assert any("-p" in p.name and p.is_relative_to(out / STORE_DIR) for p in kept)
     assert not (out / STORE_DIR).exists()
 
 
@@ -630,15 +635,3 @@ def test_cli_reports_bad_inputs_without_traceback(tmp_path, capsys):
     assert main(["--n", "0", "--out", str(out)]) == 2
     assert "--n must be at least 1" in capsys.readouterr().err
     assert not out.exists()
-
-
-def test_pitched_loops_are_kept_once_a_build_can_reuse_them(small_library):
-    from rmod.build import keeps_pitched_loops
-    from rmod.recipe import load_recipe
-
-    recipe = load_recipe(None)
-    # 6 loops per instrument; bass draws 9 semitone values, the others 25: 504 pairs
-    assert not keeps_pitched_loops(recipe, small_library, 503)
-    assert keeps_pitched_loops(recipe, small_library, 504)
-    drums_only = load_recipe("rmod-drums-only")
-    assert not keeps_pitched_loops(drums_only, small_library, 10**9)

@@ -271,3 +271,38 @@ def test_loud_stems_share_one_gain_and_are_not_clipped(tmp_path):
     # relative level kept: 0.4 / 1.6 = -12.04 dB
     ratio_db = 20 * np.log10(np.abs(kick).max() / np.abs(piano).max())
     assert abs(ratio_db - 20 * np.log10(0.25)) < 0.01
+
+
+def test_mixed_mono_and_stereo_sources_render(tmp_path):
+    """A library where every class has a mono and a stereo sound: layering a mono with a
+    stereo one-shot gives a stereo target, two mono ones a mono target; stereo loops are
+    processed in stereo; the mixture is stereo."""
+    from conftest import synth_loop, synth_oneshot
+
+    from rmod.audio import write_audio
+    from rmod.library import IndexLimits, Library, index_library
+
+    rng = np.random.default_rng(8)
+    src = tmp_path / "src"
+    for cls in (*DRUMS, *INSTRUMENTS):
+        for k, channels in enumerate((1, 2, 1)):
+            make = synth_oneshot if cls in DRUMS else synth_loop
+            mono = make(cls, rng, 44100)
+            audio = mono if channels == 1 else np.concatenate([mono, 0.5 * mono[:, ::-1]])
+            write_audio(src / cls / f"{cls}{k}.wav", audio, 44100)
+    limits = IndexLimits(split_fractions=(1.0, 0.0, 0.0))
+    lib = Library.load(index_library(src, tmp_path / "lib.jsonl", limits=limits).library_path)
+    recipe = fast_recipe()
+    seen = set()
+    for index in range(12):
+        p = draw_example(recipe, lib, 1, "train", index)
+        out = render_example(p, recipe, lib)
+        assert out.mixture.shape[0] == 2 and np.isfinite(out.mixture).all()
+        for cls in DRUMS:
+            channels = max(lib.entry(i).channels for i in p.drums[cls].sample_ids)
+            assert out.oneshots[cls].shape[0] == channels
+            seen.add(channels)
+        for name, inst in p.instruments.items():
+            if inst.plays:
+                assert out.stems[name].shape[0] == 2
+    assert seen == {1, 2}
