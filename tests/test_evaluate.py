@@ -110,10 +110,13 @@ def test_missing_split_and_no_model_are_errors(setup, tmp_path, capsys):
 
 
 def test_save_audio_never_writes_outside_out(setup, tmp_path, capsys):
-    """A manifest row id that would put its one-shot outside OUT/audio stops the run before
-    any work, naming the row; without --save-audio the id is only a CSV cell."""
+    """A manifest row id that could put a file outside OUT (absolute, ``..``) stops the run
+    before any work with one line naming it: the manifest reader refuses ids that are not
+    ``split-index``, and the audio path is proven inside OUT/audio as a second guard."""
     data, codec, ckpt = setup
     import shutil
+
+    from dose_model.evaluate import EvalError, audio_path
 
     copy = tmp_path / "rmod"
     shutil.copytree(data, copy)
@@ -125,13 +128,17 @@ def test_save_audio_never_writes_outside_out(setup, tmp_path, capsys):
     for bad_id in ("../../evil", str(tmp_path / "abs-evil"), "a/../../../evil"):
         rows[1]["id"] = bad_id
         manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        assert main(argv + ["--save-audio"]) == 1
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"row {bad_id!r}: its audio file would lie outside" in err
-        assert not out.exists()  # refused before anything was written
-        assert not list(tmp_path.rglob("*evil*"))
-    assert main(argv) == 0
-    assert [r["id"] for r in read_rows(out / "rows.csv")] == ["test-000000", bad_id]
+        for extra in (["--save-audio"], []):
+            assert main(argv + extra) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and repr(bad_id) in err
+            assert not out.exists()  # refused before anything was written
+            assert not list(tmp_path.rglob("*evil*"))
+        with pytest.raises(EvalError, match="would lie outside"):
+            audio_path(out, bad_id, "kick")
+    assert (
+        audio_path(out, "test-000001", "kick") == (out / "audio" / "test-000001.kick.wav").resolve()
+    )
 
 
 def test_candidates_score_the_most_confident_sample(setup, tmp_path):
