@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +40,57 @@ IDENTITY_FIELDS = (
 )
 
 
+#: Every example id: ``{split}-{index:08d}`` (see ``manifests/README.md``).
+ID_PATTERN = re.compile(r"(train|valid|test)-[0-9]{8}")
+#: Examples per split that ids can name (8 index digits).
+MAX_PER_SPLIT = 10**8
+#: File roles of a row and their name suffixes: ``{id}.{role}.{ext}`` (``ext`` for audio).
+AUDIO_ROLES = ("mixture", "kick", "snare", "hihat")
+
+
+def check_example_id(value: object) -> str:
+    """``value`` when it is a documented example id; ``ValueError`` naming it otherwise."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise ValueError(f"id {value!r} is not an example id (expected e.g. train-00000042)")
+    return value
+
+
+def expected_files(
+    example_id: str, index: int, shard_size: int, audio_format: str
+) -> dict[str, str]:
+    """Role -> path (relative to ``DIR``) that ``rmod-build`` gives the files of an example:
+    ``{split}/{index // shard_size:06d}/{id}.{role}.{fmt}`` and ``{id}.pattern.mid``.
+
+    File names are tied to ids: a row whose paths differ points at another row's files.
+    """
+    split = example_id.split("-", 1)[0]
+    folder = f"{split}/{index // shard_size:06d}"
+    out = {role: f"{folder}/{example_id}.{role}.{audio_format}" for role in AUDIO_ROLES}
+    out["midi"] = f"{folder}/{example_id}.pattern.mid"
+    return out
+
+
+_ROW_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "split": str, "index": int, "seed": int, "mixture": str, "oneshots": dict,
+    "sample_rate": int, "channels": int, "duration": (int, float), "frames": dict,
+    "checksums": dict, "sources": dict, "params": dict, "loudness": dict,
+    "midi": (str, type(None)), "sizes": (dict, type(None)),
+}  # fmt: skip
+
+
+def _check_row_types(data: dict[str, Any]) -> None:
+    """``ValueError`` naming the first key of a row whose value has the wrong type."""
+    for key, types in _ROW_TYPES.items():
+        value = data.get(key)
+        if key in data and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ValueError(f"manifest row: {key} has type {type(value).__name__}")
+    for key, item in (("oneshots", str), ("frames", int), ("checksums", str), ("sizes", int)):
+        if not all(isinstance(v, item) for v in (data.get(key) or {}).values()):
+            raise ValueError(f"manifest row: {key} holds a value that is not {item.__name__}")
+    if not all(isinstance(v, list) for v in data["sources"].values()):
+        raise ValueError("manifest row: sources holds a value that is not a list")
+
+
 class ManifestError(Exception):
     """A manifest or ``build.json`` that cannot be read; the message names the file and line."""
 
@@ -57,7 +109,9 @@ class ManifestRow:
     ``hihat``, ``midi``): length in samples and SHA-256 of the file's bytes.
     ``sources`` maps a class/instrument to the library ids used; ``params`` is
     ``ExampleParams.to_dict()`` (enough to re-render the example); ``loudness`` holds
-    levels in dBFS (``None`` for digital silence).
+    levels in dBFS (``None`` for digital silence). ``sizes`` (role -> bytes of each file)
+    serves the cheap per-shard check on resume; rows of older builds have none (``None``,
+    left out of :meth:`to_dict`).
     """
 
     id: str
@@ -75,6 +129,7 @@ class ManifestRow:
     params: dict[str, Any]
     loudness: dict[str, float | None] = field(default_factory=dict)
     midi: str | None = None
+    sizes: dict[str, int] | None = None
 
     def files(self) -> dict[str, str]:
         """Role -> relative path of every file this row points to."""
@@ -88,18 +143,22 @@ class ManifestRow:
         return {sid for ids in self.sources.values() for sid in ids}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict, keys in declaration order."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Plain JSON-ready dict, keys in declaration order (``sizes`` only when known)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if out["sizes"] is None:
+            del out["sizes"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing/unknown keys."""
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name not in ("loudness", "midi")}
+        required = {f.name for f in fields(cls) if f.name not in ("loudness", "midi", "sizes")}
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - names)
         if missing or unknown:
             raise ValueError(f"manifest row: missing keys {missing}, unknown keys {unknown}")
+        _check_row_types(data)
         return cls(**{k: data[k] for k in names if k in data})
 
     def to_json(self) -> str:

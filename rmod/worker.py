@@ -158,10 +158,11 @@ def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> M
     sr = int(task.recipe.audio.sample_rate)
     rel_dir = f"{split}/{shard.number:06d}"
     audio = {"mixture": rendered.mixture, **{c: rendered.oneshots[c] for c in DRUMS}}
-    paths, frames, checksums, loudness = {}, {}, {}, {}
+    paths, frames, checksums, loudness, sizes = {}, {}, {}, {}, {}
     for role, data in audio.items():
         name = f"{eid}.{role}.{fmt}"
         checksums[role] = write_audio(out_dir / name, data, sr, fmt)
+        sizes[role] = (out_dir / name).stat().st_size
         paths[role] = f"{rel_dir}/{name}"
         frames[role] = int(data.shape[-1])
         loudness[f"{role}_peak_db"] = _level(peak_db(data))
@@ -170,6 +171,7 @@ def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> M
     midi_data = midi_bytes(rendered.midi)
     atomic_write_bytes(out_dir / midi_name, midi_data)
     checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
+    sizes["midi"] = len(midi_data)
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
     return ManifestRow(
         id=eid,
@@ -187,6 +189,7 @@ def build_example(task: ShardTask, library: Any, index: int, out_dir: Path) -> M
         params=params.to_dict(),
         loudness=loudness,
         midi=f"{rel_dir}/{midi_name}",
+        sizes=sizes,
     )
 
 
