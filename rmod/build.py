@@ -3,10 +3,13 @@
 ``build(BuildOptions(...))`` is what ``rmod-build`` runs:
 
 1. load the recipe and the library; derive split sizes (valid/test are recipe
-   fractions of the training size, at least 1 each);
+   fractions of the training size, at least 1 each), refuse sizes past the format's
+   limits and a library that lacks a drum class in a split to be built, before any
+   work;
 2. write ``DIR/build.json`` first, or, when it exists, refuse unless it describes the
    same build (recipe, library, seed, sizes, shard size, format, rendering code);
-3. remove debris of interrupted runs and skip shards that were already committed
+3. rebuild deleted manifest parts from the final manifests, remove debris of
+   interrupted runs and damaged shards, and skip shards that were already committed
    (see :mod:`rmod.shards`);
 4. run the remaining shards through joblib (``loky`` processes on this machine, or
    ``dask`` on a ``distributed`` cluster: a ``LocalCluster`` or ``--scheduler``);
@@ -22,7 +25,9 @@ import fcntl
 import math
 import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,8 +39,23 @@ from tqdm import tqdm
 
 import rmod
 from rmod import SPLITS
-from rmod.manifest import BUILD_JSON, BuildInfo, ManifestError, read_build_info, write_build_info
-from rmod.shards import Shard, clean_incomplete, concatenate_parts, is_complete, plan_shards
+from rmod.manifest import (
+    BUILD_JSON,
+    MAX_PER_SPLIT,
+    BuildInfo,
+    ManifestError,
+    read_build_info,
+    write_build_info,
+)
+from rmod.shards import (
+    LOCK_NAME,
+    Shard,
+    clean_incomplete,
+    concatenate_parts,
+    is_complete,
+    plan_shards,
+    restore_parts,
+)
 from rmod.worker import (
     ExampleError,
     ShardError,
@@ -47,7 +67,8 @@ from rmod.worker import (
 
 BACKENDS = ("loky", "dask")
 MAX_DEFAULT_SHARD_SIZE = 100
-LOCK_NAME = ".rmod-build.lock"
+#: Shards per split that shard folder names can hold (6 digits).
+MAX_SHARDS_PER_SPLIT = 10**6
 
 
 class BuildRefused(Exception):
@@ -94,6 +115,7 @@ class BuildSummary:
     peak_rss_bytes: int = 0
     peak_rss_worker: str = ""
     cleaned: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -131,6 +153,49 @@ def split_counts(recipe: Any, n: int) -> dict[str, int]:
         "valid": max(floor, math.floor(n * float(spec.valid_fraction) + 0.5)),
         "test": max(floor, math.floor(n * float(spec.test_fraction) + 0.5)),
     }
+
+
+def check_sizes(counts: dict[str, int], shard_size: int) -> None:
+    """Refuse (``ValueError`` naming the limit) sizes the dataset format cannot name:
+    more than :data:`MAX_PER_SPLIT` examples or :data:`MAX_SHARDS_PER_SPLIT` shards in a
+    split. Checked before anything is planned in memory."""
+    for split in SPLITS:
+        n = counts.get(split, 0)
+        if n > MAX_PER_SPLIT:
+            source = "--n" if split == "train" else "the recipe's splits.* for valid/test"
+            raise ValueError(
+                f"{split} would hold {n} examples ({source}); at most {MAX_PER_SPLIT} per "
+                "split (example ids have 8 digits)"
+            )
+        if -(-n // shard_size) > MAX_SHARDS_PER_SPLIT:
+            raise ValueError(
+                f"{split} would need {-(-n // shard_size)} shards of --shard-size "
+                f"{shard_size}; at most {MAX_SHARDS_PER_SPLIT} per split (shard folders have "
+                "6 digits): choose a larger --shard-size"
+            )
+
+
+def check_library_covers(library: Any, counts: dict[str, int]) -> None:
+    """Refuse (``ValueError``) a library that lacks a drum class in a split to be built.
+
+    Every example draws two one-shots of each drum class from its own split; instruments
+    without loops in a split are left out of its mixtures, so they need nothing. Checked
+    before the first shard: a gap found later would waste every shard before it.
+    """
+    from rmod import DRUMS
+
+    gaps = [
+        f"{cls} in {split}"
+        for split in SPLITS
+        if counts.get(split, 0) > 0
+        for cls in DRUMS
+        if not library.ids(cls, split)
+    ]
+    if gaps:
+        raise ValueError(
+            f"the library {library.path} has no one-shots of {', '.join(gaps)}; every split "
+            "needs each drum class: add samples (rmod-library index) or use another library"
+        )
 
 
 def default_shard_size(n: int) -> int:
@@ -213,12 +278,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``DIR/.rmod-build.lock`` while building.
+def build_lock(out: Path) -> Iterator[str]:
+    """Hold an exclusive lock on ``DIR/.rmod-build.lock`` while building; yields the lease.
 
     A second ``rmod-build`` on the same folder is refused instead of racing the first
     (it would remove the first one's temporary shards). The lock is released by the
-    kernel when the process ends, even on SIGKILL; the empty file stays.
+    kernel when the process ends, even on SIGKILL. The lease, a fresh token written into
+    the file while the lock is held, goes with every shard task: a worker commits only
+    while the file is still locked and holds its token (see
+    :func:`rmod.worker.check_lease`), so workers that outlive a killed build commit
+    nothing. The file is emptied again when the build ends.
     """
     path = out / LOCK_NAME
     fh = open(path, "a+b")
@@ -229,9 +298,16 @@ def build_lock(out: Path) -> Iterator[None]:
             raise BuildRefused(
                 f"another rmod-build is running on {out} ({path} is locked)"
             ) from None
+        lease = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         try:
-            yield
+            fh.truncate(0)
+            fh.write(lease.encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+            yield lease
         finally:
+            fh.truncate(0)
+            fh.flush()
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     finally:
         fh.close()
@@ -296,6 +372,11 @@ def build(options: BuildOptions) -> BuildSummary:
     start = time.perf_counter()
     if options.n < 1:
         raise ValueError(f"--n must be at least 1, got {options.n}")
+    if options.n > MAX_PER_SPLIT:
+        raise ValueError(
+            f"--n {options.n} is too large: at most {MAX_PER_SPLIT} examples per split "
+            "(example ids have 8 digits)"
+        )
     if options.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
     if options.jobs is not None and options.jobs < 1:
@@ -309,13 +390,16 @@ def build(options: BuildOptions) -> BuildSummary:
     shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
+    check_sizes(counts, shard_size)
+    check_library_covers(library, counts)
     info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
     check_new_output(out)
     out.mkdir(parents=True, exist_ok=True)
     shards = plan_shards(counts, shard_size)
     summary = BuildSummary(out=out, counts=counts)
-    with build_lock(out):
+    with build_lock(out) as lease:
         prepare_output(out, info)
+        summary.restored = restore_parts(out, shards)
         summary.cleaned = clean_incomplete(out, shards)
         todo = [s for s in shards if not is_complete(out, s)]
         summary.shards_reused = len(shards) - len(todo)
@@ -330,6 +414,7 @@ def build(options: BuildOptions) -> BuildSummary:
                 options.seed,
                 fmt,
                 info.engine_fingerprint,
+                lease,
             )
             for s in todo
         ]
@@ -382,6 +467,8 @@ __all__ = [
     "BuildSummary",
     "Shard",
     "build",
+    "check_library_covers",
+    "check_sizes",
     "default_shard_size",
     "make_build_info",
     "prepare_output",

@@ -9,12 +9,15 @@ lazily, per file, through the library's own LRU cache.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
+import multiprocessing
 import os
 import resource
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -27,7 +30,7 @@ from typing import Any
 from rmod import DRUMS
 from rmod.audio import AudioFileError, atomic_write_bytes, peak_db, rms_db, write_audio
 from rmod.manifest import ManifestRow
-from rmod.shards import Shard, commit_shard, make_temp_dir
+from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
 
 #: Modules of the ``rmod`` package that do not change what a build writes; every other
 #: top-level module (and the packages below) feeds :func:`engine_fingerprint`.
@@ -79,6 +82,62 @@ class ShardTask:
     seed: int
     audio_format: str
     engine_fingerprint: str
+    lease: str | None = None
+
+
+def check_lease(task: ShardTask) -> None:
+    """Raise :class:`ShardError` unless the build that sent ``task`` still runs.
+
+    The build holds an exclusive ``flock`` on ``DIR/.rmod-build.lock`` and wrote its
+    lease token into it (:func:`rmod.build.build_lock`). A worker that outlives the build
+    (SIGKILL of the parent leaves loky workers and queued tasks behind) finds the lock
+    free or another build's token there, and stops without committing. On a filesystem
+    without ``flock`` the token alone decides. ``lease=None`` (a task made by hand) skips
+    the check.
+    """
+    if task.lease is None:
+        return
+    path = Path(task.root) / LOCK_NAME
+    try:
+        with open(path, "rb") as fh:
+            token = fh.read()
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                locked = True
+            except OSError:  # no flock here: rely on the token
+                locked = True
+            else:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                locked = False
+    except OSError as exc:
+        raise ShardError(task.shard.name, f"cannot read the build's lock ({exc})") from None
+    if not locked or token != task.lease.encode():
+        raise ShardError(
+            task.shard.name,
+            "the rmod-build that started this shard is gone (its lock was released or taken "
+            "over); nothing was committed",
+        )
+
+
+def die_with_build(task: ShardTask) -> None:
+    """In a loky worker that the build process started, ask the kernel to SIGKILL this
+    process when the build dies (Linux ``PR_SET_PDEATHSIG``), so no worker lives on
+    after a SIGKILL of ``rmod-build``. Other workers (dask, the build's own process) are
+    left alone; :func:`check_lease` still keeps them from committing."""
+    if task.lease is None or not sys.platform.startswith("linux"):
+        return
+    if not multiprocessing.current_process().name.startswith("LokyProcess"):
+        return
+    build_pid = int(task.lease.split(":")[-2])
+    if os.getppid() != build_pid:
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != build_pid:  # the build died before the call
+        os._exit(1)
 
 
 @dataclass(frozen=True)
@@ -208,6 +267,8 @@ def render_shard(task: ShardTask) -> ShardResult:
             f"(engine {engine_fingerprint()[:12]}, the build has {task.engine_fingerprint[:12]}); "
             "install the same version everywhere",
         )
+    die_with_build(task)
+    check_lease(task)
     try:
         library = worker_library(task.library_path, task.library_fingerprint)
     except Exception as exc:
@@ -219,12 +280,14 @@ def render_shard(task: ShardTask) -> ShardResult:
     rows = []
     try:
         for index in task.shard.indices():
+            check_lease(task)  # an orphaned worker stops within one example
             try:
                 rows.append(build_example(task, library, index, tmp))
             except AudioFileError as exc:
                 raise ExampleError(_eid(task, index), exc.reason, exc.path) from None
             except Exception as exc:
                 raise ExampleError(_eid(task, index), _text(exc)) from None
+        check_lease(task)
         try:
             commit_shard(task.root, task.shard, tmp, rows)
         except OSError as exc:
