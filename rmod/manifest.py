@@ -89,6 +89,7 @@ def _check_row_types(data: dict[str, Any]) -> None:
             raise ValueError(f"manifest row: {key} holds a value that is not {item.__name__}")
     if not all(isinstance(v, list) for v in data["sources"].values()):
         raise ValueError("manifest row: sources holds a value that is not a list")
+    check_example_id(data["id"])
 
 
 class ManifestError(Exception):
