@@ -259,10 +259,23 @@ class BuildInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildInfo:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing keys."""
+        if not isinstance(data, dict):
+            raise ValueError("build.json: not a JSON object")
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data and n != "format"]
         if missing:
             raise ValueError(f"build.json: missing keys {missing}")
+        counts = data["counts"]
+        if not isinstance(counts, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()
+        ):
+            raise ValueError("build.json: counts must map splits to non-negative integers")
+        for key in ("shard_size", "sample_rate", "channels", "seed"):
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (key != "seed"):
+                raise ValueError(f"build.json: {key} must be a positive integer, got {value!r}")
+        if data["audio_format"] not in ("wav", "flac") or not isinstance(data["recipe"], dict):
+            raise ValueError("build.json: audio_format must be wav or flac, recipe an object")
         return cls(**{k: data[k] for k in names if k in data})
 
     def differences(self, other: BuildInfo) -> list[str]:

@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import resource
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -34,7 +33,9 @@ from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
 
 #: Modules of the ``rmod`` package that do not change what a build writes; every other
 #: top-level module (and the packages below) feeds :func:`engine_fingerprint`.
-NON_RENDERING_MODULES = frozenset({"build.py", "shards.py", "verify.py", "stats.py", "overview.py"})
+NON_RENDERING_MODULES = frozenset(
+    {"build.py", "shards.py", "verify.py", "stats.py", "overview.py", "render_folder.py"}
+)
 RENDERING_PACKAGES = (
     "numpy", "scipy", "librosa", "soxr", "pedalboard", "soundfile", "miditoolkit"
 )  # fmt: skip
@@ -120,24 +121,33 @@ def check_lease(task: ShardTask) -> None:
         )
 
 
+_WATCHED_PARENT: list[int] = []
+PARENT_POLL_SECONDS = 0.2
+
+
 def die_with_build(task: ShardTask) -> None:
-    """In a loky worker that the build process started, ask the kernel to SIGKILL this
-    process when the build dies (Linux ``PR_SET_PDEATHSIG``), so no worker lives on
-    after a SIGKILL of ``rmod-build``. Other workers (dask, the build's own process) are
-    left alone; :func:`check_lease` still keeps them from committing."""
-    if task.lease is None or not sys.platform.startswith("linux"):
+    """In a loky worker that the build process started, watch the parent: a daemon thread
+    ends this process as soon as the build process is gone (its parent pid changes), so
+    no worker lives on after a SIGKILL of ``rmod-build``. Polling the parent pid (not
+    ``PR_SET_PDEATHSIG``, which fires when the *thread* that spawned the worker ends)
+    keeps reused workers alive across builds of one long-lived process. Other workers
+    (dask, the build's own process) are left alone; :func:`check_lease` still keeps them
+    from committing."""
+    if task.lease is None or _WATCHED_PARENT:
         return
     if not multiprocessing.current_process().name.startswith("LokyProcess"):
         return
-    build_pid = int(task.lease.split(":")[-2])
-    if os.getppid() != build_pid:
+    parent = int(task.lease.split(":")[-2])
+    if os.getppid() != parent:
         return
-    import ctypes
+    _WATCHED_PARENT.append(parent)
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != build_pid:  # the build died before the call
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
         os._exit(1)
+
+    threading.Thread(target=watch, name="rmod-parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)

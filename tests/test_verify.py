@@ -310,3 +310,15 @@ def test_unreadable_files_and_folders_are_named_as_such(ds, tmp_path):
         for p in [public, *public.rglob("*")]:
             os.chmod(p, 0o755) if p.is_dir() else None
         shutil.rmtree(public)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"counts": [1, 2]}, {"shard_size": 0}, {"audio_format": "../x"}, {"recipe": None}],
+    ids=["counts", "shard_size", "audio_format", "recipe"],
+)
+def test_a_build_json_with_wrong_types_is_one_problem(ds, edit):
+    info = json.loads((ds / "build.json").read_text())
+    (ds / "build.json").write_text(json.dumps({**info, **edit}))
+    (found,) = problems(ds)
+    assert found.startswith(f"{ds}: ") and "build.json" in found, found
