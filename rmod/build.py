@@ -53,8 +53,11 @@ from rmod.shards import (
     clean_incomplete,
     concatenate_parts,
     is_complete,
+    part_path,
+    parts_dir,
     plan_shards,
     restore_parts,
+    shard_dir,
 )
 from rmod.worker import (
     ExampleError,
@@ -352,6 +355,29 @@ def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterato
             cluster.close()
 
 
+def recover_parts(out: Path, shards: list[Shard]) -> list[str]:
+    """Rebuild deleted manifest parts from the final manifests (see
+    :func:`rmod.shards.restore_parts`); returns the parts written.
+
+    Raises :class:`BuildRefused` when ``manifests/parts/`` itself is gone and shard
+    folders remain that no final manifest lists: they are finished work (a build creates
+    that folder before its first shard), which only the user may decide to throw away.
+    """
+    parts_gone = not parts_dir(out).is_dir()
+    restored = restore_parts(out, shards)
+    orphans = [s for s in shards if shard_dir(out, s).is_dir() and not part_path(out, s).is_file()]
+    if parts_gone and orphans:
+        first = shard_dir(out, orphans[0]).relative_to(out)
+        raise BuildRefused(
+            f"{parts_dir(out)} is missing and {len(orphans)} shard folder(s) (e.g. {first}) "
+            "are listed by no final manifest: they are finished work whose commit records "
+            "were deleted. Restore manifests/parts/, or delete those folders to render them "
+            "again."
+        )
+    parts_dir(out).mkdir(parents=True, exist_ok=True)
+    return restored
+
+
 def _load(options: BuildOptions) -> tuple[Any, Any, str | None]:
     from rmod.library import Library
     from rmod.recipe import load_recipe
@@ -399,7 +425,7 @@ def build(options: BuildOptions) -> BuildSummary:
     summary = BuildSummary(out=out, counts=counts)
     with build_lock(out) as lease:
         prepare_output(out, info)
-        summary.restored = restore_parts(out, shards)
+        summary.restored = recover_parts(out, shards)
         summary.cleaned = clean_incomplete(out, shards)
         todo = [s for s in shards if not is_complete(out, s)]
         summary.shards_reused = len(shards) - len(todo)

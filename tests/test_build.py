@@ -700,12 +700,37 @@ def test_rerun_after_parts_were_deleted_keeps_every_finished_shard(
 
     out = Path(shutil.copytree(reference[0], tmp_path / "ds"))
     shutil.rmtree(out / "manifests" / "parts")
-    (out / "manifests" / "valid.jsonl").unlink()  # this split's shard has nothing to vouch
     summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
     assert summary.ok, summary.error
-    assert (summary.rendered, summary.reused) == (1, 5)
-    assert len(summary.restored) == 5 and summary.cleaned == ["valid/000000"]
+    assert (summary.rendered, summary.reused) == (0, 6)
+    assert len(summary.restored) == 6 and summary.cleaned == []
     assert tree_bytes(out) == tree_bytes(reference[0])
+    # one part deleted and its split's final manifest too: nothing vouches for that folder;
+    # with the parts folder there, it is debris of an interrupted commit and is redone
+    (out / "manifests" / "parts" / "valid-000000.jsonl").unlink()
+    (out / "manifests" / "valid.jsonl").unlink()
+    summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert (summary.rendered, summary.reused, summary.cleaned) == (1, 5, ["valid/000000"])
+    assert tree_bytes(out) == tree_bytes(reference[0])
+
+
+def test_deleted_parts_of_an_unfinished_build_are_refused_not_redone(
+    reference, build_kwargs, tmp_path, capsys
+):
+    """The parts folder deleted while no final manifest lists the shards (a build stopped
+    before its end): the rerun refuses, naming what to do, and deletes nothing."""
+    import shutil
+
+    from rmod.cli.build import main
+
+    out = Path(shutil.copytree(reference[0], tmp_path / "ds"))
+    shutil.rmtree(out / "manifests")
+    before = tree_bytes(out)
+    assert main(cli_args(build_kwargs, out, "--jobs", "1")) == 2
+    err = capsys.readouterr().err
+    assert "manifests/parts is missing and 6 shard folder(s)" in err
+    assert "Restore manifests/parts/, or delete those folders" in err
+    assert tree_bytes(out) == before
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
