@@ -41,12 +41,12 @@ import rmod
 from rmod import SPLITS
 from rmod.manifest import (
     BUILD_JSON,
-    MAX_PER_SPLIT,
     BuildInfo,
     ManifestError,
     read_build_info,
     write_build_info,
 )
+from rmod.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.shards import (
     LOCK_NAME,
     Shard,
@@ -70,8 +70,6 @@ from rmod.worker import (
 
 BACKENDS = ("loky", "dask")
 MAX_DEFAULT_SHARD_SIZE = 100
-#: Shards per split that shard folder names can hold (6 digits).
-MAX_SHARDS_PER_SPLIT = 10**6
 
 
 class BuildRefused(Exception):
@@ -156,49 +154,6 @@ def split_counts(recipe: Any, n: int) -> dict[str, int]:
         "valid": max(floor, math.floor(n * float(spec.valid_fraction) + 0.5)),
         "test": max(floor, math.floor(n * float(spec.test_fraction) + 0.5)),
     }
-
-
-def check_sizes(counts: dict[str, int], shard_size: int) -> None:
-    """Refuse (``ValueError`` naming the limit) sizes the dataset format cannot name:
-    more than :data:`MAX_PER_SPLIT` examples or :data:`MAX_SHARDS_PER_SPLIT` shards in a
-    split. Checked before anything is planned in memory."""
-    for split in SPLITS:
-        n = counts.get(split, 0)
-        if n > MAX_PER_SPLIT:
-            source = "--n" if split == "train" else "the recipe's splits.* for valid/test"
-            raise ValueError(
-                f"{split} would hold {n} examples ({source}); at most {MAX_PER_SPLIT} per "
-                "split (example ids have 8 digits)"
-            )
-        if -(-n // shard_size) > MAX_SHARDS_PER_SPLIT:
-            raise ValueError(
-                f"{split} would need {-(-n // shard_size)} shards of --shard-size "
-                f"{shard_size}; at most {MAX_SHARDS_PER_SPLIT} per split (shard folders have "
-                "6 digits): choose a larger --shard-size"
-            )
-
-
-def check_library_covers(library: Any, counts: dict[str, int]) -> None:
-    """Refuse (``ValueError``) a library that lacks a drum class in a split to be built.
-
-    Every example draws two one-shots of each drum class from its own split; instruments
-    without loops in a split are left out of its mixtures, so they need nothing. Checked
-    before the first shard: a gap found later would waste every shard before it.
-    """
-    from rmod import DRUMS
-
-    gaps = [
-        f"{cls} in {split}"
-        for split in SPLITS
-        if counts.get(split, 0) > 0
-        for cls in DRUMS
-        if not library.ids(cls, split)
-    ]
-    if gaps:
-        raise ValueError(
-            f"the library {library.path} has no one-shots of {', '.join(gaps)}; every split "
-            "needs each drum class: add samples (rmod-library index) or use another library"
-        )
 
 
 def default_shard_size(n: int) -> int:
@@ -396,17 +351,7 @@ def build(options: BuildOptions) -> BuildSummary:
     is running on it, ``ValueError`` for bad options.
     """
     start = time.perf_counter()
-    if options.n < 1:
-        raise ValueError(f"--n must be at least 1, got {options.n}")
-    if options.n > MAX_PER_SPLIT:
-        raise ValueError(
-            f"--n {options.n} is too large: at most {MAX_PER_SPLIT} examples per split "
-            "(example ids have 8 digits)"
-        )
-    if options.seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
-    if options.jobs is not None and options.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {options.jobs}")
+    check_numbers(options.n, options.seed, options.jobs)
     out = Path(options.out).resolve()
     recipe, library, library_path = _load(options)
     fmt = (options.audio_format or recipe.audio.format).lower()
