@@ -19,6 +19,8 @@ Checks, each reported as a :class:`Problem` naming the file or row:
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import posixpath
 from collections import Counter, defaultdict, deque
@@ -262,6 +264,42 @@ def check_manifest_folder(root: Path, info: BuildInfo) -> list[Problem]:
     return out
 
 
+def _stream_sha256(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_parts_agree(root: Path, info: BuildInfo) -> list[Problem]:
+    """A split whose parts are all there must be exactly its final manifest: a rerun of
+    ``rmod-build`` rewrites the manifest from the parts, so stale parts would replace it."""
+    parts = root / MANIFEST_DIR / PARTS_DIR
+    if not parts.is_dir() or not isinstance(info.shard_size, int) or info.shard_size < 1:
+        return []
+    out = []
+    for split in SPLITS:
+        n_shards = -(-int(info.counts.get(split, 0)) // info.shard_size)
+        files = [parts / f"{split}-{k:06d}.jsonl" for k in range(n_shards)]
+        manifest = manifest_path(root, split)
+        if not manifest.is_file() or not all(f.is_file() for f in files):
+            continue
+        try:
+            same = _stream_sha256(files) == _stream_sha256([manifest])
+        except (OSError, EOFError) as exc:
+            out.append(Problem(f"{MANIFEST_DIR}/{PARTS_DIR}", f"cannot compare ({exc})"))
+            continue
+        if not same:
+            what = (
+                f"the {split} parts differ from {manifest.relative_to(root)} (stale parts: a "
+                "rerun of rmod-build would rewrite the manifest from them)"
+            )
+            out.append(Problem(f"{MANIFEST_DIR}/{PARTS_DIR}", what))
+    return out
+
+
 def verify_dataset(
     root: str | os.PathLike,
     progress: bool = True,
@@ -344,6 +382,7 @@ def verify_dataset(
         bar.close()
     report.problems += check_strays(root, referenced)
     report.problems += check_manifest_folder(root, info)
+    report.problems += check_parts_agree(root, info)
     for sid, splits in sorted(used_by.items()):
         if len(splits) > 1:
             names = ", ".join(s for s in SPLITS if s in splits)

@@ -122,6 +122,7 @@ def test_shared_source_between_splits_is_caught(ds):
     train_kick = first_row(ds).sources["kick"][0]
     row["sources"]["kick"][0] = train_kick
     manifest.write_text(json.dumps(row) + "\n")
+    shutil.rmtree(ds / "manifests" / "parts")  # readers do not need them
     assert problems(ds) == [f"{train_kick}: library source used by several splits: train, valid"]
 
 
@@ -202,7 +203,9 @@ def test_an_unexpected_error_in_a_thread_reaches_the_caller(ds, monkeypatch):
 
 
 def rewrite_rows(root: Path, split: str, edit) -> None:
-    """Apply ``edit(rows)`` (a list of dicts) to a split's manifest and write it back."""
+    """Apply ``edit(rows)`` (a list of dicts) to a split's manifest and write it back; the
+    parts go (readers do not need them; kept, they would disagree with the manifest)."""
+    shutil.rmtree(root / "manifests" / "parts", ignore_errors=True)
     manifest = root / "manifests" / f"{split}.jsonl"
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     edit(rows)
@@ -275,10 +278,14 @@ def test_strays_in_manifests_and_empty_shard_folders_are_reported(ds):
     (ds / "manifests" / "junk.jsonl").write_text("{}\n")
     (ds / "manifests" / "parts" / "train-000042.jsonl").write_text("")
     (ds / "manifests" / "parts" / "notes.txt").write_text("")
+    part = ds / "manifests" / "parts" / "valid-000000.jsonl"
+    part.write_text(part.read_text().replace('"seed":', '"seed": '))  # same rows, other bytes
     assert sorted(problems(ds)) == [
         "manifests/junk.jsonl: not part of the dataset (no reader looks at it)",
         "manifests/parts/notes.txt: stale manifest part (this build has no such shard)",
         "manifests/parts/train-000042.jsonl: stale manifest part (this build has no such shard)",
+        "manifests/parts: the valid parts differ from manifests/valid.jsonl (stale parts: a "
+        "rerun of rmod-build would rewrite the manifest from them)",
         "train/000007: empty shard folder (no manifest row points to it)",
     ]
 
