@@ -565,9 +565,9 @@ def test_sigkill_of_the_build_leaves_no_worker_committing(build_kwargs, tmp_path
     commit every remaining shard."""
     out = tmp_path / "ds"
     kw = dict(build_kwargs, n=8, shard_size=2)  # 4 + 1 + 1 shards of up to 2 examples
-    log = (tmp_path / "log.txt").open("w")
     cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(kw, out, "--jobs", "2")]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    with (tmp_path / "log.txt").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     parts = out / "manifests" / "parts"
     deadline = time.monotonic() + 120
     while not list(parts.glob("*.jsonl")):
