@@ -33,17 +33,10 @@ from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
 
 #: Modules of the ``rmod`` package that do not change what a build writes; every other
 #: top-level module (and the packages below) feeds :func:`engine_fingerprint`.
-NON_RENDERING_MODULES = frozenset(
-    {
-        "build.py",
-        "shards.py",
-        "verify.py",
-        "stats.py",
-        "overview.py",
-        "render_folder.py",
-        "preflight.py",
-    }
-)
+NON_RENDERING_MODULES = frozenset({
+    "build.py", "shards.py", "verify.py", "stats.py", "overview.py", "render_folder.py",
+    "preflight.py",
+})  # fmt: skip
 RENDERING_PACKAGES = (
     "numpy", "scipy", "librosa", "soxr", "pedalboard", "soundfile", "miditoolkit"
 )  # fmt: skip
