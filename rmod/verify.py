@@ -239,6 +239,8 @@ def check_manifest_folder(root: Path, info: BuildInfo) -> list[Problem]:
     ``.jsonl.gz`` hides, and parts of shards this build does not have (stale parts)."""
     out: list[Problem] = []
     folder = root / MANIFEST_DIR
+    if folder.is_symlink():
+        return [Problem(MANIFEST_DIR, "is a symbolic link (the dataset must hold its own files)")]
     if not folder.is_dir():
         return out
     for entry in _list(folder, MANIFEST_DIR, out):

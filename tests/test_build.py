@@ -794,3 +794,27 @@ def test_sizes_past_the_format_limits_are_refused_before_planning(build_kwargs, 
     with pytest.raises(ValueError, match="at most 1000000 per split.*--shard-size"):
         build(BuildOptions(out=out, **dict(build_kwargs, n=2 * 10**6, shard_size=1)))
     assert not out.exists()
+
+
+def test_a_worker_commits_only_under_the_lease_of_the_build_that_sent_it(build_kwargs, tmp_path):
+    """The lease: the lock held with the task's token lets a shard commit; a released lock
+    (the build died) or another build's token (a new build took over) stops it first."""
+    import dataclasses
+
+    from rmod.build import BuildOptions, _load, build_lock
+    from rmod.worker import ShardError, ShardTask, check_lease, engine_fingerprint, render_shard
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    recipe, library, library_path = _load(BuildOptions(out=out, **build_kwargs))
+    task = ShardTask(str(out), plan_shards({"train": 1}, 1)[0], recipe, library_path,
+                     library.fingerprint, 11, "wav", engine_fingerprint())  # fmt: skip
+    with build_lock(out) as lease:
+        mine = dataclasses.replace(task, lease=lease)
+        check_lease(mine)  # held, with this token
+        with pytest.raises(ShardError, match="is gone"):
+            check_lease(dataclasses.replace(task, lease=lease + "-other-build"))
+    assert (out / ".rmod-build.lock").read_bytes() == b""  # emptied when the build ends
+    with pytest.raises(ShardError, match="is gone.*nothing was committed"):
+        render_shard(mine)  # the lock was released: the build is gone
+    assert not list(out.glob("train/*")) and not (out / "manifests").exists()
