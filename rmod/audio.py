@@ -48,6 +48,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     Raises :class:`AudioFileError` (naming the path) for undecodable, empty or
     non-finite files instead of a library-specific traceback.
     """
+    check_readable(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad input
@@ -58,6 +59,27 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not np.isfinite(audio).all():
         raise AudioFileError(path, "file holds non-finite samples (NaN or Inf)")
     return audio, int(sr)
+
+
+def check_readable(path: str | os.PathLike) -> None:
+    """:class:`AudioFileError` with the system's reason (e.g. "Permission denied") when
+    ``path`` cannot be opened for reading; libsndfile would only say "System error"."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise AudioFileError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(frames, sample_rate, channels)`` from the file's header, without decoding it;
+    :class:`AudioFileError` naming the path when it cannot be read or parsed."""
+    check_readable(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types for bad input
+        raise AudioFileError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
+    return int(info.frames), int(info.samplerate), int(info.channels)
 
 
 def native_channels(audio: np.ndarray) -> np.ndarray:

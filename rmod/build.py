@@ -3,10 +3,13 @@
 ``build(BuildOptions(...))`` is what ``rmod-build`` runs:
 
 1. load the recipe and the library; derive split sizes (valid/test are recipe
-   fractions of the training size, at least 1 each);
+   fractions of the training size, at least 1 each), refuse sizes past the format's
+   limits and a library that lacks a drum class in a split to be built, before any
+   work;
 2. write ``DIR/build.json`` first, or, when it exists, refuse unless it describes the
    same build (recipe, library, seed, sizes, shard size, format, rendering code);
-3. remove debris of interrupted runs and skip shards that were already committed
+3. rebuild deleted manifest parts from the final manifests, remove debris of
+   interrupted runs and damaged shards, and skip shards that were already committed
    (see :mod:`rmod.shards`);
 4. run the remaining shards through joblib (``loky`` processes on this machine, or
    ``dask`` on a ``distributed`` cluster: a ``LocalCluster`` or ``--scheduler``);
@@ -25,8 +28,10 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,8 +43,26 @@ from tqdm import tqdm
 
 import rmod
 from rmod import SPLITS
-from rmod.manifest import BUILD_JSON, BuildInfo, ManifestError, read_build_info, write_build_info
-from rmod.shards import Shard, clean_incomplete, concatenate_parts, is_complete, plan_shards
+from rmod.manifest import (
+    BUILD_JSON,
+    BuildInfo,
+    ManifestError,
+    read_build_info,
+    write_build_info,
+)
+from rmod.preflight import check_library_covers, check_numbers, check_sizes
+from rmod.shards import (
+    LOCK_NAME,
+    Shard,
+    clean_incomplete,
+    concatenate_parts,
+    is_complete,
+    part_path,
+    parts_dir,
+    plan_shards,
+    restore_parts,
+    shard_dir,
+)
 from rmod.store import STORE_DIR
 from rmod.worker import (
     ExampleError,
@@ -61,7 +84,6 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.admin.system-monitor.gil.enabled": False,
 }
 MAX_DEFAULT_SHARD_SIZE = 100
-LOCK_NAME = ".rmod-build.lock"
 
 
 class BuildRefused(Exception):
@@ -108,6 +130,7 @@ class BuildSummary:
     peak_rss_bytes: int = 0
     peak_rss_worker: str = ""
     cleaned: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -227,12 +250,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``DIR/.rmod-build.lock`` while building.
+def build_lock(out: Path) -> Iterator[str]:
+    """Hold an exclusive lock on ``DIR/.rmod-build.lock`` while building; yields the lease.
 
     A second ``rmod-build`` on the same folder is refused instead of racing the first
     (it would remove the first one's temporary shards). The lock is released by the
-    kernel when the process ends, even on SIGKILL; the empty file stays.
+    kernel when the process ends, even on SIGKILL. The lease, a fresh token written into
+    the file while the lock is held, goes with every shard task: a worker commits only
+    while the file is still locked and holds its token (see
+    :func:`rmod.worker.check_lease`), so workers that outlive a killed build commit
+    nothing. The file is emptied again when the build ends.
     """
     path = out / LOCK_NAME
     fh = open(path, "a+b")
@@ -243,9 +270,16 @@ def build_lock(out: Path) -> Iterator[None]:
             raise BuildRefused(
                 f"another rmod-build is running on {out} ({path} is locked)"
             ) from None
+        lease = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         try:
-            yield
+            fh.truncate(0)
+            fh.write(lease.encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+            yield lease
         finally:
+            fh.truncate(0)
+            fh.flush()
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     finally:
         fh.close()
@@ -295,6 +329,29 @@ def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterato
             cluster.close()
 
 
+def recover_parts(out: Path, shards: list[Shard]) -> list[str]:
+    """Rebuild deleted manifest parts from the final manifests (see
+    :func:`rmod.shards.restore_parts`); returns the parts written.
+
+    Raises :class:`BuildRefused` when ``manifests/parts/`` itself is gone and shard
+    folders remain that no final manifest lists: they are finished work (a build creates
+    that folder before its first shard), which only the user may decide to throw away.
+    """
+    parts_gone = not parts_dir(out).is_dir()
+    restored = restore_parts(out, shards)
+    orphans = [s for s in shards if shard_dir(out, s).is_dir() and not part_path(out, s).is_file()]
+    if parts_gone and orphans:
+        first = shard_dir(out, orphans[0]).relative_to(out)
+        raise BuildRefused(
+            f"{parts_dir(out)} is missing and {len(orphans)} shard folder(s) (e.g. {first}) "
+            "are listed by no final manifest: they are finished work whose commit records "
+            "were deleted. Restore manifests/parts/, or delete those folders to render them "
+            "again."
+        )
+    parts_dir(out).mkdir(parents=True, exist_ok=True)
+    return restored
+
+
 def _load(options: BuildOptions) -> tuple[Any, Any, str | None]:
     from rmod.library import Library
     from rmod.recipe import load_recipe
@@ -313,12 +370,7 @@ def build(options: BuildOptions) -> BuildSummary:
     is running on it, ``ValueError`` for bad options.
     """
     start = time.perf_counter()
-    if options.n < 1:
-        raise ValueError(f"--n must be at least 1, got {options.n}")
-    if options.seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {options.seed}")
-    if options.jobs is not None and options.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {options.jobs}")
+    check_numbers(options.n, options.seed, options.jobs)
     out = Path(options.out).resolve()
     recipe, library, library_path = _load(options)
     fmt = (options.audio_format or recipe.audio.format).lower()
@@ -328,13 +380,16 @@ def build(options: BuildOptions) -> BuildSummary:
     shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
+    check_sizes(counts, shard_size)
+    check_library_covers(library, counts)
     info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
     check_new_output(out)
     out.mkdir(parents=True, exist_ok=True)
     shards = plan_shards(counts, shard_size)
     summary = BuildSummary(out=out, counts=counts)
-    with build_lock(out):
+    with build_lock(out) as lease:
         prepare_output(out, info)
+        summary.restored = recover_parts(out, shards)
         summary.cleaned = clean_incomplete(out, shards)
         todo = [s for s in shards if not is_complete(out, s)]
         summary.shards_reused = len(shards) - len(todo)
@@ -350,6 +405,7 @@ def build(options: BuildOptions) -> BuildSummary:
                 options.seed,
                 fmt,
                 info.engine_fingerprint,
+                lease,
             )
             for s in todo
         ]
@@ -417,6 +473,8 @@ __all__ = [
     "BuildSummary",
     "Shard",
     "build",
+    "check_library_covers",
+    "check_sizes",
     "default_shard_size",
     "make_build_info",
     "prepare_output",

@@ -37,7 +37,7 @@ import miditoolkit
 import numpy as np
 
 from rmod import DRUMS, SPLITS
-from rmod.audio import atomic_write_bytes, atomic_write_text, write_audio
+from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import (
     BusParams,
@@ -568,10 +568,14 @@ def save_example(
     library_path: str | None,
     library_fingerprint: str,
     audio_format: str | None = None,
+    previous: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Write every audio file, ``pattern.mid`` and ``example.json`` into ``out_dir``.
 
-    ``audio_format`` (``wav``/``flac``) defaults to the recipe's.
+    ``audio_format`` (``wav``/``flac``) defaults to the recipe's. ``previous``: the files
+    an earlier render in ``out_dir`` recorded (its ``example.json`` ``files``); those this
+    render does not rewrite are removed when they still hold the recorded bytes, nothing
+    else is (see :mod:`rmod.render_folder`).
 
     Returns ``{relative path: sha256}`` of the audio and MIDI files (also recorded in
     ``example.json``).
@@ -579,19 +583,27 @@ def save_example(
     files = write_rendered(rendered, out_dir, audio_format or recipe.audio.format)
     doc = example_document(params, recipe, library_path, library_fingerprint, files)
     atomic_write_text(Path(out_dir) / "example.json", json.dumps(doc, indent=1) + "\n")
-    remove_stale_audio(out_dir, files)
+    remove_stale_audio(out_dir, files, previous or {})
     return files
 
 
-def remove_stale_audio(out_dir: str | os.PathLike, keep: dict[str, str]) -> list[str]:
-    """Delete audio a previous render left in ``out_dir`` that this one did not write
-    (a stem of an instrument that no longer plays, files of the other format), so the
-    folder holds one example only. Touches only names :func:`write_rendered` writes.
-    Returns the relative paths removed."""
+def remove_stale_audio(
+    out_dir: str | os.PathLike, keep: dict[str, str], previous: dict[str, str]
+) -> list[str]:
+    """Delete files an earlier render recorded (``previous``: relative path -> SHA-256)
+    that this one did not write (a stem of an instrument that no longer plays, files of
+    the other format), so the folder holds one example only. A file is removed only while
+    it is a regular file inside ``out_dir`` with the recorded bytes: the user's own files
+    are never touched. Returns the relative paths removed."""
     out = Path(out_dir)
-    names = [f"{role}.{ext}" for role in ("mixture", *DRUMS) for ext in AUDIO_FORMATS]
-    names += [f"stems/{p.name}" for p in (out / "stems").glob("*") if p.suffix[1:] in AUDIO_FORMATS]
-    removed = [name for name in names if name not in keep and (out / name).is_file()]
-    for name in removed:
-        (out / name).unlink()
+    root = os.path.realpath(out)
+    removed = []
+    for name, sha in sorted(previous.items()):
+        path = out / name
+        if name in keep or path.is_symlink() or not path.is_file():
+            continue
+        if not os.path.realpath(path).startswith(root + os.sep) or sha256_file(path) != sha:
+            continue
+        path.unlink()
+        removed.append(name)
     return removed

@@ -42,6 +42,7 @@ from rmod.audio import (
     AUDIO_EXTENSIONS,
     AudioFileError,
     atomic_write_text,
+    audio_info,
     native_channels,
     peak_db,
     read_audio,
@@ -51,6 +52,8 @@ from rmod.audio import (
 FORMAT_NAME = "rmod-library"
 FORMAT_VERSION = 1
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+#: Most samples (frames x channels) ``index_library`` decodes from one file (1 GiB as float32).
+MAX_DECODED_SAMPLES = 2**28
 
 
 class LibraryError(Exception):
@@ -367,11 +370,25 @@ class IndexReport:
     fingerprint: str = ""
 
 
+def _walk(src: Path, unreadable: list[tuple[str, str]]) -> list[Path]:
+    """Every path under ``src`` (symbolic links to folders not followed); folders that
+    cannot be listed are added to ``unreadable`` with the reason instead of skipped."""
+
+    def report(exc: OSError) -> None:
+        unreadable.append((str(exc.filename), f"cannot read folder ({exc.strerror or exc})"))
+
+    paths: list[Path] = []
+    for folder, dirs, files in os.walk(src, onerror=report):
+        paths += [Path(folder, name) for name in dirs + files]
+    return paths
+
+
 def _scan(src: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-    """Audio files under ``src`` with their class, and audio files outside class folders."""
+    """Audio files under ``src`` with their class, and audio files outside class folders
+    (and folders that cannot be read)."""
     found: list[tuple[Path, str]] = []
     outside: list[tuple[str, str]] = []
-    for p in sorted(src.rglob("*"), key=lambda q: q.relative_to(src).as_posix()):
+    for p in sorted(_walk(src, outside), key=lambda q: q.relative_to(src).as_posix()):
         if not p.is_file() or p.suffix.lower() not in AUDIO_EXTENSIONS:
             continue
         top = p.relative_to(src).parts[0]
@@ -383,10 +400,21 @@ def _scan(src: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
 
 
 def check_audio(path: Path, cls: str, limits: IndexLimits) -> tuple[np.ndarray, int]:
-    """Decode ``path`` and apply the limits of class ``cls``; ``AudioFileError`` if refused."""
+    """Decode ``path`` and apply the limits of class ``cls``; ``AudioFileError`` if refused.
+
+    The length and size are checked from the header first, so a huge file is refused
+    without being decoded (decoding is what costs memory).
+    """
+    frames, rate, channels = audio_info(path)
+    lo, hi = limits.durations[cls]
+    if rate > 0 and frames / rate > hi:
+        raise AudioFileError(path, f"too long for {cls}: {frames / rate:.3f} s > {hi} s")
+    if frames * channels > MAX_DECODED_SAMPLES:
+        raise AudioFileError(
+            path, f"{frames * channels} samples; at most {MAX_DECODED_SAMPLES} are decoded"
+        )
     audio, sr = read_audio(path)
     duration = audio.shape[1] / sr
-    lo, hi = limits.durations[cls]
     if duration < lo:
         raise AudioFileError(path, f"too short for {cls}: {duration:.3f} s < {lo} s")
     if duration > hi:
@@ -395,6 +423,23 @@ def check_audio(path: Path, cls: str, limits: IndexLimits) -> tuple[np.ndarray, 
     if level < limits.silence_db:
         raise AudioFileError(path, f"silent: peak {level:.1f} dBFS < {limits.silence_db} dBFS")
     return audio, sr
+
+
+def check_output_file(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output path that cannot become a file: ``OSError``
+    naming it when it exists and is not a regular file, or when its folder cannot be
+    created or written (a temporary file is made there and removed)."""
+    import tempfile
+
+    path = Path(path)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise IsADirectoryError(f"{path}: exists and is not a file; name the manifest to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise OSError(f"{path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def index_library(
@@ -420,6 +465,7 @@ def index_library(
     src = Path(src_dir).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
+    check_output_file(out_path)
     found, refused = _scan(src)
     entries: list[LibraryEntry] = []
     first_by_hash: dict[str, str] = {}

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +40,58 @@ IDENTITY_FIELDS = (
 )
 
 
+#: Every example id: ``{split}-{index:08d}`` (see ``manifests/README.md``).
+ID_PATTERN = re.compile(r"(train|valid|test)-[0-9]{8}")
+#: Examples per split that ids can name (8 index digits).
+MAX_PER_SPLIT = 10**8
+#: File roles of a row and their name suffixes: ``{id}.{role}.{ext}`` (``ext`` for audio).
+AUDIO_ROLES = ("mixture", "kick", "snare", "hihat")
+
+
+def check_example_id(value: object) -> str:
+    """``value`` when it is a documented example id; ``ValueError`` naming it otherwise."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise ValueError(f"id {value!r} is not an example id (expected e.g. train-00000042)")
+    return value
+
+
+def expected_files(
+    example_id: str, index: int, shard_size: int, audio_format: str
+) -> dict[str, str]:
+    """Role -> path (relative to ``DIR``) that ``rmod-build`` gives the files of an example:
+    ``{split}/{index // shard_size:06d}/{id}.{role}.{fmt}`` and ``{id}.pattern.mid``.
+
+    File names are tied to ids: a row whose paths differ points at another row's files.
+    """
+    split = example_id.split("-", 1)[0]
+    folder = f"{split}/{index // shard_size:06d}"
+    out = {role: f"{folder}/{example_id}.{role}.{audio_format}" for role in AUDIO_ROLES}
+    out["midi"] = f"{folder}/{example_id}.pattern.mid"
+    return out
+
+
+_ROW_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "split": str, "index": int, "seed": int, "mixture": str, "oneshots": dict,
+    "sample_rate": int, "channels": int, "duration": (int, float), "frames": dict,
+    "checksums": dict, "sources": dict, "params": dict, "loudness": dict,
+    "midi": (str, type(None)), "sizes": (dict, type(None)),
+}  # fmt: skip
+
+
+def _check_row_types(data: dict[str, Any]) -> None:
+    """``ValueError`` naming the first key of a row whose value has the wrong type."""
+    for key, types in _ROW_TYPES.items():
+        value = data.get(key)
+        if key in data and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ValueError(f"manifest row: {key} has type {type(value).__name__}")
+    for key, item in (("oneshots", str), ("frames", int), ("checksums", str), ("sizes", int)):
+        if not all(isinstance(v, item) for v in (data.get(key) or {}).values()):
+            raise ValueError(f"manifest row: {key} holds a value that is not {item.__name__}")
+    if not all(isinstance(v, list) for v in data["sources"].values()):
+        raise ValueError("manifest row: sources holds a value that is not a list")
+    check_example_id(data["id"])
+
+
 class ManifestError(Exception):
     """A manifest or ``build.json`` that cannot be read; the message names the file and line."""
 
@@ -60,6 +113,8 @@ class ManifestRow:
     levels in dBFS (``None`` for digital silence). ``channels`` is the mixture's;
     ``file_channels`` gives each audio role's channels (a one-shot is mono when both of its
     layered sources are; rows written before it existed have every file at ``channels``).
+    ``sizes`` (role -> bytes of each file) serves the cheap per-shard check on resume; rows
+    of older builds have none (``None``, left out of :meth:`to_dict`).
     """
 
     id: str
@@ -77,6 +132,7 @@ class ManifestRow:
     params: dict[str, Any]
     loudness: dict[str, float | None] = field(default_factory=dict)
     midi: str | None = None
+    sizes: dict[str, int] | None = None
     file_channels: dict[str, int] = field(default_factory=dict)
 
     def files(self) -> dict[str, str]:
@@ -91,19 +147,23 @@ class ManifestRow:
         return {sid for ids in self.sources.values() for sid in ids}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict, keys in declaration order."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Plain JSON-ready dict, keys in declaration order (``sizes`` only when known)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if out["sizes"] is None:
+            del out["sizes"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing/unknown keys."""
         names = {f.name for f in fields(cls)}
-        optional = ("loudness", "midi", "file_channels")
+        optional = ("loudness", "midi", "sizes", "file_channels")
         required = {f.name for f in fields(cls) if f.name not in optional}
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - names)
         if missing or unknown:
             raise ValueError(f"manifest row: missing keys {missing}, unknown keys {unknown}")
+        _check_row_types(data)
         return cls(**{k: data[k] for k in names if k in data})
 
     def to_json(self) -> str:
@@ -203,10 +263,23 @@ class BuildInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildInfo:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing keys."""
+        if not isinstance(data, dict):
+            raise ValueError("build.json: not a JSON object")
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data and n != "format"]
         if missing:
             raise ValueError(f"build.json: missing keys {missing}")
+        counts = data["counts"]
+        if not isinstance(counts, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()
+        ):
+            raise ValueError("build.json: counts must map splits to non-negative integers")
+        for key in ("shard_size", "sample_rate", "channels", "seed"):
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (key != "seed"):
+                raise ValueError(f"build.json: {key} must be a positive integer, got {value!r}")
+        if data["audio_format"] not in ("wav", "flac") or not isinstance(data["recipe"], dict):
+            raise ValueError("build.json: audio_format must be wav or flac, recipe an object")
         return cls(**{k: data[k] for k in names if k in data})
 
     def differences(self, other: BuildInfo) -> list[str]:

@@ -11,16 +11,23 @@ Commit protocol (what makes a build resumable after a kill at any moment):
 2. the folder is renamed to ``DIR/{split}/{number:06d}/`` (one atomic rename);
 3. the manifest part is written atomically (temporary file + rename).
 
-The part is the commit record: a shard is *complete* exactly when its part exists and
-its folder exists. Anything else found at start-up (temporary folders, a folder
-without its part, a part without its folder, half-written temporary files) is debris
-of an interrupted run and is removed before work resumes, so finished shards are never
-redone and unfinished ones are redone from scratch.
+The part is the commit record: a shard is *complete* exactly when its part exists, its
+folder exists and the folder holds every file the part lists, at the recorded sizes (a
+cheap check: one listing and one ``stat`` per file, no decoding). A folder whose part is
+gone but whose rows the final manifest ``DIR/manifests/{split}.jsonl`` still holds gets
+its part back from those lines (:func:`restore_parts`), so deleting ``manifests/parts/``
+never costs finished work. Anything else found at start-up (temporary folders, a folder
+without its part, a part without its folder, a damaged shard, half-written temporary
+files) is debris of an interrupted run and is removed before work resumes, so finished
+shards are never redone and unfinished ones are redone from scratch.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
@@ -28,10 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmod import SPLITS
-from rmod.audio import atomic_writer
-from rmod.manifest import MANIFEST_DIR, PARTS_DIR, ManifestRow, write_manifest
+from rmod.audio import atomic_write_bytes, atomic_writer
+from rmod.manifest import (
+    MANIFEST_DIR,
+    PARTS_DIR,
+    ManifestError,
+    ManifestRow,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
 
 TMP_PREFIX = ".tmp-"
+#: Lock file of a dataset folder (see :func:`rmod.build.build_lock`).
+LOCK_NAME = ".rmod-build.lock"
 
 
 @dataclass(frozen=True)
@@ -117,11 +134,92 @@ def commit_shard(
     write_manifest(part_path(root, shard), rows)
 
 
+def shard_damage(root: str | os.PathLike, shard: Shard) -> str | None:
+    """Why a committed shard cannot be trusted, or ``None`` when it is whole.
+
+    Cheap: reads the shard's part, lists its folder and ``stat`` s each file; the folder
+    must hold every file the rows name, at the size the rows record (rows of older builds
+    record no sizes: then presence only).
+    """
+    rel_folder = f"{shard.split}/{shard.number:06d}"
+    try:
+        rows = read_manifest(part_path(root, shard))
+    except (ManifestError, OSError) as exc:
+        return f"its manifest part cannot be read ({exc})"
+    if [r.index for r in rows] != list(shard.indices()):
+        return "its manifest part does not list the shard's examples"
+    try:
+        present = {e.name: e for e in os.scandir(shard_dir(root, shard))}
+    except OSError as exc:
+        return f"its folder cannot be listed ({exc.strerror or exc})"
+    for row in rows:
+        for role, rel in row.files().items():
+            name = posixpath.basename(rel)
+            if posixpath.dirname(rel) != rel_folder:
+                return f"{row.id}: {rel} is not inside the shard folder"
+            if name not in present:
+                return f"{name} is missing"
+            size = (row.sizes or {}).get(role)
+            actual = present[name].stat(follow_symlinks=False).st_size
+            if size is not None and actual != size:
+                return f"{name} is {actual} bytes, its manifest part says {size}"
+    return None
+
+
+def _open_lines(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+
+
+def restore_parts(root: str | os.PathLike, shards: Sequence[Shard]) -> list[str]:
+    """Rebuild the missing part of every shard folder from the final manifest's lines.
+
+    A shard folder without its part is finished work whose part was deleted when the
+    final manifest of its split still lists its examples: the part is rewritten from
+    those lines (the same bytes: the manifest is the concatenation of the parts). Returns
+    the parts written (relative paths); :func:`clean_incomplete` then checks the folders.
+    """
+    root = Path(root)
+    wanted: dict[str, dict[int, Shard]] = {}
+    for shard in shards:
+        if shard_dir(root, shard).is_dir() and not part_path(root, shard).is_file():
+            for index in shard.indices():
+                wanted.setdefault(shard.split, {})[index] = shard
+    restored = []
+    for split, by_index in wanted.items():
+        lines = _manifest_lines(manifest_path(root, split), by_index)
+        for shard in sorted(set(by_index.values()), key=lambda s: s.number):
+            got = [lines.get(i) for i in shard.indices()]
+            if all(line is not None for line in got):
+                atomic_write_bytes(part_path(root, shard), b"".join(got))
+                restored.append(str(part_path(root, shard).relative_to(root)))
+    return restored
+
+
+def _manifest_lines(path: Path, by_index: dict[int, Shard]) -> dict[int, bytes]:
+    """Index -> raw line of the rows of ``path`` whose index is in ``by_index`` (nothing
+    when the manifest is absent or unreadable: it vouches for nothing then)."""
+    found: dict[int, bytes] = {}
+    if not path.is_file():
+        return found
+    try:
+        with _open_lines(path) as fh:
+            for raw in fh:
+                row = json.loads(raw)
+                index = row.get("index") if isinstance(row, dict) else None
+                if isinstance(index, int) and index in by_index and index not in found:
+                    found[index] = raw if raw.endswith(b"\n") else raw + b"\n"
+    except (OSError, EOFError, ValueError):
+        return {}
+    return found
+
+
 def clean_incomplete(root: str | os.PathLike, shards: Iterable[Shard]) -> list[str]:
-    """Remove the debris of interrupted runs; return what was removed (relative paths).
+    """Remove the debris of interrupted runs; return what was removed (relative paths,
+    with the reason for a damaged shard).
 
     Removes temporary shard folders, final folders without a part, parts without a
-    folder, and half-written temporary files in the manifests folders.
+    folder, shards that fail :func:`shard_damage` (part and folder, so they are redone)
+    and half-written temporary files in the manifests folders.
     """
     root = Path(root)
     removed: list[str] = []
@@ -144,6 +242,10 @@ def clean_incomplete(root: str | os.PathLike, shards: Iterable[Shard]) -> list[s
         elif folder.is_dir() and not part.is_file():
             shutil.rmtree(folder)
             removed.append(str(folder.relative_to(root)))
+        elif folder.is_dir() and (why := shard_damage(root, shard)) is not None:
+            part.unlink()
+            shutil.rmtree(folder)
+            removed.append(f"{folder.relative_to(root)} ({why}; redone)")
     return removed
 
 

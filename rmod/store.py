@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -125,13 +126,15 @@ class SampleStore:
         return self.folder / e.sha256[:2] / f"{e.sha256}-{self.sample_rate}-{channels}{pitch}.f32"
 
     def _check_source(self, entry_id: str) -> None:
-        """The library file must still be there at its indexed size (one ``stat``)."""
+        """The library file must still be there at its indexed size (one ``stat``; what is
+        not a regular file is left to the decoder, as without a store)."""
         e = self.library.entry(entry_id)
         try:
-            size = os.stat(e.path).st_size
+            st = os.stat(e.path)
         except OSError as exc:
             raise AudioFileError(e.path, f"cannot read ({exc.strerror or exc})") from None
-        if e.size_bytes and size != e.size_bytes:
+        size = st.st_size
+        if e.size_bytes and stat.S_ISREG(st.st_mode) and size != e.size_bytes:
             raise AudioFileError(
                 e.path,
                 f"file changed since indexing ({size} bytes, the manifest says "

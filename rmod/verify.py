@@ -8,12 +8,19 @@ Checks, each reported as a :class:`Problem` naming the file or row:
 * every file a row points to exists, decodes, is 16-bit PCM with the dataset's sample
   rate and channel count, has the length the row records (the mixture also the
   recipe's duration), and its bytes match the recorded SHA-256;
+* ids match ``{split}-{index:08d}`` and every path is the one ``rmod-build`` gives that
+  row's file (so swapped paths are caught), inside the folder once resolved, with no
+  symbolic link on the way;
 * splits are source-disjoint: no library id is used by two splits;
-* the split folders hold nothing else (no stray files, no temporary shard folders).
+* the split folders hold nothing else (no stray files, no temporary or empty shard
+  folders), ``manifests/`` nothing but the split manifests and the parts of this build's
+  shards; unreadable files and folders are reported as such.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import posixpath
 from collections import Counter, defaultdict, deque
@@ -28,9 +35,13 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.audio import sha256_file
 from rmod.manifest import (
+    MANIFEST_DIR,
+    PARTS_DIR,
     BuildInfo,
     ManifestError,
     ManifestRow,
+    check_example_id,
+    expected_files,
     iter_manifest,
     manifest_path,
     read_build_info,
@@ -81,9 +92,13 @@ def check_file(
         return ["file is missing"]
     problems = []
     try:
-        info = sf.info(str(path))
-        # Decode the whole file: a truncated file can have a valid header.
-        data, _ = sf.read(str(path), dtype="int16", always_2d=True)
+        with open(path, "rb") as fh:  # an unreadable file is named as such, not "System error"
+            info = sf.info(fh)
+            fh.seek(0)
+            # Decode the whole file: a truncated file can have a valid header.
+            data, _ = sf.read(fh, dtype="int16", always_2d=True)
+    except OSError as exc:
+        return [f"cannot read ({exc.strerror or exc})"]
     except Exception as exc:  # soundfile raises several types for bad input
         return [f"does not decode ({type(exc).__name__}: {exc})"]
     if info.subtype != PCM16:
@@ -99,27 +114,71 @@ def check_file(
     return problems
 
 
-def _inside(root: Path, rel: str) -> bool:
-    return not os.path.isabs(rel) and ".." not in Path(rel).parts
+def path_problem(root: Path, rel: str, expected: str | None) -> str | None:
+    """Why ``rel`` is not a file path a row may hold (``None`` when it is fine).
+
+    The path must be the one ``rmod-build`` gives this row's file (names are tied to ids,
+    so swapped paths are caught), stay inside ``root`` lexically and once resolved, and
+    pass through no symbolic link (a shard folder or file replaced by a link to a copy
+    elsewhere is not the dataset).
+    """
+    if not isinstance(rel, str) or os.path.isabs(rel) or ".." in rel.split("/"):
+        return "path leaves the dataset folder"
+    if expected is not None and rel != expected:
+        return f"not this row's file name (expected {expected}; paths swapped or edited?)"
+    lexical = os.path.join(os.path.realpath(root), posixpath.normpath(rel))
+    if os.path.realpath(root / rel) != lexical:
+        return "is or passes through a symbolic link (the dataset must hold its own files)"
+    return None
+
+
+def _expected_files(row: ManifestRow, info: BuildInfo) -> dict[str, str] | None:
+    if not isinstance(info.shard_size, int) or info.shard_size < 1:
+        return None
+    if not isinstance(row.index, int) or row.index < 0:
+        return None
+    return expected_files(row.id, row.index, info.shard_size, str(info.audio_format))
+
+
+def check_identity(row: ManifestRow, split: str) -> list[Problem]:
+    """Problems of a row's id, split and index (the id is ``{split}-{index:08d}``)."""
+    try:
+        check_example_id(row.id)
+    except ValueError as exc:
+        return [Problem(split, f"manifest row: {exc}")]
+    out = []
+    if row.split != split:
+        out.append(Problem(row.id, f"row says split {row.split!r} but is in the {split} manifest"))
+    if not isinstance(row.index, int) or row.id != f"{row.split}-{row.index:08d}":
+        out.append(Problem(row.id, f"id does not match split {row.split!r} and index {row.index}"))
+    return out
 
 
 def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list[Problem]:
     """Problems of one row and its files."""
-    out = []
-    if row.split != split:
-        out.append(Problem(row.id, f"row says split {row.split!r} but is in the {split} manifest"))
+    out = check_identity(row, split)
+    if out and out[0].where == split:  # not an id: nothing of the row can be trusted
+        return out
     if row.sample_rate != info.sample_rate:
         out.append(Problem(row.id, f"sample_rate {row.sample_rate}, build has {info.sample_rate}"))
     seconds = info.recipe.get("audio", {}).get("mixture_seconds", row.duration)
     expected_mix = int(round(float(seconds) * info.sample_rate))
+    expected = _expected_files(row, info)
     for role, rel in row.files().items():
-        if not _inside(root, rel):
-            out.append(Problem(rel, f"{row.id}: path leaves the dataset folder"))
+        why = path_problem(root, rel, expected.get(role) if expected else None)
+        if why is not None:
+            out.append(Problem(str(rel), f"{row.id}: {why}"))
             continue
         if role == "midi":
             if not (root / rel).is_file():
                 out.append(Problem(rel, f"{row.id}: file is missing"))
-            elif sha256_file(root / rel) != row.checksums.get(role):
+                continue
+            try:
+                same = sha256_file(root / rel) == row.checksums.get(role)
+            except OSError as exc:
+                out.append(Problem(rel, f"{row.id}: cannot read ({exc.strerror or exc})"))
+                continue
+            if not same:
                 out.append(
                     Problem(rel, f"{row.id}: checksum mismatch (bytes changed since the build)")
                 )
@@ -143,26 +202,108 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
     return out
 
 
+def _list(folder: Path, rel: str, out: list[Problem]) -> list[Path]:
+    """Entries of ``folder`` sorted by name; an unreadable folder is reported, not skipped."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        out.append(Problem(rel, f"cannot list folder ({exc.strerror or exc})"))
+        return []
+
+
 def check_strays(root: Path, referenced: Counter[str]) -> list[Problem]:
     """Files and folders in the split folders that no manifest row accounts for.
 
     ``referenced`` counts, per shard folder, the files rows point to. Memory stays
     proportional to the number of shards, not of files.
     """
-    out = []
+    out: list[Problem] = []
     for split in SPLITS:
         folder = root / split
+        if folder.is_symlink():
+            out.append(Problem(split, "is a symbolic link (the dataset must hold its own files)"))
+            continue
         if not folder.is_dir():
             continue
-        for entry in sorted(folder.iterdir()):
+        for entry in _list(folder, split, out):
             rel = f"{split}/{entry.name}"
-            if not (entry.is_dir() and entry.name.isdigit()):
+            if entry.is_symlink() or not (entry.is_dir() and entry.name.isdigit()):
                 what = "not part of the dataset (debris of an interrupted build?)"
                 out.append(Problem(rel, what))
                 continue
-            extra = sum(1 for _ in entry.iterdir()) - referenced.get(rel, 0)
-            if extra > 0:
+            extra = len(_list(entry, rel, out)) - referenced.get(rel, 0)
+            if referenced.get(rel, 0) == 0 and extra == 0:
+                out.append(Problem(rel, "empty shard folder (no manifest row points to it)"))
+            elif extra > 0:
                 out.append(Problem(rel, f"{extra} file(s) that no manifest row points to"))
+    return out
+
+
+def check_manifest_folder(root: Path, info: BuildInfo) -> list[Problem]:
+    """Strays in ``manifests/``: files other than the split manifests, a ``.jsonl`` that a
+    ``.jsonl.gz`` hides, and parts of shards this build does not have (stale parts)."""
+    out: list[Problem] = []
+    folder = root / MANIFEST_DIR
+    if folder.is_symlink():
+        return [Problem(MANIFEST_DIR, "is a symbolic link (the dataset must hold its own files)")]
+    if not folder.is_dir():
+        return out
+    for entry in _list(folder, MANIFEST_DIR, out):
+        rel = f"{MANIFEST_DIR}/{entry.name}"
+        if entry.name == PARTS_DIR and entry.is_dir() and not entry.is_symlink():
+            continue
+        split = entry.name.split(".", 1)[0]
+        if split not in SPLITS or entry.name not in (f"{split}.jsonl", f"{split}.jsonl.gz"):
+            out.append(Problem(rel, "not part of the dataset (no reader looks at it)"))
+        elif entry.is_symlink() or not entry.is_file():
+            out.append(Problem(rel, "not a regular file (the dataset must hold its own files)"))
+        elif entry.name.endswith(".jsonl") and (folder / f"{entry.name}.gz").exists():
+            out.append(Problem(rel, f"stale: readers use {entry.name}.gz"))
+    parts = folder / PARTS_DIR
+    if not parts.is_dir() or not isinstance(info.shard_size, int) or info.shard_size < 1:
+        return out
+    counts = {s: int(info.counts.get(s, 0)) for s in SPLITS}
+    shards = {f"{s}-{n:06d}.jsonl" for s in SPLITS for n in range(-(-counts[s] // info.shard_size))}
+    for entry in _list(parts, f"{MANIFEST_DIR}/{PARTS_DIR}", out):
+        if entry.name not in shards:
+            what = "stale manifest part (this build has no such shard)"
+            out.append(Problem(f"{MANIFEST_DIR}/{PARTS_DIR}/{entry.name}", what))
+    return out
+
+
+def _stream_sha256(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_parts_agree(root: Path, info: BuildInfo) -> list[Problem]:
+    """A split whose parts are all there must be exactly its final manifest: a rerun of
+    ``rmod-build`` rewrites the manifest from the parts, so stale parts would replace it."""
+    parts = root / MANIFEST_DIR / PARTS_DIR
+    if not parts.is_dir() or not isinstance(info.shard_size, int) or info.shard_size < 1:
+        return []
+    out = []
+    for split in SPLITS:
+        n_shards = -(-int(info.counts.get(split, 0)) // info.shard_size)
+        files = [parts / f"{split}-{k:06d}.jsonl" for k in range(n_shards)]
+        manifest = manifest_path(root, split)
+        if not manifest.is_file() or not all(f.is_file() for f in files):
+            continue
+        try:
+            same = _stream_sha256(files) == _stream_sha256([manifest])
+        except (OSError, EOFError) as exc:
+            out.append(Problem(f"{MANIFEST_DIR}/{PARTS_DIR}", f"cannot compare ({exc})"))
+            continue
+        if not same:
+            what = (
+                f"the {split} parts differ from {manifest.relative_to(root)} (stale parts: a "
+                "rerun of rmod-build would rewrite the manifest from them)"
+            )
+            out.append(Problem(f"{MANIFEST_DIR}/{PARTS_DIR}", what))
     return out
 
 
@@ -223,7 +364,8 @@ def verify_dataset(
                         used_by[sid].add(split)
                     report.files += len(row.files())
                     for rel in row.files().values():
-                        referenced[posixpath.dirname(rel)] += 1
+                        if isinstance(rel, str):
+                            referenced[posixpath.dirname(rel)] += 1
                     if pool is None:
                         report.problems += before + check_row(root, row, info, split)
                         bar.update(1)
@@ -246,6 +388,8 @@ def verify_dataset(
             pool.shutdown(cancel_futures=True)
         bar.close()
     report.problems += check_strays(root, referenced)
+    report.problems += check_manifest_folder(root, info)
+    report.problems += check_parts_agree(root, info)
     for sid, splits in sorted(used_by.items()):
         if len(splits) > 1:
             names = ", ".join(s for s in SPLITS if s in splits)

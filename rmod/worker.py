@@ -16,10 +16,12 @@ filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import multiprocessing
 import os
 import resource
 import shutil
@@ -37,7 +39,7 @@ from threadpoolctl import threadpool_limits
 from rmod import DRUMS
 from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
 from rmod.manifest import ManifestRow
-from rmod.shards import Shard, commit_shard, make_temp_dir
+from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
 
 #: The modules whose code decides the bytes of a build, given its recipe, library content
 #: and seed: :func:`engine_fingerprint` hashes exactly these. A test renders an example
@@ -55,6 +57,7 @@ NOT_RENDERING_MODULES = {
     "rmod.builtin.phrases": "as rmod.builtin",
     "rmod.builtin.sf2": "as rmod.builtin",
     "rmod.builtin.synth": "as rmod.builtin",
+    "rmod.preflight": "checks a build's numbers and library before any work",
     "rmod.shards": "where a shard's files go and how it commits, not what they hold",
 }
 RENDERING_PACKAGES = (
@@ -104,6 +107,71 @@ class ShardTask:
     seed: int
     audio_format: str
     engine_fingerprint: str
+    lease: str | None = None
+
+
+def check_lease(task: ShardTask) -> None:
+    """Raise :class:`ShardError` unless the build that sent ``task`` still runs.
+
+    The build holds an exclusive ``flock`` on ``DIR/.rmod-build.lock`` and wrote its
+    lease token into it (:func:`rmod.build.build_lock`). A worker that outlives the build
+    (SIGKILL of the parent leaves loky workers and queued tasks behind) finds the lock
+    free or another build's token there, and stops without committing. On a filesystem
+    without ``flock`` the token alone decides. ``lease=None`` (a task made by hand) skips
+    the check.
+    """
+    if task.lease is None:
+        return
+    path = Path(task.root) / LOCK_NAME
+    try:
+        with open(path, "rb") as fh:
+            token = fh.read()
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                locked = True
+            except OSError:  # no flock here: rely on the token
+                locked = True
+            else:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                locked = False
+    except OSError as exc:
+        raise ShardError(task.shard.name, f"cannot read the build's lock ({exc})") from None
+    if not locked or token != task.lease.encode():
+        raise ShardError(
+            task.shard.name,
+            "the rmod-build that started this shard is gone (its lock was released or taken "
+            "over); nothing was committed",
+        )
+
+
+_WATCHED_PARENT: list[int] = []
+PARENT_POLL_SECONDS = 0.2
+
+
+def die_with_build(task: ShardTask) -> None:
+    """In a loky worker that the build process started, watch the parent: a daemon thread
+    ends this process as soon as the build process is gone (its parent pid changes), so
+    no worker lives on after a SIGKILL of ``rmod-build``. Polling the parent pid (not
+    ``PR_SET_PDEATHSIG``, which fires when the *thread* that spawned the worker ends)
+    keeps reused workers alive across builds of one long-lived process. Other workers
+    (dask, the build's own process) are left alone; :func:`check_lease` still keeps them
+    from committing."""
+    if task.lease is None or _WATCHED_PARENT:
+        return
+    if not multiprocessing.current_process().name.startswith("LokyProcess"):
+        return
+    parent = int(task.lease.split(":")[-2])
+    if os.getppid() != parent:
+        return
+    _WATCHED_PARENT.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rmod-parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -219,11 +287,12 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
     sr = int(task.recipe.audio.sample_rate)
     rel_dir = f"{split}/{shard.number:06d}"
     audio = {"mixture": rendered.mixture, **{c: rendered.oneshots[c] for c in DRUMS}}
-    paths, frames, checksums, loudness, channels = {}, {}, {}, {}, {}
+    paths, frames, checksums, loudness, channels, sizes = {}, {}, {}, {}, {}, {}
     for role, data in audio.items():
         name = f"{eid}.{role}.{fmt}"
         encoded, checksums[role] = encode_audio_file(data, sr, fmt)
         _write(out_dir / name, encoded)
+        sizes[role] = len(encoded)
         paths[role] = f"{rel_dir}/{name}"
         frames[role] = int(data.shape[-1])
         channels[role] = int(data.shape[0])
@@ -233,6 +302,7 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
     midi_data = midi_bytes(rendered.midi)
     _write(out_dir / midi_name, midi_data)
     checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
+    sizes["midi"] = len(midi_data)
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
     return ManifestRow(
         id=eid,
@@ -250,6 +320,7 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
         params=params.to_dict(),
         loudness=loudness,
         midi=f"{rel_dir}/{midi_name}",
+        sizes=sizes,
         file_channels=channels,
     )
 
@@ -282,6 +353,8 @@ def render_shard(task: ShardTask) -> ShardResult:
             f"(engine {engine_fingerprint()[:12]}, the build has {task.engine_fingerprint[:12]}); "
             "install the same version everywhere",
         )
+    die_with_build(task)
+    check_lease(task)
     try:
         store = worker_store(task)
     except Exception as exc:
@@ -297,6 +370,7 @@ def render_shard(task: ShardTask) -> ShardResult:
     limits = threadpool_limits(limits=1)
     try:
         for index in task.shard.indices():
+            check_lease(task)  # an orphaned worker stops within one example
             try:
                 rows.append(build_example(task, store, index, tmp))
             except AudioFileError as exc:
@@ -305,6 +379,7 @@ def render_shard(task: ShardTask) -> ShardResult:
                 raise ShardError(task.shard.name, str(exc)) from None
             except Exception as exc:
                 raise ExampleError(_eid(task, index), _text(exc)) from None
+        check_lease(task)
         try:
             sync_folder(tmp)
             commit_shard(task.root, task.shard, tmp, rows)

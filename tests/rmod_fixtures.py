@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -30,3 +33,17 @@ def write_tiny_recipe(
     path = folder / f"{base}-tiny.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return str(path)
+
+
+@contextlib.contextmanager
+def unprivileged(uid: int = 65534) -> Iterator[None]:
+    """Run the block with another effective user id when the tests run as root (root reads
+    any file, so permission checks would pass); a plain block otherwise."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)

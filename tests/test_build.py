@@ -44,12 +44,12 @@ def fake_row(split: str, index: int, rel_dir: str = "x") -> ManifestRow:
     """A syntactically complete row (no audio behind it) for format tests."""
     roles = ("mixture", "kick", "snare", "hihat")
     return ManifestRow(
-        id=f"{split}-{index:07d}",
+        id=f"{split}-{index:08d}",
         split=split,
         index=index,
         seed=3,
-        mixture=f"{rel_dir}/{split}-{index:07d}.mixture.wav",
-        oneshots={c: f"{rel_dir}/{split}-{index:07d}.{c}.wav" for c in roles[1:]},
+        mixture=f"{rel_dir}/{split}-{index:08d}.mixture.wav",
+        oneshots={c: f"{rel_dir}/{split}-{index:08d}.{c}.wav" for c in roles[1:]},
         sample_rate=44100,
         channels=2,
         duration=4.0,
@@ -230,10 +230,17 @@ def test_plan_shards_covers_every_index_once():
         plan_shards(counts, 0)
 
 
-def _commit(root: Path, shard: Shard) -> None:
+def _commit(root: Path, shard: Shard) -> list[ManifestRow]:
+    """Commit a shard of fake rows, each file the rows name holding a few bytes."""
     tmp = make_temp_dir(root, shard)
     (tmp / "a.bin").write_bytes(shard.name.encode())
-    commit_shard(root, shard, tmp, [fake_row(shard.split, i) for i in shard.indices()])
+    rel_dir = f"{shard.split}/{shard.number:06d}"
+    rows = [fake_row(shard.split, i, rel_dir) for i in shard.indices()]
+    for row in rows:
+        for rel in row.files().values():
+            (tmp / Path(rel).name).write_bytes(rel.encode())
+    commit_shard(root, shard, tmp, rows)
+    return rows
 
 
 def test_commit_clean_and_concatenate(tmp_path):
@@ -497,21 +504,61 @@ def test_mismatched_rerun_is_refused_naming_the_difference(reference, build_kwar
         build(BuildOptions(out=out.parent / "other", jobs=1, **build_kwargs))
 
 
+def copy_library(small_library, folder: Path) -> Path:
+    """A private copy of the small library (header root pointed at the copied files, same
+    fingerprint); returns the manifest path."""
+    import shutil
+
+    shutil.copytree(small_library.root, folder / "src")
+    header, *entries = small_library.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = json.dumps(dict(json.loads(header), root=str(folder / "src"))) + "\n"
+    lib_path = folder / "copy.rmodlib.jsonl"
+    lib_path.write_text(header + "".join(entries), encoding="utf-8")
+    return lib_path
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if (
+                d.name.isdigit()
+                and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+            ):
+                out.append(int(d.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 @pytest.mark.parametrize("how", ["SIGKILL to the process group", "SIGTERM to the parent"])
 def test_kill_during_build_then_resume_gives_identical_dataset(
-    how, reference, build_kwargs, tmp_path
+    how, reference, build_kwargs, small_library, tmp_path
 ):
+    """The build is stopped at a known point whatever the machine's speed: a valid-split
+    kick of a library copy is a FIFO nobody writes, so the valid shard blocks forever while
+    the train and test shards finish; the kill lands with exactly 5 of 6 shards committed
+    and the valid shard half-built."""
     from rmod.cli.build import main
+    from rmod.library import Library
 
+    lib_path = copy_library(small_library, tmp_path / "lib")
+    copy = Library.load(lib_path)
+    fifo = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
+    good = fifo.read_bytes()
+    fifo.unlink()
+    os.mkfifo(fifo)
+    kw = dict(build_kwargs, library=str(lib_path))
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(build_kwargs, out, "--jobs", "1")]
+    cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(kw, out, "--jobs", "2")]
     proc = subprocess.Popen(
         cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     parts = out / "manifests" / "parts"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 120
     try:
-        while len(list(parts.glob("*.jsonl"))) < 2:
+        while len(list(parts.glob("*.jsonl"))) < 5 or not list(out.glob("valid/.tmp-*")):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "build made no progress"
             time.sleep(0.02)
@@ -525,29 +572,58 @@ def test_kill_during_build_then_resume_gives_identical_dataset(
         assert proc.returncode == 1, stderr.decode()
         assert "interrupted; rerun the same command to resume" in stderr.decode()
         assert "rmod-build FAILED" in stdout.decode()
-    done = len(list(parts.glob("*.jsonl")))
-    assert 2 <= done < 6, "the kill must land in the middle of the build"
+    assert sorted(p.name for p in parts.glob("*.jsonl")) == sorted(
+        [*(f"train-{i:06d}.jsonl" for i in range(4)), "test-000000.jsonl"]
+    )
     assert not (out / "manifests" / "train.jsonl").exists()
-    assert main(cli_args(build_kwargs, out, "--jobs", "1")) == 0
-    assert tree_bytes(out) == tree_bytes(reference[0])
+    fifo.unlink()
+    fifo.write_bytes(good)
+    assert main(cli_args(kw, out, "--jobs", "1")) == 0
+    mine, ref = tree_bytes(out), tree_bytes(reference[0])
+    mine.pop("build.json"), ref.pop("build.json")  # only the library path differs
+    assert mine == ref
     assert [p.name for p in out.rglob(".*")] == [".rmod-build.lock"]
+
+
+def test_sigkill_of_the_build_leaves_no_worker_committing(build_kwargs, tmp_path):
+    """SIGKILL of the rmod-build process alone (not its group): its loky workers die with it
+    and commit nothing more. A commit already past its last lease check when the parent died
+    may still land (at most one per worker); without the lease the workers would go on and
+    commit every remaining shard."""
+    out = tmp_path / "ds"
+    kw = dict(build_kwargs, n=8, shard_size=2)  # 4 + 1 + 1 shards of up to 2 examples
+    cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(kw, out, "--jobs", "2")]
+    with (tmp_path / "log.txt").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    parts = out / "manifests" / "parts"
+    deadline = time.monotonic() + 120
+    while not list(parts.glob("*.jsonl")):
+        assert proc.poll() is None, (tmp_path / "log.txt").read_text()
+        assert time.monotonic() < deadline, "build made no progress"
+        time.sleep(0.01)
+    workers = child_pids(proc.pid)
+    assert workers
+    os.kill(proc.pid, signal.SIGKILL)
+    at_kill = {p.name for p in parts.glob("*.jsonl")}
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while [w for w in workers if Path(f"/proc/{w}").exists()]:
+        assert time.monotonic() < deadline, "workers outlived the killed build"
+        time.sleep(0.05)
+    after = {p.name for p in parts.glob("*.jsonl")}
+    assert at_kill <= after and len(after - at_kill) <= 2, (at_kill, after)
+    assert len(after) < 6
 
 
 def test_bad_library_file_stops_cleanly_then_resume_finishes(
     reference, build_kwargs, small_library, tmp_path, capsys
 ):
-    import shutil
 
     from rmod.cli.build import main
     from rmod.library import Library
 
-    # a private copy of the library (header root pointed at the copied files)
     lib_dir = tmp_path / "lib"
-    shutil.copytree(small_library.root, lib_dir / "src")
-    header, *entries = small_library.path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = json.dumps(dict(json.loads(header), root=str(lib_dir / "src"))) + "\n"
-    lib_path = lib_dir / "copy.rmodlib.jsonl"
-    lib_path.write_text(header + "".join(entries), encoding="utf-8")
+    lib_path = copy_library(small_library, lib_dir)
     copy = Library.load(lib_path)
     assert str(lib_dir) in copy.entry(copy.ids("kick", "valid")[0]).path
     assert copy.fingerprint == small_library.fingerprint
@@ -635,3 +711,137 @@ def test_cli_reports_bad_inputs_without_traceback(tmp_path, capsys):
     assert main(["--n", "0", "--out", str(out)]) == 2
     assert "--n must be at least 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- resume safety
+
+
+def test_rerun_after_parts_were_deleted_keeps_every_finished_shard(
+    reference, build_kwargs, tmp_path
+):
+    """Deleting manifests/parts/ of a finished build: the rerun rebuilds the parts from the
+    final manifests (same bytes) and renders nothing; nothing is removed."""
+    import shutil
+
+    from rmod.build import BuildOptions, build
+
+    out = Path(shutil.copytree(reference[0], tmp_path / "ds"))
+    shutil.rmtree(out / "manifests" / "parts")
+    summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert summary.ok, summary.error
+    assert (summary.rendered, summary.reused) == (0, 6)
+    assert len(summary.restored) == 6 and summary.cleaned == []
+    assert tree_bytes(out) == tree_bytes(reference[0])
+    # one part deleted and its split's final manifest too: nothing vouches for that folder;
+    # with the parts folder there, it is debris of an interrupted commit and is redone
+    (out / "manifests" / "parts" / "valid-000000.jsonl").unlink()
+    (out / "manifests" / "valid.jsonl").unlink()
+    summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert (summary.rendered, summary.reused, summary.cleaned) == (1, 5, ["valid/000000"])
+    assert tree_bytes(out) == tree_bytes(reference[0])
+
+
+def test_deleted_parts_of_an_unfinished_build_are_refused_not_redone(
+    reference, build_kwargs, tmp_path, capsys
+):
+    """The parts folder deleted while no final manifest lists the shards (a build stopped
+    before its end): the rerun refuses, naming what to do, and deletes nothing."""
+    import shutil
+
+    from rmod.cli.build import main
+
+    out = Path(shutil.copytree(reference[0], tmp_path / "ds"))
+    shutil.rmtree(out / "manifests")
+    before = tree_bytes(out)
+    assert main(cli_args(build_kwargs, out, "--jobs", "1")) == 2
+    err = capsys.readouterr().err
+    assert "manifests/parts is missing and 6 shard folder(s)" in err
+    assert "Restore manifests/parts/, or delete those folders" in err
+    assert tree_bytes(out) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_resume_redoes_a_committed_shard_with_a_missing_or_truncated_file(
+    reference, build_kwargs, tmp_path, damage
+):
+    import shutil
+
+    from rmod.build import BuildOptions, build
+
+    out = Path(shutil.copytree(reference[0], tmp_path / "ds"))
+    row = read_manifest(out / "manifests" / "train.jsonl")[2]
+    victim = out / (row.oneshots["kick"] if damage == "truncate" else row.midi)
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:-100])
+    else:
+        victim.unlink()
+    summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
+    assert summary.ok, summary.error
+    assert (summary.rendered, summary.reused) == (1, 5)
+    (cleaned,) = summary.cleaned
+    assert cleaned.startswith("train/000002 (") and victim.name in cleaned
+    assert ("bytes, its manifest part says" if damage == "truncate" else "missing") in cleaned
+    assert tree_bytes(out) == tree_bytes(reference[0])
+
+
+def test_library_without_a_class_in_a_split_is_refused_before_any_work(
+    build_kwargs, small_library, tmp_path, capsys
+):
+    from rmod.cli.build import main
+
+    lines = small_library.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = json.dumps(dict(json.loads(lines[0]), root=str(small_library.root))) + "\n"
+    kept = [ln for ln in lines[1:] if not ('"cls": "snare"' in ln and '"split": "test"' in ln)]
+    lib = tmp_path / "no-test-snare.rmodlib.jsonl"
+    lib.write_text(header + "".join(kept), encoding="utf-8")
+    out = tmp_path / "ds"
+    assert main(cli_args(dict(build_kwargs, library=str(lib)), out)) == 2
+    err = capsys.readouterr().err
+    assert "no one-shots of snare in test" in err and str(lib) in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_sizes_past_the_format_limits_are_refused_before_planning(build_kwargs, tmp_path, capsys):
+    import yaml
+
+    from rmod.build import BuildOptions, build
+    from rmod.cli.build import main
+
+    out = tmp_path / "ds"
+    assert main(cli_args(dict(build_kwargs, n=10**12), out)) == 2
+    err = capsys.readouterr().err
+    assert "at most 100000000 examples per split" in err and len(err.strip().splitlines()) == 1
+    data = yaml.safe_load(Path(build_kwargs["recipe"]).read_text())
+    data["splits"]["min_per_split"] = 10**9
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="valid would hold 1000000000 examples.*splits"):
+        build(BuildOptions(out=out, **dict(build_kwargs, recipe=str(big))))
+    with pytest.raises(ValueError, match="at most 1000000 per split.*--shard-size"):
+        build(BuildOptions(out=out, **dict(build_kwargs, n=2 * 10**6, shard_size=1)))
+    assert not out.exists()
+
+
+def test_a_worker_commits_only_under_the_lease_of_the_build_that_sent_it(build_kwargs, tmp_path):
+    """The lease: the lock held with the task's token lets a shard commit; a released lock
+    (the build died) or another build's token (a new build took over) stops it first."""
+    import dataclasses
+
+    from rmod.build import BuildOptions, _load, build_lock
+    from rmod.worker import ShardError, ShardTask, check_lease, engine_fingerprint, render_shard
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    recipe, library, library_path = _load(BuildOptions(out=out, **build_kwargs))
+    task = ShardTask(str(out), plan_shards({"train": 1}, 1)[0], recipe, library_path,
+                     library.fingerprint, 11, "wav", engine_fingerprint())  # fmt: skip
+    with build_lock(out) as lease:
+        mine = dataclasses.replace(task, lease=lease)
+        check_lease(mine)  # held, with this token
+        with pytest.raises(ShardError, match="is gone"):
+            check_lease(dataclasses.replace(task, lease=lease + "-other-build"))
+    assert (out / ".rmod-build.lock").read_bytes() == b""  # emptied when the build ends
+    with pytest.raises(ShardError, match="is gone.*nothing was committed"):
+        render_shard(mine)  # the lock was released: the build is gone
+    assert not list(out.glob("train/*")) and not (out / "manifests").exists()

@@ -288,3 +288,100 @@ def test_cli_info(small_library, capsys):
     assert (
         "LIB         library manifest (default: the built-in library)\n" in capsys.readouterr().out
     )
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def test_length_and_size_are_checked_from_the_header_before_decoding(
+    sample_dir, tmp_path, monkeypatch
+):
+    """A file too long for its class (or with too many samples) is refused from its header:
+    it is never decoded, so a huge file costs no memory."""
+    import rmod.library
+
+    src, _ = sample_dir
+    decoded = []
+    real = rmod.library.read_audio
+    monkeypatch.setattr(rmod.library, "read_audio", lambda p: (decoded.append(p), real(p))[1])
+    report = index_library(src, tmp_path / "lib.jsonl")
+    assert (
+        "too long for snare: 10.500 s > 10.0 s" in dict(report.refused)[str(src / "snare/long.wav")]
+    )
+    assert src / "snare/long.wav" not in decoded and src / "kick/a_kick.wav" in decoded
+    monkeypatch.setattr(rmod.library, "MAX_DECODED_SAMPLES", 1000)
+    decoded.clear()
+    report = index_library(src, tmp_path / "lib2.jsonl")
+    assert report.n_indexed == 0  # only the files of under 1000 samples were decoded:
+    assert set(decoded) == {src / "hihat/short.wav", src / "snare/empty.wav"}
+    assert "samples; at most 1000 are decoded" in dict(report.refused)[str(src / "kick/a_kick.wav")]
+
+
+def test_unreadable_files_and_folders_are_reported_with_the_reason(sample_dir, capsys):
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from rmod_fixtures import unprivileged
+
+    src, _ = sample_dir
+    public = Path(tempfile.mkdtemp())  # outside the 0700 pytest folders
+    try:
+        copy = Path(shutil.copytree(src, public / "samples"))
+        for p in [public, *public.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        public.chmod(0o777)  # the manifest is written there
+        (copy / "kick/a_kick.wav").chmod(0)
+        (copy / "bass/groove").chmod(0)
+        with unprivileged():
+            report = index_library(copy, public / "lib.jsonl")
+        refused = dict(report.refused)
+        assert refused[str(copy / "kick/a_kick.wav")] == "cannot read (Permission denied)"
+        assert refused[str(copy / "bass/groove")] == "cannot read folder (Permission denied)"
+        assert not any("System error" in why for why in refused.values())
+    finally:
+        for p in [public, *public.rglob("*")]:
+            os.chmod(p, 0o755) if p.is_dir() else None
+        shutil.rmtree(public)
+
+
+def test_cli_index_output_problems_are_one_line_errors(sample_dir, tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile
+    from pathlib import Path
+
+    from rmod_fixtures import unprivileged
+
+    import rmod.library
+
+    src, _ = sample_dir
+    decoded = []
+    monkeypatch.setattr(rmod.library, "read_audio", lambda p: decoded.append(p))
+    (tmp_path / "a_folder").mkdir()
+    assert library_main(["index", str(src), "--out", str(tmp_path / "a_folder"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "a_folder: exists and is not a file" in err and len(err.strip().splitlines()) == 1
+    public = Path(tempfile.mkdtemp())  # outside the 0700 pytest folders
+    try:
+        copy = Path(shutil.copytree(src, public / "samples"))
+        for p in [public, *public.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)  # others may read, not write
+        out = public / "lib.jsonl"
+        with unprivileged():
+            code = library_main(["index", str(copy), "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and "cannot write there (Permission denied)" in err, err
+    finally:
+        shutil.rmtree(public)
+    assert not decoded, "output problems are found before any file is decoded"
+    monkeypatch.undo()
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(rmod.library, "atomic_write_text", full)
+    out = tmp_path / "lib.jsonl"
+    assert library_main(["index", str(src), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rmod-library: error: {out}: No space left on device\n"
+    assert not out.exists()

@@ -72,17 +72,76 @@ def test_from_example_json_is_byte_identical(first, tmp_path, capsys):
             assert (again / name).read_bytes() == (first / name).read_bytes(), name
 
 
-def test_rerender_into_a_used_folder_leaves_no_stale_file(first, tmp_path):
+def _render(out, recipe_file, small_library, index):
+    argv = ["--seed", "42", "--out", str(out), "--recipe", str(recipe_file), "--no-overview"]
+    return main(argv + ["--library", str(small_library.path), "--index", str(index)])
+
+
+def test_rerender_into_a_used_folder_removes_only_what_the_earlier_render_recorded(
+    first, tmp_path, recipe_file, small_library
+):
+    """Another example into a render folder: the earlier render's files that the new one does
+    not write (stems of instruments that no longer play, overview.png) go; the user's files,
+    even with names a render uses, stay byte for byte."""
+    fresh = tmp_path / "fresh"
+    assert _render(fresh, recipe_file, small_library, 0) == 0
+    old_stems = {n for n in _files(first) if n.startswith("stems/")}
+    assert old_stems - set(_files(fresh)), "the two examples must differ in their stems"
     used = tmp_path / "used"
     shutil.copytree(first, used)
-    stale = ["stems/not_playing.wav", "mixture.flac", "stems/kick.flac"]
-    for name in stale:
-        (used / name).write_bytes(b"from an earlier render")
-    (used / "notes.txt").write_text("mine")
-    assert main(["--from", str(first / "example.json"), "--out", str(used), "--no-overview"]) == 0
-    assert _files(used) == sorted([n for n in _files(first) if n != "overview.png"] + ["notes.txt"])
-    for name in AUDIO:
-        assert (used / name).read_bytes() == (first / name).read_bytes()
+    foreign = {"notes.txt": b"mine", "mixture.flac": b"my mixture", "stems/kick.flac": b"x"}
+    for name, data in foreign.items():
+        (used / name).write_bytes(data)
+    assert _render(used, recipe_file, small_library, 0) == 0
+    assert _files(used) == sorted(_files(fresh) + list(foreign))
+    for name, data in foreign.items():
+        assert (used / name).read_bytes() == data
+    for name in _files(fresh):
+        if name != "example.json":
+            assert (used / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+def test_files_that_are_not_the_earlier_renders_are_never_overwritten_or_deleted(
+    first, tmp_path, recipe_file, small_library, capsys
+):
+    # a non-empty folder that holds no render is refused whole
+    mine = tmp_path / "mine"
+    (mine / "stems").mkdir(parents=True)
+    (mine / "stems" / "kick.wav").write_bytes(b"my kick")
+    assert _render(mine, recipe_file, small_library, 0) == 1
+    assert "holds no earlier render" in capsys.readouterr().err
+    assert _files(mine) == ["stems/kick.wav"]
+    # a render folder where the user replaced a file the render writes
+    used = tmp_path / "used"
+    shutil.copytree(first, used)
+    (used / "kick.wav").write_bytes(b"my own kick")
+    before = {n: (used / n).read_bytes() for n in _files(used)}
+    assert _render(used, recipe_file, small_library, 0) == 1
+    err = capsys.readouterr().err
+    assert "kick.wav: exists and is not a file the earlier render recorded" in err
+    assert {n: (used / n).read_bytes() for n in _files(used)} == before
+    # example.json that lists files outside the folder (with their true hashes): untouched
+    from rmod.audio import sha256_file
+
+    outside = tmp_path / "outside.wav"
+    outside.write_bytes(b"not yours")
+    used2 = tmp_path / "used2"
+    shutil.copytree(first, used2)
+    doc = json.loads((used2 / "example.json").read_text())
+    doc["files"]["../outside.wav"] = sha256_file(outside)
+    doc["files"][str(outside)] = sha256_file(outside)
+    (used2 / "example.json").write_text(json.dumps(doc))
+    assert _render(used2, recipe_file, small_library, 0) == 0
+    assert outside.read_bytes() == b"not yours"
+    # a stems folder that is a link to a folder elsewhere is not written through
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    used3 = tmp_path / "used3"
+    shutil.copytree(first, used3)
+    shutil.rmtree(used3 / "stems")
+    (used3 / "stems").symlink_to(elsewhere, target_is_directory=True)
+    assert _render(used3, recipe_file, small_library, 0) == 1
+    assert "outside" in capsys.readouterr().err and not list(elsewhere.iterdir())
 
 
 @pytest.mark.parametrize("audio_format", ["wav", "flac"])
@@ -140,9 +199,23 @@ def test_errors_exit_nonzero_with_a_clear_message(tmp_path, recipe_file, small_l
             lambda p: p["drums"]["snare"].update(sample_ids=["snare/gone", "snare/gone"]),
             "snare/gone",
         ),
+        (lambda p: p["drums"]["kick"].update(weights=[1e300, 0.2]), "drums.kick.weights"),
+        (lambda p: p["drums"]["kick"].update(weights=[-0.8, 0.2]), "drums.kick.weights"),
+        (
+            lambda p: p["drums"]["kick"].update(sample_ids=p["drums"]["snare"]["sample_ids"]),
+            "is a snare sample, not a kick one",
+        ),
+        (lambda p: p.update(id="../../escape"), "is not an example id"),
+        (lambda p: p.update(index=7), "does not match split"),
+        (
+            lambda p: p["instruments"].update({"../../x": p["instruments"]["piano"]}),
+            "instruments: expected",
+        ),
+        (lambda p: p["instruments"]["piano"].update(start_sample=10**9), "start_sample"),
     ],
-    ids=["grid", "eq", "sample"],
-)
+    ids=["grid", "eq", "sample", "huge-weight", "negative-weight", "snare-as-kick", "id",
+         "index", "track-name", "slice"],
+)  # fmt: skip
 def test_from_a_hand_edited_file_names_what_is_wrong(first, tmp_path, capsys, edit, message):
     doc = json.loads((first / "example.json").read_text())
     edit(doc["params"])
@@ -172,3 +245,25 @@ def test_help_lists_every_option(capsys):
     ):
         assert option in text
     assert "default: 0" in text and "default: train" in text
+
+
+def test_from_a_manifest_with_an_id_that_is_not_an_example_id(
+    first, tmp_path, small_library, capsys
+):
+    doc = json.loads((first / "example.json").read_text())
+    build = tmp_path / "build"
+    (build / "manifests").mkdir(parents=True)
+    info = {"recipe": doc["recipe"], "library_path": str(small_library.path)}
+    (build / "build.json").write_text(json.dumps(info))
+    row = {"id": "../../x", "params": doc["params"]}
+    (build / "manifests" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    argv = ["--from", str(build / "manifests" / "train.jsonl"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--id", "../../x"]) == 1
+    assert "--id: id '../../x' is not an example id" in capsys.readouterr().err
+    row["id"] = "train-00000009"  # a row whose params are another example's
+    (build / "manifests" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    assert main([*argv, "--id", "train-00000009"]) == 1
+    assert "the row's parameters are of train-00000003, not train-00000009" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()

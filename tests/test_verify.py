@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,7 @@ def test_shared_source_between_splits_is_caught(ds):
     train_kick = first_row(ds).sources["kick"][0]
     row["sources"]["kick"][0] = train_kick
     manifest.write_text(json.dumps(row) + "\n")
+    shutil.rmtree(ds / "manifests" / "parts")  # readers do not need them
     assert problems(ds) == [f"{train_kick}: library source used by several splits: train, valid"]
 
 
@@ -196,3 +198,135 @@ def test_an_unexpected_error_in_a_thread_reaches_the_caller(ds, monkeypatch):
     monkeypatch.setattr(rmod.verify, "check_row", boom)
     with pytest.raises(PermissionError, match="cannot read train-00000000"):
         verify_dataset(ds, progress=False, jobs=2)
+
+
+# ----------------------------------------------------------------------------- hostile edits
+
+
+def rewrite_rows(root: Path, split: str, edit) -> None:
+    """Apply ``edit(rows)`` (a list of dicts) to a split's manifest and write it back; the
+    parts go (readers do not need them; kept, they would disagree with the manifest)."""
+    shutil.rmtree(root / "manifests" / "parts", ignore_errors=True)
+    manifest = root / "manifests" / f"{split}.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    edit(rows)
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_swapped_paths_and_checksums_between_rows_are_caught(ds):
+    """Two rows that point at each other's files (with each other's checksums) still hash
+    fine: the file names are tied to the ids, so both rows are reported."""
+
+    def swap(rows):
+        a, b = rows
+        a["mixture"], b["mixture"] = b["mixture"], a["mixture"]
+        a["checksums"]["mixture"], b["checksums"]["mixture"] = (
+            b["checksums"]["mixture"],
+            a["checksums"]["mixture"],
+        )
+
+    rewrite_rows(ds, "train", swap)
+    found = problems(ds)
+    assert len(found) == 2, found
+    for eid, other in (("train-00000000", "train-00000001"), ("train-00000001", "train-00000000")):
+        assert any(
+            p.startswith(f"train/000000/{other}.mixture.wav: {eid}: not this row's file name")
+            for p in found
+        ), found
+
+
+@pytest.mark.parametrize("what", ["file", "shard folder", "split folder"])
+def test_symlinks_to_copies_outside_the_dataset_are_caught(ds, tmp_path, what):
+    row = first_row(ds)
+    if what == "file":
+        target = ds / row.mixture
+    elif what == "shard folder":
+        target = ds / posixpath.dirname(row.mixture)
+    else:
+        target = ds / "train"
+    copy = tmp_path / "elsewhere" / target.name
+    copy.parent.mkdir()
+    shutil.move(str(target), str(copy))  # same bytes, outside DIR
+    target.symlink_to(copy, target_is_directory=copy.is_dir())
+    found = problems(ds)
+    assert found and any("symbolic link" in p for p in found), found
+    assert any(row.id in p or p.startswith("train") for p in found)
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["../../escape", "/abs/train-00000000", "train-0", "train-00000001", "x" * 3]
+)
+def test_ids_must_be_the_documented_pattern(ds, bad_id):
+    def edit(rows):
+        rows[0]["id"] = bad_id
+
+    rewrite_rows(ds, "train", edit)
+    found = problems(ds)
+    assert found, bad_id
+    assert any(repr(bad_id) in p or f"{bad_id}: id does not match" in p for p in found), found
+
+
+def test_rows_with_wrong_types_are_one_problem_naming_the_line(ds):
+    rewrite_rows(ds, "valid", lambda rows: rows[0].update(oneshots={"kick": 3}))
+    assert any(
+        p.startswith("manifests/valid.jsonl: ") and "valid.jsonl:1: manifest row: oneshots" in p
+        for p in problems(ds)
+    )
+
+
+def test_strays_in_manifests_and_empty_shard_folders_are_reported(ds):
+    (ds / "train" / "000007").mkdir()
+    (ds / "manifests" / "junk.jsonl").write_text("{}\n")
+    (ds / "manifests" / "parts" / "train-000042.jsonl").write_text("")
+    (ds / "manifests" / "parts" / "notes.txt").write_text("")
+    part = ds / "manifests" / "parts" / "valid-000000.jsonl"
+    part.write_text(part.read_text().replace('"seed":', '"seed": '))  # same rows, other bytes
+    assert sorted(problems(ds)) == [
+        "manifests/junk.jsonl: not part of the dataset (no reader looks at it)",
+        "manifests/parts/notes.txt: stale manifest part (this build has no such shard)",
+        "manifests/parts/train-000042.jsonl: stale manifest part (this build has no such shard)",
+        "manifests/parts: the valid parts differ from manifests/valid.jsonl (stale parts: a "
+        "rerun of rmod-build would rewrite the manifest from them)",
+        "train/000007: empty shard folder (no manifest row points to it)",
+    ]
+
+
+def test_unreadable_files_and_folders_are_named_as_such(ds, tmp_path):
+    """A file or shard folder the user cannot read is reported with the reason, never as a
+    decoding error or skipped (as root, the check runs with another effective user id)."""
+    import os
+    import tempfile
+
+    from rmod_fixtures import unprivileged
+
+    public = Path(tempfile.mkdtemp())  # outside the 0700 pytest folders
+    try:
+        public.chmod(0o755)
+        root = Path(shutil.copytree(ds, public / "ds"))
+        for p in [root, *root.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        row = first_row(root)
+        (root / row.mixture).chmod(0)
+        test_shard = posixpath.dirname(first_row(root, "test").mixture)
+        (root / test_shard).chmod(0o311)  # can enter, cannot list
+        with unprivileged():
+            found = problems(root)
+        assert f"{row.mixture}: {row.id}: cannot read (Permission denied)" in found, found
+        assert f"{test_shard}: cannot list folder (Permission denied)" in found, found
+        assert not any("System error" in p for p in found)
+    finally:
+        for p in [public, *public.rglob("*")]:
+            os.chmod(p, 0o755) if p.is_dir() else None
+        shutil.rmtree(public)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"counts": [1, 2]}, {"shard_size": 0}, {"audio_format": "../x"}, {"recipe": None}],
+    ids=["counts", "shard_size", "audio_format", "recipe"],
+)
+def test_a_build_json_with_wrong_types_is_one_problem(ds, edit):
+    info = json.loads((ds / "build.json").read_text())
+    (ds / "build.json").write_text(json.dumps({**info, **edit}))
+    (found,) = problems(ds)
+    assert found.startswith(f"{ds}: ") and "build.json" in found, found

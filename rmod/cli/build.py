@@ -118,11 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, LibraryError) as exc:
         print(f"rmod-build: error: {exc}", file=sys.stderr)
         return 2
+    if summary.restored:
+        print(
+            f"rmod-build: rebuilt {len(summary.restored)} deleted manifest part(s) from the "
+            "final manifests",
+            file=sys.stderr,
+        )
     if summary.cleaned:
         print(
             f"rmod-build: removed {len(summary.cleaned)} leftover(s) of an interrupted run",
             file=sys.stderr,
         )
+        for damaged in (c for c in summary.cleaned if c.endswith("; redone)")):
+            print(f"rmod-build: damaged shard {damaged}", file=sys.stderr)
     if summary.error:
         print(f"rmod-build: error: {summary.error}", file=sys.stderr)
         print(

@@ -109,8 +109,9 @@ def _index(args: argparse.Namespace) -> int:
         return 2
     try:
         report = index_library(args.src_dir, args.out, limits=limits, progress=not args.quiet)
-    except FileNotFoundError as exc:
-        print(f"rmod-library: error: {exc}", file=sys.stderr)
+    except OSError as exc:  # no such source, an output that cannot be written, a full disk
+        text = str(exc) if exc.filename is None else f"{exc.filename}: {exc.strerror or exc}"
+        print(f"rmod-library: error: {text}", file=sys.stderr)
         return 2
     for path, reason in report.refused:
         print(f"refused {path}: {reason}")

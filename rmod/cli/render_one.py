@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         required=True,
-        help="output folder, created if needed; files of an earlier render there are "
-        "replaced or removed (required)",
+        help="output folder, created if needed: new, empty, or one holding an earlier render, "
+        "whose recorded files (example.json) are replaced or removed; other files are never "
+        "touched (required)",
     )
     p.add_argument(
         "--from",
@@ -90,24 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     from rmod.library import Library, LibraryError
     from rmod.overview import contribution_db, onset_snr_db, plot_overview
     from rmod.recipe import RecipeError, load_recipe
+    from rmod.render_folder import check_overwrites, claim_folder, planned_files
 
     t0 = time.perf_counter()
     try:
         if args.from_file:
-            src = load_example_source(args.from_file, args.id)
+            src = load_example_source(args.from_file, _example_id(args.id))
             recipe = load_recipe(args.recipe) if args.recipe or src.recipe is None else src.recipe
             lib_path = args.library if args.library else src.library_path
             library = Library.load(lib_path)
             params = src.params
             fmt = src.audio_format
-            from rmod.stats import params_outside_recipe
-
-            wrong = params_outside_recipe(params.to_dict(), recipe.to_dict())
-            if wrong:
-                raise ExampleError(
-                    f"{args.from_file}: {params.id}: parameters the recipe cannot draw:\n  "
-                    + "\n  ".join(wrong)
-                )
+            _check_params(args, params, recipe, library)
         else:
             recipe = load_recipe(args.recipe)
             lib_path = args.library
@@ -115,11 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             params = draw_example(recipe, library, args.seed, args.split, args.index)
             fmt = None
         lib_path = str(Path(lib_path).resolve()) if lib_path else None
+        out = Path(args.out)
+        previous = claim_folder(out)  # before the work: a folder that is not ours is refused
         t1 = time.perf_counter()
         rendered = render_example(params, recipe, library)
         t_render = time.perf_counter() - t1
-        out = Path(args.out)
-        files = save_example(out, params, recipe, rendered, lib_path, library.fingerprint, fmt)
+        fmt = fmt or recipe.audio.format
+        check_overwrites(out, previous, planned_files(rendered, fmt))
+        files = save_example(
+            out, params, recipe, rendered, lib_path, library.fingerprint, fmt, previous
+        )
         if not args.no_overview:
             plot_overview(out / "overview.png", params, rendered)
         elif (out / "overview.png").is_file():  # it would show another example
@@ -146,6 +146,37 @@ def main(argv: list[str] | None = None) -> int:
         f"(render {t_render:.2f} s)"
     )
     return 0
+
+
+def _example_id(value: str | None) -> str | None:
+    """``--id`` when it is an example id; :class:`rmod.example.ExampleError` otherwise."""
+    from rmod.example import ExampleError
+    from rmod.manifest import check_example_id
+
+    if value is None:
+        return None
+    try:
+        return check_example_id(value)
+    except ValueError as exc:
+        raise ExampleError(f"--id: {exc}") from None
+
+
+def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
+    """Refuse drawn parameters (read with ``--from``) that the recipe and the library could
+    not have produced, naming each field (:class:`rmod.example.ExampleError`)."""
+    from rmod.example import ExampleError
+    from rmod.render_folder import params_problems
+    from rmod.stats import params_outside_recipe
+
+    wrong = params_problems(params, recipe, library)
+    wrong += params_outside_recipe(params.to_dict(), recipe.to_dict())
+    if args.id is not None and params.id != args.id:
+        wrong.insert(0, f"id: the row's parameters are of {params.id}, not {args.id}")
+    if wrong:
+        raise ExampleError(
+            f"{args.from_file}: {params.id}: parameters the recipe or library cannot give:\n  "
+            + "\n  ".join(wrong)
+        )
 
 
 if __name__ == "__main__":
