@@ -250,8 +250,8 @@ class Extractor:
             )
 
         drums = list(self.models)
-        for drum in drums:  # build (and on CUDA capture) in this thread, in drum order
-            self._decoder(drum)
+        for drum in drums:  # build and capture (CUDA) here, in drum order, one at a time
+            self._decoder(drum).prepare(sampling.strategy)
         if not self.concurrent or len(drums) < 2:
             return {drum: run(drum) for drum in drums}
         with ThreadPoolExecutor(len(drums), thread_name_prefix="dose-drum") as pool:

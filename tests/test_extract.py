@@ -323,3 +323,28 @@ def test_concurrent_drums_give_the_sequential_bytes(files, tmp_path):
     snares = [shot.audio.tobytes() for shot in sequential[0]["snare"]]
     assert kicks != snares  # the drums really are different models
     assert Extractor(codec, models).concurrent is False  # default on the CPU: one after another
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_concurrent_drums_equal_sequential(files, tmp_path):
+    """On CUDA (graphs captured first, then a stream per drum) the drums generated at the
+    same time give the tokens and scores of one after another."""
+    root, codec_path, _ = files
+    codec = DacCodec.load(codec_path, device="cuda")
+    models = {}
+    for seed, drum in enumerate(("kick", "snare", "hihat")):
+        path = write_tiny_dose_checkpoint(tmp_path / f"{drum}.ckpt", TARGET_ROWS, seed=seed + 1)
+        models[drum] = load_any_model(path, device="cuda")
+    mixtures = np.stack([clicks(4, SR, 0.2 + 0.1 * i) for i in range(3)])
+    sampling = Sampling("top-p", candidates=2, seed=5)
+    runs = []
+    for concurrent in (False, True, True):
+        extractor = Extractor(codec, models, "bf16", batch_size=4, concurrent=concurrent)
+        runs.append(extractor.clips(mixtures, ["a", "b", "c"], sampling))
+    for run in runs[1:]:
+        for seq_clip, con_clip in zip(runs[0], run, strict=True):
+            for drum in models:
+                for s, c in zip(seq_clip[drum], con_clip[drum], strict=True):
+                    assert (s.candidate, s.frames, s.score) == (c.candidate, c.frames, c.score)
+                    np.testing.assert_allclose(c.audio, s.audio, atol=1e-6)
