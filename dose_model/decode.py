@@ -278,6 +278,13 @@ class StaticDecoder:
 
     # -- public ------------------------------------------------------------------------------
 
+    def prepare(self, strategy: str = "greedy") -> None:
+        """Capture the CUDA graphs of ``strategy`` now if they are used and not yet captured
+        (`generate` does it on first use; callers that generate from several threads call it
+        first, from one thread, as a capture must not overlap other CUDA work)."""
+        if self.cuda_graph and strategy not in self._graphs:
+            self._capture(strategy)
+
     def _prefill(self, mixture: torch.Tensor, strategy: str) -> None:
         """Encode the mixture (and the start row) into the caches; choose the first row."""
         b, k = self.batch, self.cfg.num_codebooks
@@ -339,8 +346,7 @@ class StaticDecoder:
         self.seeds[:n] = seeds.to(self.device)
         self.top_p.fill_(top_p)
         self.temperature.fill_(temperature)
-        if self.cuda_graph and strategy not in self._graphs:
-            self._capture(strategy)
+        self.prepare(strategy)
         self._prefill(mixture.to(self.device), strategy)
         done = 0
         while done < self.steps:

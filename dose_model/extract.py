@@ -19,7 +19,8 @@ choice and files are `dose_model.songs`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch
 from dose_model.codec import DacCodec
 from dose_model.config import ModelConfig
 from dose_model.decode import StaticDecoder
+from dose_model.generate import Generation
 from dose_model.model import DoseTransformer
 from dose_model.tokens import mixture_sequence, revert_target, target_lengths
 
@@ -135,6 +137,20 @@ GREEDY = Sampling()
 """The default: greedy tokens, one candidate."""
 
 
+def _on_own_stream(fn: Callable, arg, device: torch.device):
+    """``fn(arg)`` in a worker thread; on CUDA on a fresh stream that first waits for the
+    default stream's work, and that the default stream then waits for."""
+    if device.type != "cuda":
+        return fn(arg)
+    main = torch.cuda.default_stream(device)
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(main)
+    with torch.cuda.stream(stream):
+        result = fn(arg)
+    main.wait_stream(stream)
+    return result
+
+
 class Extractor:
     """The codec and one `StaticDecoder` per drum, kept across calls (on CUDA each decoder
     captures its graphs once).
@@ -147,6 +163,9 @@ class Extractor:
             bytes whatever other clips share its batch; another ``batch_size`` changes the
             shapes of the matrix products and so, at the level of float rounding, the logits
             (a top-p pick that lies on a rounding edge can then differ).
+        concurrent: generate the drums of a batch at the same time, one thread per drum (on
+            CUDA, one stream each); default: on CUDA only (on the CPU the threads only
+            compete for the same cores). The one-shots are the same bytes either way.
     """
 
     def __init__(
@@ -155,6 +174,7 @@ class Extractor:
         models: dict[str, DoseTransformer],
         precision: str = "fp32",
         batch_size: int = 16,
+        concurrent: bool | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -162,6 +182,7 @@ class Extractor:
             check_model_fits(model, codec, f"{drum} model")
         self.codec, self.models = codec, models
         self.precision, self.batch_size = precision, batch_size
+        self.concurrent = codec.device.type == "cuda" if concurrent is None else concurrent
         self._decoders: dict[str, StaticDecoder] = {}
 
     def _decoder(self, drum: str) -> StaticDecoder:
@@ -191,32 +212,51 @@ class Extractor:
         codes = codec.encode(torch.from_numpy(np.ascontiguousarray(mixtures))[:, None])
         tokens = mixture_sequence(codes.cpu())  # [B, 353, 9]
         jobs = [(b, c) for b in range(n) for c in range(k)]
-        out: list[dict[str, list[OneShot]]] = [{} for _ in range(n)]
-        for drum in self.models:
-            decoder = self._decoder(drum)
-            limit = oneshot_frames(self.models[drum].config)
-            shots: list[list[OneShot]] = [[] for _ in range(n)]
-            for first in range(0, len(jobs), decoder.batch):
-                part = jobs[first : first + decoder.batch]
-                seeds = [element_seed(sampling.seed, keys[b], drum, c) for b, c in part]
-                g = decoder.generate(
-                    tokens[[b for b, _ in part]],
-                    strategy=sampling.strategy,
-                    top_p=sampling.top_p,
-                    temperature=sampling.temperature,
-                    seeds=seeds,
-                )
+        shots: list[dict[str, list[OneShot]]] = [{d: [] for d in self.models} for _ in range(n)]
+        for first in range(0, len(jobs), self.batch_size):
+            part = jobs[first : first + self.batch_size]
+            mix = tokens[[b for b, _ in part]]
+            gens = self._generate_drums(mix, part, keys, sampling)
+            for drum, g in gens.items():  # drum order: the bytes never depend on the threads
+                limit = oneshot_frames(self.models[drum].config)
                 lengths = target_lengths(g.tokens).clamp(max=limit).tolist()
                 shot_codes = revert_target(g.tokens)
                 for row, (b, c) in enumerate(part):
                     audio = self._decode(shot_codes[row : row + 1, :, : lengths[row]])
                     ended, score = bool(g.ended[row]), float(g.mean_log_prob[row])
-                    shots[b].append(
+                    shots[b][drum].append(
                         OneShot(drum, audio, codec.sample_rate, lengths[row], ended, score, c)
                     )
-            for b in range(n):
-                out[b][drum] = sorted(shots[b], key=lambda s: (-s.score, s.candidate))
-        return out
+        return [
+            {d: sorted(s, key=lambda s: (-s.score, s.candidate)) for d, s in clip.items()}
+            for clip in shots
+        ]
+
+    def _generate_drums(
+        self, mix: torch.Tensor, part: list[tuple[int, int]], keys: Sequence[str], sampling
+    ) -> dict[str, Generation]:
+        """Every drum's generation for the rows ``part`` (clip, candidate) of ``mix``: one
+        after another, or with ``concurrent`` one thread per drum (on CUDA each on its own
+        stream, so the three models' steps overlap on the device)."""
+
+        def run(drum: str) -> Generation:
+            seeds = [element_seed(sampling.seed, keys[b], drum, c) for b, c in part]
+            return self._decoder(drum).generate(
+                mix,
+                strategy=sampling.strategy,
+                top_p=sampling.top_p,
+                temperature=sampling.temperature,
+                seeds=seeds,
+            )
+
+        drums = list(self.models)
+        for drum in drums:  # build and capture (CUDA) here, in drum order, one at a time
+            self._decoder(drum).prepare(sampling.strategy)
+        if not self.concurrent or len(drums) < 2:
+            return {drum: run(drum) for drum in drums}
+        with ThreadPoolExecutor(len(drums), thread_name_prefix="dose-drum") as pool:
+            futures = {d: pool.submit(_on_own_stream, run, d, self.codec.device) for d in drums}
+            return {d: futures[d].result() for d in drums}
 
     def _decode(self, codes: torch.Tensor) -> np.ndarray:
         """codes [1, 9, F] -> float32 audio [F * hop]; decoded alone, so the codec's context

@@ -70,6 +70,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="clips x candidates generated together (default 64 on cuda, 8 on cpu)",
     )
     p.add_argument(
+        "--concurrent-drums",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="generate the drums of a batch at the same time, a thread (and on cuda a stream) "
+        "per drum; same files either way (default auto: on cuda only)",
+    )
+    p.add_argument(
         "--heads",
         type=int,
         default=16,
@@ -99,7 +106,9 @@ def load_extractor(parser: argparse.ArgumentParser, args: argparse.Namespace):
     precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
     batch = args.batch_size or (64 if cuda else 8)
     sampling = Sampling(args.strategy, args.top_p, args.temperature, args.seed, args.candidates)
-    return Extractor(codec, models, precision, batch), sampling, checkpoints
+    concurrent = {"auto": None, "on": True, "off": False}[args.concurrent_drums]
+    extractor = Extractor(codec, models, precision, batch, concurrent)
+    return extractor, sampling, checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:
