@@ -62,14 +62,18 @@ if new:
     source = SampleStore(lib, 44100, folder=args["store"])
 else:
     source = lib
-stages = {}
+stages, active = {}, set()
 def timed(module, name, stage):
     fn = getattr(module, name)
     def wrapper(*a, **kw):
+        if stage in active:  # a nested call of the same stage is counted once, outside
+            return fn(*a, **kw)
+        active.add(stage)
         t = time.process_time()
         try:
             return fn(*a, **kw)
         finally:
+            active.discard(stage)
             stages[stage] = stages.get(stage, 0.0) + time.process_time() - t
     setattr(module, name, wrapper)
 if new:
