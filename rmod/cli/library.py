@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("TRAIN", "VALID", "TEST"),
         help="split fractions, summing to 1 (assigned from each file's content hash)",
     )
+    ix.add_argument(
+        "--group-by",
+        choices=("file", "folder"),
+        default=lim.group_by,
+        help="what shares a split: each file alone, or every file under the same sub-folder "
+        "of a class folder (a kit, a pack: SRC_DIR/kick/KIT/...)",
+    )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser(
@@ -90,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         help="library manifest (default: the built-in library)",
     )
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument(
+        "--leaks",
+        action="store_true",
+        help="also measure near-duplicate one-shots across splits: a valid/test one-shot "
+        "leaks when a train one-shot of its class correlates above 0.95 over the 0.25 s "
+        "from the onset (best lag within 5 ms; see rmod.leaks)",
+    )
+    _add_soundfont_parser(sub)
     return p
 
 
@@ -102,7 +117,7 @@ def _index(args: argparse.Namespace) -> int:
     durations = {c: (args.oneshot_min, args.oneshot_max) for c in CLASSES[:3]}
     durations.update({c: (args.loop_min, args.loop_max) for c in CLASSES[3:]})
     try:
-        limits = IndexLimits(durations, args.silence_db, tuple(args.splits))
+        limits = IndexLimits(durations, args.silence_db, tuple(args.splits), group_by=args.group_by)
         split_for_hash("0" * 64, limits.split_fractions)  # validates the fractions
     except ValueError as exc:
         print(f"rmod-library: error: {exc}", file=sys.stderr)
@@ -131,6 +146,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from rmod.families import family_counts, source_counts
     from rmod.library import Library, LibraryError
 
     try:
@@ -139,23 +155,49 @@ def _info(args: argparse.Namespace) -> int:
         print(f"rmod-library: error: {exc}", file=sys.stderr)
         return 1
     counts = lib.counts()
+    families = family_counts(lib)
+    leaks = _leaks(lib) if args.leaks else None
     if args.json:
         data = {
             "library": str(lib.path),
             "fingerprint": lib.fingerprint,
             "n_entries": len(lib),
             "counts": counts,
+            "families": families,
+            "sources": source_counts(lib),
         }
+        if leaks is not None:
+            data["leaks"] = {
+                r.cls: {"n_eval": r.n_eval, "n_leaking": r.n_leaking, "worst": r.worst}
+                for r in leaks
+            }
         print(json.dumps(data, indent=2))
         return 0
     print(f"library {lib.path}")
     print(f"fingerprint {lib.fingerprint}")
-    print(f"{'class':<8}" + "".join(f"{s:>7}" for s in SPLITS) + f"{'total':>7}")
+    print(f"{'class':<8}" + "".join(f"{s:>7}" for s in SPLITS) + f"{'total':>7}{'families':>10}")
     for c in CLASSES:
         row = counts[c]
-        print(f"{c:<8}" + "".join(f"{row[s]:>7}" for s in SPLITS) + f"{sum(row.values()):>7}")
+        cells = "".join(f"{row[s]:>7}" for s in SPLITS)
+        print(f"{c:<8}{cells}{sum(row.values()):>7}{families[c]:>10}")
     print(f"{len(lib)} entries in {len(lib.classes)} classes")
+    for source, per_class in source_counts(lib).items():
+        what = ", ".join(f"{c} {n}" for c, n in per_class.items())
+        print(f"source {source or '(indexed files)'}: {what}")
+    for r in leaks or ():
+        worst = f"; worst {r.worst[0][0]} ~ {r.worst[0][1]} ({r.worst[0][2]})" if r.worst else ""
+        print(
+            f"leaks {r.cls}: {r.n_leaking} of {r.n_eval} valid/test one-shots "
+            f"({r.percent:.1f} %) have a train near-duplicate{worst}"
+        )
     return 0
+
+
+def _leaks(lib):
+    from rmod import DRUMS
+    from rmod.leaks import leak_report
+
+    return leak_report(lib, [c for c in DRUMS if c in lib.classes])
 
 
 @quiet_broken_pipe
