@@ -25,7 +25,7 @@ import numpy as np
 from rmod import DRUMS
 from rmod.audio import read_audio, resample
 
-RATE = 22050
+RATE = 44100
 LEAK_THRESHOLD = 0.95
 DISTINCT_THRESHOLD = 0.99
 

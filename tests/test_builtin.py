@@ -12,9 +12,9 @@ import pytest
 from rmod import DRUMS, INSTRUMENTS, SPLITS
 from rmod.audio import peak_db, read_audio
 from rmod.builtin import BuiltinConfig, builtin_manifest_path, check_builtin
+from rmod.builtin.fonts import find_fonts
 from rmod.builtin.generate import BUILTIN_VERSION, MANIFEST_NAME, Sources, render_item
 from rmod.builtin.phrases import random_phrase
-from rmod.builtin.fonts import find_fonts
 from rmod.builtin.sf2 import load_soundfont, render_zone
 from rmod.builtin.synth import SYNTHS
 from rmod.library import Library

@@ -92,8 +92,15 @@ def render_loop(
 
         phrase = random_phrase(cls, rng, min_s)
         return _air(cls, speech_loop(rng, phrase.duration, sr), rng, sr), "espeak-ng"
+    program = _program(cls, rng, load_soundfont(font))
+    return program_loop(cls, rng, font, program, min_s, sr)
+
+
+def program_loop(
+    cls: str, rng: np.random.Generator, font: str, program: int, min_s: float, sr: int
+) -> tuple[np.ndarray, str]:
+    """A seamless loop of a random ``cls`` phrase on bank-0 ``program`` of ``font``."""
     sf = load_soundfont(font)
-    program = _program(cls, rng, sf)
     phrase = random_phrase(cls, rng, min_s)
     n = int(round(phrase.duration * sr))
     out = np.zeros(n, dtype=np.float64)

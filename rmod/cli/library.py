@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="rmod-library",
         description="Index your own samples into a library manifest, or describe a library.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{index,info}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{index,info,soundfont}")
 
     ix = sub.add_parser(
         "index",
@@ -106,6 +106,56 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_soundfont_parser(sub)
     return p
+
+
+def _add_soundfont_parser(sub) -> None:
+    sf = sub.add_parser(
+        "soundfont",
+        help="turn a SoundFont 2 file into library folders",
+        description=(
+            "Write SF2's drum kits as one-shots (every velocity layer of the General MIDI "
+            "kick, snare and hi-hat keys, one folder per sound family) and its melodic "
+            "programs as phrase loops (bass, piano/organ/synth, guitar, choir/voice) under "
+            "OUT_DIR/<class>/, ready for: rmod-library index OUT_DIR --out LIB --group-by "
+            "folder. Exit status: 0 on success, 1 if the soundfont cannot be read."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sf.add_argument("sf2", metavar="SF2", help="SoundFont 2 file (.sf2; SF3 is not supported)")
+    sf.add_argument(
+        "--out", required=True, metavar="OUT_DIR", default=argparse.SUPPRESS, help="(required)"
+    )
+    sf.add_argument("--loops-per-program", type=int, default=2, help="loops per melodic program")
+    sf.add_argument("--min-loop-s", type=float, default=4.5, help="shortest loop (s)")
+    sf.add_argument("--seed", type=int, default=0, help="seed of the phrases")
+
+
+def _soundfont(args: argparse.Namespace) -> int:
+    from rmod.builtin.export import export_soundfont
+    from rmod.builtin.sf2 import SoundFontError
+
+    if args.loops_per_program < 0 or args.min_loop_s <= 0:
+        print(
+            "rmod-library: error: --loops-per-program must be >= 0, --min-loop-s > 0",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = export_soundfont(
+            args.sf2,
+            args.out,
+            loops_per_program=args.loops_per_program,
+            min_loop_s=args.min_loop_s,
+            seed=args.seed,
+        )
+    except SoundFontError as exc:
+        print(f"rmod-library: error: {exc}", file=sys.stderr)
+        return 1
+    for line in report.skipped:
+        print(f"skipped {line}")
+    per_class = ", ".join(f"{c} {n}" for c, n in report.counts.items())
+    print(f"wrote {sum(report.counts.values())} files ({per_class}) under {args.out}")
+    return 0
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -205,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rmod-library``; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    return _index(args) if args.command == "index" else _info(args)
+    commands = {"index": _index, "info": _info, "soundfont": _soundfont}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
