@@ -33,6 +33,7 @@ import numpy as np
 
 from rmod import DRUMS, SPLITS
 from rmod.audio import atomic_write_bytes, atomic_write_text, write_audio
+from rmod.groove import GrooveRef
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import TrackMixParams, draw_track_mix, process_track
 from rmod.pattern import build_midi, draw_grid, grid_to_samples, midi_bytes
@@ -115,10 +116,15 @@ class ExampleParams:
     instruments: dict[str, InstrumentParams]
     mix: dict[str, TrackMixParams]
     master: MasterParams
+    groove: GrooveRef | None = None  # Groove variant: the MIDI window of the drum pattern
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict; :meth:`from_dict` inverts it exactly."""
-        return _to_plain(self)
+        """JSON-ready nested dict; :meth:`from_dict` inverts it exactly (``groove`` only
+        when set)."""
+        data = _to_plain(self)
+        if data["groove"] is None:
+            del data["groove"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExampleParams:
@@ -207,13 +213,19 @@ def _from_plain(tp: Any, value: Any, where: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- drawing
-def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int) -> ExampleParams:
+def draw_example(
+    recipe: Recipe, library: Any, seed: int, split: str, index: int, grooves: Any = None
+) -> ExampleParams:
     """Draw every random parameter of example ``(seed, split, index)``; loads no audio.
 
     Raises :class:`ExampleError` if a drum class has no one-shot in ``split``. An
     instrument without loops in ``split`` is recorded as unavailable and left out.
+    A Groove recipe (``recipe.groove``) needs ``grooves`` (:class:`rmod.groove.GrooveSet`):
+    its first draw picks a window of ``split``, whose onsets replace the hit-count and
+    grid draws.
     """
     rng = example_rng(seed, split, index)
+    window = _draw_window(recipe, grooves, split, rng)
     sr = recipe.audio.sample_rate
     drums: dict[str, DrumParams] = {}
     for cls in DRUMS:
@@ -223,8 +235,11 @@ def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int
                 f"the library has no {cls} one-shots in split {split!r}; "
                 f"add some (rmod-library index) or use another library"
             )
-        n_hits = int(getattr(recipe.drums.hits, cls).sample(rng))
-        grid = draw_grid(n_hits, recipe.drums.grid_points, rng)
+        if window is None:
+            n_hits = int(getattr(recipe.drums.hits, cls).sample(rng))
+            grid = draw_grid(n_hits, recipe.drums.grid_points, rng)
+        else:
+            grid = window.onsets[cls]
         if len(ids) >= 2:
             picks = rng.choice(len(ids), size=2, replace=False)
         else:
@@ -272,7 +287,21 @@ def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int
         instruments=instruments,
         mix=mix,
         master=master,
+        groove=None if window is None else window.ref,
     )
+
+
+def _draw_window(recipe: Recipe, grooves: Any, split: str, rng: np.random.Generator) -> Any:
+    if recipe.groove is None:
+        return None
+    if grooves is None:
+        raise ExampleError(
+            f"recipe {recipe.name} takes its drum patterns from MIDI files: give --midi-dir DIR"
+        )
+    try:
+        return grooves.draw(split, rng)
+    except ValueError as exc:
+        raise ExampleError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- rendering
