@@ -9,8 +9,8 @@ groups, a phrase (:mod:`rmod.builtin.phrases`) and, per class:
 * piano (keys): acoustic/electric pianos, organs, or bright synth leads and pads;
 * vocal: with probability :data:`SPEECH_P`, when ``espeak-ng`` is installed, a speech loop
   (:mod:`rmod.builtin.voice`) with consonants; else choir/voice programs with vibrato;
-* every class but bass: with probability :data:`AIR_P` a high-shelf "air" boost of 3-12 dB
-  from 3-8 kHz, as a mix engineer brightens a part (soundfont samples are often dull).
+* every class but bass: with probability :data:`AIR_P` a high-shelf "air" boost of 4-14 dB
+  from 2.5-7 kHz, as a mix engineer brightens a part (soundfont samples are often dull).
 
 The melodic soundfont is the best General MIDI font found (lowest rank). Note tails past
 the loop end wrap to its start so the loop repeats seamlessly.
@@ -28,16 +28,16 @@ from rmod.builtin.sf2 import load_soundfont, render_note
 PROGRAMS = {
     "bass": ((1.0, tuple(range(32, 40))),),
     "piano": (
-        (0.35, tuple(range(0, 8))),
+        (0.3, tuple(range(0, 8))),
         (0.3, (16, 17, 18, 19)),  # drawbar, percussive, rock and church organ
-        (0.35, (62, 63, 80, 81, 84, 87, 90)),  # synth brass, square/saw/charang/bass leads, pad
+        (0.4, (62, 63, 80, 81, 84, 87, 90)),  # synth brass, square/saw/charang/bass leads, pad
     ),
     "guitar": ((1.0, tuple(range(24, 32))),),
     "vocal": ((1.0, (52, 53, 54, 85)),),  # choir aahs, voice oohs, synth voice, solo vox
 }
-DRIVE_P = 0.75
-SPEECH_P = 0.75
-AIR_P = 0.7
+DRIVE_P = 0.9
+SPEECH_P = 0.9
+AIR_P = 0.9
 
 
 def high_shelf(x: np.ndarray, freq: float, gain_db: float, sr: int) -> np.ndarray:
@@ -126,4 +126,4 @@ def program_loop(
 def _air(cls: str, x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
     if cls == "bass" or rng.random() >= AIR_P:
         return x
-    return high_shelf(x, float(rng.uniform(3000, 8000)), float(rng.uniform(3, 12)), sr)
+    return high_shelf(x, float(rng.uniform(2500, 7000)), float(rng.uniform(4, 14)), sr)
