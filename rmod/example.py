@@ -12,6 +12,8 @@ Draw order (fixed; changing it changes every example): for each drum class in
 instrument of the recipe in ``rmod.INSTRUMENTS`` order, drop decision, then (if kept and
 the split has loops) loop id, segment length, slice start, semitones; then the mixing
 parameters of each playing track (drums first, then instruments); then the master.
+A Groove recipe draws a MIDI window (:mod:`rmod.groove`) first and then no hit counts or
+grid points: the window's onsets are the grid (one grid point per sample).
 """
 
 from __future__ import annotations
