@@ -245,3 +245,28 @@ def test_soundfonts_named_by_the_environment(monkeypatch, tmp_path):
     copy = render_item("kick", 1, TINY, kit_only)  # the only base, detuned
     assert copy.family == item.family  # a copy of the recording shares its family
     assert copy.audio.size != item.audio.size or not np.array_equal(copy.audio, item.audio)
+
+
+def test_loops_use_the_best_font_that_has_the_class(monkeypatch, tmp_path):
+    """A General MIDI font named by $RMOD_SOUNDFONTS plays the classes it has programs for;
+    the others fall back to the next font (pretty_midi's)."""
+    from sf2_fixture import TPreset, TZone, write_sf2
+
+    tone = np.sin(2 * np.pi * np.arange(100) / 100)
+    gm = tmp_path / "bass only.sf2"
+    write_sf2(
+        gm,
+        [
+            TPreset("kit", 128, 0, [TZone(tone.repeat(20), root=36, keys=(36, 36))]),
+            TPreset("bass", 0, 33, [TZone(tone, root=69, loop=(0, 100))]),
+        ],
+    )
+    monkeypatch.setenv("RMOD_SOUNDFONTS", str(gm))
+    sources = Sources(find_fonts(), None)
+    assert [(f.name, f.role) for f in sources.fonts] == [
+        ("bass only.sf2", "gm"),
+        ("TimGM6mb.sf2", "gm"),
+    ]
+    assert sources.melodic("bass") == str(gm)
+    assert sources.melodic("piano").endswith("TimGM6mb.sf2")
+    assert render_item("bass", 0, TINY, sources).source == "sf2:bass only.sf2"

@@ -59,10 +59,16 @@ class Sources:
         """The best sources installed on this machine."""
         return cls(find_fonts(), espeak_version())
 
-    @property
-    def melodic(self) -> str:
-        """Path of the General MIDI font the loops use (the lowest rank)."""
-        return min((f for f in self.fonts if f.role == "gm"), key=lambda f: f.rank).path
+    def melodic(self, cls: str) -> str:
+        """Path of the General MIDI font whose programs play ``cls`` loops: the lowest
+        rank among those holding at least one program of the class."""
+        from rmod.builtin.loops import has_programs
+
+        gm = sorted((f for f in self.fonts if f.role == "gm"), key=lambda f: f.rank)
+        for font in gm:
+            if has_programs(cls, font.path):
+                return font.path
+        raise RuntimeError(f"no soundfont holds a General MIDI program for {cls} loops")
 
     def tag(self) -> str:
         """Ten hex digits naming the sources (see :func:`rmod.builtin.fonts.sources_tag`)."""
@@ -138,10 +144,9 @@ def render_item(
             x = sampled_oneshot(cls, base, index // len(bases), rng, sr)
             return Item(_level(x, rng), base.family, base.source)
         return Item(_level(SYNTHS[cls](rng, sr), rng), "", "synth")
-    x, how = render_loop(
-        cls, rng, sources.melodic, config.min_loop_s, sr, sources.espeak is not None
-    )
-    source = "espeak-ng" if how == "espeak-ng" else "sf2:" + Path(sources.melodic).name
+    font = sources.melodic(cls)
+    x, how = render_loop(cls, rng, font, config.min_loop_s, sr, sources.espeak is not None)
+    source = "espeak-ng" if how == "espeak-ng" else "sf2:" + Path(font).name
     return Item(_level(x, rng), "", source)
 
 

@@ -12,7 +12,8 @@ groups, a phrase (:mod:`rmod.builtin.phrases`) and, per class:
 * every class but bass: with probability :data:`AIR_P` a high-shelf "air" boost of 4-14 dB
   from 2.5-7 kHz, as a mix engineer brightens a part (soundfont samples are often dull).
 
-The melodic soundfont is the best General MIDI font found (lowest rank). Note tails past
+The melodic soundfont is the best General MIDI font found (lowest rank) that holds a program
+of the class. Note tails past
 the loop end wrap to its start so the loop repeats seamlessly.
 """
 
@@ -68,6 +69,12 @@ def overdrive(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
     y -= np.mean(y)
     cab = butter(2, min(rng.uniform(7000, 12000), 0.45 * sr), btype="low", fs=sr, output="sos")
     return _circular(lambda v: sosfilt(cab, v), y)
+
+
+def has_programs(cls: str, font: str) -> bool:
+    """Whether bank 0 of ``font`` holds any program of class ``cls``'s groups."""
+    sf = load_soundfont(font)
+    return any(sf.has_preset(0, p) for _, group in PROGRAMS[cls] for p in group)
 
 
 def _program(cls: str, rng: np.random.Generator, sf) -> int:
