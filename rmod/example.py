@@ -297,6 +297,10 @@ def _draw_window(recipe: Recipe, grooves: Any, split: str, rng: np.random.Genera
     if recipe.groove is None:
         return None
     if grooves is None:
+        from rmod.groove import recipe_grooves
+
+        grooves = recipe_grooves(recipe)  # set by rmod-build --midi-dir
+    if grooves is None:
         raise ExampleError(
             f"recipe {recipe.name} takes its drum patterns from MIDI files: give --midi-dir DIR"
         )

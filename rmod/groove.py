@@ -27,6 +27,7 @@ A folder of MIDI files (the Groove MIDI Dataset, or any GM drum tracks) becomes 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -138,6 +139,31 @@ def file_windows(
     return out
 
 
+def with_midi_dir(recipe, midi_dir: str | os.PathLike):
+    """``recipe`` whose ``groove.midi_dir`` is the absolute path of ``midi_dir`` (how
+    ``rmod-build --midi-dir`` hands the folder to its workers)."""
+    import dataclasses
+
+    if recipe.groove is None:
+        raise ValueError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
+    groove = dataclasses.replace(recipe.groove, midi_dir=str(Path(midi_dir).resolve()))
+    return dataclasses.replace(recipe, groove=groove)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_scan(midi_dir: str, notes: tuple, window_s: float, sample_rate: int) -> GrooveSet:
+    return scan_midi_dir(midi_dir, dict(notes), window_s=window_s, sample_rate=sample_rate)
+
+
+def recipe_grooves(recipe) -> GrooveSet | None:
+    """The windows of the recipe's ``groove.midi_dir`` (scanned once per process), or None."""
+    if recipe.groove is None or recipe.groove.midi_dir is None:
+        return None
+    notes = tuple((c, tuple(getattr(recipe.groove.notes, c))) for c in DRUMS)
+    audio = recipe.audio
+    return _cached_scan(recipe.groove.midi_dir, notes, audio.mixture_seconds, audio.sample_rate)
+
+
 def for_recipe(midi_dir: str | os.PathLike, recipe) -> GrooveSet:
     """:func:`scan_midi_dir` with a Groove recipe's note map, mixture length and rate."""
     notes = {c: tuple(getattr(recipe.groove.notes, c)) for c in DRUMS}
@@ -170,7 +196,8 @@ def scan_midi_dir(
             data = path.read_bytes()
             windows = file_windows(rel, data, notes_map, window_s, sample_rate)
         except Exception as exc:  # miditoolkit/mido raise many kinds on a damaged file
-            reason = str(exc) if isinstance(exc, ValueError) else f"unreadable ({exc})"
+            detail = str(exc) or type(exc).__name__
+            reason = detail if isinstance(exc, ValueError) else f"unreadable ({detail})"
             out.refused.append((str(path), reason.splitlines()[0] if reason else "unreadable"))
             continue
         if not windows:

@@ -249,6 +249,8 @@ class GrooveSpec:
     """Groove variant: drum patterns from MIDI files (see :mod:`rmod.groove`)."""
 
     notes: GrooveNotes = _f(kind="section")
+    # Set by ``rmod-build --midi-dir`` (absolute path), so workers find the MIDI files.
+    midi_dir: str | None = field(default=None, metadata={"kind": "str", "optional": True})
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,46 @@ def test_groove_example_rerenders_from_its_json(tmp_path, midi_dir, small_librar
     paper = ["--recipe", "rmod-paper", "--library", str(small_library.path)]
     assert render_one_main(paper + ["--midi-dir", str(midi_dir), "--out", str(tmp_path / "x")]) == 1
     assert "needs a Groove recipe" in capsys.readouterr().err
+
+
+def _midi_in_every_split(folder) -> dict[str, str]:
+    """Write variants of GOOD until each split holds one file; returns split -> file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    found: dict[str, str] = {}
+    for k in range(400):
+        path = folder / f"take{k:03d}.mid"
+        _write_midi(path, GOOD + [(2.5 + k / 1000, 42)])
+        split = split_for_hash("midi:" + hashlib.sha256(path.read_bytes()).hexdigest())
+        if split in found:
+            path.unlink()
+        else:
+            found[split] = path.name
+        if len(found) == 3:
+            return found
+    raise AssertionError("no variant landed in every split")
+
+
+def test_rmod_build_with_midi_dir(tmp_path, small_library, capsys, caplog):
+    """Rows record the MIDI window; a file's windows stay in its split; rerun resumes."""
+    from rmod.cli.build import main as build_main
+    from rmod.manifest import read_manifest
+
+    midi = tmp_path / "midi"
+    files = _midi_in_every_split(midi)
+    (midi / "broken.mid").write_bytes(b"nope")
+    recipe_path = _groove_recipe(tmp_path)
+    argv = ["--n", "3", "--out", str(tmp_path / "ds"), "--recipe", recipe_path]
+    argv += ["--library", str(small_library.path), "--jobs", "1", "--no-progress"]
+    with caplog.at_level("WARNING", logger="rmod.build"):
+        assert build_main(argv + ["--midi-dir", str(midi)]) == 0
+    assert "skipped" in caplog.text and "broken.mid: unreadable" in caplog.text
+    for split in ("train", "valid", "test"):
+        for row in read_manifest(tmp_path / "ds" / "manifests" / f"{split}.jsonl"):
+            ref = row.params["groove"]
+            assert ref["path"] == files[split], (split, ref)
+            digest = hashlib.sha256((midi / ref["path"]).read_bytes()).hexdigest()
+            assert ref["sha256"] == digest and ref["start_s"] in (0.0, 2.0)
+    assert build_main(argv + ["--midi-dir", str(midi)]) == 0  # resumes: nothing to redo
+    assert "0 rendered + " in capsys.readouterr().out
+    assert build_main(argv) == 2
+    assert "--midi-dir" in capsys.readouterr().err
