@@ -28,6 +28,7 @@ from rmod.audio import read_audio, resample
 RATE = 44100
 LEAK_THRESHOLD = 0.95
 DISTINCT_THRESHOLD = 0.99
+CHUNK = 128  # stored windows correlated at once
 
 
 def onset_window(audio: np.ndarray, sr: int, window_s: float = 0.25) -> np.ndarray:
@@ -68,12 +69,13 @@ class _Spectra:
 
     def similarity(self, window: np.ndarray) -> np.ndarray:
         """Max |normalized cross-correlation| of ``window`` with every stored window."""
-        if self.spec.shape[0] == 0:
-            return np.zeros(0)
         q = np.conj(np.fft.rfft(window, self.nfft))
-        xc = np.fft.irfft(self.spec * q[None, :], self.nfft, axis=1)
-        lags = np.concatenate([xc[:, : self.max_lag + 1], xc[:, self.nfft - self.max_lag :]], 1)
-        return np.max(np.abs(lags), axis=1)
+        out = np.zeros(self.spec.shape[0])
+        for k in range(0, self.spec.shape[0], CHUNK):  # bounded memory for large libraries
+            xc = np.fft.irfft(self.spec[k : k + CHUNK] * q[None, :], self.nfft, axis=1)
+            lags = np.concatenate([xc[:, : self.max_lag + 1], xc[:, self.nfft - self.max_lag :]], 1)
+            out[k : k + CHUNK] = np.max(np.abs(lags), axis=1)
+        return out
 
 
 def _windows(paths: Sequence[str], window_s: float) -> np.ndarray:
