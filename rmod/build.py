@@ -99,7 +99,8 @@ class BuildOptions:
     recipe / built-in library. ``jobs``: parallel workers (``None``: all cores for
     loky and a ``LocalCluster``; every worker thread of a ``--scheduler`` cluster).
     ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's. ``shard_size``:
-    examples per shard, ``None`` for :func:`default_shard_size`.
+    examples per shard, ``None`` for :func:`default_shard_size`. ``midi_dir``: MIDI
+    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``).
     """
 
     n: int
@@ -113,6 +114,7 @@ class BuildOptions:
     shard_size: int | None = None
     audio_format: str | None = None
     progress: bool = True
+    midi_dir: str | os.PathLike | None = None
 
 
 @dataclass
@@ -357,8 +359,33 @@ def _load(options: BuildOptions) -> tuple[Any, Any, str | None]:
     from rmod.recipe import load_recipe
 
     recipe = load_recipe(options.recipe)
+    if options.midi_dir is not None:  # Groove variant: workers read the folder (rmod.groove)
+        from rmod.groove import recipe_grooves, with_midi_dir
+
+        recipe = with_midi_dir(recipe, options.midi_dir)
+        for path, reason in recipe_grooves(recipe).refused:
+            log.warning("skipped %s: %s", path, reason)
+    elif recipe.groove is not None and recipe.groove.midi_dir is None:
+        raise ValueError(
+            f"recipe {recipe.name} takes its drum patterns from MIDI files: --midi-dir"
+        )
     library_path = str(Path(options.library).resolve()) if options.library else None
     return recipe, Library.load(library_path), library_path
+
+
+def _check_grooves(recipe: Any, counts: dict[str, int]) -> None:
+    """A Groove build needs MIDI windows in every split it renders (ValueError if not)."""
+    from rmod.groove import recipe_grooves
+
+    grooves = recipe_grooves(recipe)
+    if grooves is None:
+        return
+    empty = [s for s in SPLITS if counts.get(s, 0) and not grooves.windows.get(s)]
+    if empty:
+        raise ValueError(
+            f"{recipe.groove.midi_dir}: no usable MIDI window in split(s) {', '.join(empty)} "
+            f"({len(grooves.files)} usable files; files are split 80/10/10 by their sha256)"
+        )
 
 
 def build(options: BuildOptions) -> BuildSummary:
@@ -377,6 +404,7 @@ def build(options: BuildOptions) -> BuildSummary:
     if fmt not in ("wav", "flac"):
         raise ValueError(f"unsupported --format {fmt!r} (use wav or flac)")
     counts = split_counts(recipe, options.n)
+    _check_grooves(recipe, counts)
     shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {shard_size}")

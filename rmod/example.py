@@ -13,6 +13,8 @@ instrument of the recipe in ``rmod.INSTRUMENTS`` order, drop decision, then (if 
 the split has loops) loop id, segment length, slice start, semitones; then the mixing
 parameters of each playing track (drums first, then instruments), with its send levels;
 then the two send buses (delay, reverb); then the master.
+A Groove recipe draws a MIDI window (:mod:`rmod.groove`) first and then no hit counts or
+grid points: the window's onsets are the grid (one grid point per sample).
 
 Rendering reads library audio through a :class:`rmod.store.SampleStore` (decoded once at
 the build rate, loops pitch-shifted whole and sliced); a plain :class:`rmod.library.Library`
@@ -38,6 +40,7 @@ import numpy as np
 
 from rmod import DRUMS, SPLITS
 from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
+from rmod.groove import GrooveRef
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import (
     BusParams,
@@ -128,10 +131,15 @@ class ExampleParams:
     mix: dict[str, TrackMixParams]
     buses: BusParams
     master: MasterParams
+    groove: GrooveRef | None = None  # Groove variant: the MIDI window of the drum pattern
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict; :meth:`from_dict` inverts it exactly."""
-        return _to_plain(self)
+        """JSON-ready nested dict; :meth:`from_dict` inverts it exactly (``groove`` only
+        when set)."""
+        data = _to_plain(self)
+        if data["groove"] is None:
+            del data["groove"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExampleParams:
@@ -220,13 +228,19 @@ def _from_plain(tp: Any, value: Any, where: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- drawing
-def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int) -> ExampleParams:
+def draw_example(
+    recipe: Recipe, library: Any, seed: int, split: str, index: int, grooves: Any = None
+) -> ExampleParams:
     """Draw every random parameter of example ``(seed, split, index)``; loads no audio.
 
     Raises :class:`ExampleError` if a drum class has no one-shot in ``split``. An
     instrument without loops in ``split`` is recorded as unavailable and left out.
+    A Groove recipe (``recipe.groove``) needs ``grooves`` (:class:`rmod.groove.GrooveSet`):
+    its first draw picks a window of ``split``, whose onsets replace the hit-count and
+    grid draws.
     """
     rng = example_rng(seed, split, index)
+    window = _draw_window(recipe, grooves, split, rng)
     sr = recipe.audio.sample_rate
     drums: dict[str, DrumParams] = {}
     for cls in DRUMS:
@@ -236,8 +250,11 @@ def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int
                 f"the library has no {cls} one-shots in split {split!r}; "
                 f"add some (rmod-library index) or use another library"
             )
-        n_hits = int(getattr(recipe.drums.hits, cls).sample(rng))
-        grid = draw_grid(n_hits, recipe.drums.grid_points, rng)
+        if window is None:
+            n_hits = int(getattr(recipe.drums.hits, cls).sample(rng))
+            grid = draw_grid(n_hits, recipe.drums.grid_points, rng)
+        else:
+            grid = window.onsets[cls]
         if len(ids) >= 2:
             picks = rng.choice(len(ids), size=2, replace=False)
         else:
@@ -287,7 +304,25 @@ def draw_example(recipe: Recipe, library: Any, seed: int, split: str, index: int
         mix=mix,
         buses=buses,
         master=master,
+        groove=None if window is None else window.ref,
     )
+
+
+def _draw_window(recipe: Recipe, grooves: Any, split: str, rng: np.random.Generator) -> Any:
+    if recipe.groove is None:
+        return None
+    if grooves is None:
+        from rmod.groove import recipe_grooves
+
+        grooves = recipe_grooves(recipe)  # set by rmod-build --midi-dir
+    if grooves is None:
+        raise ExampleError(
+            f"recipe {recipe.name} takes its drum patterns from MIDI files: give --midi-dir DIR"
+        )
+    try:
+        return grooves.draw(split, rng)
+    except ValueError as exc:
+        raise ExampleError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- rendering

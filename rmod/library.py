@@ -19,9 +19,15 @@ A library is a JSON Lines manifest (UTF-8, one JSON object per line, keys sorted
   same sound stored as WAV and as FLAC has the same hash. ``id`` is
   ``<cls>/<first 16 hex digits of sha256>``. ``duration`` is in seconds (6 decimals),
   ``size_bytes`` is the file size when indexed (a cheap integrity check).
+  Two optional keys: ``family`` names the source sound an entry comes from (velocity
+  layers, detuned or trimmed copies, or a kit's samples share one family; empty: the
+  entry is its own family) and ``source`` says where the sound came from (free text,
+  e.g. ``"sf2:Black_Pearl_4_LV2.sf2"``; empty for indexed user files).
 
-The split of an entry is a pure function of its content hash (see :func:`split_for_hash`),
-so no source sample can land in two splits and re-indexing gives the same assignment.
+The split of an entry is a pure function of its family key (:func:`family_key`: the
+family, else the content hash; see :func:`split_for_hash`), so a family never spans two
+splits and re-indexing gives the same assignment. Entries without a family split exactly
+as before families existed.
 :attr:`Library.fingerprint` is the SHA-256 of the manifest's entry lines (everything
 after the header): it names the library's content, wherever its folder lives.
 """
@@ -78,10 +84,17 @@ class LibraryEntry:
     sha256: str
     split: str
     size_bytes: int = 0
+    family: str = ""
+    source: str = ""
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready dict of every field."""
-        return asdict(self)
+        """Plain JSON-ready dict of every field (``family``/``source`` only when set, so a
+        manifest without families keeps its bytes and fingerprint)."""
+        data = asdict(self)
+        for key in ("family", "source"):
+            if not data[key]:
+                del data[key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> LibraryEntry:
@@ -90,7 +103,7 @@ class LibraryEntry:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown entry keys {sorted(unknown)}")
-        required = names - {"size_bytes"}
+        required = names - {"size_bytes", "family", "source"}
         missing = required - set(data)
         if missing:
             raise ValueError(f"missing entry keys {sorted(missing)}")
@@ -104,6 +117,8 @@ class LibraryEntry:
             sha256=str(data["sha256"]),
             split=str(data["split"]),
             size_bytes=int(data.get("size_bytes", 0)),
+            family=str(data.get("family", "")),
+            source=str(data.get("source", "")),
         )
         if entry.cls not in CLASSES:
             raise ValueError(f"unknown class {entry.cls!r} (expected one of {CLASSES})")
@@ -126,6 +141,11 @@ def content_hash(audio: np.ndarray) -> str:
 def make_id(cls: str, sha256: str) -> str:
     """Stable entry id ``<cls>/<first 16 hex digits of the content hash>``."""
     return f"{cls}/{sha256[:16]}"
+
+
+def family_key(entry: LibraryEntry) -> str:
+    """What decides an entry's split: ``"family:<family>"``, or its content hash if none."""
+    return f"family:{entry.family}" if entry.family else entry.sha256
 
 
 def split_for_hash(sha256: str, fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS) -> str:
@@ -351,11 +371,26 @@ class IndexLimits:
     0.05-10 s; loops (bass, piano, guitar, vocal) 4-300 s, so a 4 s segment always fits.
     ``silence_db``: files whose peak is below this (dBFS) are refused as silent.
     ``split_fractions``: (train, valid, test), summing to 1.
+    ``group_by``: ``"file"`` (each file is its own family) or ``"folder"`` (files under the
+    same sub-folder of a class folder share a family, hence a split; see
+    :func:`folder_family`).
     """
 
     durations: dict[str, tuple[float, float]] = field(default_factory=_default_durations)
     silence_db: float = -60.0
     split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+    group_by: str = "file"
+
+
+GROUP_BY = ("file", "folder")
+
+
+def folder_family(rel: str) -> str:
+    """Family of a file at ``rel`` (``cls/sub/.../name``) under ``--group-by folder``:
+    ``"cls/sub"`` (the sub-folder right under the class folder: a kit, a pack), or ``""``
+    (its own family) for a file directly in the class folder."""
+    parts = rel.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else ""
 
 
 @dataclass
@@ -455,13 +490,16 @@ def index_library(
     under ``kick/ snare/ hihat/ bass/ piano/ guitar/ vocal/``. Refused files (undecodable,
     empty, non-finite, silent, too short/long for the class, duplicate content, or audio
     outside a class folder) are listed in the report with their reason and never enter
-    the library; of duplicates the first by sorted relative path is kept. The manifest
+    the library; of duplicates the first by sorted relative path is kept. Splits follow
+    families (``limits.group_by``). The manifest
     root is the absolute path of ``src_dir``. Written atomically, even if empty.
     """
     from tqdm import tqdm
 
     limits = limits or IndexLimits()
     split_for_hash("0" * 64, limits.split_fractions)  # ValueError on bad fractions, before work
+    if limits.group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {GROUP_BY}, not {limits.group_by!r}")
     src = Path(src_dir).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
@@ -481,6 +519,8 @@ def index_library(
             refused.append((str(path), f"duplicate content of {first_by_hash[digest]}"))
             continue
         first_by_hash[digest] = rel
+        family = folder_family(rel) if limits.group_by == "folder" else ""
+        key = f"family:{family}" if family else digest
         entries.append(
             LibraryEntry(
                 id=make_id(cls, digest),
@@ -490,8 +530,9 @@ def index_library(
                 sample_rate=int(sr),
                 channels=int(audio.shape[0]),
                 sha256=digest,
-                split=split_for_hash(digest, limits.split_fractions),
+                split=split_for_hash(key, limits.split_fractions),
                 size_bytes=path.stat().st_size,
+                family=family,
             )
         )
     out = Path(out_path)

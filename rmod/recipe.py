@@ -238,6 +238,24 @@ class SplitsSpec:
 
 
 @dataclass(frozen=True)
+class GrooveNotes:
+    """General MIDI drum notes mapped to each class (Groove variant); others are dropped."""
+
+    kick: tuple[int, ...] = _f(0, 127, kind="int")
+    snare: tuple[int, ...] = _f(0, 127, kind="int")
+    hihat: tuple[int, ...] = _f(0, 127, kind="int")
+
+
+@dataclass(frozen=True)
+class GrooveSpec:
+    """Groove variant: drum patterns from MIDI files (see :mod:`rmod.groove`)."""
+
+    notes: GrooveNotes = _f(kind="section")
+    # Set by ``rmod-build --midi-dir`` (absolute path), so workers find the MIDI files.
+    midi_dir: str | None = field(default=None, metadata={"kind": "str", "optional": True})
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Every setting of an RMOD build. Build with :func:`load_recipe` or :meth:`from_dict`."""
 
@@ -249,6 +267,9 @@ class Recipe:
     mixing: MixingSpec = _f(kind="section")
     master: MasterSpec = _f(kind="section")
     splits: SplitsSpec = _f(kind="section")
+    # Optional section (absent: None, and left out of to_dict, so other recipes keep
+    # their fingerprints): drum patterns from MIDI files instead of random grids.
+    groove: GrooveSpec | None = field(default=None, metadata={"kind": "section", "optional": True})
     source: str = field(default="<dict>", compare=False, metadata={"skip": True})
 
     # -- derived values (samples) -------------------------------------------------
@@ -362,6 +383,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
     values = {}
     for f in fields:
         path = _join(where, f.name)
+        if f.name not in data and f.metadata.get("optional"):
+            values[f.name] = f.default
+            continue
         if f.name not in data:
             raise _FieldError(path, "missing field")
         values[f.name] = _convert(hints[f.name], data[f.name], path, f.metadata)
@@ -469,6 +493,8 @@ def _cross_check(r: Recipe) -> None:
             "drums.midi",
             f"one grid point is {per_point:g} ticks; choose tempo_bpm/ticks_per_beat so it is a whole number",
         )
+    if r.groove is not None:
+        _check_groove(r)
     for name in r.instruments.tracks:
         if name not in INSTRUMENTS:
             raise _FieldError(
@@ -499,6 +525,23 @@ def _cross_check(r: Recipe) -> None:
                 )
 
 
+def _check_groove(r: Recipe) -> None:
+    """Groove onsets are sample positions: one grid point per sample, one tick per point."""
+    if r.drums.grid_points != r.mixture_samples:
+        raise _FieldError(
+            "drums.grid_points",
+            f"the Groove variant needs one grid point per sample ({r.mixture_samples})",
+        )
+    seen: dict[int, str] = {}
+    for cls in DRUMS:
+        for note in getattr(r.groove.notes, cls):
+            if not 0 <= note <= 127:
+                raise _FieldError(f"groove.notes.{cls}", f"{note} is not a MIDI note (0-127)")
+            if note in seen:
+                raise _FieldError(f"groove.notes.{cls}", f"note {note} is also {seen[note]}'s")
+            seen[note] = cls
+
+
 # ----------------------------------------------------------------------------- serialization
 def _to_plain(value: Any) -> Any:
     if isinstance(value, Distribution):
@@ -508,6 +551,7 @@ def _to_plain(value: Any) -> Any:
             f.name: _to_plain(getattr(value, f.name))
             for f in dataclasses.fields(value)
             if not f.metadata.get("skip")
+            and not (f.metadata.get("optional") and getattr(value, f.name) is None)
         }
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}

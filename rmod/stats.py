@@ -13,7 +13,12 @@ compared with what the recipe asks for:
   limiter, delay and reverb pooled over tracks, they share one distribution);
 * ``master``: master EQ and limiter;
 * ``loudness``: peak and RMS level of the mixture and of each one-shot (no recipe
-  distribution; the mixture peak is drawn against the recipe's ``master.ceiling_dbfs``).
+  distribution; the mixture peak is drawn against the recipe's ``master.ceiling_dbfs``);
+* ``sources``: per drum one-shot used, whether it is a soundfont recording (1) or not (0)
+  and the size of its family in the library (velocity layers and copies of one sound); only
+  when the build's library can be read as it was (the built-in one is never generated for
+  this). The library's own high-band and leak figures: ``rmod-library info --leaks`` and
+  ``benchmarks/data_quality.py``.
 
 The expected histogram of a recipe distribution is estimated by drawing
 :data:`EXPECTED_DRAWS` values from it with a fixed-seed generator, so it works for every
@@ -61,6 +66,7 @@ GROUPS = (
     "mixing_sends",
     "master",
     "loudness",
+    "sources",
 )
 _MIXING_GROUP = {
     "eq": "mixing_eq",
@@ -103,9 +109,17 @@ def is_spec(node: Any) -> bool:
 class Collector:
     """Walks rows' params alongside the recipe dict and accumulates :class:`Metric` s."""
 
-    def __init__(self, recipe: dict[str, Any]):
+    def __init__(self, recipe: dict[str, Any], library: Any = None):
         self.recipe = recipe
         self.metrics: dict[str, Metric] = {}
+        self.library = library
+        self._family_size: dict[str, int] = {}
+        if library is not None:
+            from rmod.library import family_key
+
+            for e in library.entries:
+                key = family_key(e)
+                self._family_size[key] = self._family_size.get(key, 0) + 1
 
     def metric(self, name: str, group: str, spec: Any = None, **kw: Any) -> Metric:
         """The metric called ``name``, created on first use."""
@@ -169,10 +183,46 @@ class Collector:
                 self.walk(value, mixing[bus], f"mixing.{bus}", "mixing_sends")
         if "master" in p:
             self.walk(p["master"], r["master"], "master", "master")
+        self._add_sources(row)
         ceiling = r.get("master", {}).get("ceiling_dbfs")
         for key, value in sorted(row.loudness.items()):
             ref = ceiling if key == "mixture_peak_db" else None
             self.metric(f"loudness.{key}", "loudness", reference=ref).add(value)
+
+    def _add_sources(self, row: ManifestRow) -> None:
+        """Per drum one-shot used: recorded (soundfont) or not, and its family's size."""
+        if self.library is None:
+            return
+        from rmod.library import family_key
+
+        for cls, ids in row.sources.items():
+            for entry_id in ids if cls in ("kick", "snare", "hihat") else ():
+                if entry_id not in self.library:
+                    continue
+                e = self.library.entry(entry_id)
+                recorded = 1.0 if e.source.startswith("sf2:") else 0.0
+                self.metric(f"sources.recorded.{cls}", "sources").add(recorded)
+                size = self._family_size[family_key(e)]
+                self.metric(f"sources.family_size.{cls}", "sources").add(float(size))
+
+
+def _library_of(info: Any) -> Any:
+    """The build's library when it can be read without generating anything, else None."""
+    from rmod.library import Library, LibraryError
+
+    path = info.library_path
+    if path is None:
+        from rmod.builtin import BuiltinConfig, Sources, cache_root, check_builtin
+        from rmod.builtin.generate import MANIFEST_NAME
+
+        path = cache_root() / BuiltinConfig().folder_name(Sources.detect()) / MANIFEST_NAME
+        if check_builtin(path) is not None:
+            return None
+    try:
+        lib = Library.load(path)
+    except (LibraryError, OSError):
+        return None
+    return lib if lib.fingerprint == info.library_fingerprint else None
 
 
 def params_outside_recipe(params: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
@@ -180,7 +230,8 @@ def params_outside_recipe(params: dict[str, Any], recipe: dict[str, Any]) -> lis
 
     Each drawn value is checked against the bounds of the recipe distribution it comes
     from (the walk of :class:`Collector`), and each drum grid must hold distinct sorted
-    points of the recipe's grid. Returns one ``'name: why'`` line per problem (e.g. for a
+    points of the recipe's grid (a Groove recipe's hit counts come from MIDI windows and
+    are not checked). Returns one ``'name: why'`` line per problem (e.g. for a
     hand-edited ``example.json``, before rendering it).
     """
     collector = Collector(recipe)
@@ -189,6 +240,8 @@ def params_outside_recipe(params: dict[str, Any], recipe: dict[str, Any]) -> lis
     for name, m in sorted(collector.metrics.items()):
         if m.spec is None or m.transform is not None:
             continue
+        if "groove" in recipe and name.startswith("hits."):
+            continue  # a Groove window decides the hit counts
         bounds = parse_distribution(m.spec, name).bounds
         if bounds is None:
             continue
@@ -295,7 +348,7 @@ def collect(root: str | os.PathLike, splits: Iterable[str] = SPLITS, progress: b
     """Read the manifests of ``splits`` and return ``(build info, Collector, rows per split)``."""
     root = Path(root)
     info = read_build_info(root)
-    collector = Collector(info.recipe)
+    collector = Collector(info.recipe, _library_of(info))
     counts = {}
     splits = list(splits)
     total = sum(info.counts.get(s, 0) for s in splits)

@@ -46,17 +46,29 @@ from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
 #: and fails if it imported an ``rmod`` module that is neither here nor in
 #: :data:`NOT_RENDERING_MODULES`.
 RENDERING_MODULES = (
-    "rmod", "rmod.audio", "rmod.distributions", "rmod.example", "rmod.library",
-    "rmod.manifest", "rmod.master", "rmod.mixing", "rmod.pattern", "rmod.pitch",
-    "rmod.recipe", "rmod.store", "rmod.tracks", "rmod.worker",
+    "rmod", "rmod.audio", "rmod.distributions", "rmod.example", "rmod.groove",
+    "rmod.library", "rmod.manifest", "rmod.master", "rmod.mixing", "rmod.pattern",
+    "rmod.pitch", "rmod.recipe", "rmod.store", "rmod.tracks", "rmod.worker",
 )  # fmt: skip
 #: ``rmod`` modules a build imports that do not decide its bytes, and why.
 NOT_RENDERING_MODULES = {
     "rmod.builtin": "makes the built-in library, whose content the library fingerprint covers",
-    "rmod.builtin.generate": "as rmod.builtin",
-    "rmod.builtin.phrases": "as rmod.builtin",
-    "rmod.builtin.sf2": "as rmod.builtin",
-    "rmod.builtin.synth": "as rmod.builtin",
+    **{
+        f"rmod.builtin.{name}": "as rmod.builtin"
+        for name in (
+            "drums",
+            "export",
+            "fonts",
+            "generate",
+            "loops",
+            "phrases",
+            "sf2",
+            "synth",
+            "voice",
+        )
+    },
+    "rmod.families": "groups a library's files into families for its splits (library content)",
+    "rmod.leaks": "reports near-duplicates across a library's splits",
     "rmod.preflight": "checks a build's numbers and library before any work",
     "rmod.shards": "where a shard's files go and how it commits, not what they hold",
 }

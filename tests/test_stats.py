@@ -132,3 +132,13 @@ def test_cli_names_a_missing_manifest(dataset, tmp_path, capsys):
     assert main([str(partial), "--no-plots", "--no-progress"]) == 1
     assert "valid.jsonl: manifest is missing" in capsys.readouterr().err
     assert main([str(partial), "--splits", "train", "test", "--no-plots", "--no-progress"]) == 0
+
+
+def test_sources_group_reads_the_library(dataset, stats, small_library):
+    """One-shots used, per class: none recorded in the small library, families of one."""
+    m = stats["metrics"]
+    for cls in ("kick", "snare", "hihat"):
+        assert m[f"sources.recorded.{cls}"]["count"] == 16  # 8 rows x 2 layered one-shots
+        assert m[f"sources.recorded.{cls}"]["mean"] == 0.0
+        assert m[f"sources.family_size.{cls}"]["mean"] == 1.0
+    assert "sources.png" in stats["plots"]

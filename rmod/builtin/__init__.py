@@ -1,7 +1,8 @@
 """The built-in sample library: generated offline on first use, cached, self-healing.
 
 Location: ``$RMOD_CACHE_DIR`` if set, else ``platformdirs.user_cache_dir("rmod")``, in a
-versioned folder ``builtin-v<N>`` holding ``kick/ snare/ hihat/ bass/ piano/ guitar/
+versioned folder ``builtin-v<N>-<sources tag>`` (the tag names the soundfonts and
+espeak-ng found on the machine, see :mod:`rmod.builtin.fonts`) holding ``kick/ snare/ hihat/ bass/ piano/ guitar/
 vocal/`` FLAC files and ``library.jsonl`` (the manifest, written last as the completion
 marker). On every load the manifest must parse and every file must exist with its
 recorded size; otherwise the folder is regenerated (and a warning logged). Generation
@@ -17,11 +18,12 @@ import os
 import shutil
 from pathlib import Path
 
-from rmod.builtin.generate import MANIFEST_NAME, BuiltinConfig, generate_builtin
+from rmod.builtin.generate import MANIFEST_NAME, BuiltinConfig, Sources, generate_builtin
 from rmod.library import LibraryError, read_manifest
 
 __all__ = [
     "BuiltinConfig",
+    "Sources",
     "builtin_manifest_path",
     "cache_root",
     "check_builtin",
@@ -88,8 +90,9 @@ def builtin_manifest_path(
     ``cache_dir`` defaults to :func:`cache_root`; ``config`` to the default library.
     """
     config = config or BuiltinConfig()
+    sources = Sources.detect()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    folder = root / config.folder_name()
+    folder = root / config.folder_name(sources)
     manifest = folder / MANIFEST_NAME
     if check_builtin(manifest) is None:
         return manifest
@@ -104,7 +107,7 @@ def builtin_manifest_path(
         for stale in root.glob(f".{folder.name}.*"):  # left by a process that died mid-way
             shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".{folder.name}.tmp-{os.getpid()}"
-        generate_builtin(tmp, config, jobs=jobs, progress=progress)
+        generate_builtin(tmp, config, jobs=jobs, progress=progress, sources=sources)
         if folder.exists():
             old = root / f".{folder.name}.old-{os.getpid()}"
             os.replace(folder, old)

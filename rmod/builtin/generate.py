@@ -1,27 +1,27 @@
-"""Generate the built-in library: soundfont drums, synthesized drums, soundfont loops.
+"""Generate the built-in library: recorded drums, synthesized drums, instrument loops.
 
-What it makes (counts per class are :class:`BuiltinConfig` fields):
+What it makes (counts per class are :class:`BuiltinConfig` fields), from the sources the
+machine has (:class:`Sources`: the soundfonts of :func:`rmod.builtin.fonts.find_fonts` and
+``espeak-ng`` when installed):
 
-* kick / snare / hi-hat one-shots: the first ``n_sf2_oneshots`` come from the General MIDI
-  drum kits of the soundfont pretty_midi ships (8 kits in bank 128; kick keys 35/36, snare
-  38/40 and hand clap 39, hi-hat 42/44/46; the kit's layers summed as a sampler plays
-  them). The distinct kit sounds are played first as they are, then again with a random
-  detune of +-5 semitones, an extra decay and a random level. The rest are synthesized
-  (:mod:`rmod.builtin.synth`).
-* bass / piano / guitar / vocal loops: random phrases (:mod:`rmod.builtin.phrases`)
-  played by the soundfont's melodic programs through the sampler of
-  :mod:`rmod.builtin.sf2`; note tails past the loop end wrap to its start so the loop
-  repeats seamlessly.
+* kick / snare / hi-hat one-shots: the first ``n_sf2_oneshots`` are recorded sounds
+  (:mod:`rmod.builtin.drums`): every velocity layer of every kit of every font, one
+  family after another (first layer of each family, then the second...), played as
+  recorded; when there are fewer than ``n_sf2_oneshots``, detuned and shortened copies
+  follow, each in the family of its recording. The rest are synthesized
+  (:mod:`rmod.builtin.synth`), each its own family.
+* bass / piano / guitar / vocal loops (:mod:`rmod.builtin.loops`): random phrases played
+  by the best General MIDI font, overdriven guitars, organs and synths among the keys,
+  spoken vocals when espeak-ng is installed.
 
 Every item ``i`` of class ``c`` draws from its own generator
 ``SeedSequence([seed, class index, i])``, so the output does not depend on the number of
-workers. Files are mono 16-bit FLAC; the manifest (:mod:`rmod.library` format, root ``.``)
-is written last.
+workers. Entries record their ``family`` (which decides the split) and ``source``. Files
+are mono 16-bit FLAC; the manifest (:mod:`rmod.library` format, root ``.``) is written last.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -32,8 +32,9 @@ import numpy as np
 
 from rmod import CLASSES, DRUMS
 from rmod.audio import encode_audio, to_pcm16
-from rmod.builtin.phrases import random_phrase
-from rmod.builtin.sf2 import load_soundfont, render_note
+from rmod.builtin.drums import DrumBase, UnionFind, drum_bases, sampled_oneshot
+from rmod.builtin.fonts import Font, espeak_version, find_fonts, sources_tag
+from rmod.builtin.loops import render_loop
 from rmod.builtin.synth import SYNTHS
 from rmod.library import LibraryEntry, content_hash, make_id, split_for_hash, write_manifest
 
@@ -42,28 +43,36 @@ log = logging.getLogger(__name__)
 #: Bump whenever the generated audio changes: the cache folder is named after it, so an
 #: older cache is never mistaken for the current library (tests/test_builtin.py pins a
 #: summary of a few items to catch a change that forgot the bump).
-BUILTIN_VERSION = 2
+BUILTIN_VERSION = 3
 MANIFEST_NAME = "library.jsonl"
 
-DRUM_KITS = (
-    0,
-    8,
-    16,
-    24,
-    25,
-    32,
-    40,
-    48,
-)  # Standard, Room, Power, Electronic, TR-808, Jazz, Brush, Orchestra
-DRUM_KEYS = {"kick": (35, 36), "snare": (38, 39, 40), "hihat": (42, 44, 46)}
-# (kit, key) pairs whose sound is not of the class in this soundfont: timpani, ocean wave.
-DRUM_EXCLUDE = {(48, 36), (40, 40)}
-PROGRAMS = {
-    "bass": tuple(range(32, 40)),
-    "piano": tuple(range(0, 8)),
-    "guitar": tuple(range(24, 32)),
-    "vocal": (52, 53, 54, 85),  # choir aahs, voice oohs, synth voice, solo vox lead
-}
+
+@dataclass(frozen=True)
+class Sources:
+    """What the library is made from: soundfonts (kits first) and espeak-ng's version."""
+
+    fonts: tuple[Font, ...]
+    espeak: str | None = None
+
+    @classmethod
+    def detect(cls) -> Sources:
+        """The best sources installed on this machine."""
+        return cls(find_fonts(), espeak_version())
+
+    def melodic(self, cls: str) -> str:
+        """Path of the General MIDI font whose programs play ``cls`` loops: the lowest
+        rank among those holding at least one program of the class."""
+        from rmod.builtin.loops import has_programs
+
+        gm = sorted((f for f in self.fonts if f.role == "gm"), key=lambda f: f.rank)
+        for font in gm:
+            if has_programs(cls, font.path):
+                return font.path
+        raise RuntimeError(f"no soundfont holds a General MIDI program for {cls} loops")
+
+    def tag(self) -> str:
+        """Ten hex digits naming the sources (see :func:`rmod.builtin.fonts.sources_tag`)."""
+        return sources_tag(self.fonts, self.espeak)
 
 
 @dataclass(frozen=True)
@@ -71,15 +80,15 @@ class BuiltinConfig:
     """Size and seed of the built-in library; the default is what users get."""
 
     n_oneshots: int = 330
-    n_sf2_oneshots: int = 110
+    n_sf2_oneshots: int = 165
     n_loops: int = 80
     min_loop_s: float = 4.5
     sample_rate: int = 44100
     seed: int = 20240917
 
-    def folder_name(self) -> str:
-        """``builtin-v<version>`` for the default config, plus a config hash otherwise."""
-        name = f"builtin-v{BUILTIN_VERSION}"
+    def folder_name(self, sources: Sources | None = None) -> str:
+        """``builtin-v<version>-<sources tag>``, plus a config hash for a non-default config."""
+        name = f"builtin-v{BUILTIN_VERSION}-{(sources or Sources.detect()).tag()}"
         if self != BuiltinConfig():
             digest = hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()
             name += f"-{digest[:10]}"
@@ -102,103 +111,65 @@ def _level(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (x * (10 ** (rng.uniform(-6, -1) / 20) / peak)).astype(np.float32)
 
 
-def _trim_oneshot(x: np.ndarray, sr: int) -> np.ndarray:
-    """Start 0.5 ms before the first sample above -40 dB re peak; end at -60 dB; 5 ms fade."""
-    a = np.abs(x)
-    peak = float(a.max())
-    above = np.flatnonzero(a > peak * 0.01)
-    start = max(0, int(above[0]) - int(0.0005 * sr))
-    end = int(np.flatnonzero(a > peak * 0.001)[-1]) + 1
-    x = x[start:end].copy()
-    fade = min(x.size, int(0.005 * sr))
-    x[-fade:] *= np.linspace(1.0, 0.0, fade)
-    return x
+def ordered_bases(cls: str, fonts: tuple[Font, ...]) -> tuple[DrumBase, ...]:
+    """Recorded bases, one per family in turn (every family's first layer, then seconds)."""
+    by_family: dict[str, list[DrumBase]] = {}
+    for b in drum_bases(cls, fonts):
+        by_family.setdefault(b.family, []).append(b)
+    groups = list(by_family.values())
+    depth = max((len(g) for g in groups), default=0)
+    return tuple(g[k] for k in range(depth) for g in groups if k < len(g))
 
 
-@functools.lru_cache(maxsize=8)
-def drum_bases(cls: str, sr: int) -> tuple[tuple[int, int], ...]:
-    """Distinct (kit, key) sounds of a drum class in the soundfont (first by kit order)."""
-    sf = load_soundfont()
-    seen: set[str] = set()
-    bases = []
-    for kit in DRUM_KITS:
-        for key in DRUM_KEYS[cls]:
-            if (kit, key) in DRUM_EXCLUDE or not sf.has_preset(128, kit):
-                continue
-            x = render_note(sf, 128, kit, key, 100, 0.5, sr)
-            if x.size == 0 or not np.any(x):
-                continue
-            digest = hashlib.sha256(np.round(x, 5).tobytes()).hexdigest()
-            if digest not in seen:
-                seen.add(digest)
-                bases.append((kit, key))
-    return tuple(bases)
+@dataclass(frozen=True)
+class Item:
+    """A rendered item: float32 mono audio, its family (``""``: its own) and source."""
+
+    audio: np.ndarray
+    family: str
+    source: str
 
 
-def sf2_oneshot(cls: str, index: int, rng: np.random.Generator, sr: int) -> np.ndarray:
-    """Soundfont drum ``index`` of a class: a kit sound, detuned/shortened after the first pass."""
-    bases = drum_bases(cls, sr)
-    kit, key = bases[index % len(bases)]
-    variant = index // len(bases)
-    cents = 0.0 if variant == 0 else float(rng.uniform(-500, 500))
-    velocity = 100 if variant == 0 else int(rng.integers(70, 128))
-    note_s = 0.25 if cls == "hihat" and key != 46 else float(rng.uniform(0.4, 1.2))
-    x = render_note(load_soundfont(), 128, kit, key, velocity, note_s, sr, cents=cents, tail_s=0.3)
-    x = x[: int(2.0 * sr)]
-    if variant > 0:
-        t = np.arange(x.size) / sr
-        x = x * np.exp(-t * rng.uniform(0.0, 12.0))
-    return _trim_oneshot(x, sr)
-
-
-def render_loop(cls: str, rng: np.random.Generator, config: BuiltinConfig) -> np.ndarray:
-    """A seamless loop of instrument ``cls``: a random phrase on a random GM program."""
-    sf = load_soundfont()
-    sr = config.sample_rate
-    programs = [p for p in PROGRAMS[cls] if sf.has_preset(0, p)]
-    program = int(rng.choice(programs))
-    phrase = random_phrase(cls, rng, config.min_loop_s)
-    n = int(round(phrase.duration * sr))
-    out = np.zeros(n, dtype=np.float64)
-    for note in phrase.notes:
-        vib = None
-        if cls == "vocal":
-            vib = (float(rng.uniform(4.5, 6.5)), float(rng.uniform(15, 45)), 0.15)
-        x = render_note(sf, 0, program, note.key, note.velocity, note.length, sr, vibrato=vib)
-        start = int(round(note.start * sr)) % n
-        x = x[:n]  # a tail longer than the loop would overlap itself
-        first = min(x.size, n - start)
-        out[start : start + first] += x[:first]
-        out[: x.size - first] += x[first:]
-    if not np.any(out):
-        raise RuntimeError(f"program {program} rendered silence for {cls}")
-    return _level(out, rng)
-
-
-def render_item(cls: str, index: int, config: BuiltinConfig) -> np.ndarray:
-    """Audio of item ``index`` of class ``cls``: float32 mono ``[samples]`` at the config rate."""
+def render_item(
+    cls: str, index: int, config: BuiltinConfig, sources: Sources | None = None
+) -> Item:
+    """Item ``index`` of class ``cls``: audio ``[samples]`` at the config rate, family, source."""
+    sources = sources or Sources.detect()
     rng = item_rng(config, cls, index)
     sr = config.sample_rate
     if cls in DRUMS:
-        if index < config.n_sf2_oneshots:
-            return _level(sf2_oneshot(cls, index, rng, sr), rng)
-        return _level(SYNTHS[cls](rng, sr), rng)
-    return render_loop(cls, rng, config)
+        bases = ordered_bases(cls, sources.fonts)
+        if index < config.n_sf2_oneshots and bases:
+            base = bases[index % len(bases)]
+            x = sampled_oneshot(cls, base, index // len(bases), rng, sr)
+            return Item(_level(x, rng), base.family, base.source)
+        return Item(_level(SYNTHS[cls](rng, sr), rng), "", "synth")
+    font = sources.melodic(cls)
+    x, how = render_loop(cls, rng, font, config.min_loop_s, sr, sources.espeak is not None)
+    source = "espeak-ng" if how == "espeak-ng" else "sf2:" + Path(font).name
+    return Item(_level(x, rng), "", source)
 
 
 def _write_items(
-    folder: Path, items: list[tuple[str, int]], config: BuiltinConfig
-) -> list[LibraryEntry]:
-    """Render and write a batch of items (runs in a worker); returns their entries."""
+    folder: Path, items: list[tuple[str, int]], config: BuiltinConfig, sources: Sources
+) -> tuple[list[LibraryEntry], dict[str, np.ndarray]]:
+    """Render and write a batch of items (runs in a worker); returns their entries and the
+    onset windows (:func:`rmod.leaks.onset_window`) of recorded drums by path."""
+    from rmod.leaks import onset_window
+
     entries = []
+    windows = {}
     for cls, index in items:
-        audio = render_item(cls, index, config)[None, :]
+        item = render_item(cls, index, config, sources)
+        audio = item.audio[None, :]
         rel = f"{cls}/{cls}_{index:04d}.flac"
         # A plain write: the whole folder is renamed into place once complete, and a
         # file damaged later is caught by its recorded size (see rmod.builtin).
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(encode_audio(audio, config.sample_rate, "flac"))
         decoded = to_pcm16(audio).T.astype(np.float32) / np.float32(32768.0)
+        if cls in DRUMS and item.family:
+            windows[rel] = onset_window(decoded, config.sample_rate).astype(np.float32)
         digest = content_hash(decoded)
         entries.append(
             LibraryEntry(
@@ -209,11 +180,45 @@ def _write_items(
                 sample_rate=config.sample_rate,
                 channels=1,
                 sha256=digest,
-                split=split_for_hash(digest),
+                split=split_for_hash(f"family:{item.family}" if item.family else digest),
                 size_bytes=(folder / rel).stat().st_size,
+                family=item.family,
+                source=item.source,
             )
         )
-    return entries
+    return entries, windows
+
+
+def merge_families(
+    results: list[list[LibraryEntry]], windows: dict[str, np.ndarray]
+) -> list[list[LibraryEntry]]:
+    """Join the families of recorded one-shots that sound alike (two fonts may hold the same
+    recording): near-duplicates by the leak measure (:func:`rmod.leaks.near_duplicate_groups`
+    on the items' onset ``windows`` by path) take the family of the first of them, and
+    that family's split."""
+    from rmod.leaks import near_duplicate_groups
+
+    flat = [e for r in results for e in r]
+    joined = UnionFind()
+    for cls in DRUMS:
+        recorded = [e for e in flat if e.cls == cls and e.family]
+        if not recorded:
+            continue
+        groups = near_duplicate_groups(np.array([windows[e.path] for e in recorded]))
+        for e, g in zip(recorded, groups, strict=True):
+            joined.union(e.family, f"{cls} group {g}")  # the family label comes first
+    rename = {e.family: joined.find(e.family) for e in flat if e.family}
+    out = []
+    for r in results:
+        batch = []
+        for e in r:
+            family = rename.get(e.family, e.family)
+            if family != e.family:
+                data = e.to_dict() | {"family": family, "split": split_for_hash(f"family:{family}")}
+                e = LibraryEntry.from_dict(data)
+            batch.append(e)
+        out.append(batch)
+    return out
 
 
 def generate_builtin(
@@ -222,6 +227,7 @@ def generate_builtin(
     *,
     jobs: int = 2,
     progress: bool = True,
+    sources: Sources | None = None,
 ) -> Path:
     """Generate the built-in library into ``folder``; returns the manifest path.
 
@@ -232,15 +238,16 @@ def generate_builtin(
     from tqdm import tqdm
 
     config = config or BuiltinConfig()
+    sources = sources or Sources.detect()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     items = [(c, i) for c in CLASSES for i in range(config.count(c))]
     batch = 24
     batches = [items[k : k + batch] for k in range(0, len(items), batch)]
     if jobs <= 1:
-        done = (_write_items(folder, b, config) for b in batches)
+        done = (_write_items(folder, b, config, sources) for b in batches)
     else:
-        tasks = (delayed(_write_items)(folder, b, config) for b in batches)
+        tasks = (delayed(_write_items)(folder, b, config, sources) for b in batches)
         done = Parallel(n_jobs=jobs, return_as="generator")(tasks)
     bar = tqdm(
         done, total=len(batches), desc="built-in library", unit="batch", disable=not progress
@@ -248,6 +255,8 @@ def generate_builtin(
     results = list(bar)
     entries: list[LibraryEntry] = []
     seen: set[str] = set()
+    windows = {path: w for _, ws in results for path, w in ws.items()}
+    results = merge_families([r for r, _ in results], windows)
     for entry in (e for r in results for e in r):
         if entry.sha256 in seen:
             log.warning("built-in %s duplicates an earlier item; dropped", entry.path)

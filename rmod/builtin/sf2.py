@@ -1,16 +1,20 @@
 """A small SoundFont 2 sampler: parse zones with ``sf2utils``, render single notes with numpy.
 
-Only what the built-in library needs: sample data, key/velocity ranges, root key and
-tuning, loop points, attenuation and the volume envelope (attack, hold, decay, sustain,
-release). Filters, LFOs and modulators are ignored. Notes are rendered by reading the
-zone's sample at a fractional position (linear interpolation), wrapping inside the loop
-when the zone loops, and multiplying by the envelope.
+What it reads: sample data at each sample's own rate, key and velocity ranges (velocity
+layers), root key and tuning, loop points, attenuation, the volume envelope (attack,
+hold, decay, sustain, release) and the low-pass filter (initial cutoff and resonance, with
+the SoundFont's default velocity-to-cutoff modulation of up to -2400 cents applied to
+zones whose filter is set). Preset-level generators add to the instrument's (tuning,
+attenuation, filter, envelope times) and narrow its key/velocity ranges. LFOs, the
+modulation envelope and custom modulators are ignored; SF3 (compressed) samples are
+refused. Notes are rendered by reading the zone's sample at a fractional position
+(linear interpolation), wrapping inside the loop when the zone loops, low-pass
+filtering and multiplying by the envelope. Sample data stay on disk (memory-mapped).
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import warnings
 from dataclasses import dataclass
@@ -25,6 +29,12 @@ _KEY_RANGE, _VEL_RANGE, _ATTENUATION = 43, 44, 48
 _START_LOOP_COARSE, _END_LOOP_COARSE = 45, 50
 _COARSE_TUNE, _FINE_TUNE, _SAMPLE_ID, _SAMPLE_MODES = 51, 52, 53, 54
 _SCALE_TUNING, _ROOT_KEY = 56, 58
+_FILTER_FC, _FILTER_Q = 8, 9
+#: Generators a preset zone adds to its instrument zones' values (SF2.04 section 9.4).
+_ADDITIVE = (_ATTENUATION, _COARSE_TUNE, _FINE_TUNE, _FILTER_FC, _FILTER_Q)
+_ADDITIVE += (_ATTACK, _HOLD, _DECAY, _SUSTAIN, _RELEASE)
+_FC_OPEN = 13500  # cents (about 20 kHz): the default, no filtering
+_VEL_TO_FC = -2400  # cents at velocity 0 (the default modulator), zones with a filter only
 _TIMECENT_DEFAULT = -12000  # about 1 ms
 
 MAX_RELEASE_S = 1.0
@@ -62,11 +72,26 @@ class Zone:
     decay_s: float
     sustain_db: float
     release_s: float
+    filter_fc_cents: float = _FC_OPEN
+    filter_q_db: float = 0.0
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the zone sets a low-pass cutoff below the open default."""
+        return self.filter_fc_cents < _FC_OPEN
+
+
+class SoundFontError(ValueError):
+    """A soundfont this sampler cannot read; the message names the file."""
 
 
 def _short(gens: dict, oper: int, default: int) -> int:
     gen = gens.get(oper)
-    return default if gen is None else gen.short
+    value = default if gen is None else gen.short
+    if oper in _ADDITIVE and "preset" in gens:
+        pgen = gens["preset"].get(oper)
+        value += 0 if pgen is None else pgen.short
+    return value
 
 
 def _range(gens: dict, oper: int) -> tuple[int, int]:
@@ -90,46 +115,55 @@ class SoundFont:
             from sf2utils.sf2parse import Sf2File
 
         self.path = Path(path) if path is not None else default_sf2_path()
-        raw = self.path.read_bytes()
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)  # sf2utils warns about harmless quirks of most files
         try:
-            sf = Sf2File(io.BytesIO(raw))
-            presets = [p for p in sf.presets if p.name != "EOP"]
-            samples = [s for s in sf.samples if s.name != "EOS"]
+            with open(self.path, "rb") as fh:
+                sf = Sf2File(fh)
+                presets = [p for p in sf.presets if p.name != "EOP"]
+                samples = [s for s in sf.samples if s.name != "EOS"]
+                headers = sf.raw.pdta["Shdr"]
+                offset = sf.raw.smpl_offset
+                if any(h.sample_type & 0x10 for h in headers):
+                    raise SoundFontError(f"{self.path}: compressed (SF3) samples are not supported")
+                if not samples or offset is None:
+                    raise SoundFontError(f"{self.path}: the soundfont holds no samples")
+                self.names = {(p.bank, p.preset): p.name for p in presets}
+                self._zones = {(p.bank, p.preset): self._preset_zones(p) for p in presets}
+        except SoundFontError:
+            raise
+        except Exception as exc:  # sf2utils raises many kinds on a damaged file
+            raise SoundFontError(f"{self.path}: not a readable SoundFont 2 file ({exc})") from None
         finally:
             logging.disable(previous)
-        offset = sf.raw.smpl_offset
         n = max(s.end for s in samples) + 1
-        self.pool = np.frombuffer(raw, dtype="<i2", count=n, offset=offset).astype(np.float32)
-        self.pool /= 32768.0
-        self.names: dict[tuple[int, int], str] = {}
-        self._zones: dict[tuple[int, int], list[Zone]] = {}
-        for p in presets:
-            self.names[(p.bank, p.preset)] = p.name
-            self._zones[(p.bank, p.preset)] = self._preset_zones(p)
+        self.pool = np.memmap(self.path, dtype="<i2", mode="r", offset=offset, shape=(n,))
 
     def _preset_zones(self, preset) -> list[Zone]:
         zones: list[Zone] = []
+        preset_global: dict = {}
         for pbag in preset.bags:
             inst = pbag.instrument
             if inst is None:
+                preset_global = dict(pbag.gens)
                 continue
-            pkeys = _range(pbag.gens, _KEY_RANGE)
+            pgens = {**preset_global, **pbag.gens}
+            pkeys, pvels = _range(pgens, _KEY_RANGE), _range(pgens, _VEL_RANGE)
             global_gens: dict = {}
             for ibag in inst.bags:
                 if _SAMPLE_ID not in ibag.gens:
                     global_gens = dict(ibag.gens)
                     continue
-                gens = {**global_gens, **ibag.gens}
-                keys = _range(gens, _KEY_RANGE)
+                gens = {**global_gens, **ibag.gens, "preset": pgens}
+                keys, vels = _range(gens, _KEY_RANGE), _range(gens, _VEL_RANGE)
                 keys = (max(keys[0], pkeys[0]), min(keys[1], pkeys[1]))
-                if keys[0] > keys[1]:
+                vels = (max(vels[0], pvels[0]), min(vels[1], pvels[1]))
+                if keys[0] > keys[1] or vels[0] > vels[1]:
                     continue
-                zones.append(self._zone(ibag, gens, keys))
+                zones.append(self._zone(ibag, gens, keys, vels))
         return zones
 
-    def _zone(self, ibag, gens: dict, keys: tuple[int, int]) -> Zone:
+    def _zone(self, ibag, gens: dict, keys: tuple[int, int], vels: tuple[int, int]) -> Zone:
         s = ibag.sample
         looping = _short(gens, _SAMPLE_MODES, 0) & 1 == 1
         loop = None
@@ -147,7 +181,7 @@ class SoundFont:
         return Zone(
             name=s.name,
             key_range=keys,
-            vel_range=_range(gens, _VEL_RANGE),
+            vel_range=vels,
             sample_rate=int(s.sample_rate),
             start=int(s.start),
             end=int(s.end),
@@ -161,15 +195,17 @@ class SoundFont:
             decay_s=_timecents(gens, _DECAY),
             sustain_db=min(100.0, max(0.0, _short(gens, _SUSTAIN, 0) / 10.0)),
             release_s=min(MAX_RELEASE_S, _timecents(gens, _RELEASE)),
+            filter_fc_cents=float(min(_FC_OPEN, max(1500, _short(gens, _FILTER_FC, _FC_OPEN)))),
+            filter_q_db=min(96.0, max(0.0, _short(gens, _FILTER_Q, 0) / 10.0)),
         )
 
-    def zones(self, bank: int, program: int, key: int, velocity: int = 100) -> list[Zone]:
-        """Zones that sound for ``key`` at ``velocity`` in preset (bank, program)."""
+    def zones(self, bank: int, program: int, key: int, velocity: int | None = 100) -> list[Zone]:
+        """Zones that sound for ``key`` at ``velocity`` (``None``: any) in (bank, program)."""
         return [
             z
             for z in self._zones.get((bank, program), [])
             if z.key_range[0] <= key <= z.key_range[1]
-            and z.vel_range[0] <= velocity <= z.vel_range[1]
+            and (velocity is None or z.vel_range[0] <= velocity <= z.vel_range[1])
         ]
 
     def has_preset(self, bank: int, program: int) -> bool:
@@ -178,13 +214,35 @@ class SoundFont:
 
     def sample(self, zone: Zone) -> np.ndarray:
         """The zone's raw sample, float32 mono, at ``zone.sample_rate``."""
-        return self.pool[zone.start : zone.end]
+        return np.asarray(self.pool[zone.start : zone.end], dtype=np.float32) / np.float32(32768)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)
 def load_soundfont(path: str | None = None) -> SoundFont:
     """Parse a soundfont once per process (``None``: the one pretty_midi ships)."""
     return SoundFont(path)
+
+
+def cents_to_hz(cents: float) -> float:
+    """SoundFont absolute cents to Hz (8.176 Hz x 2^(cents / 1200))."""
+    return 8.175798915643707 * 2.0 ** (cents / 1200.0)
+
+
+def lowpass(x: np.ndarray, fc_hz: float, q_db: float, sr: int) -> np.ndarray:
+    """The SoundFont filter: a 2-pole resonant low-pass (RBJ biquad) at ``fc_hz``, with
+    its resonance peak ``q_db`` dB above the DC gain (0 dB: Butterworth). Unchanged when
+    the cutoff is at or above 0.45 ``sr``."""
+    from scipy.signal import lfilter
+
+    if fc_hz >= 0.45 * sr or x.size == 0:
+        return x
+    q = max(1 / np.sqrt(2), 10.0 ** (q_db / 20.0))
+    w0 = 2 * np.pi * fc_hz / sr
+    alpha = np.sin(w0) / (2 * q)
+    cw = np.cos(w0)
+    b = np.array([(1 - cw) / 2, 1 - cw, (1 - cw) / 2])
+    a = np.array([1 + alpha, -2 * cw, 1 - alpha])
+    return lfilter(b / a[0], a / a[0], x)
 
 
 ENVELOPE_BLOCK = 32  # samples per envelope control point
@@ -208,6 +266,15 @@ def _envelope_points(zone: Zone, n: int, note_off: int, sr: int) -> tuple[np.nda
     return ctrl, gain
 
 
+def _lerp(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``values`` read at fractional indices ``pos`` (0 <= pos <= size - 1), linearly."""
+    if values.size < 2:
+        return np.full(pos.shape, float(values[0]) if values.size else 0.0)
+    i = np.minimum(pos.astype(np.int64), values.size - 2)
+    frac = pos - i
+    return values[i] * (1.0 - frac) + values[i + 1] * frac
+
+
 def envelope(zone: Zone, n: int, note_off: int, sr: int) -> np.ndarray:
     """Volume envelope (linear gain) of ``n`` samples with the key released at ``note_off``.
 
@@ -215,8 +282,8 @@ def envelope(zone: Zone, n: int, note_off: int, sr: int) -> np.ndarray:
     after note-off the level falls at 96 dB per ``release_s``. Computed every
     :data:`ENVELOPE_BLOCK` samples and linearly interpolated in between.
     """
-    ctrl, gain = _envelope_points(zone, n, note_off, sr)
-    return np.interp(np.arange(n), ctrl, gain)
+    _, gain = _envelope_points(zone, n, note_off, sr)
+    return _lerp(gain, np.arange(n) / ENVELOPE_BLOCK)
 
 
 def _audible_length(zone: Zone, n: int, note_off: int, sr: int) -> int:
@@ -272,7 +339,10 @@ def render_zone(
         pos[over] = ls + np.mod(pos[over] - ls, le - ls)
     else:
         pos = pos[pos < data.size - 1]
-    out = np.interp(pos, np.arange(data.size), data)
+    out = _lerp(data, pos)
+    if zone.filtered:
+        fc = zone.filter_fc_cents + _VEL_TO_FC * (1.0 - velocity / 127.0)
+        out = lowpass(out, cents_to_hz(fc), zone.filter_q_db, sr)
     out *= envelope(zone, out.size, note_off, sr)
     gain = 10.0 ** (-zone.attenuation_db / 20.0) * (velocity / 127.0) ** 2
     return (out * gain).astype(np.float32)

@@ -87,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="audio file format, 16-bit either way (default: the recipe's)",
     )
     p.add_argument(
+        "--midi-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of General MIDI drum files for a Groove recipe (rmod-groove): their 4 s "
+        "windows are the drum patterns (default: none)",
+    )
+    p.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
     )
     return p.parse_args(argv)
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_size=args.shard_size,
         audio_format=args.audio_format,
         progress=not args.no_progress,
+        midi_dir=args.midi_dir,
     )
     try:
         with sigterm_as_interrupt():

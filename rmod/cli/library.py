@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="rmod-library",
         description="Index your own samples into a library manifest, or describe a library.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{index,info}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{index,info,soundfont}")
 
     ix = sub.add_parser(
         "index",
@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("TRAIN", "VALID", "TEST"),
         help="split fractions, summing to 1 (assigned from each file's content hash)",
     )
+    ix.add_argument(
+        "--group-by",
+        choices=("file", "folder"),
+        default=lim.group_by,
+        help="what shares a split: each file alone, or every file under the same sub-folder "
+        "of a class folder (a kit, a pack: SRC_DIR/kick/KIT/...)",
+    )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser(
@@ -90,7 +97,65 @@ def _parser() -> argparse.ArgumentParser:
         help="library manifest (default: the built-in library)",
     )
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument(
+        "--leaks",
+        action="store_true",
+        help="also measure near-duplicate one-shots across splits: a valid/test one-shot "
+        "leaks when a train one-shot of its class correlates above 0.95 over the 0.25 s "
+        "from the onset (best lag within 5 ms; see rmod.leaks)",
+    )
+    _add_soundfont_parser(sub)
     return p
+
+
+def _add_soundfont_parser(sub) -> None:
+    sf = sub.add_parser(
+        "soundfont",
+        help="turn a SoundFont 2 file into library folders",
+        description=(
+            "Write SF2's drum kits as one-shots (every velocity layer of the General MIDI "
+            "kick, snare and hi-hat keys, one folder per sound family) and its melodic "
+            "programs as phrase loops (bass, piano/organ/synth, guitar, choir/voice) under "
+            "OUT_DIR/<class>/, ready for: rmod-library index OUT_DIR --out LIB --group-by "
+            "folder. Exit status: 0 on success, 1 if the soundfont cannot be read."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sf.add_argument("sf2", metavar="SF2", help="SoundFont 2 file (.sf2; SF3 is not supported)")
+    sf.add_argument(
+        "--out", required=True, metavar="OUT_DIR", default=argparse.SUPPRESS, help="(required)"
+    )
+    sf.add_argument("--loops-per-program", type=int, default=2, help="loops per melodic program")
+    sf.add_argument("--min-loop-s", type=float, default=4.5, help="shortest loop (s)")
+    sf.add_argument("--seed", type=int, default=0, help="seed of the phrases")
+
+
+def _soundfont(args: argparse.Namespace) -> int:
+    from rmod.builtin.export import export_soundfont
+    from rmod.builtin.sf2 import SoundFontError
+
+    if args.loops_per_program < 0 or args.min_loop_s <= 0:
+        print(
+            "rmod-library: error: --loops-per-program must be >= 0, --min-loop-s > 0",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = export_soundfont(
+            args.sf2,
+            args.out,
+            loops_per_program=args.loops_per_program,
+            min_loop_s=args.min_loop_s,
+            seed=args.seed,
+        )
+    except SoundFontError as exc:
+        print(f"rmod-library: error: {exc}", file=sys.stderr)
+        return 1
+    for line in report.skipped:
+        print(f"skipped {line}")
+    per_class = ", ".join(f"{c} {n}" for c, n in report.counts.items())
+    print(f"wrote {sum(report.counts.values())} files ({per_class}) under {args.out}")
+    return 0
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -102,7 +167,7 @@ def _index(args: argparse.Namespace) -> int:
     durations = {c: (args.oneshot_min, args.oneshot_max) for c in CLASSES[:3]}
     durations.update({c: (args.loop_min, args.loop_max) for c in CLASSES[3:]})
     try:
-        limits = IndexLimits(durations, args.silence_db, tuple(args.splits))
+        limits = IndexLimits(durations, args.silence_db, tuple(args.splits), group_by=args.group_by)
         split_for_hash("0" * 64, limits.split_fractions)  # validates the fractions
     except ValueError as exc:
         print(f"rmod-library: error: {exc}", file=sys.stderr)
@@ -132,6 +197,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from rmod.families import family_counts, source_counts
     from rmod.library import Library, LibraryError
 
     try:
@@ -140,23 +206,49 @@ def _info(args: argparse.Namespace) -> int:
         print(f"rmod-library: error: {exc}", file=sys.stderr)
         return 1
     counts = lib.counts()
+    families = family_counts(lib)
+    leaks = _leaks(lib) if args.leaks else None
     if args.json:
         data = {
             "library": str(lib.path),
             "fingerprint": lib.fingerprint,
             "n_entries": len(lib),
             "counts": counts,
+            "families": families,
+            "sources": source_counts(lib),
         }
+        if leaks is not None:
+            data["leaks"] = {
+                r.cls: {"n_eval": r.n_eval, "n_leaking": r.n_leaking, "worst": r.worst}
+                for r in leaks
+            }
         print(json.dumps(data, indent=2))
         return 0
     print(f"library {lib.path}")
     print(f"fingerprint {lib.fingerprint}")
-    print(f"{'class':<8}" + "".join(f"{s:>7}" for s in SPLITS) + f"{'total':>7}")
+    print(f"{'class':<8}" + "".join(f"{s:>7}" for s in SPLITS) + f"{'total':>7}{'families':>10}")
     for c in CLASSES:
         row = counts[c]
-        print(f"{c:<8}" + "".join(f"{row[s]:>7}" for s in SPLITS) + f"{sum(row.values()):>7}")
+        cells = "".join(f"{row[s]:>7}" for s in SPLITS)
+        print(f"{c:<8}{cells}{sum(row.values()):>7}{families[c]:>10}")
     print(f"{len(lib)} entries in {len(lib.classes)} classes")
+    for source, per_class in source_counts(lib).items():
+        what = ", ".join(f"{c} {n}" for c, n in per_class.items())
+        print(f"source {source or '(indexed files)'}: {what}")
+    for r in leaks or ():
+        worst = f"; worst {r.worst[0][0]} ~ {r.worst[0][1]} ({r.worst[0][2]})" if r.worst else ""
+        print(
+            f"leaks {r.cls}: {r.n_leaking} of {r.n_eval} valid/test one-shots "
+            f"({r.percent:.1f} %) have a train near-duplicate{worst}"
+        )
     return 0
+
+
+def _leaks(lib):
+    from rmod import DRUMS
+    from rmod.leaks import leak_report
+
+    return leak_report(lib, [c for c in DRUMS if c in lib.classes])
 
 
 @quiet_broken_pipe
@@ -164,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rmod-library``; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    return _index(args) if args.command == "index" else _info(args)
+    commands = {"index": _index, "info": _info, "soundfont": _soundfont}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,35 @@ def _parser() -> argparse.ArgumentParser:
         help="id of the manifest row to re-render, e.g. train-00000042 (default: none)",
     )
     p.add_argument(
+        "--midi-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of General MIDI drum files whose 4 s windows are the drum patterns "
+        "(required by, and only for, a Groove recipe such as rmod-groove; default: none)",
+    )
+    p.add_argument(
         "--no-overview",
         action="store_true",
         help="do not draw overview.png (faster; default: draw it)",
     )
     return p
+
+
+def _grooves(midi_dir, recipe):
+    """The Groove windows of ``midi_dir`` (refused files listed on stderr), or None."""
+    from rmod.example import ExampleError
+    from rmod.groove import for_recipe
+
+    if midi_dir is None:
+        return None
+    if recipe.groove is None:
+        raise ExampleError(
+            f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}"
+        )
+    grooves = for_recipe(midi_dir, recipe)
+    for path, reason in grooves.refused:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return grooves
 
 
 @quiet_broken_pipe
@@ -105,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             _check_params(args, params, recipe, library)
         else:
             recipe = load_recipe(args.recipe)
+            grooves = _grooves(args.midi_dir, recipe)
             lib_path = args.library
             library = Library.load(lib_path)
-            params = draw_example(recipe, library, args.seed, args.split, args.index)
+            params = draw_example(recipe, library, args.seed, args.split, args.index, grooves)
             fmt = None
         lib_path = str(Path(lib_path).resolve()) if lib_path else None
         out = Path(args.out)
