@@ -19,6 +19,7 @@ import bisect
 import hashlib
 import json
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class TokenDataset(Dataset):
         self.identity = _identity(index, drum, self.target_frames)
         self._ids: list[str] | None = None
         self._maps: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
         self._checked: set[int] = set()
         self.max_open_shards = MAX_OPEN_SHARDS
 
@@ -106,7 +108,12 @@ class TokenDataset(Dataset):
 
     def _shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """Memory maps of shard ``s`` (the least recently used beyond ``max_open_shards``
-        are closed: each map holds a file descriptor)."""
+        are closed: each map holds a file descriptor). Safe to call from the training
+        thread and the loader's thread at once."""
+        with self._lock:
+            return self._open_shard(s)
+
+    def _open_shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         if s in self._maps:
             self._maps.move_to_end(s)
         else:
@@ -125,6 +132,7 @@ class TokenDataset(Dataset):
             if mix.shape[0] != rows or shot.shape[0] != rows:
                 raise CacheError(f"{shard}: holds {mix.shape[0]} rows, index says {rows}")
             self._maps[s] = (mix, shot)
+            return mix, shot
         return self._maps[s]
 
     def _gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +190,12 @@ class TokenDataset(Dataset):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_maps"] = OrderedDict()  # memory maps are reopened in the receiving process
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def _identity(index: dict, drum: str, target_frames: int) -> dict:
