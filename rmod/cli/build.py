@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rmod-build: damaged shard {damaged}", file=sys.stderr)
     if summary.error:
         print(f"rmod-build: error: {summary.error}", file=sys.stderr)
-        print(
-            "rmod-build: finished shards are kept; rerun the same command to resume",
-            file=sys.stderr,
-        )
+        if "rerun the same command" not in summary.error:
+            print(
+                "rmod-build: finished shards are kept; rerun the same command to resume",
+                file=sys.stderr,
+            )
     print(summary.line())
     return 0 if summary.ok else 1
 
