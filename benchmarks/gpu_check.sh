@@ -85,7 +85,7 @@ step env 10 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --f
 # the CUDA tests use only tests/dose_fixtures.py. On the CPU (dry run) they are all skipped.
 step tests 40 "$py" -m pytest -q -p no:cacheprovider --noconftest tests/test_decode.py \
     tests/test_generate.py tests/test_dac_codec.py tests/test_model.py tests/test_extract.py \
-    -k 'cuda and not compiled' -rs
+    -m 'gpu and not slow' -rs
 
 if [ "$dev" = cuda ]; then
     gen_args=(--batches 1,64,256,1024 --precisions fp32,bf16 --eager-max-batch 64 --repeats 1)

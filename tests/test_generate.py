@@ -92,6 +92,7 @@ def test_top_p_sampling():
         sample_tokens(logits, "beam")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_cached_equals_uncached_and_bf16_runs():
     model = make().cuda()

@@ -143,6 +143,7 @@ def test_recipes_load():
     assert tiny_model.d_model <= 64 and tiny_model.num_layers == 2
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_last_block_matches_full_rows():
     """On the GPU, in bf16 autocast (the fused attention kernels, with the kept-rows mask),

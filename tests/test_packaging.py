@@ -129,3 +129,22 @@ def test_torch_requirement_admits_the_on_disk_build():
     assert torch_req.specifier.contains("2.13.0")
     # An open upper bound would let pip pull a multi-GB CUDA build of a newer release.
     assert not torch_req.specifier.contains("2.14.0")
+
+
+def test_every_cuda_test_is_marked_gpu():
+    """CUDA-only tests are selected by the ``gpu`` marker (``benchmarks/gpu_check.sh`` runs
+    ``-m 'gpu and not slow'``), so each test skipped without CUDA must carry it."""
+    unmarked = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        decorators: list[str] = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("@"):
+                decorators.append(line)
+            elif line.startswith("def test"):
+                text = " ".join(decorators)
+                if "cuda.is_available()" in text and "pytest.mark.gpu" not in text:
+                    unmarked.append(f"{path.name}: {line.split('(')[0][4:]}")
+                decorators = []
+            elif not line.startswith((" ", ")")):
+                decorators = []
+    assert not unmarked, unmarked

@@ -252,6 +252,7 @@ def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys, monkeypatch):
     assert len(list(fresh.glob("tokens-*"))) == 1
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_training_and_checkpoint(tmp_path):
     """GPU path: bf16 autocast, fused AdamW, CUDA RNG state in the checkpoint, exact resume."""
