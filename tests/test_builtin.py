@@ -153,6 +153,7 @@ def test_synths_and_phrases_are_deterministic():
     np.testing.assert_array_equal(a.audio, b.audio)
 
 
+@pytest.mark.slow
 def test_generation_is_deterministic_and_heals(tmp_path, caplog):
     a = builtin_manifest_path(tmp_path / "a", TINY, jobs=2, progress=False)
     b = builtin_manifest_path(tmp_path / "b", TINY, jobs=1, progress=False)

@@ -35,6 +35,7 @@ def read_rows(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_scores_every_row_and_drum_independently_of_batching(setup, tmp_path, capsys):
     data, codec, ckpt = setup
     argv = ["--manifest", str(data), "--codec-weights", str(codec), "--kick", str(ckpt)]

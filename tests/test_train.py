@@ -279,6 +279,7 @@ def test_cuda_bf16_training_and_checkpoint(tmp_path):
         torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 def test_end_to_end_rmod_build_then_dose_train(tmp_path, builtin_library, capsys):
     """rmod-build (tiny, built-in library) -> dose-train with a tiny random DAC -> checkpoint
     loads and generates."""
@@ -320,6 +321,7 @@ def test_end_to_end_rmod_build_then_dose_train(tmp_path, builtin_library, capsys
     assert (tmp_path / "ex" / f"{mixture.stem}.extract.json").is_file()
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     """`compile=True` (forward and loss under torch.compile, inductor on CPU) trains to the same
     weights as eager PyTorch within float tolerance."""
