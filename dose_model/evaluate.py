@@ -43,7 +43,7 @@ from dose_model.baseline import baseline_oneshots
 from dose_model.codec import DacCodec
 from dose_model.extract import GREEDY, WINDOW_S, Extractor, Sampling, oneshot_frames
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
-from dose_model.manifest import ManifestError, find_manifests, read_manifest
+from dose_model.manifest import ManifestError, find_manifests, read_rows
 from dose_model.metrics import mss_distance
 from dose_model.shaping import wav_bytes
 from dose_model.tokenize import RowAudioError, clip, load_mono
@@ -140,7 +140,7 @@ def evaluate_split(
         split = next(iter(manifests)) if Path(dataset).is_file() else "test"
     if split not in manifests:
         raise ManifestError(dataset, f"no {split} manifest (found: {sorted(manifests)})")
-    rows = read_manifest(manifests[split])[:max_rows]
+    rows = read_rows(manifests[split])[:max_rows]
     out = Path(out)
     models = extractor.models
     if save_audio:

@@ -195,7 +195,7 @@ def parse_row(
     )
 
 
-def read_manifest(path: str | os.PathLike, keep_extra: bool = False) -> list[ManifestRow]:
+def read_rows(path: str | os.PathLike, keep_extra: bool = False) -> list[ManifestRow]:
     """All rows of one manifest file, in file order. Blank lines are skipped.
 
     Fields other than ``id``, ``split``, ``mixture``, ``oneshots`` and ``sample_rate`` are

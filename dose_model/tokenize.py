@@ -49,7 +49,7 @@ from dose_model.manifest import (
     ManifestRow,
     find_manifests,
     manifest_sha256,
-    read_manifest,
+    read_rows,
     row_seconds,
 )
 from dose_model.token_cache import (  # noqa: F401 (read_index, CacheError: re-exported)
@@ -287,7 +287,7 @@ def tokenize_manifest(
     start = time.perf_counter()
     out = Path(out)
     manifests = find_manifests(manifest)
-    rows = {split: read_manifest(path) for split, path in manifests.items()}
+    rows = {split: read_rows(path) for split, path in manifests.items()}
     found = row_seconds(next((r[0] for r in rows.values() if r), None))
     if mixture_seconds is None:
         mixture_seconds = found.get("mixture_seconds", PAPER_MIXTURE_SECONDS)

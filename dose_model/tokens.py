@@ -21,14 +21,9 @@ from __future__ import annotations
 import torch
 
 PAD_ID = 0
-"""Token id of the start row, the end row and padding (codes are stored + 1)."""
-START_ID = PAD_ID
-END_ID = PAD_ID
-N_CODEBOOKS = 9
-"""Codebooks of the 44 kHz DAC model."""
+"""Token id of the start row, the end row and padding (codes are stored + 1, so a
+codebook's token ids are 0 and 1..CODEBOOK_SIZE)."""
 CODEBOOK_SIZE = 1024
-VOCAB_SIZE = CODEBOOK_SIZE + 1
-"""Token ids per codebook: 0 (start/end/pad) and 1..1024 (code + 1)."""
 FILL_CODE = 0
 """Code that :func:`revert_target` puts where a generated sequence holds token 0 inside a
 complete frame (the model stopped one codebook but not the others)."""

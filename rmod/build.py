@@ -65,7 +65,7 @@ from rmod.shards import (
 )
 from rmod.store import STORE_DIR
 from rmod.worker import (
-    ExampleError,
+    ExampleFailed,
     ShardError,
     ShardResult,
     ShardTask,
@@ -444,7 +444,7 @@ def build(options: BuildOptions) -> BuildSummary:
                     _run(tasks, summary, options.progress)
             concatenate_parts(out, shards)
             _remove_store(out)  # a cache: the build is complete
-        except (ExampleError, ShardError) as exc:
+        except (ExampleFailed, ShardError) as exc:
             summary.error = str(exc)
         except KeyboardInterrupt:
             summary.error = "interrupted; rerun the same command to resume"

@@ -526,15 +526,14 @@ class ExampleSource:
     """What re-rendering needs, read from ``example.json`` or a manifest row.
 
     ``recipe`` is ``None`` when the file holds none (give one explicitly);
-    ``library_path`` is ``None`` for the built-in library; ``has_library`` tells
-    whether the file said which library at all; ``audio_format`` is the format a
-    dataset was built in (``build.json``; ``None``: the recipe's).
+    ``library_path`` is ``None`` for the built-in library (or a file that names none);
+    ``audio_format`` is the format a dataset was built in (``build.json``; ``None``: the
+    recipe's).
     """
 
     params: ExampleParams
     recipe: Recipe | None
     library_path: str | None
-    has_library: bool
     audio_format: str | None = None
 
 
@@ -589,10 +588,10 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
             raise ExampleError(str(exc)) from None
     fmt = build.get("audio_format")
     if isinstance(doc.get("library"), dict):
-        return ExampleSource(params, recipe, doc["library"].get("path"), True, fmt)
+        return ExampleSource(params, recipe, doc["library"].get("path"), fmt)
     if "library_path" in build:
-        return ExampleSource(params, recipe, build["library_path"], True, fmt)
-    return ExampleSource(params, recipe, None, False, fmt)
+        return ExampleSource(params, recipe, build["library_path"], fmt)
+    return ExampleSource(params, recipe, None, fmt)
 
 
 def save_example(

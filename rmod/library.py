@@ -183,7 +183,7 @@ def manifest_text(root: str, entries: Iterable[LibraryEntry]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_manifest(path: str | os.PathLike, root: str, entries: Iterable[LibraryEntry]) -> str:
+def write_library(path: str | os.PathLike, root: str, entries: Iterable[LibraryEntry]) -> str:
     """Write a manifest atomically; returns its fingerprint."""
     text = manifest_text(root, entries)
     atomic_write_text(path, text)
@@ -194,7 +194,7 @@ def _fingerprint(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def read_manifest(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str]:
+def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str]:
     """Parse a manifest: ``(root folder, entries with absolute paths, fingerprint)``.
 
     Raises :class:`LibraryError` naming the file (and line) when it is missing or malformed.
@@ -294,7 +294,7 @@ class Library:
 
             path = builtin_manifest_path()
         path = Path(path).resolve()
-        root, entries, fingerprint = read_manifest(path)
+        root, entries, fingerprint = read_library(path)
         return cls(path=path, root=root, fingerprint=fingerprint, entries=tuple(entries))
 
     def __len__(self) -> int:
@@ -536,7 +536,7 @@ def index_library(
             )
         )
     out = Path(out_path)
-    fingerprint = write_manifest(out, str(src), entries)
+    fingerprint = write_library(out, str(src), entries)
     counts = {c: {s: 0 for s in SPLITS} for c in CLASSES}
     for e in entries:
         counts[e.cls][e.split] += 1

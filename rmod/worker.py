@@ -80,7 +80,7 @@ _LIBRARIES: dict[tuple[str | None, str], Any] = {}
 _LIBRARIES_LOCK = threading.Lock()
 
 
-class ExampleError(Exception):
+class ExampleFailed(Exception):
     """An example that could not be built; names the example and, when known, the file."""
 
     def __init__(self, example_id: str, reason: str, path: str | None = None):
@@ -352,7 +352,7 @@ def _write(path: Path, data: bytes) -> None:
 def render_shard(task: ShardTask) -> ShardResult:
     """Build every example of ``task.shard`` in a temporary folder and commit it.
 
-    Raises :class:`ExampleError` naming the first example that failed (and the file,
+    Raises :class:`ExampleFailed` naming the first example that failed (and the file,
     for an unreadable library file), :class:`ShardError` when the library cannot be
     loaded or the output written; nothing of a failed shard becomes visible.
     """
@@ -386,11 +386,11 @@ def render_shard(task: ShardTask) -> ShardResult:
             try:
                 rows.append(build_example(task, store, index, tmp))
             except AudioFileError as exc:
-                raise ExampleError(_eid(task, index), exc.reason, exc.path) from None
+                raise ExampleFailed(_eid(task, index), exc.reason, exc.path) from None
             except OutputError as exc:
                 raise ShardError(task.shard.name, str(exc)) from None
             except Exception as exc:
-                raise ExampleError(_eid(task, index), _text(exc)) from None
+                raise ExampleFailed(_eid(task, index), _text(exc)) from None
         check_lease(task)
         try:
             sync_folder(tmp)

@@ -14,7 +14,7 @@ from dose_fixtures import write_fake_rmod, write_tiny_codec, write_tiny_dose_che
 
 from dose_model.checkpoints import CheckpointError, load_any_model
 from dose_model.config import ConfigError, ModelConfig, load_config
-from dose_model.manifest import ManifestError, read_manifest
+from dose_model.manifest import ManifestError, read_rows
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_ids_and_paths_that_leave_the_dataset_are_refused(dataset, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(dataset, root)
     manifest = root / "manifests" / "train.jsonl"
-    first_mixture = read_manifest(manifest)[0].mixture
+    first_mixture = read_rows(manifest)[0].mixture
     outside = tmp_path / "elsewhere.wav"
     outside.write_bytes(first_mixture.read_bytes())
     cases = {
@@ -58,23 +58,23 @@ def test_ids_and_paths_that_leave_the_dataset_are_refused(dataset, tmp_path):
 
         _rewrite(dataset, manifest, change)
         with pytest.raises(ManifestError, match=f"train.jsonl:2: .*{shown}") as err:
-            read_manifest(manifest)
+            read_rows(manifest)
         assert field == "id" or "row train-000001" in str(err.value)
 
     link = root / "train" / "000000" / "link.wav"
     link.symlink_to(outside)  # a link that leads out of DIR: refused
     _rewrite(dataset, manifest, lambda row: row.update(mixture="train/000000/link.wav"))
     with pytest.raises(ManifestError, match="row train-000001: field 'mixture'.*leaves"):
-        read_manifest(manifest)
+        read_rows(manifest)
     folder_link = root / "train" / "sneaky"
     folder_link.symlink_to(tmp_path, target_is_directory=True)  # a folder link, too
     _rewrite(dataset, manifest, lambda row: row.update(mixture="train/sneaky/elsewhere.wav"))
     with pytest.raises(ManifestError, match="leaves the dataset folder"):
-        read_manifest(manifest)
+        read_rows(manifest)
     inside = root / "train" / "000000" / "inside.wav"
     inside.symlink_to(first_mixture)
     _rewrite(dataset, manifest, lambda row: row.update(mixture="train/000000/inside.wav"))
-    assert read_manifest(manifest)[1].mixture.name == "inside.wav"  # links inside DIR are fine
+    assert read_rows(manifest)[1].mixture.name == "inside.wav"  # links inside DIR are fine
 
 
 def test_dose_tokenize_refuses_an_escaping_row_and_survives_a_full_disk(

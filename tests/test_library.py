@@ -20,7 +20,7 @@ from rmod.library import (
     LibraryEntry,
     LibraryError,
     index_library,
-    read_manifest,
+    read_library,
     split_for_hash,
 )
 
@@ -245,7 +245,7 @@ def test_bad_manifests_are_named_with_line(tmp_path, small_library):
         path = tmp_path / f"{name}.jsonl"
         path.write_text(text + "\n")
         with pytest.raises(LibraryError, match=str(path)):
-            read_manifest(path)
+            read_library(path)
     with pytest.raises(LibraryError, match="cannot read"):
         Library.load(tmp_path / "missing.jsonl")
 

@@ -20,7 +20,7 @@ from dose_fixtures import write_fake_rmod, write_tiny_codec
 from dose_model.cli.tokenize import main as tokenize_cli
 from dose_model.codec import DacCodec
 from dose_model.data import TokenDataset
-from dose_model.manifest import ManifestError, find_manifests, read_manifest
+from dose_model.manifest import ManifestError, find_manifests, read_rows
 from dose_model.tokenize import TokenizeError, load_mono, read_index, tokenize_manifest
 
 SHOT_S = 0.5  # one-shot length encoded in these tests: 22050 samples -> 44 frames
@@ -68,7 +68,7 @@ def test_cache_layout_and_codes(reference_cache, dataset, weights):
     assert mixture.dtype == np.int16 and mixture.shape == (1, 9, 345)
     assert kick.shape == (1, 9, 44)
     # independent path: read the files, mono mean, crop, encode
-    row = read_manifest(dataset / "manifests" / "train.jsonl")[1]
+    row = read_rows(dataset / "manifests" / "train.jsonl")[1]
     codec = DacCodec.load(weights)
     audio, _ = sf.read(row.mixture, dtype="float32")
     expected = codec.encode(torch.from_numpy(audio.mean(axis=1))[None, None])
@@ -153,7 +153,7 @@ def test_help_explains_every_option(capsys):
 def test_bad_rows_are_skipped_reported_and_indexed(tmp_path, dataset, weights, capsys):
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
-    rows = read_manifest(data / "manifests" / "train.jsonl")
+    rows = read_rows(data / "manifests" / "train.jsonl")
     os.remove(rows[0].oneshots["snare"])
     rows[1].mixture.write_bytes(b"RIFF but not really a wav")
     out = tmp_path / "tok"
@@ -200,13 +200,13 @@ def test_manifest_errors_name_file_and_line(tmp_path, dataset):
     for text, pattern in cases.values():
         (folder / "train.jsonl").write_text(text)
         with pytest.raises(ManifestError, match=pattern):
-            read_manifest(folder / "train.jsonl")
-    rows = read_manifest(dataset / "manifests" / "valid.jsonl", keep_extra=True)
+            read_rows(folder / "train.jsonl")
+    rows = read_rows(dataset / "manifests" / "valid.jsonl", keep_extra=True)
     first = json.loads((dataset / "manifests" / "valid.jsonl").read_text().splitlines()[0])
     assert rows[0].mixture == (dataset / first["mixture"]).resolve()
     assert rows[0].mixture.is_file() and rows[0].split == "valid"
     assert rows[0].extra["checksums"] == first["checksums"]
-    assert read_manifest(dataset / "manifests" / "valid.jsonl")[0].extra == {}
+    assert read_rows(dataset / "manifests" / "valid.jsonl")[0].extra == {}
     assert list(find_manifests(dataset)) == ["train", "valid"]
     with pytest.raises(ManifestError, match="no manifests"):
         find_manifests(tmp_path / "ds" / "manifests")
@@ -238,7 +238,7 @@ def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
     assert built.ok, built.error
     out = tmp_path / "tok"
     summary = tokenize_manifest(data, weights, out, batch_size=2, progress=False)
-    counts = {split: len(read_manifest(p)) for split, p in find_manifests(data).items()}
+    counts = {split: len(read_rows(p)) for split, p in find_manifests(data).items()}
     assert summary.rows_encoded == sum(counts.values()) >= 3 and summary.rows_skipped == 0
     config = read_index(out)["config"]
     assert config["mixture_frames"] == 87 and config["oneshot_frames"] == 44

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from rmod.builtin.generate import MANIFEST_NAME, BuiltinConfig, Sources, generate_builtin
-from rmod.library import LibraryError, read_manifest
+from rmod.library import LibraryError, read_library
 
 __all__ = [
     "BuiltinConfig",
@@ -49,7 +49,7 @@ def check_builtin(manifest: str | os.PathLike) -> str | None:
     if not manifest.exists():
         return "is missing (no manifest)"
     try:
-        _, entries, _ = read_manifest(manifest)
+        _, entries, _ = read_library(manifest)
     except LibraryError as exc:
         return f"has a damaged manifest ({exc})"
     for e in entries:

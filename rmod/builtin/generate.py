@@ -36,7 +36,7 @@ from rmod.builtin.drums import DrumBase, UnionFind, drum_bases, sampled_oneshot
 from rmod.builtin.fonts import Font, espeak_version, find_fonts, sources_tag
 from rmod.builtin.loops import render_loop
 from rmod.builtin.synth import SYNTHS
-from rmod.library import LibraryEntry, content_hash, make_id, split_for_hash, write_manifest
+from rmod.library import LibraryEntry, content_hash, make_id, split_for_hash, write_library
 
 log = logging.getLogger(__name__)
 
@@ -265,5 +265,5 @@ def generate_builtin(
         seen.add(entry.sha256)
         entries.append(entry)
     manifest = folder / MANIFEST_NAME
-    write_manifest(manifest, ".", entries)
+    write_library(manifest, ".", entries)
     return manifest
