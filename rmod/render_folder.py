@@ -1,4 +1,10 @@
-"""What ``rmod-render-one`` trusts: drawn parameters read from a file, and its output folder.
+"""One rendered example as a folder (``rmod-render-one``): what it writes, what it reads back,
+and what it trusts.
+
+The folder format: ``mixture``, ``kick``/``snare``/``hihat``, ``stems/*``, ``pattern.mid``
+and ``example.json`` (:func:`save_example`, :func:`write_rendered`,
+:func:`example_document`); drawn parameters are read back from ``example.json`` or a
+dataset manifest row (:func:`load_example_source`).
 
 Parameters read with ``--from`` (a hand-edited ``example.json`` or a manifest row) are
 checked against the recipe and the library before anything renders
@@ -18,17 +24,23 @@ folder once resolved (:func:`inside`).
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rmod import DRUMS
-from rmod.audio import sha256_file
-from rmod.example import EXAMPLE_FORMAT, ExampleError, ExampleParams, Rendered, example_id
+from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
+from rmod.example import ExampleError, ExampleParams, Rendered, example_id
 from rmod.manifest import check_example_id
-from rmod.recipe import Recipe
+from rmod.pattern import midi_bytes
+from rmod.recipe import Recipe, RecipeError
 
 #: Files of a render folder that are not listed in ``example.json``'s ``files``.
 OWN_FILES = ("example.json", "overview.png")
@@ -187,3 +199,183 @@ def check_overwrites(out: Path, previous: dict[str, str], planned: list[str]) ->
                 f"{path}: exists and is not a file the earlier render recorded (or it changed "
                 "since); move it away or render into another folder"
             )
+
+
+# ----------------------------------------------------------------------------- the folder format
+EXAMPLE_FORMAT = "rmod-example"
+EXAMPLE_VERSION = 1
+
+
+def stems_gain(stems: dict[str, np.ndarray]) -> np.float32:
+    """The one linear gain (≤ 1) applied to every stem file so that none exceeds full scale."""
+    peak = max((float(np.max(np.abs(x))) for x in stems.values() if x.size), default=0.0)
+    return np.float32(1.0 if peak <= 1.0 else 1.0 / peak)
+
+
+def write_rendered(
+    rendered: Rendered, out_dir: str | os.PathLike, fmt: str = "wav"
+) -> dict[str, str]:
+    """Write ``mixture``, ``kick``/``snare``/``hihat``, ``stems/*`` and ``pattern.mid``.
+
+    Audio is 16-bit ``fmt`` (wav/flac) through :func:`rmod.audio.write_audio` (atomic).
+    Stems are tracks before mastering, so parallel delay/reverb can push one past full scale:
+    then every stem is lowered by the same gain (:func:`stems_gain`), which keeps their
+    relative levels and clips none. Returns ``{relative path: sha256}`` of every file written.
+    """
+    out = Path(out_dir)
+    sr = rendered.sample_rate
+    files = {f"mixture.{fmt}": write_audio(out / f"mixture.{fmt}", rendered.mixture, sr)}
+    for cls, shot in rendered.oneshots.items():
+        files[f"{cls}.{fmt}"] = write_audio(out / f"{cls}.{fmt}", shot, sr)
+    gain = stems_gain(rendered.stems)
+    for name, stem in rendered.stems.items():
+        path = out / "stems" / f"{name}.{fmt}"
+        files[f"stems/{name}.{fmt}"] = write_audio(path, stem * gain, sr)
+    data = midi_bytes(rendered.midi)
+    atomic_write_bytes(out / "pattern.mid", data)
+    files["pattern.mid"] = hashlib.sha256(data).hexdigest()
+    return files
+
+
+def example_document(
+    params: ExampleParams,
+    recipe: Recipe,
+    library_path: str | None,
+    library_fingerprint: str,
+    files: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The self-contained ``example.json`` content: params, the recipe dict, the library
+    (``path`` ``None`` = the built-in library) and the checksums of the written files."""
+    return {
+        "format": EXAMPLE_FORMAT,
+        "version": EXAMPLE_VERSION,
+        "id": params.id,
+        "params": params.to_dict(),
+        "sources": params.sources(),
+        "recipe": recipe.to_dict(),
+        "recipe_fingerprint": recipe.fingerprint,
+        "library": {"path": library_path, "fingerprint": library_fingerprint},
+        "files": dict(sorted((files or {}).items())),
+    }
+
+
+@dataclass(frozen=True)
+class ExampleSource:
+    """What re-rendering needs, read from ``example.json`` or a manifest row.
+
+    ``recipe`` is ``None`` when the file holds none (give one explicitly);
+    ``library_path`` is ``None`` for the built-in library (or a file that names none);
+    ``audio_format`` is the format a dataset was built in (``build.json``; ``None``: the
+    recipe's).
+    """
+
+    params: ExampleParams
+    recipe: Recipe | None
+    library_path: str | None
+    audio_format: str | None = None
+
+
+def load_example_source(path: str | os.PathLike, example: str | None = None) -> ExampleSource:
+    """Read drawn params (+ recipe, library) from ``example.json``, a one-row JSON file, or
+    a manifest ``.jsonl``/``.jsonl.gz`` (then ``example`` names the row id; recipe and library come from
+    ``build.json`` in the manifest's grandparent folder when present).
+
+    Raises :class:`ExampleError` naming the file for anything unreadable or missing.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ExampleError(
+            f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    build: dict[str, Any] = {}
+    is_manifest = path.name.endswith((".jsonl", ".jsonl.gz"))
+    try:
+        if is_manifest or (example is not None and "\n" in text.strip()):
+            if example is None:
+                raise ExampleError(f"{path}: a manifest holds many examples; name one with --id")
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            found = [r for r in rows if r.get("id") == example]
+            if not found:
+                raise ExampleError(f"{path}: no row with id {example!r}")
+            doc = found[0]
+            build_json = path.resolve().parent.parent / "build.json"
+            if build_json.exists():
+                build = json.loads(build_json.read_text(encoding="utf-8"))
+        else:
+            doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExampleError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or "params" not in doc:
+        raise ExampleError(f"{path}: no 'params' object (expected example.json or a manifest row)")
+    try:
+        params = ExampleParams.from_dict(doc["params"])
+    except ValueError as exc:
+        raise ExampleError(
+            f"{path}: {exc} (hand-edited, or drawn by another version of rmod, whose "
+            "parameters this version does not read: re-render it with that version)"
+        ) from None
+    recipe_dict = doc.get("recipe", build.get("recipe"))
+    recipe = None
+    if recipe_dict is not None:
+        try:
+            recipe = Recipe.from_dict(recipe_dict, source=f"{path}:recipe")
+        except RecipeError as exc:
+            raise ExampleError(str(exc)) from None
+    fmt = build.get("audio_format")
+    if isinstance(doc.get("library"), dict):
+        return ExampleSource(params, recipe, doc["library"].get("path"), fmt)
+    if "library_path" in build:
+        return ExampleSource(params, recipe, build["library_path"], fmt)
+    return ExampleSource(params, recipe, None, fmt)
+
+
+def save_example(
+    out_dir: str | os.PathLike,
+    params: ExampleParams,
+    recipe: Recipe,
+    rendered: Rendered,
+    library_path: str | None,
+    library_fingerprint: str,
+    audio_format: str | None = None,
+    previous: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Write every audio file, ``pattern.mid`` and ``example.json`` into ``out_dir``.
+
+    ``audio_format`` (``wav``/``flac``) defaults to the recipe's. ``previous``: the files
+    an earlier render in ``out_dir`` recorded (its ``example.json`` ``files``); those this
+    render does not rewrite are removed when they still hold the recorded bytes, nothing
+    else is (see :mod:`rmod.render_folder`).
+
+    Returns ``{relative path: sha256}`` of the audio and MIDI files (also recorded in
+    ``example.json``).
+    """
+    files = write_rendered(rendered, out_dir, audio_format or recipe.audio.format)
+    doc = example_document(params, recipe, library_path, library_fingerprint, files)
+    atomic_write_text(Path(out_dir) / "example.json", json.dumps(doc, indent=1) + "\n")
+    remove_stale_audio(out_dir, files, previous or {})
+    return files
+
+
+def remove_stale_audio(
+    out_dir: str | os.PathLike, keep: dict[str, str], previous: dict[str, str]
+) -> list[str]:
+    """Delete files an earlier render recorded (``previous``: relative path -> SHA-256)
+    that this one did not write (a stem of an instrument that no longer plays, files of
+    the other format), so the folder holds one example only. A file is removed only while
+    it is a regular file inside ``out_dir`` with the recorded bytes: the user's own files
+    are never touched. Returns the relative paths removed."""
+    out = Path(out_dir)
+    root = os.path.realpath(out)
+    removed = []
+    for name, sha in sorted(previous.items()):
+        path = out / name
+        if name in keep or path.is_symlink() or not path.is_file():
+            continue
+        if not os.path.realpath(path).startswith(root + os.sep) or sha256_file(path) != sha:
+            continue
+        path.unlink()
+        removed.append(name)
+    return removed

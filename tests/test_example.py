@@ -19,7 +19,6 @@ from rmod.example import (
     example_rng,
     layered_oneshot,
     render_example,
-    write_rendered,
 )
 from rmod.overview import (
     DRUM_CONTRIBUTION_RANGE_DB,
@@ -29,6 +28,7 @@ from rmod.overview import (
 )
 from rmod.pattern import grid_to_samples, midi_bytes, read_midi_grid
 from rmod.recipe import Recipe, load_recipe
+from rmod.render_folder import write_rendered
 from rmod.store import SampleStore
 
 
@@ -247,7 +247,7 @@ def test_default_levels_keep_drums_audible(paper, builtin_library):
 def test_loud_stems_share_one_gain_and_are_not_clipped(tmp_path):
     import soundfile as sf
 
-    from rmod.example import Rendered, write_rendered
+    from rmod.example import Rendered
     from rmod.pattern import build_midi
 
     n = 4410

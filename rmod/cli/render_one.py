@@ -105,17 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from rmod.audio import AudioFileError
-    from rmod.example import (
-        ExampleError,
-        draw_example,
-        load_example_source,
-        render_example,
-        save_example,
-    )
+    from rmod.example import ExampleError, draw_example, render_example
     from rmod.library import Library, LibraryError
     from rmod.overview import contribution_db, onset_snr_db, plot_overview
     from rmod.recipe import RecipeError, load_recipe
-    from rmod.render_folder import check_overwrites, claim_folder, planned_files
+    from rmod.render_folder import (
+        check_overwrites,
+        claim_folder,
+        load_example_source,
+        planned_files,
+        save_example,
+    )
 
     t0 = time.perf_counter()
     try:
