@@ -91,11 +91,6 @@ def native_channels(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=0, keepdims=True, dtype=np.float32)
 
 
-def to_stereo(audio: np.ndarray) -> np.ndarray:
-    """``[1, n]`` duplicated to ``[2, n]``; ``[2, n]`` unchanged."""
-    return audio if audio.shape[0] == 2 else np.repeat(audio, 2, axis=0)
-
-
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample ``[channels, samples]`` from ``sr_in`` to ``sr_out`` Hz (soxr ``HQ``, each
     channel on its own, as librosa's ``soxr_hq``; deterministic).

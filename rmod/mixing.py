@@ -318,10 +318,7 @@ def process_track(
 
 def send(audio: np.ndarray, params: TrackMixParams, send_db: float, pan_law_db: float):
     """What a track sends to a bus: its input, panned like the track, at ``send_db``."""
-    left, right = pan_gains(params.pan, pan_law_db)
-    g = 10.0 ** (send_db / 20.0)
-    gains = np.array([[left * g], [right * g]], dtype=np.float32)
-    return audio * gains
+    return pan(audio, params.pan, pan_law_db) * np.float32(10.0 ** (send_db / 20.0))
 
 
 def process_buses(

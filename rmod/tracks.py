@@ -53,7 +53,7 @@ def normalize_oneshot(
     gains = []
     if rms_db is not None:
         head = audio[:, : max(1, ms_to_samples(window_ms, sample_rate))]
-        rms = float(np.sqrt(np.mean(np.square(head, dtype=np.float64))))
+        rms = float(np.sqrt(mean_square(head)))
         if rms > 0.0:
             gains.append(10.0 ** (rms_db / 20.0) / rms)
     if peak_db is not None:

@@ -23,6 +23,8 @@ DAC_TINY_REFERENCE = REFERENCE_DIR / "dac_tiny_reference.npz"
 DAC_44KHZ_SHAPES = REFERENCE_DIR / "dac_44khz_state_dict_shapes.json"
 
 TINY_CODEC_KWARGS = {"encoder_dim": 1, "decoder_dim": 16}
+#: A tiny random DOSE model over 12 mixture positions (generation tests).
+TINY_MODEL = dict(num_layers=2, num_heads=2, d_model=32, mixture_len=12, max_target_len=16)
 """A random codec small enough for fast tests: still hop 512, 9 codebooks x 1024, 44.1 kHz."""
 
 SAMPLE_RATE = 44100
@@ -142,3 +144,18 @@ def write_fake_rmod(
         (root / "manifests" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     (root / "build.json").write_text(json.dumps({"format": "fake-rmod", "counts": counts}))
     return root
+
+
+def tiny_model(published: bool = False, seed: int = 0):
+    """A :data:`TINY_MODEL` DOSE transformer with seeded random weights, in eval mode."""
+    from dose_model.config import ModelConfig
+    from dose_model.model import DoseTransformer
+
+    torch.manual_seed(seed)
+    extra = {"published": True, "positions": "none"} if published else {}
+    return DoseTransformer(ModelConfig(**TINY_MODEL, **extra)).eval()
+
+
+def tiny_mixture(b: int = 3, seed: int = 1) -> torch.Tensor:
+    """Random mixture tokens ``[b, 12, 9]`` for :func:`tiny_model`."""
+    return torch.randint(1, 1025, (b, 12, 9), generator=torch.Generator().manual_seed(seed))

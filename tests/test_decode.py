@@ -5,28 +5,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
+from dose_fixtures import (  # one_thread: an autouse fixture
+    TINY_MODEL,
+    one_thread,  # noqa: F401
+    tiny_mixture,
+    tiny_model,
+)
 
 from dose_model.checkpoints import load_model, load_published
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.decode import StaticDecoder, row_uniforms, top_p_pick
 from dose_model.generate import generate
-from dose_model.model import DoseTransformer
 from dose_model.tokens import target_sequence
 from dose_model.train import train
 
-TINY = dict(num_layers=2, num_heads=2, d_model=32, mixture_len=12, max_target_len=16)
+TINY = TINY_MODEL
 REF = Path(__file__).parent / "fixtures" / "reference"
 
 
-def make(published=False, seed=0):
-    torch.manual_seed(seed)
-    extra = {"published": True, "positions": "none"} if published else {}
-    return DoseTransformer(ModelConfig(**TINY, **extra)).eval()
-
-
-def mixture(b=3, seed=1):
-    return torch.randint(1, 1025, (b, 12, 9), generator=torch.Generator().manual_seed(seed))
+make = tiny_model
+mixture = tiny_mixture
 
 
 def make_ending(published, bias):

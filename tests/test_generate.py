@@ -2,23 +2,20 @@
 
 import pytest
 import torch
-from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
+from dose_fixtures import (  # one_thread: an autouse fixture
+    TINY_MODEL,
+    one_thread,  # noqa: F401
+    tiny_mixture,
+    tiny_model,
+)
 
-from dose_model.config import ModelConfig
 from dose_model.generate import generate, sample_tokens
-from dose_model.model import DoseTransformer
 
-TINY = dict(num_layers=2, num_heads=2, d_model=32, mixture_len=12, max_target_len=16)
-
-
-def make(published=False, seed=0):
-    torch.manual_seed(seed)
-    extra = {"published": True, "positions": "none"} if published else {}
-    return DoseTransformer(ModelConfig(**TINY, **extra)).eval()
+TINY = TINY_MODEL
 
 
-def mixture(b=3, seed=1):
-    return torch.randint(1, 1025, (b, 12, 9), generator=torch.Generator().manual_seed(seed))
+make = tiny_model
+mixture = tiny_mixture
 
 
 @pytest.mark.parametrize("published", [False, True])
