@@ -12,13 +12,14 @@ load with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dose_model.records import from_plain, to_plain, type_problem
 
 POSITION_KINDS = ("learned", "none")
 SIZE_LIMITS = {
@@ -66,7 +67,7 @@ class ModelConfig:
     positions: str = "learned"  # "learned" absolute positions or "none"
 
     def __post_init__(self) -> None:
-        _validate(self, "model")
+        _check_types(self, "model")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "int" and value < 1:
@@ -115,12 +116,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON/YAML/weights_only-safe)."""
-        return dataclasses.asdict(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model") -> ModelConfig:
-        """Build from a dict, rejecting unknown fields (error names ``where.field``)."""
-        return cls(**_checked_fields(cls, data, where))
+        """Build from a dict, rejecting unknown fields and wrong types (`ConfigError` naming
+        ``where.field``); absent fields keep their defaults."""
+        return from_plain(cls, data, where, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class TrainConfig:
     seed: int = 0  # model init, data order, dropout
 
     def __post_init__(self) -> None:
-        _validate(self, "train")
+        _check_types(self, "train")
         positive = ("lr", "max_steps", "batch_size", "eval_every", "log_every", "save_every")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -184,12 +186,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON/YAML/weights_only-safe)."""
-        return dataclasses.asdict(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train") -> TrainConfig:
-        """Build from a dict, rejecting unknown fields (error names ``where.field``)."""
-        return cls(**_checked_fields(cls, data, where))
+        """Build from a dict, rejecting unknown fields and wrong types (`ConfigError` naming
+        ``where.field``); absent fields keep their defaults."""
+        return from_plain(cls, data, where, ConfigError)
 
 
 def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
@@ -219,30 +222,9 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
     return model, train
 
 
-def _checked_fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(f'{where}.{u}' for u in unknown)}")
-    return dict(data)
-
-
-def _validate(obj: Any, where: str) -> None:
-    """Type-check dataclass fields (ints accepted where floats are expected; bools are not ints)."""
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        optional = kind.endswith("| None")
-        base = kind.replace("| None", "").strip()
-        if value is None and optional:
-            continue
-        ok = {
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-            "bool": isinstance(value, bool),
-            "str": isinstance(value, str),
-        }.get(base, True)
-        if not ok:
-            raise ConfigError(f"{where}.{f.name} must be {kind}, got {value!r}")
+def _check_types(record: Any, where: str) -> None:
+    """ConfigError naming the first field whose value does not fit its type (ints are
+    accepted where floats are expected; bools are not ints)."""
+    problem = type_problem(type(record), to_plain(record), where)
+    if problem is not None:
+        raise ConfigError(problem)
