@@ -36,45 +36,35 @@ def _entry(**changes) -> LibraryEntry:
     return dataclasses.replace(base, **changes)
 
 
+# A row and a build.json as rmod-build writes them (keys in the documented order).
+ROW_LINE = (
+    '{"id":"test-00000005","split":"test","index":5,"seed":1,'
+    '"mixture":"test/000000/test-00000005.mixture.wav","oneshots":{'
+    '"kick":"test/000000/test-00000005.kick.wav","snare":"test/000000/test-00000005.snare.wav",'
+    '"hihat":"test/000000/test-00000005.hihat.wav"},"sample_rate":44100,"channels":2,'
+    '"duration":4.0,"frames":{"mixture":176400,"kick":176400},"checksums":{"mixture":"'
+    + "0"
+    * 64
+    + '"},"sources":{"kick":["kick/aa","kick/bb"]},"params":{"nested":{"a":[1,2.5,null]}},'
+    '"loudness":{"mixture_peak_db":-1.0,"kick_rms_db":null},'
+    '"midi":"test/000000/test-00000005.pattern.mid","file_channels":{"mixture":2,"kick":1}}'
+)
+BUILD_JSON = {
+    "audio_format": "flac", "channels": 2, "counts": {"test": 0, "train": 4, "valid": 1},
+    "engine_fingerprint": "e" * 64, "format": "rmod-manifest/1", "library_fingerprint": "l" * 64,
+    "library_path": None, "recipe": {"name": "x"}, "recipe_fingerprint": "r" * 64,
+    "rmod_version": "0.1.0", "sample_rate": 44100, "seed": 0, "shard_size": 2,
+}  # fmt: skip
+
+
 def _row(**changes) -> ManifestRow:
-    roles = ("mixture", "kick", "snare", "hihat")
-    base = ManifestRow(
-        id="test-00000005",
-        split="test",
-        index=5,
-        seed=1,
-        mixture="test/000000/test-00000005.mixture.wav",
-        oneshots={c: f"test/000000/test-00000005.{c}.wav" for c in roles[1:]},
-        sample_rate=44100,
-        channels=2,
-        duration=4.0,
-        frames={r: 176400 for r in roles},
-        checksums={r: f"{i:064x}" for i, r in enumerate(roles)},
-        sources={"kick": ["kick/aa", "kick/bb"]},
-        params={"nested": {"a": [1, 2.5, None]}},
-        loudness={"mixture_peak_db": -1.0, "kick_rms_db": None},
-        midi="test/000000/test-00000005.pattern.mid",
-        file_channels={"mixture": 2, "kick": 1},
-    )
-    return dataclasses.replace(base, **changes)
+    row = ManifestRow.from_dict(json.loads(ROW_LINE))
+    assert row.to_json() == ROW_LINE  # the same bytes back
+    return dataclasses.replace(row, **changes)
 
 
 def _build_info(**changes) -> BuildInfo:
-    base = BuildInfo(
-        recipe=load_recipe(None).to_dict(),
-        recipe_fingerprint="r" * 64,
-        library_path=None,
-        library_fingerprint="l" * 64,
-        seed=0,
-        counts={"train": 4, "valid": 1, "test": 0},
-        shard_size=2,
-        audio_format="flac",
-        sample_rate=44100,
-        channels=2,
-        rmod_version="0.1.0",
-        engine_fingerprint="e" * 64,
-    )
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(BuildInfo.from_dict(BUILD_JSON), **changes)
 
 
 @pytest.mark.parametrize("name", available_recipes())
