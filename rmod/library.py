@@ -30,6 +30,10 @@ splits and re-indexing gives the same assignment. Entries without a family split
 as before families existed.
 :attr:`Library.fingerprint` is the SHA-256 of the manifest's entry lines (everything
 after the header): it names the library's content, wherever its folder lives.
+
+Here: the entry record, reading and writing manifests, and :class:`Library`. The hashes,
+ids and splits live in :mod:`rmod.hashing` (re-exported here); making a manifest from
+sample folders (``index_library``) lives in :mod:`rmod.indexing`.
 """
 
 from __future__ import annotations
@@ -216,7 +220,7 @@ class Library:
     def load(cls, path: str | os.PathLike | None = None) -> Library:
         """Load a manifest; ``None`` loads the built-in library (generated on first use)."""
         if path is None:
-            from rmod.builtin import builtin_manifest_path
+            from rmod.builtin import builtin_manifest_path  # here: rmod.builtin imports us
 
             path = builtin_manifest_path()
         path = Path(path).resolve()
