@@ -8,7 +8,9 @@ anything drawn per example. :func:`load_recipe` reads a YAML file with
 
     recipes/x.yaml: mixing.eq.low_shelf.gain_db: low 12 > high -12
 
-The field names and their meaning are documented in ``recipes/rmod-paper.yaml``.
+The field names and their meaning are documented in ``recipes/rmod-paper.yaml``. Types,
+ranges and choices are checked by :mod:`rmod.records` from the field declarations below;
+what a distribution may draw and the checks across fields live in :mod:`rmod.recipe_checks`.
 """
 
 from __future__ import annotations
