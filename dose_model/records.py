@@ -1,7 +1,7 @@
 """dose_model's one converter between its records (dataclasses) and plain dicts.
 
 Its records are flat: `ModelConfig`, `TrainConfig` and `TrainState` hold scalars, optional
-scalars, lists and dicts of plain values or tensors, so a record's plain form is its field
+scalars, lists, tuples and dicts of plain values or tensors, so a record's plain form is its field
 dict and reading one back is a check of keys and value types against the type hints.
 `from_plain` refuses a mapping with an unknown or (where required) absent field or a value of
 the wrong type, with a message naming ``where.field``; the caller picks the error class
@@ -89,17 +89,23 @@ def _fits(tp: Any, value: Any) -> bool:
         return isinstance(value, allowed) and not isinstance(value, bool)
     if origin is dict:
         return isinstance(value, dict) and all(_fits(args[1], v) for v in value.values())
-    if origin is list:
-        return isinstance(value, list) and all(_fits(args[0], v) for v in value)
-    return isinstance(value, tp)
+    if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        return isinstance(value, origin) and all(_fits(args[0], v) for v in value)
+    if origin is tuple:
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(args)
+            and all(_fits(a, v) for a, v in zip(args, value, strict=True))
+        )
+    return isinstance(value, origin or tp)
 
 
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_describe(a) for a in args)
-    if tp is type(None):
-        return "None"
+    if tp is type(None) or tp is Ellipsis:
+        return "None" if tp is type(None) else "..."
     if origin is not None:
         return f"{origin.__name__}[{', '.join(_describe(a) for a in args)}]"
     return getattr(tp, "__name__", str(tp))

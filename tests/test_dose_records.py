@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import pytest
 import torch
@@ -103,6 +104,27 @@ def test_train_state_needs_every_field_and_its_format_tag():
         TrainState.from_dict({**_state().to_dict(), "format": "other"}, "a.ckpt")
     older = {**_state().to_dict(), "retired_key": 1}  # keys of older layouts are not state
     assert TrainState.from_dict(older, "a.ckpt") == _state()
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    sizes: tuple[int, ...] = ()
+    pair: tuple[str, float] = ("a", 1.0)
+    names: list[str] = field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    "data,problem",
+    [
+        ({"sizes": (1, 2, 3), "pair": ("b", 2), "names": ["x"]}, None),
+        ({"sizes": [1, 2]}, "t.sizes must be tuple[int, ...], got [1, 2]"),
+        ({"sizes": (1, 2.5)}, "t.sizes must be tuple[int, ...], got (1, 2.5)"),
+        ({"pair": ("b",)}, "t.pair must be tuple[str, float], got ('b',)"),
+        ({"names": ["x", 1]}, "t.names must be list[str], got ['x', 1]"),
+    ],
+)
+def test_type_problems_cover_tuples_and_lists(data, problem):
+    assert plain_problem(_Shapes, data, "t") == problem
 
 
 def test_from_plain_uses_the_callers_error_class_and_requires_fields_without_defaults():
