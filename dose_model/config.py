@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import yaml
 
@@ -43,8 +43,25 @@ class ConfigError(ValueError):
     """A config file or dict has an unknown field or an invalid value."""
 
 
+class _Section:
+    """A config section: its plain dict and back through `dose_model.records`."""
+
+    SECTION: ClassVar[str]  # the section's name in a config file, and in error messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/YAML/weights_only-safe)."""
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str | None = None) -> Self:
+        """Build from a dict, rejecting unknown fields and wrong types (`ConfigError` naming
+        ``where.field``, ``where`` defaulting to the section); absent fields keep their
+        defaults."""
+        return from_plain(cls, data, where or cls.SECTION, ConfigError)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Decoder-only transformer over ``[mixture tokens ; target tokens]``.
 
     Defaults are the published DOSE sizes (10 layers, 16 heads, d_model 1024, 9 DAC codebooks of
@@ -66,8 +83,10 @@ class ModelConfig:
     published: bool = False  # compute as the published code (quirks included)
     positions: str = "learned"  # "learned" absolute positions or "none"
 
+    SECTION: ClassVar[str] = "model"
+
     def __post_init__(self) -> None:
-        _check_types(self, "model")
+        _check_types(self, self.SECTION)
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "int" and value < 1:
@@ -114,19 +133,9 @@ class ModelConfig:
         """The published architecture (quirks included); sizes overridable."""
         return cls(**{"published": True, "positions": "none", **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON/YAML/weights_only-safe)."""
-        return to_plain(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "model") -> ModelConfig:
-        """Build from a dict, rejecting unknown fields and wrong types (`ConfigError` naming
-        ``where.field``); absent fields keep their defaults."""
-        return from_plain(cls, data, where, ConfigError)
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """Optimisation, data and bookkeeping settings of `dose_model.train.train`.
 
     Steps count optimizer updates of one global batch (``batch_size`` examples, split over the
@@ -155,8 +164,10 @@ class TrainConfig:
     save_every: int = 1000  # last.ckpt every N updates (also after each validation)
     seed: int = 0  # model init, data order, dropout
 
+    SECTION: ClassVar[str] = "train"
+
     def __post_init__(self) -> None:
-        _check_types(self, "train")
+        _check_types(self, self.SECTION)
         positive = ("lr", "max_steps", "batch_size", "eval_every", "log_every", "save_every")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -183,16 +194,6 @@ class TrainConfig:
         progress = min(1.0, (step - self.warmup_steps) / span)
         floor = self.lr * self.min_lr_ratio
         return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON/YAML/weights_only-safe)."""
-        return to_plain(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "train") -> TrainConfig:
-        """Build from a dict, rejecting unknown fields and wrong types (`ConfigError` naming
-        ``where.field``); absent fields keep their defaults."""
-        return from_plain(cls, data, where, ConfigError)
 
 
 def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
