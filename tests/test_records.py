@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rmod.example import ExampleParams, draw_example
 from rmod.groove import GrooveRef
@@ -176,3 +178,26 @@ def test_record_classes_keep_their_error_types_and_messages():
         BuildInfo.from_dict(_build_info().to_dict() | {"shard_size": 0})
     with pytest.raises(ValueError, match="build.json: audio_format: 'mp3' not allowed"):
         BuildInfo.from_dict(_build_info().to_dict() | {"audio_format": "mp3"})
+
+
+_LEVELS = st.floats(-1.0, 1.0, allow_nan=False)
+_OUTERS = st.builds(
+    _Outer,
+    name=st.text(max_size=5),
+    pair=st.tuples(st.integers(), st.integers()),
+    inner=st.dictionaries(
+        st.text(max_size=3),
+        st.builds(_Inner, level=_LEVELS, tags=st.lists(st.text(max_size=3)).map(tuple)),
+        max_size=3,
+    ),
+    mode=st.sampled_from(("a", "b")),
+    note=st.none() | st.text(max_size=4),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_OUTERS)
+def test_any_record_value_round_trips_through_json(record):
+    plain = _through_json(record)
+    assert from_plain(_Outer, plain) == record
+    assert ("note" in plain) and ("mode" in plain)  # not optional: always written
