@@ -11,7 +11,7 @@ the commit before the speed work, checked out into a git worktree):
   (a ``LocalCluster``), peak worker RSS, bytes per example (WAV and FLAC);
 * peak worker RSS with a paper-size library (3,375 kick / 1,801 snare / 1,278 hi-hat
   one-shots and 3,599 loops, written as files derived from the built-in library and
-  indexed with ``rmod.library.index_library``; made once and kept in ``--work``).
+  indexed with ``rmod.indexing.index_library``; made once and kept in ``--work``).
 
 Every figure of the baseline comes from the same run on the same machine, and each row
 prints the ratio. Usage::
@@ -153,7 +153,8 @@ def paper_size_library(work: Path) -> Path:
     import numpy as np
 
     from rmod.audio import write_audio
-    from rmod.library import Library, index_library
+    from rmod.indexing import index_library
+    from rmod.library import Library
 
     builtin = Library.load(None)
     src = work / "paper-size" / "files"

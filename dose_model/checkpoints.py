@@ -27,6 +27,7 @@ import torch
 from dose_model.config import ConfigError, ModelConfig
 from dose_model.fileio import atomic_write
 from dose_model.model import DoseTransformer
+from dose_model.records import plain_problem, to_plain
 
 FORMAT = "dose-train-v1"
 PREFIX = "inst_decoder."
@@ -213,19 +214,20 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint dict (plain types and tensors: weights_only-safe)."""
-        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"format": FORMAT, **to_plain(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str | Path) -> TrainState:
-        """Check the format tag and that every field is there; raises CheckpointError naming
-        ``path`` and the first missing field."""
-        _checked_format(data, path)
-        for f in fields(cls):
-            if f.name not in data:
-                raise CheckpointError(f"{path}: checkpoint has no {f.name!r} (not resumable)")
-        if not isinstance(data["step"], int) or len(data["window"]) != 5:
-            raise CheckpointError(f"{path}: 'step' or 'window' has the wrong type")
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """Check the format tag, that every field is there with a value of its type and that
+        ``window`` has its 5 sums; raises CheckpointError naming ``path`` and the field."""
+        known = {f.name for f in fields(cls)}  # the format tag and older keys are not state
+        fields_only = {k: v for k, v in _checked_format(data, path).items() if k in known}
+        problem = plain_problem(cls, fields_only, f"{path}: checkpoint", require_all=True)
+        if problem is None and len(fields_only["window"]) != 5:
+            problem = f"{path}: checkpoint.window has {len(fields_only['window'])} sums, not 5"
+        if problem is not None:
+            raise CheckpointError(f"{problem} (not resumable)")
+        return cls(**fields_only)
 
     def save(self, path: str | Path) -> None:
         """Write the checkpoint atomically."""

@@ -12,13 +12,14 @@ load with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import yaml
+
+from dose_model.records import from_plain, to_plain, type_problem
 
 POSITION_KINDS = ("learned", "none")
 SIZE_LIMITS = {
@@ -42,8 +43,25 @@ class ConfigError(ValueError):
     """A config file or dict has an unknown field or an invalid value."""
 
 
+class _Section:
+    """A config section: its plain dict and back through `dose_model.records`."""
+
+    SECTION: ClassVar[str]  # the section's name in a config file, and in error messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/YAML/weights_only-safe)."""
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str | None = None) -> Self:
+        """Build from a dict, rejecting unknown fields and wrong types (`ConfigError` naming
+        ``where.field``, ``where`` defaulting to the section); absent fields keep their
+        defaults."""
+        return from_plain(cls, data, where or cls.SECTION, ConfigError)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Decoder-only transformer over ``[mixture tokens ; target tokens]``.
 
     Defaults are the published DOSE sizes (10 layers, 16 heads, d_model 1024, 9 DAC codebooks of
@@ -65,8 +83,10 @@ class ModelConfig:
     published: bool = False  # compute as the published code (quirks included)
     positions: str = "learned"  # "learned" absolute positions or "none"
 
+    SECTION: ClassVar[str] = "model"
+
     def __post_init__(self) -> None:
-        _validate(self, "model")
+        _check_types(self, self.SECTION)
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "int" and value < 1:
@@ -113,18 +133,9 @@ class ModelConfig:
         """The published architecture (quirks included); sizes overridable."""
         return cls(**{"published": True, "positions": "none", **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON/YAML/weights_only-safe)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "model") -> ModelConfig:
-        """Build from a dict, rejecting unknown fields (error names ``where.field``)."""
-        return cls(**_checked_fields(cls, data, where))
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """Optimisation, data and bookkeeping settings of `dose_model.train.train`.
 
     Steps count optimizer updates of one global batch (``batch_size`` examples, split over the
@@ -153,8 +164,10 @@ class TrainConfig:
     save_every: int = 1000  # last.ckpt every N updates (also after each validation)
     seed: int = 0  # model init, data order, dropout
 
+    SECTION: ClassVar[str] = "train"
+
     def __post_init__(self) -> None:
-        _validate(self, "train")
+        _check_types(self, self.SECTION)
         positive = ("lr", "max_steps", "batch_size", "eval_every", "log_every", "save_every")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -181,15 +194,6 @@ class TrainConfig:
         progress = min(1.0, (step - self.warmup_steps) / span)
         floor = self.lr * self.min_lr_ratio
         return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON/YAML/weights_only-safe)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "train") -> TrainConfig:
-        """Build from a dict, rejecting unknown fields (error names ``where.field``)."""
-        return cls(**_checked_fields(cls, data, where))
 
 
 def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
@@ -219,30 +223,9 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
     return model, train
 
 
-def _checked_fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(f'{where}.{u}' for u in unknown)}")
-    return dict(data)
-
-
-def _validate(obj: Any, where: str) -> None:
-    """Type-check dataclass fields (ints accepted where floats are expected; bools are not ints)."""
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        optional = kind.endswith("| None")
-        base = kind.replace("| None", "").strip()
-        if value is None and optional:
-            continue
-        ok = {
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-            "bool": isinstance(value, bool),
-            "str": isinstance(value, str),
-        }.get(base, True)
-        if not ok:
-            raise ConfigError(f"{where}.{f.name} must be {kind}, got {value!r}")
+def _check_types(record: Any, where: str) -> None:
+    """ConfigError naming the first field whose value does not fit its type (ints are
+    accepted where floats are expected; bools are not ints)."""
+    problem = type_problem(type(record), to_plain(record), where)
+    if problem is not None:
+        raise ConfigError(problem)

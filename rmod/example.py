@@ -23,11 +23,8 @@ passed instead is wrapped in one.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import miditoolkit
@@ -47,6 +44,7 @@ from rmod.mixing import (
 )
 from rmod.pattern import build_midi, draw_grid, grid_to_samples
 from rmod.recipe import Recipe
+from rmod.records import from_plain, to_plain
 from rmod.store import SampleStore
 from rmod.tracks import (
     fit_target,
@@ -124,20 +122,17 @@ class ExampleParams:
     mix: dict[str, TrackMixParams]
     buses: BusParams
     master: MasterParams
-    groove: GrooveRef | None = None  # Groove variant: the MIDI window of the drum pattern
+    # Groove variant: the MIDI window of the drum pattern (absent from to_dict when None).
+    groove: GrooveRef | None = field(default=None, metadata={"optional": True})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict; :meth:`from_dict` inverts it exactly (``groove`` only
-        when set)."""
-        data = _to_plain(self)
-        if data["groove"] is None:
-            del data["groove"]
-        return data
+        """JSON-ready nested dict; :meth:`from_dict` inverts it exactly."""
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExampleParams:
         """Rebuild from :meth:`to_dict` output (``ValueError`` naming a bad field)."""
-        return _from_plain(cls, data, "params")
+        return from_plain(cls, data, "params")
 
     def sources(self) -> dict[str, list[str]]:
         """Library ids used, per drum class and per playing instrument."""
@@ -151,73 +146,6 @@ class ExampleParams:
     def tracks(self) -> tuple[str, ...]:
         """Names of the tracks in the mixture (drums, then playing instruments)."""
         return tuple(self.mix)
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _from_plain(tp: Any, value: Any, where: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (tp,) = [a for a in args if a is not type(None)]
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(value) - names
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in value:
-                kwargs[f.name] = _from_plain(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING:
-                raise ValueError(f"{where}.{f.name}: missing")
-        return tp(**kwargs)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
-        return {k: _from_plain(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
-        item = args[0]
-        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
-            return tuple(_from_plain(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(
-            _from_plain(a, v, f"{where}[{i}]")
-            for i, (a, v) in enumerate(zip(args, value, strict=True))
-        )
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
 
 
 # ----------------------------------------------------------------------------- drawing

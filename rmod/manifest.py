@@ -17,11 +17,12 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rmod.audio import atomic_write_bytes
+from rmod.records import RecordError, from_plain, to_plain
 
 MANIFEST_FORMAT = "rmod-manifest/1"
 BUILD_JSON = "build.json"
@@ -70,28 +71,6 @@ def expected_files(
     return out
 
 
-_ROW_TYPES: dict[str, type | tuple[type, ...]] = {
-    "id": str, "split": str, "index": int, "seed": int, "mixture": str, "oneshots": dict,
-    "sample_rate": int, "channels": int, "duration": (int, float), "frames": dict,
-    "checksums": dict, "sources": dict, "params": dict, "loudness": dict,
-    "midi": (str, type(None)), "sizes": (dict, type(None)),
-}  # fmt: skip
-
-
-def _check_row_types(data: dict[str, Any]) -> None:
-    """``ValueError`` naming the first key of a row whose value has the wrong type."""
-    for key, types in _ROW_TYPES.items():
-        value = data.get(key)
-        if key in data and (isinstance(value, bool) or not isinstance(value, types)):
-            raise ValueError(f"manifest row: {key} has type {type(value).__name__}")
-    for key, item in (("oneshots", str), ("frames", int), ("checksums", str), ("sizes", int)):
-        if not all(isinstance(v, item) for v in (data.get(key) or {}).values()):
-            raise ValueError(f"manifest row: {key} holds a value that is not {item.__name__}")
-    if not all(isinstance(v, list) for v in data["sources"].values()):
-        raise ValueError("manifest row: sources holds a value that is not a list")
-    check_example_id(data["id"])
-
-
 class ManifestError(Exception):
     """A manifest or ``build.json`` that cannot be read; the message names the file and line."""
 
@@ -132,7 +111,7 @@ class ManifestRow:
     params: dict[str, Any]
     loudness: dict[str, float | None] = field(default_factory=dict)
     midi: str | None = None
-    sizes: dict[str, int] | None = None
+    sizes: dict[str, int] | None = field(default=None, metadata={"optional": True})
     file_channels: dict[str, int] = field(default_factory=dict)
 
     def files(self) -> dict[str, str]:
@@ -148,23 +127,18 @@ class ManifestRow:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict, keys in declaration order (``sizes`` only when known)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if out["sizes"] is None:
-            del out["sizes"]
-        return out
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
-        """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing/unknown keys."""
-        names = {f.name for f in fields(cls)}
-        optional = ("loudness", "midi", "sizes", "file_channels")
-        required = {f.name for f in fields(cls) if f.name not in optional}
-        missing = sorted(required - set(data))
-        unknown = sorted(set(data) - names)
-        if missing or unknown:
-            raise ValueError(f"manifest row: missing keys {missing}, unknown keys {unknown}")
-        _check_row_types(data)
-        return cls(**{k: data[k] for k in names if k in data})
+        """Inverse of :meth:`to_dict`; ``ValueError`` naming a missing, unknown or mistyped
+        key (``manifest row: oneshots.kick: expected a string, got int``) or a bad id."""
+        try:
+            row = from_plain(cls, data)
+            check_example_id(row.id)
+        except ValueError as err:  # RecordError included
+            raise ValueError(f"manifest row: {err}") from None
+        return row
 
     def to_json(self) -> str:
         """The row as one JSON line (no newline)."""
@@ -233,6 +207,10 @@ def manifest_path(root: str | os.PathLike, split: str) -> Path:
     return gz if gz.exists() else base / f"{split}.jsonl"
 
 
+_AT_LEAST_0 = {"range": (0, None)}
+_AT_LEAST_1 = {"range": (1, None)}
+
+
 @dataclass(frozen=True)
 class BuildInfo:
     """Content of ``DIR/build.json``: what a dataset was built from.
@@ -246,41 +224,28 @@ class BuildInfo:
     recipe_fingerprint: str
     library_path: str | None
     library_fingerprint: str
-    seed: int
-    counts: dict[str, int]
-    shard_size: int
-    audio_format: str
-    sample_rate: int
-    channels: int
+    seed: int = field(metadata=_AT_LEAST_0)
+    counts: dict[str, int] = field(metadata=_AT_LEAST_0)  # each count
+    shard_size: int = field(metadata=_AT_LEAST_1)
+    audio_format: str = field(metadata={"choices": ("wav", "flac")})
+    sample_rate: int = field(metadata=_AT_LEAST_1)
+    channels: int = field(metadata=_AT_LEAST_1)
     rmod_version: str
     engine_fingerprint: str
     format: str = MANIFEST_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildInfo:
-        """Inverse of :meth:`to_dict`; raises ``ValueError`` naming missing keys."""
-        if not isinstance(data, dict):
-            raise ValueError("build.json: not a JSON object")
-        names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data and n != "format"]
-        if missing:
-            raise ValueError(f"build.json: missing keys {missing}")
-        counts = data["counts"]
-        if not isinstance(counts, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()
-        ):
-            raise ValueError("build.json: counts must map splits to non-negative integers")
-        for key in ("shard_size", "sample_rate", "channels", "seed"):
-            value = data[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < (key != "seed"):
-                raise ValueError(f"build.json: {key} must be a positive integer, got {value!r}")
-        if data["audio_format"] not in ("wav", "flac") or not isinstance(data["recipe"], dict):
-            raise ValueError("build.json: audio_format must be wav or flac, recipe an object")
-        return cls(**{k: data[k] for k in names if k in data})
+        """Inverse of :meth:`to_dict`; ``ValueError`` naming a missing, unknown or bad key
+        (``build.json: seed: -1 below the allowed minimum 0``)."""
+        try:
+            return from_plain(cls, data)
+        except RecordError as err:
+            raise ValueError(f"build.json: {err}") from None
 
     def differences(self, other: BuildInfo) -> list[str]:
         """Human-readable list of identity fields that differ from ``other``."""

@@ -8,7 +8,9 @@ anything drawn per example. :func:`load_recipe` reads a YAML file with
 
     recipes/x.yaml: mixing.eq.low_shelf.gain_db: low 12 > high -12
 
-The field names and their meaning are documented in ``recipes/rmod-paper.yaml``.
+The field names and their meaning are documented in ``recipes/rmod-paper.yaml``. Types,
+ranges and choices are checked by :mod:`rmod.records` from the field declarations below;
+what a distribution may draw and the checks across fields live in :mod:`rmod.recipe_checks`.
 """
 
 from __future__ import annotations
@@ -17,18 +19,18 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import sys
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rmod import DRUMS, INSTRUMENTS
-from rmod.distributions import Distribution, DistributionError, parse_distribution
+from rmod import INSTRUMENTS
+from rmod.distributions import Distribution, DistributionError
+from rmod.recipe_checks import cross_check, distribution_field
+from rmod.records import RecordError, from_plain, to_plain
 
 
 def _recipes_dir() -> Path:
@@ -47,12 +49,6 @@ class RecipeError(ValueError):
     """An invalid recipe; the message is ``"<file>: <field path>: <problem>"``."""
 
 
-class _FieldError(ValueError):
-    def __init__(self, where: str, reason: str):
-        self.where, self.reason = where, reason
-        super().__init__(f"{where}: {reason}")
-
-
 def _f(
     lo: float | None = None,
     hi: float | None = None,
@@ -60,7 +56,9 @@ def _f(
     choices: tuple | None = None,
     default: Any = dataclasses.MISSING,
 ) -> Any:
-    """A dataclass field with validation metadata: allowed range, value kind, choices."""
+    """A dataclass field with the metadata :mod:`rmod.records` checks (allowed range,
+    choices) and, for a distribution, the kind of value it must draw
+    (:func:`rmod.recipe_checks.distribution_field`)."""
     meta = {"range": (lo, hi), "kind": kind, "choices": choices}
     return field(default=default, metadata=meta)
 
@@ -291,16 +289,16 @@ class Recipe:
     # -- serialization ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-ready) that :meth:`from_dict` turns back into ``self``."""
-        return _to_plain(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Recipe:
         """Validate ``data`` and build a recipe; raises :class:`RecipeError` naming ``source``."""
         try:
-            recipe = _build(cls, data, "")
+            recipe = from_plain(cls, data, "", parsers={Distribution: distribution_field})
             recipe = dataclasses.replace(recipe, source=str(source))
-            _cross_check(recipe)
-        except (_FieldError, DistributionError) as exc:
+            cross_check(recipe)
+        except (RecordError, DistributionError) as exc:
             raise RecipeError(f"{source}: {exc.where}: {exc.reason}") from None
         return recipe
 
@@ -357,204 +355,3 @@ def load_recipe(path_or_name: str | os.PathLike | None = None) -> Recipe:
             f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}"
         )
     return Recipe.from_dict(data, source=str(path))
-
-
-# ----------------------------------------------------------------------------- generic validation
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys, types and ranges."""
-    if not isinstance(data, dict):
-        raise _FieldError(where or "<top>", f"expected a mapping, got {_type_name(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("skip")]
-    names = [f.name for f in fields]
-    for key in data:
-        if key not in names:
-            raise _FieldError(
-                _join(where, str(key)), f"unknown key (expected one of: {', '.join(names)})"
-            )
-    values = {}
-    for f in fields:
-        path = _join(where, f.name)
-        if f.name not in data and f.metadata.get("optional"):
-            values[f.name] = f.default
-            continue
-        if f.name not in data:
-            raise _FieldError(path, "missing field")
-        values[f.name] = _convert(hints[f.name], data[f.name], path, f.metadata)
-    return cls(**values)
-
-
-def _convert(tp: Any, value: Any, where: str, meta: Any) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        (tp,) = [a for a in args if a is not type(None)]
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Distribution:
-        dist = parse_distribution(value, where)
-        _check_distribution(dist, where, meta)
-        return dist
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _FieldError(where, f"expected a mapping, got {_type_name(value)}")
-        return {str(k): _convert(args[1], v, _join(where, str(k)), {}) for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise _FieldError(where, f"expected a list, got {_type_name(value)}")
-        return tuple(_convert(args[0], v, f"{where}[{i}]", {}) for i, v in enumerate(value))
-    return _check_scalar(tp, value, where, meta)
-
-
-def _check_scalar(tp: type, value: Any, where: str, meta: Any) -> Any:
-    if tp is str:
-        if not isinstance(value, str):
-            raise _FieldError(where, f"expected a string, got {_type_name(value)}")
-    elif tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _FieldError(where, f"expected an integer, got {_type_name(value)} {value!r}")
-    elif tp is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise _FieldError(where, f"expected a number, got {_type_name(value)} {value!r}")
-        if not math.isfinite(value):
-            raise _FieldError(where, f"expected a finite number, got {value!r}")
-        value = float(value)
-    choices = meta.get("choices") if meta else None
-    if choices is not None and value not in choices:
-        raise _FieldError(where, f"{value!r} not allowed (expected one of: {list(choices)})")
-    lo, hi = meta.get("range", (None, None)) if meta else (None, None)
-    if lo is not None and value < lo:
-        raise _FieldError(where, f"{value} below the allowed minimum {lo}")
-    if hi is not None and value > hi:
-        raise _FieldError(where, f"{value} above the allowed maximum {hi}")
-    return value
-
-
-def _check_distribution(dist: Distribution, where: str, meta: Any) -> None:
-    kind = meta.get("kind", "float")
-    if kind == "bool" and dist.kind != "bool":
-        raise _FieldError(where, f"expected {{bernoulli: p}} or true/false, got {dist.to_dict()!r}")
-    if kind == "int" and dist.kind != "int":
-        raise _FieldError(
-            where, f"expected integer values ({{randint: [lo, hi]}}), got {dist.to_dict()!r}"
-        )
-    if kind == "float" and dist.kind not in ("int", "float"):
-        raise _FieldError(where, f"expected numeric values, got {dist.to_dict()!r}")
-    if kind in ("int", "float"):
-        lo, hi = meta.get("range", (None, None))
-        b_lo, b_hi = dist.bounds
-        if lo is not None and b_lo < lo:
-            raise _FieldError(where, f"values can reach {b_lo}, below the allowed minimum {lo}")
-        if hi is not None and b_hi > hi:
-            raise _FieldError(where, f"values can reach {b_hi}, above the allowed maximum {hi}")
-
-
-def _cross_check(r: Recipe) -> None:
-    """Checks that involve more than one field."""
-    if r.audio.target_fade_ms / 1000.0 > r.audio.target_seconds:
-        raise _FieldError("audio.target_fade_ms", "longer than audio.target_seconds")
-    # Layering weight pairs: a choice (or constant) of [w1, w2] pairs of non-negative weights.
-    lw = r.drums.layer_weights
-    pairs = lw.options if hasattr(lw, "options") else (getattr(lw, "value", None),)
-    for pair in pairs:
-        if (
-            not isinstance(pair, tuple)
-            or len(pair) != 2
-            or not all(
-                isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in pair
-            )
-        ):
-            raise _FieldError(
-                "drums.layer_weights", f"expected a choice of [w1, w2] weight pairs, got {pair!r}"
-            )
-    for cls in DRUMS:
-        hi = getattr(r.drums.hits, cls).bounds[1]
-        if hi > r.drums.grid_points:
-            raise _FieldError(
-                f"drums.hits.{cls}", f"up to {hi:g} hits but only {r.drums.grid_points} grid points"
-            )
-    ticks_total = (
-        r.audio.mixture_seconds * r.drums.midi.tempo_bpm / 60.0 * r.drums.midi.ticks_per_beat
-    )
-    per_point = ticks_total / r.drums.grid_points
-    if abs(per_point - round(per_point)) > 1e-9 or round(per_point) < 1:
-        raise _FieldError(
-            "drums.midi",
-            f"one grid point is {per_point:g} ticks; choose tempo_bpm/ticks_per_beat so it is a whole number",
-        )
-    if r.groove is not None:
-        _check_groove(r)
-    for name in r.instruments.tracks:
-        if name not in INSTRUMENTS:
-            raise _FieldError(
-                f"instruments.tracks.{name}",
-                f"unknown instrument (expected one of: {', '.join(INSTRUMENTS)})",
-            )
-    b_lo, b_hi = r.instruments.segment_seconds.bounds
-    if b_hi > r.audio.mixture_seconds:
-        raise _FieldError("instruments.segment_seconds", f"{b_hi:g} s is longer than the mixture")
-    expected = list(DRUMS) + list(r.instrument_names)
-    for name in r.mixing.tracks:
-        if name not in expected:
-            raise _FieldError(
-                f"mixing.tracks.{name}", f"no such track (tracks are: {', '.join(expected)})"
-            )
-    for name in expected:
-        if name not in r.mixing.tracks:
-            raise _FieldError(f"mixing.tracks.{name}", "missing field")
-    nyquist = r.audio.sample_rate / 2.0
-    for section in ("mixing", "master"):
-        eq = getattr(r, section).eq
-        bands = [("low_shelf", eq.low_shelf), ("high_shelf", eq.high_shelf)]
-        bands += [(f"peaks[{i}]", b) for i, b in enumerate(eq.peaks)]
-        for label, band in bands:
-            if band.freq_hz.bounds[1] >= nyquist:
-                raise _FieldError(
-                    f"{section}.eq.{label}.freq_hz", f"reaches the Nyquist frequency {nyquist:g} Hz"
-                )
-
-
-def _check_groove(r: Recipe) -> None:
-    """Groove onsets are sample positions: one grid point per sample, one tick per point."""
-    if r.drums.grid_points != r.mixture_samples:
-        raise _FieldError(
-            "drums.grid_points",
-            f"the Groove variant needs one grid point per sample ({r.mixture_samples})",
-        )
-    seen: dict[int, str] = {}
-    for cls in DRUMS:
-        for note in getattr(r.groove.notes, cls):
-            if not 0 <= note <= 127:
-                raise _FieldError(f"groove.notes.{cls}", f"{note} is not a MIDI note (0-127)")
-            if note in seen:
-                raise _FieldError(f"groove.notes.{cls}", f"note {note} is also {seen[note]}'s")
-            seen[note] = cls
-
-
-# ----------------------------------------------------------------------------- serialization
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, Distribution):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value):
-        return {
-            f.name: _to_plain(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if not f.metadata.get("skip")
-            and not (f.metadata.get("optional") and getattr(value, f.name) is None)
-        }
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value

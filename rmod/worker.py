@@ -47,8 +47,9 @@ from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
 #: :data:`NOT_RENDERING_MODULES`.
 RENDERING_MODULES = (
     "rmod", "rmod.audio", "rmod.distributions", "rmod.example", "rmod.groove",
-    "rmod.library", "rmod.manifest", "rmod.master", "rmod.mixing", "rmod.pattern",
-    "rmod.pitch", "rmod.recipe", "rmod.store", "rmod.tracks", "rmod.worker",
+    "rmod.hashing", "rmod.library", "rmod.manifest", "rmod.master", "rmod.mixing",
+    "rmod.pattern", "rmod.pitch", "rmod.recipe", "rmod.recipe_checks", "rmod.records",
+    "rmod.store", "rmod.tracks", "rmod.worker",
 )  # fmt: skip
 #: ``rmod`` modules a build imports that do not decide its bytes, and why.
 NOT_RENDERING_MODULES = {

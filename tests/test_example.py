@@ -280,7 +280,8 @@ def test_mixed_mono_and_stereo_sources_render(tmp_path):
     from conftest import synth_loop, synth_oneshot
 
     from rmod.audio import write_audio
-    from rmod.library import IndexLimits, Library, index_library
+    from rmod.indexing import IndexLimits, index_library
+    from rmod.library import Library
 
     rng = np.random.default_rng(8)
     src = tmp_path / "src"

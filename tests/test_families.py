@@ -16,8 +16,10 @@ from rmod.builtin.fonts import find_fonts
 from rmod.builtin.generate import Sources
 from rmod.cli.library import main as library_main
 from rmod.families import families_span_one_split, family_counts
+from rmod.hashing import split_for_hash
+from rmod.indexing import IndexLimits, index_library
 from rmod.leaks import _Spectra, count_distinct, leak_report, onset_window
-from rmod.library import IndexLimits, Library, index_library, split_for_hash
+from rmod.library import Library
 
 SR = 44100
 

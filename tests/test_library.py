@@ -14,15 +14,9 @@ import soundfile as sf
 from rmod import CLASSES, SPLITS
 from rmod.audio import AudioFileError
 from rmod.cli.library import main as library_main
-from rmod.library import (
-    IndexLimits,
-    Library,
-    LibraryEntry,
-    LibraryError,
-    index_library,
-    read_library,
-    split_for_hash,
-)
+from rmod.hashing import split_for_hash
+from rmod.indexing import IndexLimits, index_library
+from rmod.library import Library, LibraryEntry, LibraryError, read_library
 
 
 def _tone(rng: np.random.Generator, seconds: float, sr: int, channels: int, decay: float = 8.0):
@@ -298,18 +292,18 @@ def test_length_and_size_are_checked_from_the_header_before_decoding(
 ):
     """A file too long for its class (or with too many samples) is refused from its header:
     it is never decoded, so a huge file costs no memory."""
-    import rmod.library
+    import rmod.indexing
 
     src, _ = sample_dir
     decoded = []
-    real = rmod.library.read_audio
-    monkeypatch.setattr(rmod.library, "read_audio", lambda p: (decoded.append(p), real(p))[1])
+    real = rmod.indexing.read_audio
+    monkeypatch.setattr(rmod.indexing, "read_audio", lambda p: (decoded.append(p), real(p))[1])
     report = index_library(src, tmp_path / "lib.jsonl")
     assert (
         "too long for snare: 10.500 s > 10.0 s" in dict(report.refused)[str(src / "snare/long.wav")]
     )
     assert src / "snare/long.wav" not in decoded and src / "kick/a_kick.wav" in decoded
-    monkeypatch.setattr(rmod.library, "MAX_DECODED_SAMPLES", 1000)
+    monkeypatch.setattr(rmod.indexing, "MAX_DECODED_SAMPLES", 1000)
     decoded.clear()
     report = index_library(src, tmp_path / "lib2.jsonl")
     assert report.n_indexed == 0  # only the files of under 1000 samples were decoded:
@@ -352,11 +346,12 @@ def test_cli_index_output_problems_are_one_line_errors(sample_dir, tmp_path, mon
 
     from rmod_fixtures import unprivileged
 
+    import rmod.indexing
     import rmod.library
 
     src, _ = sample_dir
     decoded = []
-    monkeypatch.setattr(rmod.library, "read_audio", lambda p: decoded.append(p))
+    monkeypatch.setattr(rmod.indexing, "read_audio", lambda p: decoded.append(p))
     (tmp_path / "a_folder").mkdir()
     assert library_main(["index", str(src), "--out", str(tmp_path / "a_folder"), "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -167,3 +167,30 @@ def test_shipped_rmod_recipes_all_load():
     assert {"rmod-paper", "rmod-drums-only"} <= set(names)
     for name in names:
         assert load_recipe(name).name == name
+
+
+@pytest.mark.parametrize(
+    "notes,message",
+    [
+        ([36, 200], "groove.notes.kick[1]: 200 above the allowed maximum 127"),
+        ([36, True], "groove.notes.kick[1]: expected an integer, got bool True"),
+        ("36", "groove.notes.kick: expected a list, got str"),
+    ],
+)
+def test_groove_notes_are_checked_item_by_item(notes, message):
+    data = load_recipe("rmod-groove").to_dict()
+    data["groove"]["notes"]["kick"] = notes
+    with pytest.raises(RecipeError) as err:
+        Recipe.from_dict(data, "g.yaml")
+    assert str(err.value) == f"g.yaml: {message}"
+
+
+def test_optional_sections_stay_out_of_the_plain_form_and_the_fingerprint(paper_dict):
+    assert "groove" not in paper_dict and "source" not in paper_dict
+    groove = load_recipe("rmod-groove")
+    assert "midi_dir" not in groove.to_dict()["groove"]  # unset: left out
+    plain = groove.to_dict()
+    with_dir = Recipe.from_dict({**plain, "groove": {**plain["groove"], "midi_dir": "/m"}})
+    assert with_dir.to_dict()["groove"]["midi_dir"] == "/m"  # set: written
+    assert with_dir.fingerprint != groove.fingerprint
+    assert Recipe.from_dict(plain).fingerprint == groove.fingerprint

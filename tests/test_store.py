@@ -9,7 +9,8 @@ import pytest
 
 import rmod.store as store_module
 from rmod.audio import AudioFileError, write_audio
-from rmod.library import Library, index_library
+from rmod.indexing import index_library
+from rmod.library import Library
 from rmod.pitch import pitch_shift, pitch_shift_loop
 from rmod.store import SampleStore
 

@@ -12,7 +12,7 @@ from rmod.cli import quiet_broken_pipe
 
 
 def _parser() -> argparse.ArgumentParser:
-    from rmod.library import IndexLimits
+    from rmod.indexing import IndexLimits
 
     lim = IndexLimits()
     d_one, d_loop = lim.durations["kick"], lim.durations["bass"]
@@ -159,7 +159,7 @@ def _soundfont(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from rmod.library import IndexLimits, index_library, split_for_hash
+    from rmod.indexing import IndexLimits, index_library, split_for_hash
 
     if args.oneshot_min > args.oneshot_max or args.loop_min > args.loop_max:
         print("rmod-library: error: a minimum duration is above its maximum", file=sys.stderr)
