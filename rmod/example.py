@@ -34,7 +34,7 @@ import miditoolkit
 import numpy as np
 
 from rmod import DRUMS, SPLITS
-from rmod.groove import GrooveRef
+from rmod.groove import GrooveRef, recipe_grooves
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import (
     BusParams,
@@ -322,8 +322,6 @@ def _draw_window(recipe: Recipe, grooves: Any, split: str, rng: np.random.Genera
     if recipe.groove is None:
         return None
     if grooves is None:
-        from rmod.groove import recipe_grooves
-
         grooves = recipe_grooves(recipe)  # set by rmod-build --midi-dir
     if grooves is None:
         raise ExampleError(
