@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import librosa
 import numpy as np
+from scipy.signal import butter, sosfiltfilt
 
 BANDS = {"kick": (30.0, 150.0), "snare": (150.0, 5000.0), "hihat": (6000.0, 16000.0)}
 """Pass band in Hz of each drum's stem."""
@@ -66,8 +67,6 @@ def separate(
     """The drum's stem of a mono mixture: its percussive part (`percussive_part`, or the one
     given), band-passed to ``BANDS[drum]``; float32 ``[samples]``. A band that lies above the
     Nyquist frequency gives silence."""
-    from scipy.signal import butter, sosfiltfilt
-
     if drum not in BANDS:
         raise ValueError(f"unknown drum {drum!r}; expected one of {sorted(BANDS)}")
     if percussive is None:
