@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import librosa
 import numpy as np
+from scipy.signal import butter, sosfiltfilt
 
 BANDS = {"kick": (30.0, 150.0), "snare": (150.0, 5000.0), "hihat": (6000.0, 16000.0)}
 """Pass band in Hz of each drum's stem."""
@@ -49,8 +51,6 @@ def percussive_part(mixture: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: the mixture is not 1-D or holds non-finite samples.
     """
-    import librosa
-
     x = np.asarray(mixture, dtype=np.float32)
     if x.ndim != 1:
         raise ValueError(f"expected a mono mixture [samples], got shape {x.shape}")
@@ -67,8 +67,6 @@ def separate(
     """The drum's stem of a mono mixture: its percussive part (`percussive_part`, or the one
     given), band-passed to ``BANDS[drum]``; float32 ``[samples]``. A band that lies above the
     Nyquist frequency gives silence."""
-    from scipy.signal import butter, sosfiltfilt
-
     if drum not in BANDS:
         raise ValueError(f"unknown drum {drum!r}; expected one of {sorted(BANDS)}")
     if percussive is None:
@@ -86,8 +84,6 @@ def detect_onsets(stem: np.ndarray, sample_rate: int) -> np.ndarray:
     dB (1024-sample frames, 256-sample hop: 23 ms and 5.8 ms at 44.1 kHz), counted only within
     `RANGE_DB` of the stem's peak level and peak-picked at least `MIN_GAP_S` apart; each placed
     at its attack (see below)."""
-    import librosa
-
     hop = 256
     rms = librosa.feature.rms(y=stem, frame_length=1024, hop_length=hop)[0]
     level = 20.0 * np.log10(rms + 1e-9)

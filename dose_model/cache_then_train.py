@@ -129,6 +129,22 @@ def _stored_train_config(last: Path) -> TrainConfig:
         raise CheckpointError(f"{last}: {err}") from None
 
 
+def _datasets(
+    tokens: Path, index: dict, drum: str, frames: int
+) -> tuple[TokenDataset, TokenDataset | None]:
+    """The drum's training set and, when the cache has that split, its validation set;
+    targets ``frames`` long. A cache that cannot serve them raises CacheError or
+    TrainingError."""
+    splits = ("train", "valid") if "valid" in index["splits"] else ("train",)
+    try:
+        sets = [TokenDataset(tokens, s, drum, frames) for s in splits]
+    except CacheError:
+        raise
+    except ValueError as err:
+        raise TrainingError(f"{err} (train.target_frames is {frames})") from err
+    return sets[0], (sets[1] if len(sets) > 1 else None)
+
+
 def train_from_manifest(
     manifest: str | Path,
     drum: str,
@@ -170,14 +186,7 @@ def train_from_manifest(
     tokens, index = _ensure_cache(manifest, tokens, codec_weights, dev, progress, log)
     train_cfg = _with_overrides(train_cfg, overrides, Path(out) / "last.ckpt", resume)
     frames = (train_cfg or TrainConfig()).target_frames
-    splits = ("train", "valid") if "valid" in index["splits"] else ("train",)
-    try:
-        sets = [TokenDataset(tokens, s, drum, frames) for s in splits]
-    except CacheError:
-        raise
-    except ValueError as err:
-        raise TrainingError(f"{err} (train.target_frames is {frames})") from err
-    train_set, valid_set = sets[0], (sets[1] if len(sets) > 1 else None)
+    train_set, valid_set = _datasets(tokens, index, drum, frames)
     try:
         return train(
             model_cfg,

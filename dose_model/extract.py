@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dose_model.checkpoints import load_any_model
 from dose_model.codec import DacCodec
 from dose_model.config import ModelConfig
 from dose_model.decode import StaticDecoder
+from dose_model.device import resolve_device
 from dose_model.generate import Generation
 from dose_model.model import DoseTransformer
 from dose_model.tokens import mixture_sequence, revert_target, target_lengths
@@ -100,9 +102,6 @@ def load_codec_and_models(
     """Load the codec and one model per drum (``checkpoints``: drum -> path) onto ``device``
     ("auto": cuda when available). Raises CheckpointError, CodecLoadError, ExtractError,
     ValueError or OSError naming the file or device."""
-    from dose_model.checkpoints import load_any_model
-    from dose_model.device import resolve_device
-
     dev = resolve_device(device)
     codec = DacCodec.load(codec_weights, device=dev)
     models = {}

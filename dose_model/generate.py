@@ -98,24 +98,16 @@ def generate(
     max_len = max_len or cfg.max_target_len
     b, m, k = mixture.shape
     device = mixture.device
-    if cfg.published:
-        rows: list[torch.Tensor] = []
-        context = mixture
-    else:
-        rows = [torch.zeros(b, k, dtype=torch.long, device=device)]
-        context = torch.cat([mixture, rows[0][:, None]], dim=1)
+    rows, context = _start(model, mixture)
     ended = torch.zeros(b, dtype=torch.bool, device=device)
     cache = KVCache(cfg.num_layers, m + max_len) if use_cache else None
     log_prob = torch.zeros(b, dtype=torch.float32, device=device)
     counted = torch.zeros(b, dtype=torch.float32, device=device)
     step_input, offset = context, 0
     while len(rows) < max_len:
+        logits = _next_logits(model, context, step_input, cache, offset)  # [B, K, V]
         if cache is not None:
-            h = model.hidden(step_input, cache, offset)
             offset += step_input.shape[1]
-        else:
-            h = model.hidden(context, keep_from=context.shape[1] - 1)
-        logits = model.logits(h[:, -1])  # [B, K, V]
         token = sample_tokens(logits, strategy, top_p, temperature, generator)
         token = token.masked_fill(ended[:, None], 0)
         live = ~ended
@@ -132,3 +124,31 @@ def generate(
             context = torch.cat([context, step_input], dim=1)
     mean_log_prob = (log_prob / counted.clamp(min=1)).cpu()
     return Generation(tokens=torch.stack(rows, dim=1), ended=ended, mean_log_prob=mean_log_prob)
+
+
+def _start(
+    model: DoseTransformer, mixture: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The target rows a generation starts with (the all-zero start row; none for a
+    published model, which has no start row) and the context they make with the mixture."""
+    if model.config.published:
+        return [], mixture
+    b, _, k = mixture.shape
+    start = torch.zeros(b, k, dtype=torch.long, device=mixture.device)
+    return [start], torch.cat([mixture, start[:, None]], dim=1)
+
+
+def _next_logits(
+    model: DoseTransformer,
+    context: torch.Tensor,
+    step_input: torch.Tensor,
+    cache: KVCache | None,
+    offset: int,
+) -> torch.Tensor:
+    """Logits [B, K, V] of the next target row: with a KV cache from ``step_input``, the
+    positions from ``offset`` on; without one recomputed over the whole ``context``."""
+    if cache is not None:
+        h = model.hidden(step_input, cache, offset)
+    else:
+        h = model.hidden(context, keep_from=context.shape[1] - 1)
+    return model.logits(h[:, -1])

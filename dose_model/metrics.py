@@ -55,11 +55,17 @@ def _check_signal(x: np.ndarray, name: str) -> np.ndarray:
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (0 samples)")
+    return _finite_float64(arr, name, "samples")
+
+
+def _finite_float64(arr: np.ndarray, name: str, what: str) -> np.ndarray:
+    """``arr`` as float64, or ValueError when it holds no real numbers or non-finite
+    ``what`` (samples, values)."""
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite samples")
+        raise ValueError(f"{name} contains NaN or infinite {what}")
     return arr
 
 
@@ -131,12 +137,7 @@ def _check_embeddings(x: np.ndarray, name: str) -> np.ndarray:
         )
     if arr.shape[1] < 1:
         raise ValueError(f"{name} has embedding dimension 0")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    return _finite_float64(arr, name, "values")
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:

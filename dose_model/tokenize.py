@@ -288,35 +288,20 @@ def tokenize_manifest(
     out = Path(out)
     manifests = find_manifests(manifest)
     rows = {split: read_rows(path) for split, path in manifests.items()}
-    found = row_seconds(next((r[0] for r in rows.values() if r), None))
-    if mixture_seconds is None:
-        mixture_seconds = found.get("mixture_seconds", PAPER_MIXTURE_SECONDS)
-    if oneshot_seconds is None:
-        oneshot_seconds = found.get("target_seconds", PAPER_ONESHOT_SECONDS)
-    if mixture_seconds <= 0 or oneshot_seconds <= 0:
-        raise ValueError("mixture_seconds and oneshot_seconds must be positive")
+    mixture_seconds, oneshot_seconds = _clip_seconds(rows, mixture_seconds, oneshot_seconds)
     codec = DacCodec.load(codec_weights, device=resolve_device(device))
     codec.tf32 = tf32
-    config = cache_config(
-        codec,
-        manifests,
-        {s: len(r) for s, r in rows.items()},
-        mixture_seconds,
-        oneshot_seconds,
-        shard_size,
-    )
+    n_rows = {s: len(r) for s, r in rows.items()}
+    config = cache_config(codec, manifests, n_rows, mixture_seconds, oneshot_seconds, shard_size)
     _prepare_out(out, config)
-    lengths = (config["mixture_samples"], config["oneshot_samples"])
     summary = TokenizeSummary(out=str(out))
-    total = sum(len(r) for r in rows.values())
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=total, desc="dose-tokenize", unit="row", disable=not progress) as bar,
+        tqdm(
+            total=sum(n_rows.values()), desc="dose-tokenize", unit="row", disable=not progress
+        ) as bar,
     ):
-        seconds = mixture_seconds + len(DRUMS) * oneshot_seconds
-        job = _Job(
-            codec, pool, bar, batch_size, shard_size, lengths, summary, on_shard, out, seconds
-        )
+        job = _Job(codec, config, pool, bar, batch_size, summary, on_shard, out)
         splits = {split: job.split(out, split, split_rows) for split, split_rows in rows.items()}
     summary.rows_skipped = len(summary.skipped)
     _write_json(
@@ -328,20 +313,49 @@ def tokenize_manifest(
     return summary
 
 
+def _clip_seconds(
+    rows: dict[str, list[ManifestRow]], mixture_seconds: float | None, oneshot_seconds: float | None
+) -> tuple[float, float]:
+    """The mixture and one-shot lengths in seconds: as given, else the first row's (see
+    :func:`row_seconds`), else the paper's."""
+    found = row_seconds(next((r[0] for r in rows.values() if r), None))
+    if mixture_seconds is None:
+        mixture_seconds = found.get("mixture_seconds", PAPER_MIXTURE_SECONDS)
+    if oneshot_seconds is None:
+        oneshot_seconds = found.get("target_seconds", PAPER_ONESHOT_SECONDS)
+    if mixture_seconds <= 0 or oneshot_seconds <= 0:
+        raise ValueError("mixture_seconds and oneshot_seconds must be positive")
+    return mixture_seconds, oneshot_seconds
+
+
 @dataclass
 class _Job:
-    """What every shard of one `tokenize_manifest` run shares."""
+    """What every shard of one `tokenize_manifest` run shares; ``config`` is the cache's
+    (see :func:`cache_config`)."""
 
     codec: DacCodec
+    config: dict
     pool: ThreadPoolExecutor
     bar: tqdm
     batch_size: int
-    shard_size: int
-    lengths: tuple[int, int]
     summary: TokenizeSummary
     on_shard: Callable[[str, int], None] | None
     out: Path
-    row_seconds: float = 0.0
+
+    @property
+    def shard_size(self) -> int:
+        """Rows per shard."""
+        return self.config["shard_size"]
+
+    @property
+    def lengths(self) -> tuple[int, int]:
+        """Samples of a mixture and of a one-shot."""
+        return (self.config["mixture_samples"], self.config["oneshot_samples"])
+
+    @property
+    def row_seconds(self) -> float:
+        """Seconds of audio a row holds: its mixture and its one-shots."""
+        return self.config["mixture_seconds"] + len(DRUMS) * self.config["oneshot_seconds"]
 
     def split(self, out: Path, split: str, rows: list[ManifestRow]) -> dict:
         """Encode (or keep) every shard of one split; returns its index entry."""

@@ -18,6 +18,7 @@ Files under ``out`` (rank 0 writes, each atomically):
 
 The loop (`train`) reads as: get the batch, set the learning rate, one optimizer step
 (`_optimize`), log (`MetricsLog`), validate (`_validate`), save (`_save`).
+Where a run starts (fresh, or resumed with its settings checked) is `dose_model.run_state`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from dose_model.checkpoints import CheckpointError, TrainState, model_from_state, read_state
+from dose_model.checkpoints import TrainState, model_from_state
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.data import Batch
 from dose_model.device import resolve_device
@@ -48,6 +48,13 @@ from dose_model.loader import (  # noqa: F401 (global_batch, rank_share: re-expo
 )
 from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
+from dose_model.run_state import (
+    check_shapes,
+    initial_state,
+    rng_state,
+    run_config,
+    set_rng_state,
+)
 from dose_model.runtime import DistEnv, StopSignals, dist_env, join_process_group
 from dose_model.train_log import METRIC_FIELDS, MetricsLog, fmt  # noqa: F401 (re-exported)
 
@@ -159,84 +166,6 @@ def evaluate(
     return {"loss": loss, "full": full, "onset": onset, "accuracy": acc}
 
 
-# ----------------------------------------------------------------------------- run state
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _differences(stored: dict, given: dict, prefix: str, ignore: tuple = ()) -> list[str]:
-    keys = sorted((set(stored) | set(given)) - set(ignore))
-    return [
-        f"{prefix}.{k}: checkpoint {stored.get(k)!r}, now {given.get(k)!r}"
-        for k in keys
-        if stored.get(k) != given.get(k)
-    ]
-
-
-def _initial_state(
-    model_cfg: ModelConfig | None,
-    train_cfg: TrainConfig | None,
-    data: dict,
-    last_path: Path,
-    resume: bool,
-) -> TrainState:
-    """A fresh state, or with ``resume`` the one in ``last_path``, refused (TrainingError
-    naming every difference) when the given configs or data differ from what it recorded."""
-    if not resume:
-        if last_path.is_file():
-            raise TrainingError(
-                f"{last_path.parent} already holds a run ({last_path.name}): pass --resume to "
-                "continue it, or choose another --out"
-            )
-        model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
-        return TrainState(model_cfg.to_dict(), train_cfg.to_dict(), dict(data))
-    if not last_path.is_file():
-        raise TrainingError(f"--resume: {last_path} does not exist")
-    state = read_state(last_path)
-    try:
-        stored_model = ModelConfig.from_dict(state.model_config).to_dict()
-        TrainConfig.from_dict(state.train_config)
-    except ValueError as err:
-        raise CheckpointError(f"{last_path}: {err}") from None
-    diffs = _differences(state.data, data, "data")
-    if model_cfg is not None:
-        diffs += _differences(stored_model, model_cfg.to_dict(), "model")
-    if train_cfg is not None:
-        ignore = ("max_steps",)
-        diffs += _differences(state.train_config, train_cfg.to_dict(), "train", ignore)
-    if diffs:
-        raise TrainingError(
-            f"--resume: {last_path} was trained with other settings ({'; '.join(diffs)}): "
-            "resume with the same ones, or choose another --out"
-        )
-    return state
-
-
-def _check_shapes(dataset, cfg: ModelConfig) -> None:
-    if len(dataset) == 0:
-        raise TrainingError("the training set is empty")
-    mixture, target = dataset[0][:2]
-    if tuple(mixture.shape) != (cfg.mixture_len, cfg.num_codebooks):
-        raise TrainingError(
-            f"mixture tokens are {tuple(mixture.shape)}, model expects "
-            f"({cfg.mixture_len}, {cfg.num_codebooks}) (model.mixture_len, model.num_codebooks)"
-        )
-    if target.shape[0] > cfg.max_target_len:
-        raise TrainingError(
-            f"targets have {target.shape[0]} positions > model.max_target_len "
-            f"{cfg.max_target_len}: lower train.target_frames or raise model.max_target_len"
-        )
-
-
 @dataclass
 class _Run:
     """The live objects of one `train` call."""
@@ -262,7 +191,7 @@ def _build(state: TrainState, env: DistEnv, dev: torch.device, compile: bool, **
     if state.model:
         model_from_state(None, state.model, kw["out"] / "last.ckpt", model)
         optimizer.load_state_dict(state.optimizer)
-        _set_rng_state(state.rng, dev)
+        set_rng_state(state.rng, dev)
     # Different ranks must draw different dropout masks; rank 0 keeps the single-process stream.
     if env.rank:
         torch.manual_seed(cfg.seed * 1009 + env.rank + state.step)
@@ -297,7 +226,7 @@ def _save(run: _Run, path: Path, window: torch.Tensor) -> None:
     state = run.state
     state.model, state.optimizer = run.model.state_dict(), run.optimizer.state_dict()
     state.rng, state.window, state.world_size = (
-        _rng_state(run.device),
+        rng_state(run.device),
         window.tolist(),
         run.env.world,
     )
@@ -371,15 +300,9 @@ def train(
     dev = resolve_device(device, env.local_rank)
     out = Path(out)
     data = dict(getattr(train_set, "identity", {}) or {})
-    state = _initial_state(model_cfg, train_cfg, data, out / "last.ckpt", resume)
-    if max_steps is not None:
-        state.train_config = TrainConfig.from_dict(
-            {**state.train_config, "max_steps": max_steps}
-        ).to_dict()
-    cfg = TrainConfig.from_dict(state.train_config)
-    if cfg.batch_size % env.world:
-        raise TrainingError(f"batch_size {cfg.batch_size} must divide by {env.world} ranks")
-    _check_shapes(train_set, ModelConfig.from_dict(state.model_config))
+    state = initial_state(model_cfg, train_cfg, data, out / "last.ckpt", resume)
+    cfg = run_config(state, max_steps, env.world)
+    check_shapes(train_set, ModelConfig.from_dict(state.model_config))
     loader = BatchLoader(train_set, cfg, env, dev, collate)  # fails early if too few examples
     if env.main:
         out.mkdir(parents=True, exist_ok=True)

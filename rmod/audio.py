@@ -8,6 +8,7 @@ reader never sees a half-written file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import io
@@ -19,6 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
 PCM16_SCALE = 32767.0
@@ -99,8 +101,6 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """
     if sr_in == sr_out:
         return audio
-    import soxr
-
     n_out = int(round(audio.shape[-1] * sr_out / sr_in))
     out = np.stack(
         [soxr.resample(ch, sr_in, sr_out, quality="soxr_hq") for ch in audio.astype(np.float32)]
@@ -220,8 +220,6 @@ def sync_folder(folder: str | os.PathLike) -> None:
 def _syncfs(fd: int) -> bool:
     """``syncfs(fd)`` through libc: True when done, False where the call does not exist;
     raises ``OSError`` when it fails."""
-    import ctypes
-
     try:
         fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):

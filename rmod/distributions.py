@@ -276,6 +276,12 @@ def parse_distribution(spec: Any, where: str) -> Distribution:
             where,
             f"expected a number or a distribution like {{uniform: [lo, hi]}}, got {spec!r}",
         )
+    name = _spec_name(spec, where)
+    return _PARSERS[name](spec[name], spec, where)
+
+
+def _spec_name(spec: dict, where: str) -> str:
+    """The one distribution name among ``spec``'s keys; its options fit that name."""
     names = [k for k in spec if k in NAMES]
     unknown = [k for k in spec if k not in NAMES and k not in ("clip", "p")]
     if unknown:
@@ -291,29 +297,41 @@ def parse_distribution(spec: Any, where: str) -> Distribution:
         raise DistributionError(where, "'clip' is only allowed with 'normal'")
     if "p" in spec and name != "choice":
         raise DistributionError(where, "'p' is only allowed with 'choice'")
-    arg = spec[name]
-    if name == "uniform":
-        return Uniform(*_pair(arg, where, "uniform"))
-    if name == "loguniform":
-        lo, hi = _pair(arg, where, "loguniform")
-        if lo <= 0:
-            raise DistributionError(where, f"loguniform needs 0 < low, got {lo}")
-        return LogUniform(lo, hi)
-    if name == "randint":
-        return RandInt(*_pair(arg, where, "randint", integer=True))
-    if name == "normal":
-        mu, sigma = _pair_any(arg, where)
-        if sigma < 0:
-            raise DistributionError(where, f"normal needs sigma >= 0, got {sigma}")
-        clip = _pair(spec["clip"], where + ".clip", "clip") if "clip" in spec else None
-        return Normal(mu, sigma, clip)
-    if name == "bernoulli":
-        if not _is_number(arg):
-            raise DistributionError(where, f"bernoulli needs a probability, got {arg!r}")
-        if not 0.0 <= arg <= 1.0:
-            raise DistributionError(where, f"probability {arg} outside [0, 1]")
-        return Bernoulli(arg)
-    # choice
+    return name
+
+
+def _uniform(arg: Any, spec: dict, where: str) -> Distribution:
+    return Uniform(*_pair(arg, where, "uniform"))
+
+
+def _loguniform(arg: Any, spec: dict, where: str) -> Distribution:
+    lo, hi = _pair(arg, where, "loguniform")
+    if lo <= 0:
+        raise DistributionError(where, f"loguniform needs 0 < low, got {lo}")
+    return LogUniform(lo, hi)
+
+
+def _randint(arg: Any, spec: dict, where: str) -> Distribution:
+    return RandInt(*_pair(arg, where, "randint", integer=True))
+
+
+def _normal(arg: Any, spec: dict, where: str) -> Distribution:
+    mu, sigma = _pair_any(arg, where)
+    if sigma < 0:
+        raise DistributionError(where, f"normal needs sigma >= 0, got {sigma}")
+    clip = _pair(spec["clip"], where + ".clip", "clip") if "clip" in spec else None
+    return Normal(mu, sigma, clip)
+
+
+def _bernoulli(arg: Any, spec: dict, where: str) -> Distribution:
+    if not _is_number(arg):
+        raise DistributionError(where, f"bernoulli needs a probability, got {arg!r}")
+    if not 0.0 <= arg <= 1.0:
+        raise DistributionError(where, f"probability {arg} outside [0, 1]")
+    return Bernoulli(arg)
+
+
+def _choice(arg: Any, spec: dict, where: str) -> Distribution:
     if not isinstance(arg, list):
         raise DistributionError(where, f"choice needs a list of options, got {arg!r}")
     if not arg:
@@ -327,6 +345,18 @@ def parse_distribution(spec: Any, where: str) -> Distribution:
         if abs(sum(p) - 1.0) > 1e-6:
             raise DistributionError(where, f"p must sum to 1, got {sum(p)}")
     return Choice(arg, p)
+
+
+#: Distribution name -> its parser, called with the name's value, the whole spec and the
+#: field path.
+_PARSERS = {
+    "uniform": _uniform,
+    "loguniform": _loguniform,
+    "randint": _randint,
+    "normal": _normal,
+    "bernoulli": _bernoulli,
+    "choice": _choice,
+}
 
 
 def _pair_any(value: Any, where: str) -> tuple[float, float]:

@@ -31,7 +31,7 @@ import miditoolkit
 import numpy as np
 
 from rmod import DRUMS, SPLITS
-from rmod.groove import GrooveRef
+from rmod.groove import GrooveRef, recipe_grooves
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import (
     BusParams,
@@ -159,55 +159,17 @@ def draw_example(
     A Groove recipe (``recipe.groove``) needs ``grooves`` (:class:`rmod.groove.GrooveSet`):
     its first draw picks a window of ``split``, whose onsets replace the hit-count and
     grid draws.
+
+    The draws come in a fixed order from one generator: the groove window, each drum
+    class, each instrument, each playing track's mix, the buses, the master.
     """
     rng = example_rng(seed, split, index)
     window = _draw_window(recipe, grooves, split, rng)
-    sr = recipe.audio.sample_rate
-    drums: dict[str, DrumParams] = {}
-    for cls in DRUMS:
-        ids = library.ids(cls, split)
-        if not ids:
-            raise ExampleError(
-                f"the library has no {cls} one-shots in split {split!r}; "
-                f"add some (rmod-library index) or use another library"
-            )
-        if window is None:
-            n_hits = int(getattr(recipe.drums.hits, cls).sample(rng))
-            grid = draw_grid(n_hits, recipe.drums.grid_points, rng)
-        else:
-            grid = window.onsets[cls]
-        if len(ids) >= 2:
-            picks = rng.choice(len(ids), size=2, replace=False)
-        else:
-            picks = np.zeros(2, dtype=np.int64)
-        weights = recipe.drums.layer_weights.sample(rng)
-        drums[cls] = DrumParams(
-            sample_ids=(ids[int(picks[0])], ids[int(picks[1])]),
-            weights=(float(weights[0]), float(weights[1])),
-            grid=grid,
-        )
-    instruments: dict[str, InstrumentParams] = {}
-    for name in recipe.instrument_names:
-        spec = recipe.instruments.tracks[name]
-        dropped = bool(spec.drop.sample(rng))
-        ids = library.ids(name, split)
-        if dropped or not ids:
-            instruments[name] = InstrumentParams(dropped=dropped, available=bool(ids))
-            continue
-        loop_id = ids[int(rng.integers(len(ids)))]
-        seg_s = float(recipe.instruments.segment_seconds.sample(rng))
-        seg_n = int(round(seg_s * sr))
-        loop_n = int(math.floor(library.entry(loop_id).duration * sr))
-        start = int(rng.integers(0, max(0, loop_n - seg_n) + 1))
-        semitones = int(spec.semitones.sample(rng))
-        instruments[name] = InstrumentParams(
-            dropped=False,
-            available=True,
-            loop_id=loop_id,
-            segment_seconds=seg_s,
-            start_sample=start,
-            semitones=semitones,
-        )
+    drums = {cls: _draw_drum(cls, recipe, library, split, window, rng) for cls in DRUMS}
+    instruments = {
+        name: _draw_instrument(name, recipe, library, split, rng)
+        for name in recipe.instrument_names
+    }
     mix: dict[str, TrackMixParams] = {}
     for name in list(DRUMS) + [n for n, p in instruments.items() if p.plays]:
         mix[name] = draw_track_mix(recipe.mixing.tracks[name], recipe.mixing, rng)
@@ -229,12 +191,65 @@ def draw_example(
     )
 
 
+def _draw_drum(
+    cls: str, recipe: Recipe, library: Any, split: str, window: Any, rng: np.random.Generator
+) -> DrumParams:
+    """A drum class's hit grid (from the groove window, or drawn), its two layered sources
+    and their weights."""
+    ids = library.ids(cls, split)
+    if not ids:
+        raise ExampleError(
+            f"the library has no {cls} one-shots in split {split!r}; "
+            f"add some (rmod-library index) or use another library"
+        )
+    if window is None:
+        n_hits = int(getattr(recipe.drums.hits, cls).sample(rng))
+        grid = draw_grid(n_hits, recipe.drums.grid_points, rng)
+    else:
+        grid = window.onsets[cls]
+    if len(ids) >= 2:
+        picks = rng.choice(len(ids), size=2, replace=False)
+    else:
+        picks = np.zeros(2, dtype=np.int64)
+    weights = recipe.drums.layer_weights.sample(rng)
+    return DrumParams(
+        sample_ids=(ids[int(picks[0])], ids[int(picks[1])]),
+        weights=(float(weights[0]), float(weights[1])),
+        grid=grid,
+    )
+
+
+def _draw_instrument(
+    name: str, recipe: Recipe, library: Any, split: str, rng: np.random.Generator
+) -> InstrumentParams:
+    """Whether an instrument plays; if it does, its loop, segment (length and start) and
+    pitch shift."""
+    spec = recipe.instruments.tracks[name]
+    dropped = bool(spec.drop.sample(rng))
+    ids = library.ids(name, split)
+    if dropped or not ids:
+        return InstrumentParams(dropped=dropped, available=bool(ids))
+    sr = recipe.audio.sample_rate
+    loop_id = ids[int(rng.integers(len(ids)))]
+    seg_s = float(recipe.instruments.segment_seconds.sample(rng))
+    seg_n = int(round(seg_s * sr))
+    loop_n = int(math.floor(library.entry(loop_id).duration * sr))
+    start = int(rng.integers(0, max(0, loop_n - seg_n) + 1))
+    semitones = int(spec.semitones.sample(rng))
+    return InstrumentParams(
+        dropped=False,
+        available=True,
+        loop_id=loop_id,
+        segment_seconds=seg_s,
+        start_sample=start,
+        semitones=semitones,
+    )
+
+
 def _draw_window(recipe: Recipe, grooves: Any, split: str, rng: np.random.Generator) -> Any:
     if recipe.groove is None:
         return None
     if grooves is None:
-        from rmod.groove import recipe_grooves
-
         grooves = recipe_grooves(recipe)  # set by rmod-build --midi-dir
     if grooves is None:
         raise ExampleError(

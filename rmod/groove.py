@@ -27,6 +27,7 @@ A folder of MIDI files (the Groove MIDI Dataset, or any GM drum tracks) becomes 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -142,8 +143,6 @@ def file_windows(
 def with_midi_dir(recipe, midi_dir: str | os.PathLike):
     """``recipe`` whose ``groove.midi_dir`` is the absolute path of ``midi_dir`` (how
     ``rmod-build --midi-dir`` hands the folder to its workers)."""
-    import dataclasses
-
     if recipe.groove is None:
         raise ValueError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
     groove = dataclasses.replace(recipe.groove, midi_dir=str(Path(midi_dir).resolve()))

@@ -29,6 +29,7 @@ import functools
 
 import numpy as np
 import scipy.fft
+import soxr
 
 N_FFT = 2048
 HOP = 512
@@ -124,8 +125,6 @@ def _stretch(x: np.ndarray, rate: float, length: int, sink) -> None:
 
 
 def _shift_channel(x: np.ndarray, sample_rate: int, semitones: int) -> np.ndarray:
-    import soxr
-
     rate = 2.0 ** (-float(semitones) / 12.0)
     stream = soxr.ResampleStream(float(sample_rate) / rate, sample_rate, 1, quality="soxr_hq")
     out = np.zeros(x.size, dtype=np.float32)

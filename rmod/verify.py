@@ -307,6 +307,101 @@ def check_parts_agree(root: Path, info: BuildInfo) -> list[Problem]:
     return out
 
 
+class _RowWalk:
+    """The manifests' rows in order: what is checked while reading them (duplicate ids,
+    the splits each library source is used by, the files each shard folder should hold),
+    and each row's own checks, in ``jobs`` threads when ``jobs > 1``, whose problems are
+    added to the report in manifest order."""
+
+    def __init__(
+        self, root: Path, info: BuildInfo, report: VerifyReport, jobs: int, progress: bool
+    ):
+        self.root, self.info, self.report, self.jobs = root, info, report, jobs
+        self.seen: dict[str, str] = {}
+        self.referenced: Counter[str] = Counter()  # shard folder -> files that rows point to
+        self.used_by: dict[str, set[str]] = defaultdict(set)
+        total = sum(info.counts.values())
+        self.bar = tqdm(total=total, desc="rmod-verify", unit="row", disable=not progress)
+        self.pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
+        self.pending: deque[tuple[Future, list[Problem]]] = deque()
+
+    def note(self, row: ManifestRow, split: str, rel_manifest: str) -> list[Problem]:
+        """Count ``row`` and record its id, sources and files; a duplicate id's problem."""
+        self.report.rows += 1
+        before = []
+        if row.id in self.seen:
+            what = f"duplicate id {row.id} (also in {self.seen[row.id]})"
+            before.append(Problem(rel_manifest, what))
+        self.seen.setdefault(row.id, f"{split} manifest")
+        for sid in row.source_ids():
+            self.used_by[sid].add(split)
+        self.report.files += len(row.files())
+        for rel in row.files().values():
+            if isinstance(rel, str):
+                self.referenced[posixpath.dirname(rel)] += 1
+        return before
+
+    def check(self, row: ManifestRow, split: str, before: list[Problem]) -> None:
+        """Check ``row``'s files (now, or in a thread); ``before`` are listed ahead of them."""
+        if self.pool is None:
+            self.report.problems += before + check_row(self.root, row, self.info, split)
+            self.bar.update(1)
+            return
+        future = self.pool.submit(check_row, self.root, row, self.info, split)
+        self.pending.append((future, before))
+        self.settle(keep=max(1, LOOKAHEAD_PER_JOB * self.jobs))  # memory stays flat
+
+    def settle(self, keep: int) -> None:
+        """Collect finished row checks in order until at most ``keep`` are pending."""
+        while len(self.pending) > keep:
+            future, before = self.pending.popleft()
+            self.report.problems += before + future.result()
+            self.bar.update(1)
+
+    def close(self) -> None:
+        """Stop the threads (pending checks are dropped) and the progress bar."""
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        self.bar.close()
+
+
+def _walk_manifest(
+    walk: _RowWalk, split: str, on_row: Callable[[ManifestRow], None] | None
+) -> None:
+    """Check every row of ``split``'s manifest, then its row count against ``build.json``."""
+    root, problems = walk.root, walk.report.problems
+    path = manifest_path(root, split)
+    rel_manifest = str(path.relative_to(root))
+    if not path.is_file():
+        what = "manifest is missing (after an interrupted build: rerun the same rmod-build)"
+        problems.append(Problem(rel_manifest, what))
+        return
+    n = 0
+    try:
+        for row in iter_manifest(path):
+            n += 1
+            walk.check(row, split, walk.note(row, split, rel_manifest))
+            if on_row is not None:
+                on_row(row)
+    except ManifestError as exc:
+        walk.settle(keep=0)
+        problems.append(Problem(rel_manifest, str(exc)))
+    walk.settle(keep=0)
+    expected = walk.info.counts.get(split, 0)
+    if n != expected:
+        problems.append(Problem(rel_manifest, f"{n} rows, build.json says {expected}"))
+
+
+def check_disjoint(used_by: dict[str, set[str]]) -> list[Problem]:
+    """Library sources used by more than one split (``used_by``: source id -> splits)."""
+    out = []
+    for sid, splits in sorted(used_by.items()):
+        if len(splits) > 1:
+            names = ", ".join(s for s in SPLITS if s in splits)
+            out.append(Problem(sid, f"library source used by several splits: {names}"))
+    return out
+
+
 def verify_dataset(
     root: str | os.PathLike,
     progress: bool = True,
@@ -326,72 +421,14 @@ def verify_dataset(
     except ManifestError as exc:
         report.problems.append(Problem(str(root), str(exc)))
         return report
-    seen: dict[str, str] = {}
-    referenced: Counter[str] = Counter()  # shard folder -> files that rows point to
-    used_by: dict[str, set[str]] = defaultdict(set)
-    total = sum(info.counts.values())
-    bar = tqdm(total=total, desc="rmod-verify", unit="row", disable=not progress)
-    pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
-    pending: deque[tuple[Future, list[Problem]]] = deque()
-
-    def settle(keep: int) -> None:
-        """Collect finished row checks in order until at most ``keep`` are pending."""
-        while len(pending) > keep:
-            future, before = pending.popleft()
-            report.problems += before + future.result()
-            bar.update(1)
-
+    walk = _RowWalk(root, info, report, jobs, progress)
     try:
         for split in SPLITS:
-            path = manifest_path(root, split)
-            rel_manifest = str(path.relative_to(root))
-            if not path.is_file():
-                what = "manifest is missing (after an interrupted build: rerun the same rmod-build)"
-                report.problems.append(Problem(rel_manifest, what))
-                continue
-            n = 0
-            try:
-                for row in iter_manifest(path):
-                    n += 1
-                    report.rows += 1
-                    before = []  # this row's problems found here, listed before its file checks
-                    if row.id in seen:
-                        before.append(
-                            Problem(rel_manifest, f"duplicate id {row.id} (also in {seen[row.id]})")
-                        )
-                    seen.setdefault(row.id, f"{split} manifest")
-                    for sid in row.source_ids():
-                        used_by[sid].add(split)
-                    report.files += len(row.files())
-                    for rel in row.files().values():
-                        if isinstance(rel, str):
-                            referenced[posixpath.dirname(rel)] += 1
-                    if pool is None:
-                        report.problems += before + check_row(root, row, info, split)
-                        bar.update(1)
-                    else:
-                        pending.append((pool.submit(check_row, root, row, info, split), before))
-                        settle(keep=max(1, LOOKAHEAD_PER_JOB * jobs))  # memory stays flat
-                    if on_row is not None:
-                        on_row(row)
-            except ManifestError as exc:
-                settle(keep=0)
-                report.problems.append(Problem(rel_manifest, str(exc)))
-            settle(keep=0)
-            expected = info.counts.get(split, 0)
-            if n != expected:
-                report.problems.append(
-                    Problem(rel_manifest, f"{n} rows, build.json says {expected}")
-                )
+            _walk_manifest(walk, split, on_row)
     finally:  # also on an error or Ctrl-C: no thread keeps checking
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        bar.close()
-    report.problems += check_strays(root, referenced)
+        walk.close()
+    report.problems += check_strays(root, walk.referenced)
     report.problems += check_manifest_folder(root, info)
     report.problems += check_parts_agree(root, info)
-    for sid, splits in sorted(used_by.items()):
-        if len(splits) > 1:
-            names = ", ".join(s for s in SPLITS if s in splits)
-            report.problems.append(Problem(sid, f"library source used by several splits: {names}"))
+    report.problems += check_disjoint(walk.used_by)
     return report

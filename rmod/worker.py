@@ -38,8 +38,10 @@ from threadpoolctl import threadpool_limits
 
 from rmod import DRUMS
 from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
+from rmod.library import Library
 from rmod.manifest import ManifestRow
 from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
+from rmod.store import STORE_DIR, SampleStore
 
 #: The modules whose code decides the bytes of a build, given its recipe, library content
 #: and seed: :func:`engine_fingerprint` hashes exactly these. A test renders an example
@@ -252,8 +254,6 @@ def worker_library(path: str | None, fingerprint: str) -> Any:
     Raises ``RuntimeError`` when the library this worker sees is not the one the build
     was planned with (e.g. a cluster node with a different copy).
     """
-    from rmod.library import Library
-
     key = (path, fingerprint)
     with _LIBRARIES_LOCK:
         lib = _LIBRARIES.get(key)
@@ -271,8 +271,6 @@ def worker_library(path: str | None, fingerprint: str) -> Any:
 def worker_store(task: ShardTask) -> Any:
     """The :class:`rmod.store.SampleStore` of the task's library at the recipe's rate, in
     the build's folder (``DIR/.rmod-store``)."""
-    from rmod.store import STORE_DIR, SampleStore
-
     library = worker_library(task.library_path, task.library_fingerprint)
     rate = int(task.recipe.audio.sample_rate)
     folder = Path(task.root) / STORE_DIR

@@ -481,11 +481,11 @@ def test_mismatched_rerun_is_refused_naming_the_difference(reference, build_kwar
     with pytest.raises(BuildRefused, match="rendering code"):
         build(BuildOptions(out=other, jobs=1, **build_kwargs))
     # a worker running other code refuses its shard
-    from rmod.build import _load
+    from rmod.build_plan import load_inputs
     from rmod.shards import plan_shards as plan
     from rmod.worker import ShardError, ShardTask, render_shard
 
-    recipe, library, library_path = _load(BuildOptions(out=other, **build_kwargs))
+    recipe, library, library_path = load_inputs(BuildOptions(out=other, **build_kwargs))
     task = ShardTask(str(other), plan({"train": 1}, 1)[0], recipe, library_path,
                      library.fingerprint, 11, "wav", "0" * 64)  # fmt: skip
     with pytest.raises(ShardError, match="other rmod code"):
@@ -687,10 +687,11 @@ def test_task_sent_to_workers_is_small(build_kwargs, tmp_path):
     """The task holds the library's path and fingerprint, never entries or audio."""
     import pickle
 
-    from rmod.build import BuildOptions, _load
+    from rmod.build import BuildOptions
+    from rmod.build_plan import load_inputs
     from rmod.worker import ShardTask, engine_fingerprint
 
-    recipe, library, library_path = _load(BuildOptions(out=tmp_path, **build_kwargs))
+    recipe, library, library_path = load_inputs(BuildOptions(out=tmp_path, **build_kwargs))
     shard = plan_shards({"train": 1000}, 100)[0]
     task = ShardTask(str(tmp_path), shard, recipe, library_path, library.fingerprint, 0, "wav",
                      engine_fingerprint())  # fmt: skip
@@ -828,12 +829,13 @@ def test_a_worker_commits_only_under_the_lease_of_the_build_that_sent_it(build_k
     (the build died) or another build's token (a new build took over) stops it first."""
     import dataclasses
 
-    from rmod.build import BuildOptions, _load, build_lock
+    from rmod.build import BuildOptions, build_lock
+    from rmod.build_plan import load_inputs
     from rmod.worker import ShardError, ShardTask, check_lease, engine_fingerprint, render_shard
 
     out = tmp_path / "ds"
     out.mkdir()
-    recipe, library, library_path = _load(BuildOptions(out=out, **build_kwargs))
+    recipe, library, library_path = load_inputs(BuildOptions(out=out, **build_kwargs))
     task = ShardTask(str(out), plan_shards({"train": 1}, 1)[0], recipe, library_path,
                      library.fingerprint, 11, "wav", engine_fingerprint())  # fmt: skip
     with build_lock(out) as lease:

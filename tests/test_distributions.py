@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmod.distributions import (
+    NAMES,
     Bernoulli,
     Choice,
     Constant,
@@ -124,3 +125,21 @@ def test_uniform_stays_in_bounds(lo, width, seed):
     for _ in range(20):
         v = dist.sample(rng)
         assert dist.bounds[0] <= v <= dist.bounds[1]
+
+
+def test_every_distribution_name_parses():
+    """Each documented name has a parser: a minimal valid spec gives a distribution whose
+    samples lie in the spec's range."""
+    specs = {
+        "uniform": {"uniform": [1.0, 2.0]},
+        "loguniform": {"loguniform": [1.0, 2.0]},
+        "randint": {"randint": [1, 2]},
+        "choice": {"choice": [1.0, 2.0], "p": [0.5, 0.5]},
+        "normal": {"normal": [1.5, 1.0], "clip": [1.0, 2.0]},
+        "bernoulli": {"bernoulli": 1.0},
+    }
+    assert set(specs) == set(NAMES)
+    rng = np.random.default_rng(0)
+    for name, spec in specs.items():
+        values = [float(parse_distribution(spec, name).sample(rng)) for _ in range(20)]
+        assert all(1.0 <= v <= 2.0 for v in values), (name, values)
