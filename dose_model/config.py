@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from dose_model.errors import DoseError
+
 POSITION_KINDS = ("learned", "none")
 SIZE_LIMITS = {
     "num_layers": 256,
@@ -38,7 +40,7 @@ MAX_PARAMETERS = 20_000_000_000
 """Largest parameter count a `ModelConfig` may describe (20 G, 80 GB of fp32 weights)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(DoseError, ValueError):
     """A config file or dict has an unknown field or an invalid value."""
 
 

@@ -44,6 +44,7 @@ from dose_model import DRUMS
 from dose_model.audio import RowAudioError, clip, load_mono, read_mono  # noqa: F401 (re-exported)
 from dose_model.codec import DacCodec
 from dose_model.device import resolve_device
+from dose_model.errors import DoseError
 from dose_model.fileio import atomic_write_text
 from dose_model.manifest import (
     ManifestRow,
@@ -69,7 +70,7 @@ PAPER_ONESHOT_SECONDS = 2.0
 text: 2 s)."""
 
 
-class TokenizeError(RuntimeError):
+class TokenizeError(DoseError, RuntimeError):
     """The token cache cannot be written (e.g. it holds a cache of other settings)."""
 
 

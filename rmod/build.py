@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 import rmod
 from rmod import SPLITS
+from rmod.errors import RmodError
 from rmod.manifest import (
     BUILD_JSON,
     BuildInfo,
@@ -86,7 +87,7 @@ LOCAL_CLUSTER_CONFIG = {
 MAX_DEFAULT_SHARD_SIZE = 100
 
 
-class BuildRefused(Exception):
+class BuildRefused(RmodError):
     """The output folder holds a different build (the message lists what differs), or
     another build is running on it."""
 

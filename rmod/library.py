@@ -54,6 +54,7 @@ from rmod.audio import (
     read_audio,
     resample,
 )
+from rmod.errors import RmodError
 
 FORMAT_NAME = "rmod-library"
 FORMAT_VERSION = 1
@@ -62,7 +63,7 @@ DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 MAX_DECODED_SAMPLES = 2**28
 
 
-class LibraryError(Exception):
+class LibraryError(RmodError):
     """A library manifest that cannot be read; the message names the file and line."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rmod.audio import atomic_write_bytes
+from rmod.errors import RmodError
 
 MANIFEST_FORMAT = "rmod-manifest/1"
 BUILD_JSON = "build.json"
@@ -92,7 +93,7 @@ def _check_row_types(data: dict[str, Any]) -> None:
     check_example_id(data["id"])
 
 
-class ManifestError(Exception):
+class ManifestError(RmodError):
     """A manifest or ``build.json`` that cannot be read; the message names the file and line."""
 
 

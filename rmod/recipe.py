@@ -29,6 +29,7 @@ import yaml
 
 from rmod import DRUMS, INSTRUMENTS
 from rmod.distributions import Distribution, DistributionError, parse_distribution
+from rmod.errors import RmodError
 
 
 def _recipes_dir() -> Path:
@@ -43,7 +44,7 @@ RECIPES_DIR = _recipes_dir()
 DEFAULT_RECIPE = "rmod-paper"
 
 
-class RecipeError(ValueError):
+class RecipeError(RmodError, ValueError):
     """An invalid recipe; the message is ``"<file>: <field path>: <problem>"``."""
 
 
