@@ -12,3 +12,8 @@ from __future__ import annotations
 
 class DoseError(Exception):
     """A problem dose_model detected and explains in its message (naming the file or field)."""
+
+
+class InputError(DoseError, ValueError):
+    """A bad value of an argument or option (a count, a length, a device); the message names
+    the option."""

@@ -11,3 +11,8 @@ from __future__ import annotations
 
 class RmodError(Exception):
     """A problem rmod detected and explains in its message (which names the file or field)."""
+
+
+class InputError(RmodError, ValueError):
+    """A bad value of an argument or option (a count, a fraction, a pair of limits); the
+    message names the option."""

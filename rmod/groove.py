@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from rmod import DRUMS, SPLITS
+from rmod.errors import InputError
 from rmod.library import DEFAULT_SPLIT_FRACTIONS, split_for_hash
 
 DEFAULT_NOTES = {"kick": (35, 36), "snare": (37, 38, 40), "hihat": (42, 44, 46, 22, 26)}
@@ -145,7 +146,7 @@ def with_midi_dir(recipe, midi_dir: str | os.PathLike):
     import dataclasses
 
     if recipe.groove is None:
-        raise ValueError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
+        raise InputError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
     groove = dataclasses.replace(recipe.groove, midi_dir=str(Path(midi_dir).resolve()))
     return dataclasses.replace(recipe, groove=groove)
 

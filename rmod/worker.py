@@ -68,7 +68,7 @@ NOT_RENDERING_MODULES = {
             "voice",
         )
     },
-    "rmod.errors": "the base class of rmod's errors",
+    "rmod.errors": "the base classes of rmod's errors",
     "rmod.families": "groups a library's files into families for its splits (library content)",
     "rmod.leaks": "reports near-duplicates across a library's splits",
     "rmod.preflight": "checks a build's numbers and library before any work",
