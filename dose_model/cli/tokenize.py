@@ -17,8 +17,8 @@ PROG = "dose-tokenize"
 RESUME = "finished shards are kept, rerun the same command to resume"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see ``dose-tokenize --help``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``dose-tokenize --help``)."""
     p = new_parser(
         PROG,
         "Encode each row's mixture (mono mean, cropped/padded to --mixture-seconds) and "
@@ -90,16 +90,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "written either way)",
     )
     add_common(p)
-    args = p.parse_args(argv)
-    if args.verify is None and (args.manifest is None or args.out is None):
-        p.error("the following arguments are required: --manifest, --out (or --verify TOKDIR)")
-    return args
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 when too many rows were skipped, 2 on an error, 130 when
     interrupted (see :mod:`dose_model.cli`)."""
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verify is None and (args.manifest is None or args.out is None):
+        parser.error("the following arguments are required: --manifest, --out (or --verify TOKDIR)")
     if args.verify is not None:
         return run(PROG, _verify, args)
     return run(PROG, _tokenize, args, hint=RESUME)

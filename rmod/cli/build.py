@@ -11,8 +11,8 @@ from rmod.cli import add_common, new_parser, run
 PROG = "rmod-build"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see ``rmod-build --help``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-build --help``)."""
     p = new_parser(
         PROG,
         "Build an RMOD dataset into DIR: audio in shards DIR/{split}/{shard:06d}/, "
@@ -92,13 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "windows are the drum patterns",
     )
     add_common(p)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; 0 when the dataset is complete, 1 when the build stopped with failed
     shards (finished ones are kept), 2 on bad input or a refused build (see :mod:`rmod.cli`)."""
-    return run(PROG, _build, parse_args(argv))
+    return run(PROG, _build, build_parser().parse_args(argv))
 
 
 def _build(args: argparse.Namespace) -> int:

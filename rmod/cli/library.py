@@ -17,7 +17,8 @@ PROG = "rmod-library"
 # rmod.builtin.export (the soundfont sampler) and rmod.leaks load scipy: imported where used.
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-library --help``)."""
     lim = IndexLimits()
     d_one, d_loop = lim.durations["kick"], lim.durations["bass"]
     p = new_parser(PROG, "Index your own samples into a library manifest, or describe a library.")
@@ -235,7 +236,7 @@ def _leaks(lib):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rmod-library``; the exit status (see :mod:`rmod.cli`)."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     commands = {"index": _index, "info": _info, "soundfont": _soundfont}
     return run(PROG, commands[args.command], args)

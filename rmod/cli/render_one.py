@@ -22,7 +22,8 @@ from rmod.stats import params_outside_recipe
 PROG = "rmod-render-one"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-render-one --help``)."""
     p = new_parser(
         PROG,
         "Render one RMOD example into a folder: mixture, the three target one-shots "
@@ -107,7 +108,7 @@ def _grooves(midi_dir, recipe):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; the exit status (see :mod:`rmod.cli`: 0 ok, 2 bad input)."""
-    return run(PROG, _render_one, _parser().parse_args(argv))
+    return run(PROG, _render_one, build_parser().parse_args(argv))
 
 
 def _render_one(args: argparse.Namespace) -> int:

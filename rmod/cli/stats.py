@@ -12,8 +12,8 @@ from rmod.stats import compute_stats, worst_metrics
 PROG = "rmod-stats"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see ``rmod-stats --help``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-stats --help``)."""
     p = new_parser(
         PROG,
         "Write DIR/stats/stats.json and PNG plots (hits, layering, instruments, "
@@ -35,12 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-plots", action="store_true", help="write stats.json only")
     add_common(p)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; 0 on success, 2 when the dataset cannot be read (see :mod:`rmod.cli`)."""
-    return run(PROG, _stats, parse_args(argv))
+    return run(PROG, _stats, build_parser().parse_args(argv))
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ from rmod.verify import verify_dataset
 PROG = "rmod-verify"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see ``rmod-verify --help``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-verify --help``)."""
     p = new_parser(
         PROG,
         "Check an RMOD dataset: every manifest row's files exist, decode, are 16-bit "
@@ -38,13 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "if not given: the CPU count",
     )
     add_common(p)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; 0 when the dataset passes every check, 1 when it does not, 2 on bad
     input (see :mod:`rmod.cli`)."""
-    return run(PROG, _verify, parse_args(argv))
+    return run(PROG, _verify, build_parser().parse_args(argv))
 
 
 def _verify(args: argparse.Namespace) -> int:
