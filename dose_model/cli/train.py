@@ -62,11 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML with 'model' and 'train' sections, e.g. recipes/dose-tiny.yaml; "
         "if not given: built-in defaults = published sizes, our model mode",
     )
-    p.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="override train.batch_size, the global batch"
+        "--max-steps",
+        type=int,
+        default=None,
+        help="override train.max_steps (if not given: the config's)",
     )
-    p.add_argument("--seed", type=int, default=None, help="override train.seed")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="override train.batch_size, the global batch (if not given: the config's)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="override train.seed (if not given: the config's)"
+    )
     p.add_argument(
         "--device",
         default="auto",
