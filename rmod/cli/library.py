@@ -11,10 +11,11 @@ from rmod import CLASSES, DRUMS, SPLITS
 from rmod.cli import HelpFormatter, add_common, new_parser, run
 from rmod.errors import InputError
 from rmod.families import family_counts, source_counts
+from rmod.leaks import leak_report
 from rmod.library import IndexLimits, Library, index_library, split_for_hash
 
 PROG = "rmod-library"
-# rmod.builtin.export (the soundfont sampler) and rmod.leaks load scipy: imported where used.
+# rmod.builtin.export (the soundfont sampler) loads scipy: imported where used.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,8 +230,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _leaks(lib):
-    from rmod.leaks import leak_report
-
     return leak_report(lib, [c for c in DRUMS if c in lib.classes])
 
 

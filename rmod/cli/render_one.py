@@ -13,6 +13,8 @@ from pathlib import Path
 
 from rmod import SPLITS
 from rmod.cli import add_common, new_parser, run
+from rmod.errors import InputError
+from rmod.groove import for_recipe
 from rmod.library import Library
 from rmod.manifest import check_example_id
 from rmod.overview import contribution_db, onset_snr_db, plot_overview
@@ -91,15 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _grooves(midi_dir, recipe):
     """The Groove windows of ``midi_dir`` (refused files listed on stderr), or None."""
-    from rmod.example import ExampleError
-    from rmod.groove import for_recipe
-
     if midi_dir is None:
         return None
     if recipe.groove is None:
-        raise ExampleError(
-            f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}"
-        )
+        raise InputError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
     grooves = for_recipe(midi_dir, recipe)
     for path, reason in grooves.refused:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -178,15 +175,13 @@ def _summary(params, recipe, rendered) -> None:
 
 
 def _example_id(value: str | None) -> str | None:
-    """``--id`` when it is an example id; :class:`rmod.example.ExampleError` otherwise."""
-    from rmod.example import ExampleError
-
+    """``--id`` when it is an example id; :class:`rmod.errors.InputError` otherwise."""
     if value is None:
         return None
     try:
         return check_example_id(value)
     except ValueError as exc:
-        raise ExampleError(f"--id: {exc}") from None
+        raise InputError(f"--id: {exc}") from None
 
 
 def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
