@@ -141,6 +141,13 @@ class _ClosedPipe:
         raise BrokenPipeError(32, "Broken pipe")
 
 
+class _BufferedClosedPipe(_ClosedPipe):
+    """The same, where the lines wait in a buffer until the flush."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 @pytest.mark.parametrize(
     "name, module, function, result, argv",
     [
@@ -156,9 +163,10 @@ def test_a_closed_pipe_ends_quietly_with_141(
     if result is None:  # a real report of a folder that is no dataset: it prints lines
         result = verify_dataset(tmp_path, progress=False)
     monkeypatch.setattr(importlib.import_module(module), function, lambda *a, **k: result)
-    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
-    assert _main(name)(argv) == rmod.cli.BROKEN_PIPE_STATUS == dose_model.cli.BROKEN_PIPE_STATUS
-    assert capsys.readouterr().err == ""
+    for stdout in (_ClosedPipe(), _BufferedClosedPipe()):
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert _main(name)(argv) == rmod.cli.BROKEN_PIPE_STATUS == 141
+        assert capsys.readouterr().err == ""
 
 
 def test_a_closed_pipe_in_a_real_process_is_quiet(tmp_path):

@@ -90,7 +90,9 @@ def run(
     when an ``OSError`` or an interruption stopped the work (e.g. how to resume)."""
     tail = f"; {hint}" if hint else ""
     try:
-        return work(args)
+        status = work(args)
+        sys.stdout.flush()  # output still buffered meets a closed pipe here, not at exit
+        return status
     except BrokenPipeError:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the final flush quiet
         return BROKEN_PIPE_STATUS
