@@ -42,9 +42,9 @@ def read_index(tokdir: str | os.PathLike) -> dict:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable index ({exc})") from None
+        raise CacheError(f"{path}: unreadable index ({exc})") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} index")
+        raise CacheError(f"{path}: not a {FORMAT} index")
     return index
 
 

@@ -44,7 +44,7 @@ from dose_model import DRUMS
 from dose_model.audio import RowAudioError, clip, load_mono, read_mono  # noqa: F401 (re-exported)
 from dose_model.codec import DacCodec
 from dose_model.device import resolve_device
-from dose_model.errors import DoseError
+from dose_model.errors import DoseError, InputError
 from dose_model.fileio import atomic_write_text
 from dose_model.manifest import (
     ManifestRow,
@@ -284,7 +284,7 @@ def tokenize_manifest(
     :class:`TokenizeSummary`.
     """
     if batch_size < 1 or shard_size < 1 or workers < 1:
-        raise ValueError("batch_size, shard_size and workers must be at least 1")
+        raise InputError("batch_size, shard_size and workers must be at least 1")
     start = time.perf_counter()
     out = Path(out)
     manifests = find_manifests(manifest)
@@ -295,7 +295,7 @@ def tokenize_manifest(
     if oneshot_seconds is None:
         oneshot_seconds = found.get("target_seconds", PAPER_ONESHOT_SECONDS)
     if mixture_seconds <= 0 or oneshot_seconds <= 0:
-        raise ValueError("mixture_seconds and oneshot_seconds must be positive")
+        raise InputError("mixture_seconds and oneshot_seconds must be positive")
     codec = DacCodec.load(codec_weights, device=resolve_device(device))
     codec.tf32 = tf32
     config = cache_config(
