@@ -198,6 +198,8 @@ def test_an_oserror_names_its_file_and_gets_the_hint(tmp_path, capsys):
 
     args = argparse.Namespace(debug=False)
     for run in (rmod.cli.run, dose_model.cli.run):
+        line = f"tool: error: {tmp_path / 'missing.txt'}: No such file or directory"
         assert run("tool", work, args, hint="rerun it") == 2
-        line = f"tool: error: {tmp_path / 'missing.txt'}: No such file or directory; rerun it"
         assert _err_lines(capsys) == [line]
+        assert run("tool", work, args, hint="rerun it", hint_on_oserror=True) == 2
+        assert _err_lines(capsys) == [f"{line}; rerun it"]

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the following arguments are required: --manifest, --out (or --verify TOKDIR)")
     if args.verify is not None:
         return run(PROG, _verify, args)
-    return run(PROG, _tokenize, args, hint=RESUME)
+    return run(PROG, _tokenize, args, hint=RESUME, hint_on_oserror=True)
 
 
 def _verify(args: argparse.Namespace) -> int:

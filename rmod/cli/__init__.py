@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 from rmod.errors import RmodError
 
-#: Exit statuses (see the module docstring).
-OK, FAILURES, BAD_INPUT, BUG, INTERRUPTED = 0, 1, 2, 3, 130
+#: Exit statuses of the failures :func:`run` reports (see the module docstring).
+BAD_INPUT, BUG, INTERRUPTED = 2, 3, 130
 #: Exit status when the reader of our output went away (as a shell reports SIGPIPE).
 BROKEN_PIPE_STATUS = 141
 #: What a tool reports as a one-line error (status 2) instead of a traceback.
@@ -83,11 +83,16 @@ def describe(exc: BaseException) -> str:
 
 
 def run(
-    prog: str, work: Callable[[argparse.Namespace], int], args: argparse.Namespace, hint: str = ""
+    prog: str,
+    work: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    hint: str = "",
+    hint_on_oserror: bool = False,
 ) -> int:
     """``work(args)``'s status, or the status of the exception it raised (see the table
-    above); the message goes to stderr as ``<prog>: error: ...``, followed by ``; <hint>``
-    when an ``OSError`` or an interruption stopped the work (e.g. how to resume)."""
+    above); the message goes to stderr as ``<prog>: error: ...``. ``hint`` (e.g. how to
+    resume) follows an interruption's message, and an ``OSError``'s with ``hint_on_oserror``
+    (a full disk while writing)."""
     tail = f"; {hint}" if hint else ""
     try:
         status = work(args)
@@ -99,7 +104,7 @@ def run(
     except EXPECTED as exc:
         if getattr(args, "debug", False):
             traceback.print_exc()
-        more = tail if isinstance(exc, OSError) else ""
+        more = tail if hint_on_oserror and isinstance(exc, OSError) else ""
         print(f"{prog}: error: {describe(exc)}{more}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
