@@ -203,3 +203,33 @@ def test_an_oserror_names_its_file_and_gets_the_hint(tmp_path, capsys):
         assert _err_lines(capsys) == [line]
         assert run("tool", work, args, hint="rerun it", hint_on_oserror=True) == 2
         assert _err_lines(capsys) == [f"{line}; rerun it"]
+
+
+#: Exception classes that are no package error, and why.
+NOT_PACKAGE_ERRORS = {
+    "rmod.recipe._FieldError": "internal: turned into a RecipeError naming the file",
+    "dose_model.cli.Terminated": "SIGTERM as an interruption (a KeyboardInterrupt)",
+}
+
+
+@pytest.mark.parametrize("package", ["rmod", "dose_model"])
+def test_every_error_class_derives_from_its_package_base(package):
+    import inspect
+    import pkgutil
+
+    from dose_model.errors import DoseError
+    from rmod.errors import RmodError
+
+    base = {"rmod": RmodError, "dose_model": DoseError}[package]
+    root = importlib.import_module(package)
+    names = [package] + [m.name for m in pkgutil.walk_packages(root.__path__, f"{package}.")]
+    found = []
+    for name in names:
+        module = importlib.import_module(name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != name or not issubclass(cls, BaseException):
+                continue
+            found.append(cls_name)
+            if f"{name}.{cls_name}" not in NOT_PACKAGE_ERRORS:
+                assert issubclass(cls, base), f"{name}.{cls_name} does not derive from {base}"
+    assert len(found) >= 8, found  # the walk did find the package's errors
