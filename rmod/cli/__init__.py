@@ -10,7 +10,7 @@ exit  meaning
 2     bad usage or bad input: argparse's own errors, and every :class:`RmodError`
       or ``OSError``, printed as one line ``<tool>: error: <what and where>``
 3     a bug: any other exception, printed with its traceback
-130   interrupted (Ctrl-C)
+130   interrupted (Ctrl-C; rmod-build reports a stopped build as a failure, status 1)
 141   the reader of the output went away (``| head``): ends quietly
 ====  ===========================================================================
 
