@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from dose_model.errors import DoseError
 
-class RowAudioError(Exception):
+
+class RowAudioError(DoseError):
     """One row's audio cannot be used; carries the file path and the reason."""
 
     def __init__(self, path: Path, reason: str):

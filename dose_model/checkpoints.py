@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from dose_model.config import ConfigError, ModelConfig
+from dose_model.errors import DoseError
 from dose_model.fileio import atomic_write
 from dose_model.model import DoseTransformer
 from dose_model.records import plain_problem, to_plain
@@ -35,7 +36,7 @@ UNUSED_PREFIXES = ("positional_encoder.", "dac_projection_layer.", "midi_embeddi
 _ATTN_MASK = re.compile(r"blocks\.\d+\.attn\.mask")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DoseError, ValueError):
     """A checkpoint file is missing, unreadable or does not have the expected layout."""
 
 

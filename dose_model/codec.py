@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dose_model.dac import DAC, DacConfig, skip_init
+from dose_model.errors import DoseError
 from dose_model.fileio import atomic_write_bytes
 
 DAC_CACHE_PATH = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8kbps_0.0.1.pth"
@@ -33,7 +34,7 @@ DAC_CACHE_PATH = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8k
 _MAX_LISTED = 8
 
 
-class CodecLoadError(ValueError):
+class CodecLoadError(DoseError, ValueError):
     """A weights file that cannot be used. ``str(err)`` names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

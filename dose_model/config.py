@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Self
 
 import yaml
 
+from dose_model.errors import DoseError
 from dose_model.records import from_plain, to_plain, type_problem
 
 POSITION_KINDS = ("learned", "none")
@@ -39,7 +40,7 @@ MAX_PARAMETERS = 20_000_000_000
 """Largest parameter count a `ModelConfig` may describe (20 G, 80 GB of fp32 weights)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(DoseError, ValueError):
     """A config file or dict has an unknown field or an invalid value."""
 
 

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dose_model import DRUMS
+from dose_model.errors import InputError
 from dose_model.token_cache import CacheError, check_codes, check_shard_files, read_index
 from dose_model.tokens import PAD_ID, mixture_sequence, target_sequence
 
@@ -61,20 +62,20 @@ class TokenDataset(Dataset):
         self.tokdir = Path(tokdir)
         index = read_index(self.tokdir)
         if not index.get("complete"):
-            raise ValueError(
+            raise CacheError(
                 f"{self.tokdir}: token cache is incomplete; rerun dose-tokenize to finish it"
             )
         if drum not in DRUMS:
             raise ValueError(f"drum must be one of {DRUMS}, got {drum!r}")
         if split not in index["splits"]:
-            raise ValueError(f"{self.tokdir}: no split {split!r} (has {sorted(index['splits'])})")
+            raise CacheError(f"{self.tokdir}: no split {split!r} (has {sorted(index['splits'])})")
         config = index["config"]
         self.cached_frames = int(config["oneshot_frames"])
         self.mixture_frames = int(config["mixture_frames"])
         if target_frames is None:
             target_frames = self.cached_frames
         if not 1 <= target_frames <= self.cached_frames:
-            raise ValueError(
+            raise InputError(
                 f"target_frames must lie in [1, {self.cached_frames}] (cached one-shot frames), "
                 f"got {target_frames}"
             )

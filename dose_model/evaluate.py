@@ -41,6 +41,7 @@ import torch
 
 from dose_model.baseline import baseline_oneshots
 from dose_model.codec import DacCodec
+from dose_model.errors import DoseError
 from dose_model.extract import GREEDY, WINDOW_S, Extractor, Sampling, oneshot_frames
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
 from dose_model.manifest import ManifestError, find_manifests, read_rows
@@ -52,7 +53,7 @@ SCORES = ("mss_model", "mss_baseline", "mss_dac", "mss_silence")
 ROW_FIELDS = ("id", "drum", "frames", "ended", "score", *SCORES)
 
 
-class EvalError(ValueError):
+class EvalError(DoseError, ValueError):
     """The evaluation cannot run as asked; the message names the row or file."""
 
 

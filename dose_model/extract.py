@@ -32,6 +32,7 @@ from dose_model.codec import DacCodec
 from dose_model.config import ModelConfig
 from dose_model.decode import StaticDecoder
 from dose_model.device import resolve_device
+from dose_model.errors import DoseError
 from dose_model.generate import Generation
 from dose_model.model import DoseTransformer
 from dose_model.tokens import mixture_sequence, revert_target, target_lengths
@@ -41,7 +42,7 @@ WINDOW_S = 4.0
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-class ExtractError(ValueError):
+class ExtractError(DoseError, ValueError):
     """A song or a model cannot be used; the message names the file."""
 
 

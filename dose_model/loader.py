@@ -20,10 +20,11 @@ import torch
 from dose_model.config import TrainConfig
 from dose_model.data import Batch
 from dose_model.data import collate as default_collate
+from dose_model.errors import DoseError
 from dose_model.runtime import DistEnv
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DoseError, RuntimeError):
     """Training cannot start or continue (bad data sizes, missing checkpoint, ...)."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dose_model import DRUMS
+from dose_model.errors import DoseError
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -31,7 +32,7 @@ ID_PATTERN = re.compile(r"(train|valid|test)-[0-9]{1,12}")
 (rmod writes 8: ``train-00000042``)."""
 
 
-class ManifestError(ValueError):
+class ManifestError(DoseError, ValueError):
     """A manifest that cannot be used; ``str(err)`` names the file, line and field."""
 
     def __init__(self, path: str | os.PathLike, reason: str, line: int | None = None):

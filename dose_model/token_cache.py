@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dose_model.errors import DoseError
+
 FORMAT = "dose-token-cache"
 VERSION = 2  # 2: shard files carry sizes and checksums
 INDEX_NAME = "index.json"
@@ -27,7 +29,7 @@ QUICK_BYTES = 1 << 16
 """Bytes hashed at each end of a shard file by the quick check done when a shard is opened."""
 
 
-class CacheError(ValueError):
+class CacheError(DoseError, ValueError):
     """A token cache whose files do not match its index (corrupted, truncated, replaced) or
     hold codes out of range; ``str(err)`` names the file."""
 
@@ -40,9 +42,9 @@ def read_index(tokdir: str | os.PathLike) -> dict:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable index ({exc})") from None
+        raise CacheError(f"{path}: unreadable index ({exc})") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} index")
+        raise CacheError(f"{path}: not a {FORMAT} index")
     return index
 
 

@@ -44,6 +44,7 @@ from dose_model import DRUMS
 from dose_model.audio import RowAudioError, clip, load_mono, read_mono  # noqa: F401 (re-exported)
 from dose_model.codec import DacCodec
 from dose_model.device import resolve_device
+from dose_model.errors import DoseError, InputError
 from dose_model.fileio import atomic_write_text
 from dose_model.manifest import (
     ManifestRow,
@@ -69,7 +70,7 @@ PAPER_ONESHOT_SECONDS = 2.0
 text: 2 s)."""
 
 
-class TokenizeError(RuntimeError):
+class TokenizeError(DoseError, RuntimeError):
     """The token cache cannot be written (e.g. it holds a cache of other settings)."""
 
 
@@ -283,7 +284,7 @@ def tokenize_manifest(
     :class:`TokenizeSummary`.
     """
     if batch_size < 1 or shard_size < 1 or workers < 1:
-        raise ValueError("batch_size, shard_size and workers must be at least 1")
+        raise InputError("batch_size, shard_size and workers must be at least 1")
     start = time.perf_counter()
     out = Path(out)
     manifests = find_manifests(manifest)
@@ -324,7 +325,7 @@ def _clip_seconds(
     if oneshot_seconds is None:
         oneshot_seconds = found.get("target_seconds", PAPER_ONESHOT_SECONDS)
     if mixture_seconds <= 0 or oneshot_seconds <= 0:
-        raise ValueError("mixture_seconds and oneshot_seconds must be positive")
+        raise InputError("mixture_seconds and oneshot_seconds must be positive")
     return mixture_seconds, oneshot_seconds
 
 

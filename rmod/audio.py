@@ -22,6 +22,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from rmod.errors import RmodError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
 PCM16_SCALE = 32767.0
 
@@ -35,7 +37,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-class AudioFileError(Exception):
+class AudioFileError(RmodError):
     """A file that cannot be used as audio. ``str(err)`` names the path and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

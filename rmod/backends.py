@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import joblib
 from tqdm import tqdm
 
+from rmod.errors import InputError
 from rmod.worker import ShardResult, ShardTask, render_shard
 
 BACKENDS = ("loky", "dask")
@@ -37,10 +38,10 @@ def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterato
     processes (one thread each) and closes it afterwards.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+        raise InputError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
     if backend == "loky":
         if scheduler:
-            raise ValueError("--scheduler needs --backend dask")
+            raise InputError("--scheduler needs --backend dask")
         n = jobs or joblib.cpu_count()
         with joblib.parallel_config(backend="loky", n_jobs=n):
             yield n

@@ -48,6 +48,7 @@ from rmod.build_plan import (
     plan_build,
     split_counts,
 )
+from rmod.errors import RmodError
 from rmod.manifest import (
     BUILD_JSON,
     BuildInfo,
@@ -73,7 +74,7 @@ from rmod.worker import ExampleFailed, ShardError, ShardTask
 log = logging.getLogger(__name__)
 
 
-class BuildRefused(Exception):
+class BuildRefused(RmodError):
     """The output folder holds a different build (the message lists what differs), or
     another build is running on it."""
 

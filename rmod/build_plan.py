@@ -18,6 +18,7 @@ from typing import Any
 
 import rmod
 from rmod import SPLITS
+from rmod.errors import InputError
 from rmod.groove import recipe_grooves, with_midi_dir
 from rmod.library import Library
 from rmod.manifest import BuildInfo
@@ -61,7 +62,7 @@ def split_counts(recipe: Any, n: int) -> dict[str, int]:
     """Examples per split: ``n`` training; valid/test are the recipe's fractions of ``n``,
     rounded half up, at least ``max(1, recipe.splits.min_per_split)`` each."""
     if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+        raise InputError(f"--n must be at least 1, got {n}")
     floor = max(1, int(recipe.splits.min_per_split))
     spec = recipe.splits
     return {
@@ -113,7 +114,7 @@ def load_inputs(options: BuildOptions) -> tuple[Any, Any, str | None]:
         for path, reason in recipe_grooves(recipe).refused:
             log.warning("skipped %s: %s", path, reason)
     elif recipe.groove is not None and recipe.groove.midi_dir is None:
-        raise ValueError(
+        raise InputError(
             f"recipe {recipe.name} takes its drum patterns from MIDI files: --midi-dir"
         )
     library_path = str(Path(options.library).resolve()) if options.library else None
@@ -127,7 +128,7 @@ def check_grooves(recipe: Any, counts: dict[str, int]) -> None:
         return
     empty = [s for s in SPLITS if counts.get(s, 0) and not grooves.windows.get(s)]
     if empty:
-        raise ValueError(
+        raise InputError(
             f"{recipe.groove.midi_dir}: no usable MIDI window in split(s) {', '.join(empty)} "
             f"({len(grooves.files)} usable files; files are split 80/10/10 by their sha256)"
         )
@@ -157,12 +158,12 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     recipe, library, library_path = load_inputs(options)
     fmt = (options.audio_format or recipe.audio.format).lower()
     if fmt not in ("wav", "flac"):
-        raise ValueError(f"unsupported --format {fmt!r} (use wav or flac)")
+        raise InputError(f"unsupported --format {fmt!r} (use wav or flac)")
     counts = split_counts(recipe, options.n)
     check_grooves(recipe, counts)
     shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
+        raise InputError(f"--shard-size must be at least 1, got {shard_size}")
     check_sizes(counts, shard_size)
     check_library_covers(library, counts)
     info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from rmod.errors import RmodError
+
 NAMES = ("uniform", "loguniform", "randint", "choice", "normal", "bernoulli")
 
 
-class DistributionError(ValueError):
+class DistributionError(RmodError, ValueError):
     """An invalid distribution spec; ``where`` is the field path, ``reason`` the problem."""
 
     def __init__(self, where: str, reason: str):

@@ -31,6 +31,7 @@ import miditoolkit
 import numpy as np
 
 from rmod import DRUMS, SPLITS
+from rmod.errors import RmodError
 from rmod.groove import GrooveRef, recipe_grooves
 from rmod.master import MasterParams, apply_master, draw_master
 from rmod.mixing import (
@@ -59,7 +60,7 @@ from rmod.tracks import (
 SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 
 
-class ExampleError(ValueError):
+class ExampleError(RmodError, ValueError):
     """An example that cannot be drawn or rendered (message says why and what to do)."""
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rmod import DRUMS, SPLITS
+from rmod.errors import InputError
 from rmod.library import DEFAULT_SPLIT_FRACTIONS, split_for_hash
 
 DEFAULT_NOTES = {"kick": (35, 36), "snare": (37, 38, 40), "hihat": (42, 44, 46, 22, 26)}
@@ -144,7 +145,7 @@ def with_midi_dir(recipe, midi_dir: str | os.PathLike):
     """``recipe`` whose ``groove.midi_dir`` is the absolute path of ``midi_dir`` (how
     ``rmod-build --midi-dir`` hands the folder to its workers)."""
     if recipe.groove is None:
-        raise ValueError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
+        raise InputError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
     groove = dataclasses.replace(recipe.groove, midi_dir=str(Path(midi_dir).resolve()))
     return dataclasses.replace(recipe, groove=groove)
 

@@ -51,6 +51,7 @@ import numpy as np
 
 from rmod import CLASSES, SPLITS
 from rmod.audio import AudioFileError, atomic_write_text, native_channels, read_audio, resample
+from rmod.errors import RmodError
 
 # The naming and split rules, importable from here too (they are part of the format).
 from rmod.hashing import DEFAULT_SPLIT_FRACTIONS as DEFAULT_SPLIT_FRACTIONS
@@ -64,7 +65,7 @@ FORMAT_NAME = "rmod-library"
 FORMAT_VERSION = 1
 
 
-class LibraryError(Exception):
+class LibraryError(RmodError):
     """A library manifest that cannot be read; the message names the file and line."""
 
 

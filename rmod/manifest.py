@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rmod.audio import atomic_write_bytes
+from rmod.errors import RmodError
 from rmod.records import RecordError, from_plain, to_plain
 
 MANIFEST_FORMAT = "rmod-manifest/1"
@@ -71,7 +72,7 @@ def expected_files(
     return out
 
 
-class ManifestError(Exception):
+class ManifestError(RmodError):
     """A manifest or ``build.json`` that cannot be read; the message names the file and line."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rmod import DRUMS, SPLITS
+from rmod.errors import InputError
 from rmod.manifest import MAX_PER_SPLIT
 
 #: Shards per split that shard folder names can hold (6 digits).
@@ -19,16 +20,16 @@ MAX_SHARDS_PER_SPLIT = 10**6
 def check_numbers(n: int, seed: int, jobs: int | None) -> None:
     """``--n`` (1 .. :data:`rmod.manifest.MAX_PER_SPLIT`), ``--seed`` (>= 0), ``--jobs`` (>= 1)."""
     if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+        raise InputError(f"--n must be at least 1, got {n}")
     if n > MAX_PER_SPLIT:
-        raise ValueError(
+        raise InputError(
             f"--n {n} is too large: at most {MAX_PER_SPLIT} examples per split "
             "(example ids have 8 digits)"
         )
     if seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {seed}")
+        raise InputError(f"--seed must be a non-negative integer, got {seed}")
     if jobs is not None and jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
 
 
 def check_sizes(counts: dict[str, int], shard_size: int) -> None:
@@ -39,12 +40,12 @@ def check_sizes(counts: dict[str, int], shard_size: int) -> None:
         n = counts.get(split, 0)
         if n > MAX_PER_SPLIT:
             source = "--n" if split == "train" else "the recipe's splits.* for valid/test"
-            raise ValueError(
+            raise InputError(
                 f"{split} would hold {n} examples ({source}); at most {MAX_PER_SPLIT} per "
                 "split (example ids have 8 digits)"
             )
         if -(-n // shard_size) > MAX_SHARDS_PER_SPLIT:
-            raise ValueError(
+            raise InputError(
                 f"{split} would need {-(-n // shard_size)} shards of --shard-size "
                 f"{shard_size}; at most {MAX_SHARDS_PER_SPLIT} per split (shard folders have "
                 "6 digits): choose a larger --shard-size"
@@ -66,7 +67,7 @@ def check_library_covers(library: Any, counts: dict[str, int]) -> None:
         if not library.ids(cls, split)
     ]
     if gaps:
-        raise ValueError(
+        raise InputError(
             f"the library {library.path} has no one-shots of {', '.join(gaps)}; every split "
             "needs each drum class: add samples (rmod-library index) or use another library"
         )

@@ -29,6 +29,7 @@ import yaml
 
 from rmod import INSTRUMENTS
 from rmod.distributions import Distribution, DistributionError
+from rmod.errors import RmodError
 from rmod.recipe_checks import cross_check, distribution_field
 from rmod.records import RecordError, from_plain, to_plain
 
@@ -45,7 +46,7 @@ RECIPES_DIR = _recipes_dir()
 DEFAULT_RECIPE = "rmod-paper"
 
 
-class RecipeError(ValueError):
+class RecipeError(RmodError, ValueError):
     """An invalid recipe; the message is ``"<file>: <field path>: <problem>"``."""
 
 

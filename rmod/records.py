@@ -34,11 +34,13 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rmod.errors import RmodError
+
 #: A parser for a class the converter does not know: ``(value, where, field metadata) -> obj``.
 Parser = Callable[[Any, str, Mapping[str, Any]], Any]
 
 
-class RecordError(ValueError):
+class RecordError(RmodError, ValueError):
     """A plain value that does not fit its record; ``where`` is the field path, ``reason``
     what is wrong with it."""
 

@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from rmod import DRUMS
 from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
+from rmod.errors import RmodError
 from rmod.library import Library
 from rmod.manifest import ManifestRow
 from rmod.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
@@ -70,6 +71,7 @@ NOT_RENDERING_MODULES = {
             "voice",
         )
     },
+    "rmod.errors": "the base classes of rmod's errors",
     "rmod.families": "groups a library's files into families for its splits (library content)",
     "rmod.leaks": "reports near-duplicates across a library's splits",
     "rmod.preflight": "checks a build's numbers and library before any work",
@@ -83,7 +85,7 @@ _LIBRARIES: dict[tuple[str | None, str], Any] = {}
 _LIBRARIES_LOCK = threading.Lock()
 
 
-class ExampleFailed(Exception):
+class ExampleFailed(RmodError):
     """An example that could not be built; names the example and, when known, the file."""
 
     def __init__(self, example_id: str, reason: str, path: str | None = None):
@@ -97,7 +99,7 @@ class ExampleFailed(Exception):
         return (type(self), (self.example_id, self.reason, self.path))
 
 
-class ShardError(Exception):
+class ShardError(RmodError):
     """A shard that could not be built for a reason outside its examples (the library
     cannot be loaded on this worker, the output folder cannot be written)."""
 
@@ -336,7 +338,7 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
     )
 
 
-class OutputError(OSError):
+class OutputError(RmodError, OSError):
     """A file of a shard that could not be written (full disk, lost mount): names the path."""
 
 

@@ -26,17 +26,17 @@ def run(data: Path, out: Path, *extra: str) -> int:
 def test_a_cache_of_other_data_or_another_codec_is_refused(made, tmp_path, capsys):
     data, codec, tokens = made
     other = write_tiny_codec(tmp_path / "other.pth", seed=1)
-    assert run(data, tmp_path / "a", "--tokens", str(tokens), "--codec-weights", str(other)) == 1
+    assert run(data, tmp_path / "a", "--tokens", str(tokens), "--codec-weights", str(other)) == 2
     err = capsys.readouterr().err
     assert "another DAC codec" in err and str(other) in err
     changed = tmp_path / "ds"
     write_fake_rmod(changed, {"train": 2, "valid": 1}, seed=5, mixture_seconds=1.0)
-    assert run(changed, tmp_path / "b", "--tokens", str(tokens)) == 1
+    assert run(changed, tmp_path / "b", "--tokens", str(tokens)) == 2
     assert "other train data" in capsys.readouterr().err
     junk = tmp_path / "junk"  # not a cache, not empty: the tokenizer refuses to write there
     junk.mkdir()
     (junk / "notes.txt").write_text("mine")
-    assert run(data, tmp_path / "c", "--tokens", str(junk), "--codec-weights", str(codec)) == 1
+    assert run(data, tmp_path / "c", "--tokens", str(junk), "--codec-weights", str(codec)) == 2
     assert "not empty and holds no index.json" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -44,10 +44,10 @@ def test_a_cache_of_other_data_or_another_codec_is_refused(made, tmp_path, capsy
 def test_a_missing_dataset_or_codec_is_named(made, tmp_path, capsys):
     data, codec, _ = made
     missing = tmp_path / "nowhere"
-    assert run(missing, tmp_path / "a", "--codec-weights", str(codec)) == 1
+    assert run(missing, tmp_path / "a", "--codec-weights", str(codec)) == 2
     assert f"{missing}: no such manifest file or dataset folder" in capsys.readouterr().err
     absent = tmp_path / "absent.pth"
-    assert run(data, tmp_path / "a", "--codec-weights", str(absent)) == 1
+    assert run(data, tmp_path / "a", "--codec-weights", str(absent)) == 2
     assert f"{absent}: DAC weights file not found" in capsys.readouterr().err
 
 
@@ -65,7 +65,7 @@ def test_a_device_this_machine_lacks_is_an_error_not_a_traceback(made, tmp_path,
         assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
         return
     assert resolve_device("auto") == torch.device("cpu")
-    assert run(data, tmp_path / "a", "--tokens", str(tokens), "--device", "cuda") == 1
+    assert run(data, tmp_path / "a", "--tokens", str(tokens), "--device", "cuda") == 2
     assert "CUDA is not available here" in capsys.readouterr().err
     args = ["--manifest", str(data), "--codec-weights", str(codec), "--out", str(tmp_path / "t")]
     assert tokenize_main([*args, "--device", "cuda:0", "--no-progress"]) == 2
@@ -75,7 +75,7 @@ def test_a_device_this_machine_lacks_is_an_error_not_a_traceback(made, tmp_path,
 
 def test_ctrl_c_is_a_resume_hint_not_a_traceback(made, tmp_path, capsys, monkeypatch):
     import dose_model.cache_then_train
-    import dose_model.cli.tokenize
+    import dose_model.tokenize
     from dose_model.cli.tokenize import main as tokenize_main
 
     def interrupted(*args, **kwargs):
@@ -85,7 +85,7 @@ def test_ctrl_c_is_a_resume_hint_not_a_traceback(made, tmp_path, capsys, monkeyp
     monkeypatch.setattr(dose_model.cache_then_train, "train_from_manifest", interrupted)
     assert run(data, tmp_path / "a", "--tokens", str(tokens)) == 130
     assert "--resume" in capsys.readouterr().err
-    monkeypatch.setattr(dose_model.cli.tokenize, "tokenize_manifest", interrupted)
+    monkeypatch.setattr(dose_model.tokenize, "tokenize_manifest", interrupted)
     args = ["--manifest", str(data), "--codec-weights", str(codec), "--out", str(tmp_path / "t")]
     assert tokenize_main(args) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
@@ -117,14 +117,14 @@ def test_resume_refuses_other_drum_data_or_config_naming_the_difference(made, tm
     assert ckpt["data"]["mixture_seconds"] == 4.0 and len(ckpt["data"]["token_cache"]) == 64
     capsys.readouterr()
     argv = ["--manifest", str(data), "--out", str(out), "--resume", *common]
-    assert main([*argv, "--drum", "snare"]) == 1
+    assert main([*argv, "--drum", "snare"]) == 2
     err = capsys.readouterr().err
     assert "data.drum: checkpoint 'kick', now 'snare'" in err and err.count("\n") == 1
-    assert main([*argv, "--drum", "kick", "--batch-size", "1"]) == 1
+    assert main([*argv, "--drum", "kick", "--batch-size", "1"]) == 2
     assert "train.batch_size: checkpoint 2, now 1" in capsys.readouterr().err
     other = tmp_path / "other.yaml"
     other.write_text(TINY.replace("d_model: 16", "d_model: 32"))
-    assert main([*argv, "--drum", "kick", "--config", str(other)]) == 1
+    assert main([*argv, "--drum", "kick", "--config", str(other)]) == 2
     assert "model.d_model: checkpoint 16, now 32" in capsys.readouterr().err
     assert main([*argv, "--drum", "kick", "--max-steps", "2"]) == 0  # same settings: resumes
     assert read_checkpoint(out / "last.ckpt")["step"] == 2
@@ -132,12 +132,12 @@ def test_resume_refuses_other_drum_data_or_config_naming_the_difference(made, tm
     ckpt = read_checkpoint(out / "last.ckpt")
     ckpt["model"]["head.weight"] = ckpt["model"]["head.weight"][:-1]
     torch.save(ckpt, out / "last.ckpt")
-    assert main([*argv, "--drum", "kick", "--max-steps", "3"]) == 1
+    assert main([*argv, "--drum", "kick", "--max-steps", "3"]) == 2
     err = capsys.readouterr().err
     assert "weights do not fit model_config" in err and err.count("\n") == 1
     del ckpt["model_config"]
     torch.save(ckpt, out / "last.ckpt")
-    assert main([*argv, "--drum", "kick", "--max-steps", "3"]) == 1
+    assert main([*argv, "--drum", "kick", "--max-steps", "3"]) == 2
     assert "no 'model_config'" in capsys.readouterr().err
 
 

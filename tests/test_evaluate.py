@@ -98,7 +98,7 @@ def test_unreadable_row_is_skipped_by_path_and_others_scored(setup, tmp_path, ca
 def test_missing_split_and_no_model_are_errors(setup, tmp_path, capsys):
     data, codec, ckpt = setup
     argv = ["--manifest", str(data), "--codec-weights", str(codec), "--out", str(tmp_path)]
-    assert main(argv + ["--kick", str(ckpt), "--split", "train"]) == 1
+    assert main(argv + ["--kick", str(ckpt), "--split", "train"]) == 2
     assert "no train manifest (found: ['test', 'valid'])" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(argv)
@@ -130,7 +130,7 @@ def test_save_audio_never_writes_outside_out(setup, tmp_path, capsys):
         rows[1]["id"] = bad_id
         manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
         for extra in (["--save-audio"], []):
-            assert main(argv + extra) == 1
+            assert main(argv + extra) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and repr(bad_id) in err
             assert not out.exists()  # refused before anything was written

@@ -228,10 +228,10 @@ def test_models_that_do_not_fit_are_refused_at_load_by_path(files, tmp_path, cap
     torch.save({"format": FORMAT, "model_config": cfg.to_dict(), "model": state}, bad)
     songs = [str(root / "songs" / "short.flac")]
     argv = ["--codec-weights", str(codec), "--out", str(tmp_path / "o"), "--no-progress"]
-    assert main(songs + ["--kick", str(bad)] + argv) == 1
+    assert main(songs + ["--kick", str(bad)] + argv) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and f"{bad}: the model takes 100 mixture positions" in err
-    assert main(songs + ["--kick", str(PUBLISHED_TINY), "--heads", "3"] + argv) == 1
+    assert main(songs + ["--kick", str(PUBLISHED_TINY), "--heads", "3"] + argv) == 2
     assert f"{PUBLISHED_TINY}: model.d_model (64) must be divisible" in capsys.readouterr().err
 
 

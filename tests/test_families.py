@@ -156,7 +156,7 @@ def test_cli_soundfont_index_and_info(tmp_path, kit_font, capsys):
     assert data["families"]["kick"] == 1 and data["leaks"]["kick"]["n_leaking"] == 0
     bad = tmp_path / "bad.sf2"
     bad.write_bytes(b"not a soundfont")
-    assert library_main(["soundfont", str(bad), "--out", str(tmp_path / "x")]) == 1
+    assert library_main(["soundfont", str(bad), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.sf2" in err
 

@@ -175,7 +175,7 @@ def test_groove_example_rerenders_from_its_json(tmp_path, midi_dir, small_librar
     assert render_one_main(["--from", str(first / "example.json"), "--out", str(again)]) == 0
     assert (first / "mixture.wav").read_bytes() == (again / "mixture.wav").read_bytes()
     paper = ["--recipe", "rmod-paper", "--library", str(small_library.path)]
-    assert render_one_main(paper + ["--midi-dir", str(midi_dir), "--out", str(tmp_path / "x")]) == 1
+    assert render_one_main(paper + ["--midi-dir", str(midi_dir), "--out", str(tmp_path / "x")]) == 2
     assert "needs a Groove recipe" in capsys.readouterr().err
 
 

@@ -280,7 +280,8 @@ def test_cli_info(small_library, capsys):
     with pytest.raises(SystemExit):
         library_main(["info", "--help"])
     assert (
-        "LIB         library manifest (default: the built-in library)\n" in capsys.readouterr().out
+        "LIB         library manifest; if not given: the built-in library\n"
+        in capsys.readouterr().out
     )
 
 

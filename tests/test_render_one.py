@@ -108,7 +108,7 @@ def test_files_that_are_not_the_earlier_renders_are_never_overwritten_or_deleted
     mine = tmp_path / "mine"
     (mine / "stems").mkdir(parents=True)
     (mine / "stems" / "kick.wav").write_bytes(b"my kick")
-    assert _render(mine, recipe_file, small_library, 0) == 1
+    assert _render(mine, recipe_file, small_library, 0) == 2
     assert "holds no earlier render" in capsys.readouterr().err
     assert _files(mine) == ["stems/kick.wav"]
     # a render folder where the user replaced a file the render writes
@@ -116,7 +116,7 @@ def test_files_that_are_not_the_earlier_renders_are_never_overwritten_or_deleted
     shutil.copytree(first, used)
     (used / "kick.wav").write_bytes(b"my own kick")
     before = {n: (used / n).read_bytes() for n in _files(used)}
-    assert _render(used, recipe_file, small_library, 0) == 1
+    assert _render(used, recipe_file, small_library, 0) == 2
     err = capsys.readouterr().err
     assert "kick.wav: exists and is not a file the earlier render recorded" in err
     assert {n: (used / n).read_bytes() for n in _files(used)} == before
@@ -140,7 +140,7 @@ def test_files_that_are_not_the_earlier_renders_are_never_overwritten_or_deleted
     shutil.copytree(first, used3)
     shutil.rmtree(used3 / "stems")
     (used3 / "stems").symlink_to(elsewhere, target_is_directory=True)
-    assert _render(used3, recipe_file, small_library, 0) == 1
+    assert _render(used3, recipe_file, small_library, 0) == 2
     assert "outside" in capsys.readouterr().err and not list(elsewhere.iterdir())
 
 
@@ -182,10 +182,10 @@ def test_errors_exit_nonzero_with_a_clear_message(tmp_path, recipe_file, small_l
         "--library",
         str(small_library.path),
     ]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "bad.yaml: mixing.limiter.threshold_db: low 0.0 > high -6.0" in err
-    assert main(["--from", str(tmp_path / "missing.json"), "--out", str(tmp_path / "y")]) == 1
+    assert main(["--from", str(tmp_path / "missing.json"), "--out", str(tmp_path / "y")]) == 2
     assert "missing.json: cannot read" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -221,7 +221,7 @@ def test_from_a_hand_edited_file_names_what_is_wrong(first, tmp_path, capsys, ed
     edit(doc["params"])
     (tmp_path / "edited.json").write_text(json.dumps(doc))
     argv = ["--from", str(tmp_path / "edited.json"), "--out", str(tmp_path / "o"), "--no-overview"]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("rmod-render-one: error: ") and message in err, err
     assert not (tmp_path / "o").exists()
@@ -258,11 +258,11 @@ def test_from_a_manifest_with_an_id_that_is_not_an_example_id(
     row = {"id": "../../x", "params": doc["params"]}
     (build / "manifests" / "train.jsonl").write_text(json.dumps(row) + "\n")
     argv = ["--from", str(build / "manifests" / "train.jsonl"), "--out", str(tmp_path / "o")]
-    assert main([*argv, "--id", "../../x"]) == 1
+    assert main([*argv, "--id", "../../x"]) == 2
     assert "--id: id '../../x' is not an example id" in capsys.readouterr().err
     row["id"] = "train-00000009"  # a row whose params are another example's
     (build / "manifests" / "train.jsonl").write_text(json.dumps(row) + "\n")
-    assert main([*argv, "--id", "train-00000009"]) == 1
+    assert main([*argv, "--id", "train-00000009"]) == 2
     assert "the row's parameters are of train-00000003, not train-00000009" in (
         capsys.readouterr().err
     )

@@ -121,7 +121,7 @@ def test_cli(dataset, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("rmod-stats: 8 rows") and "0 values outside recipe bounds" in out
     assert (tmp_path / "s" / "stats.json").exists() and not list((tmp_path / "s").glob("*.png"))
-    assert main([str(tmp_path), "--no-progress"]) == 1
+    assert main([str(tmp_path), "--no-progress"]) == 2
     assert "no build.json" in capsys.readouterr().err
 
 
@@ -129,7 +129,7 @@ def test_cli_names_a_missing_manifest(dataset, tmp_path, capsys):
     partial = tmp_path / "partial"
     shutil.copytree(dataset, partial)
     (partial / "manifests" / "valid.jsonl").unlink()
-    assert main([str(partial), "--no-plots", "--no-progress"]) == 1
+    assert main([str(partial), "--no-plots", "--no-progress"]) == 2
     assert "valid.jsonl: manifest is missing" in capsys.readouterr().err
     assert main([str(partial), "--splits", "train", "test", "--no-plots", "--no-progress"]) == 0
 

@@ -241,7 +241,7 @@ def test_end_to_end_fake_dataset_tiny_codec_cli(tmp_path, capsys, monkeypatch):
     cached = tmp_path / "dac-cache" / "weights_44khz_8kbps_0.0.1.pth"
     monkeypatch.setattr(codec_module, "DAC_CACHE_PATH", cached)
     fresh = write_fake_rmod(tmp_path / "ds2", counts={"train": 2, "valid": 1}, seed=4)
-    assert main(["--manifest", str(fresh), "--drum", "kick", "--out", str(tmp_path / "x")]) == 1
+    assert main(["--manifest", str(fresh), "--drum", "kick", "--out", str(tmp_path / "x")]) == 2
     assert "--codec-weights" in capsys.readouterr().err
     # Without --codec-weights and --tokens, DAC's own cached weights file is used when present.
     cached.parent.mkdir()

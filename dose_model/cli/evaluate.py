@@ -1,7 +1,8 @@
 """`dose-eval`: score DOSE models on an RMOD split with the multi-scale spectral distance.
 
 Only parses arguments, loads the codec and the models, and calls
-`dose_model.evaluate.evaluate_split`.
+`dose_model.evaluate.evaluate_split`. Modules that load torch are imported where used, so
+``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dose_model.cli.extract import add_model_arguments, load_extractor
+from tqdm import tqdm
+
+from dose_model.cli import new_parser, run
+from dose_model.cli.extract import add_model_arguments, check_model_arguments, load_extractor
+
+PROG = "dose-eval"
 
 EPILOG = """\
 columns (mean over the split's rows, lower is better):
@@ -29,12 +35,11 @@ with --candidates K (top-p) each row and drum gets K samples and the most confid
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dose-eval` (every option with its default)."""
-    p = argparse.ArgumentParser(
-        prog="dose-eval",
-        description="Score DOSE models (one per drum) on an RMOD split: MSS against the ground\n"
-        "truth, beside a separation-based baseline, the codec's reconstruction and silence.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = new_parser(
+        PROG,
+        "Score DOSE models (one per drum) on an RMOD split: MSS against the ground truth, "
+        "beside a separation-based baseline, the codec's reconstruction and silence.",
+        EPILOG,
     )
     p.add_argument(
         "--manifest",
@@ -45,54 +50,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         default=None,
         choices=("train", "valid", "test"),
-        help="split to score (default: test for a folder, the manifest's own split for a file)",
+        help="split to score; if not given: test for a folder, the manifest's own split for a file",
     )
     p.add_argument("--out", required=True, help="folder for rows.csv and summary.json")
-    p.add_argument("--max-rows", type=int, default=None, help="first N rows only (default all)")
+    p.add_argument("--max-rows", type=int, default=None, help="first N rows only")
     p.add_argument("--save-audio", action="store_true", help="also write the one-shots")
     add_model_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 error or skipped rows, 2 bad arguments)."""
+    """Entry point; returns the exit status (0 ok, 1 rows skipped, 2 bad arguments or input;
+    see :mod:`dose_model.cli`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_rows is not None and args.max_rows < 1:
         parser.error("--max-rows must be >= 1")
-    from tqdm import tqdm
+    check_model_arguments(parser, args)
+    return run(PROG, _evaluate, args)
 
+
+def _evaluate(args: argparse.Namespace) -> int:
     from dose_model.evaluate import evaluate_split
 
-    try:
-        extractor, sampling, _ = load_extractor(parser, args)
-        with tqdm(desc="dose-eval", unit="row", disable=args.no_progress) as bar:
+    extractor, sampling, _ = load_extractor(args)
+    with tqdm(desc=PROG, unit="row", disable=args.no_progress) as bar:
 
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-            summary = evaluate_split(
-                args.manifest,
-                extractor,
-                args.out,
-                split=args.split,
-                max_rows=args.max_rows,
-                save_audio=args.save_audio,
-                progress=progress,
-                sampling=sampling,
-            )
-    except (ValueError, OSError) as err:  # manifest, checkpoint and codec errors included
-        print(f"dose-eval: error: {err}", file=sys.stderr)
-        return 1
+        summary = evaluate_split(
+            args.manifest,
+            extractor,
+            args.out,
+            split=args.split,
+            max_rows=args.max_rows,
+            save_audio=args.save_audio,
+            progress=progress,
+            sampling=sampling,
+        )
     print(summary.table())
     for item in summary.skipped:
-        print(
-            f"dose-eval: skipped row {item['id']}: {item['path']}: {item['reason']}",
-            file=sys.stderr,
-        )
+        print(f"{PROG}: skipped row {item['id']}: {item['path']}: {item['reason']}",
+              file=sys.stderr)  # fmt: skip
     print(
-        f"dose-eval: {sum(summary.rows.values())} scores from the {summary.split} split in "
+        f"{PROG}: {sum(summary.rows.values())} scores from the {summary.split} split in "
         f"{summary.elapsed_s:.1f} s, {len(summary.skipped)} rows skipped; results in {args.out}"
     )
     return 1 if summary.skipped else 0

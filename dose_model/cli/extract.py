@@ -1,7 +1,8 @@
 """`dose-extract`: extract kick, snare and hi-hat one-shots from songs with trained DOSE models.
 
 Only parses arguments, loads the codec and the models once, and calls
-`dose_model.songs.extract_songs`.
+`dose_model.songs.extract_songs`. Modules that load torch are imported where used, so
+``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -9,7 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tqdm import tqdm
+
 from dose_model import DRUMS
+from dose_model.cli import add_common, new_parser, run
+from dose_model.shaping import Finish
+
+PROG = "dose-extract"
 
 EPILOG = """\
 files written under OUT, per song (a song found in a folder keeps its subfolders):
@@ -45,53 +52,50 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--strategy",
         choices=("greedy", "top-p"),
         default="greedy",
-        help="token choice (default: greedy)",
+        help="token choice",
     )
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass for top-p (default 0.9)")
-    p.add_argument("--temperature", type=float, default=1.0, help="for top-p (default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass for top-p")
+    p.add_argument("--temperature", type=float, default=1.0, help="for top-p")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument(
         "--candidates",
         type=int,
         default=1,
         metavar="K",
-        help="samples per clip and drum, ranked by confidence (top-p when > 1; default 1)",
+        help="samples per clip and drum, ranked by confidence (top-p when > 1)",
     )
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="generation weights and cache (default auto: bf16 on cuda, fp32 on cpu)",
+        help="generation weights and cache: auto = bf16 on cuda, fp32 on cpu",
     )
     p.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="clips x candidates generated together (default 64 on cuda, 8 on cpu)",
+        help="clips x candidates generated together; if not given: 64 on cuda, 8 on cpu",
     )
     p.add_argument(
         "--concurrent-drums",
         choices=("auto", "on", "off"),
         default="auto",
         help="generate the drums of a batch at the same time, a thread (and on cuda a stream) "
-        "per drum; same files either way (default auto: on cuda only)",
+        "per drum; same files either way (auto: on cuda only)",
     )
     p.add_argument(
         "--heads",
         type=int,
         default=16,
-        help="attention heads of published checkpoints (not stored in them; default 16)",
+        help="attention heads of published checkpoints (not stored in them)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_common(p)
 
 
-def load_extractor(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """(Extractor, Sampling, {drum: checkpoint path}) from the shared options; exits with
-    status 2 on bad option values. Raises CheckpointError, CodecLoadError, ValueError or
-    OSError naming the file or device."""
-    checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
-    if not checkpoints:
+def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with status 2 (``parser.error``) on bad values of the shared options."""
+    if not any(getattr(args, d) for d in DRUMS):
         parser.error("give at least one of --kick, --snare, --hihat")
     if not args.temperature > 0 or not 0 < args.top_p <= 1:
         parser.error("--temperature must be > 0 and --top-p in (0, 1]")
@@ -99,8 +103,14 @@ def load_extractor(parser: argparse.ArgumentParser, args: argparse.Namespace):
         parser.error("--candidates and --batch-size must be >= 1")
     if args.candidates > 1 and args.strategy == "greedy":
         parser.error("--candidates above 1 needs --strategy top-p (greedy gives one)")
+
+
+def load_extractor(args: argparse.Namespace):
+    """(Extractor, Sampling, {drum: checkpoint path}) from the shared options (checked by
+    :func:`check_model_arguments`). Raises a DoseError or OSError naming the file or device."""
     from dose_model.extract import Extractor, Sampling, load_codec_and_models
 
+    checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
     codec, models = load_codec_and_models(checkpoints, args.codec_weights, args.heads, args.device)
     cuda = codec.device.type == "cuda"
     precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
@@ -113,11 +123,8 @@ def load_extractor(parser: argparse.ArgumentParser, args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dose-extract` (every option with its default)."""
-    p = argparse.ArgumentParser(
-        prog="dose-extract",
-        description="Extract drum one-shots from songs with trained DOSE models (one per drum).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = new_parser(
+        PROG, "Extract drum one-shots from songs with trained DOSE models (one per drum).", EPILOG
     )
     p.add_argument(
         "songs",
@@ -130,62 +137,64 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="4 s clips per song, the N with the most drum activity (default 1)",
+        help="4 s clips per song, the N with the most drum activity",
     )
     p.add_argument(
         "--start",
         type=float,
         default=None,
-        help="start of the one 4 s clip in seconds (default: chosen by drum activity)",
+        help="start of the one 4 s clip in seconds; if not given: chosen by drum activity",
     )
     p.add_argument(
         "--trim-db",
         type=float,
         default=-60.0,
-        help="cut the tail below this dB re peak (default -60)",
+        help="cut the tail below this dB re peak",
     )
     p.add_argument("--no-trim", action="store_true", help="keep the whole decoded tail")
-    p.add_argument("--fade-ms", type=float, default=10.0, help="fade-out length (default 10)")
+    p.add_argument("--fade-ms", type=float, default=10.0, help="fade-out length (ms)")
     p.add_argument("--no-fade", action="store_true", help="no fade-out")
-    p.add_argument("--peak-db", type=float, default=-1.0, help="one-shot peak (default -1 dBFS)")
+    p.add_argument("--peak-db", type=float, default=-1.0, help="one-shot peak (dBFS)")
     p.add_argument("--no-normalize", action="store_true", help="keep the decoded level")
     p.add_argument(
         "--no-input-normalize",
         action="store_true",
-        help="encode clips at their own level (default: peak -1 dBFS, as the training mixtures)",
+        help="encode clips at their own level (without it: peak -1 dBFS, as the training mixtures)",
     )
     add_model_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 a song or model failed, 2 bad arguments)."""
+    """Entry point; returns the exit status (0 ok, 1 a song was skipped, 2 bad arguments or
+    an unusable model; see :mod:`dose_model.cli`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.windows < 1 or (args.fade_ms < 0 and not args.no_fade):
         parser.error("--windows must be >= 1 and --fade-ms >= 0")
-    from tqdm import tqdm
-
     from dose_model.extract import ExtractError
-    from dose_model.shaping import Finish
-    from dose_model.songs import extract_songs, find_songs
+    from dose_model.songs import find_songs
 
     try:
-        songs = find_songs(args.songs)
+        args.songs = find_songs(args.songs)
     except ExtractError as err:
         parser.error(str(err))
+    check_model_arguments(parser, args)
+    return run(PROG, _extract, args)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from dose_model.extract import ExtractError
+    from dose_model.songs import extract_songs
+
     finish = Finish(
         trim_db=None if args.no_trim else args.trim_db,
         fade_ms=None if args.no_fade or args.fade_ms == 0 else args.fade_ms,
         peak_db=None if args.no_normalize else args.peak_db,
     )
-    try:
-        extractor, sampling, checkpoints = load_extractor(parser, args)
-    except (ValueError, OSError) as err:  # CheckpointError and CodecLoadError are ValueErrors
-        print(f"dose-extract: error: {err}", file=sys.stderr)
-        return 1
-    failed = 0
-    with tqdm(total=len(songs), desc="dose-extract", unit="song", disable=args.no_progress) as bar:
+    extractor, sampling, checkpoints = load_extractor(args)
+    songs, failed = args.songs, 0
+    with tqdm(total=len(songs), desc=PROG, unit="song", disable=args.no_progress) as bar:
         results = extract_songs(
             songs,
             extractor,
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for result in results:
             if isinstance(result, ExtractError):
-                tqdm.write(f"dose-extract: skipped {result}", file=sys.stderr)
+                tqdm.write(f"{PROG}: skipped {result}", file=sys.stderr)
                 failed += 1
                 continue
             parts = ", ".join(
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             starts = " ".join(f"{w['start_s']:.2f}" for w in result.clips)
             tqdm.write(f"{result.song}: clips at {starts} s -> {parts}")
-    print(f"dose-extract: {len(songs) - failed} of {len(songs)} songs extracted into {args.out}")
+    print(f"{PROG}: {len(songs) - failed} of {len(songs)} songs extracted into {args.out}")
     return 1 if failed else 0
 
 

@@ -1,40 +1,32 @@
 """``dose-tokenize``: encode an RMOD dataset into a token cache. The work is in
-:mod:`dose_model.tokenize`."""
+:mod:`dose_model.tokenize`.
+
+:mod:`dose_model.tokenize` loads torch: imported where used, so ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from dose_model.codec import CodecLoadError, default_weights_path
-from dose_model.manifest import ManifestError
-from dose_model.token_cache import CacheError, verify_cache
-from dose_model.tokenize import TokenizeError, tokenize_manifest
+from dose_model.cli import add_common, new_parser, run
+from dose_model.errors import InputError
+from dose_model.token_cache import verify_cache
+
+PROG = "dose-tokenize"
+RESUME = "finished shards are kept, rerun the same command to resume"
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" unless the option is required or its help already says it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.required or "default:" in text or action.default is argparse.SUPPRESS:
-            return text
-        return super()._get_help_string(action) or text
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see ``dose-tokenize --help``)."""
-    p = argparse.ArgumentParser(
-        prog="dose-tokenize",
-        description=(
-            "Encode each row's mixture (mono mean, cropped/padded to --mixture-seconds) and "
-            "its kick, snare and hi-hat one-shots (mono mean, cropped/padded to "
-            "--oneshot-seconds) with DAC into int16 code shards TOKDIR/{split}/{shard:06d}/ "
-            "plus TOKDIR/index.json. Rerunning the same command resumes an interrupted run "
-            "(finished shards are kept). Rows with missing or undecodable audio are skipped, "
-            "reported by id and path, and listed in the index."
-        ),
-        formatter_class=_HelpFormatter,
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``dose-tokenize --help``)."""
+    p = new_parser(
+        PROG,
+        "Encode each row's mixture (mono mean, cropped/padded to --mixture-seconds) and "
+        "its kick, snare and hi-hat one-shots (mono mean, cropped/padded to "
+        "--oneshot-seconds) with DAC into int16 code shards TOKDIR/{split}/{shard:06d}/ "
+        "plus TOKDIR/index.json. Rerunning the same command resumes an interrupted run "
+        "(finished shards are kept). Rows with missing or undecodable audio are skipped, "
+        "reported by id and path, and listed in the index.",
     )
     p.add_argument(
         "--verify",
@@ -54,11 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--codec-weights",
         default=None,
         metavar="W",
-        help="DAC weights file in the released format, e.g. weights_44khz_8kbps_0.0.1.pth "
-        "(default: the reference package's cache file "
-        "~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists; never downloaded)",
+        help="DAC weights file in the released format, e.g. weights_44khz_8kbps_0.0.1.pth; "
+        "if not given: the reference package's cache file "
+        "~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists (never downloaded)",
     )
-    p.add_argument("--out", metavar="TOKDIR", help="token cache folder (required)")
+    p.add_argument("--out", metavar="TOKDIR", help="token cache folder (needed unless --verify)")
     p.add_argument("--device", default="cpu", help="torch device to encode on: cpu, cuda, cuda:1")
     p.add_argument(
         "--batch-size",
@@ -73,21 +65,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mixture-seconds",
         type=float,
         default=None,
-        help="mixture length encoded, s (default: the recipe's audio.mixture_seconds in "
-        "DIR/build.json, else 4.0 = 345 frames)",
+        help="mixture length encoded, s; if not given: the recipe's audio.mixture_seconds in "
+        "DIR/build.json, else 4.0 = 345 frames",
     )
     p.add_argument(
         "--oneshot-seconds",
         type=float,
         default=None,
-        help="one-shot length encoded, s (default: the recipe's audio.target_seconds in "
-        "DIR/build.json, else 2.0 = 173 frames)",
+        help="one-shot length encoded, s; if not given: the recipe's audio.target_seconds in "
+        "DIR/build.json, else 2.0 = 173 frames",
     )
     p.add_argument(
         "--no-tf32",
         action="store_true",
         help="strict FP32 on CUDA: no TF32 convolutions, so codes equal CPU encoding "
-        "(slower; default: PyTorch's setting, TF32 convolutions on)",
+        "(slower; without it: PyTorch's setting, TF32 convolutions on)",
     )
     p.add_argument("--workers", type=int, default=4, help="threads that read audio ahead")
     p.add_argument(
@@ -97,82 +89,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="exit with status 1 when more rows than this were skipped (the cache is "
         "written either way)",
     )
-    p.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
-    )
-    args = p.parse_args(argv)
-    if args.verify is None and (args.manifest is None or args.out is None):
-        p.error("the following arguments are required: --manifest, --out (or --verify TOKDIR)")
-    return args
-
-
-def _verify(tokdir: str, progress: bool) -> int:
-    try:
-        checked = verify_cache(tokdir, progress=progress)
-    except (CacheError, OSError, ValueError, KeyError) as exc:
-        print(f"dose-tokenize: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"dose-tokenize: {tokdir}: {checked} files match their checksums, codes in range")
-    return 0
+    add_common(p)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 1 when too many rows were skipped, 2 on an error, 130 when
-    interrupted (Ctrl-C)."""
-    args = parse_args(argv)
+    interrupted (see :mod:`dose_model.cli`)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verify is None and (args.manifest is None or args.out is None):
+        parser.error("the following arguments are required: --manifest, --out (or --verify TOKDIR)")
     if args.verify is not None:
-        return _verify(args.verify, not args.no_progress)
+        return run(PROG, _verify, args)
+    return run(PROG, _tokenize, args, hint=RESUME, hint_on_oserror=True)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    checked = verify_cache(args.verify, progress=not args.no_progress)
+    print(f"{PROG}: {args.verify}: {checked} files match their checksums, codes in range")
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from dose_model.codec import default_weights_path
+    from dose_model.tokenize import tokenize_manifest
+
     weights = args.codec_weights or default_weights_path()
     if weights is None:
-        print(
-            "dose-tokenize: error: no --codec-weights given and no cached DAC weights found "
-            "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)",
-            file=sys.stderr,
+        raise InputError(
+            "no --codec-weights given and no cached DAC weights found "
+            "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)"
         )
-        return 2
-    try:
-        summary = tokenize_manifest(
-            args.manifest,
-            weights,
-            args.out,
-            device=args.device,
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
-            mixture_seconds=args.mixture_seconds,
-            oneshot_seconds=args.oneshot_seconds,
-            workers=args.workers,
-            progress=not args.no_progress,
-            tf32=False if args.no_tf32 else None,
-        )
-    except (
-        CodecLoadError,
-        ManifestError,
-        TokenizeError,
-        FileNotFoundError,
-        ValueError,
-        RuntimeError,
-    ) as exc:
-        print(f"dose-tokenize: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a full disk, an unwritable --out: finished shards are kept
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(
-            f"dose-tokenize: error: {where}{exc.strerror or exc}; finished shards are kept, "
-            "rerun the same command to resume",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "dose-tokenize: interrupted; rerun the same command to resume (finished shards "
-            "are kept)",
-            file=sys.stderr,
-        )
-        return 130
+    summary = tokenize_manifest(
+        args.manifest,
+        weights,
+        args.out,
+        device=args.device,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        mixture_seconds=args.mixture_seconds,
+        oneshot_seconds=args.oneshot_seconds,
+        workers=args.workers,
+        progress=not args.no_progress,
+        tf32=False if args.no_tf32 else None,
+    )
     print(summary)
     if summary.rows_skipped > args.max_skipped:
         print(
-            f"dose-tokenize: {summary.rows_skipped} rows skipped (more than --max-skipped "
+            f"{PROG}: {summary.rows_skipped} rows skipped (more than --max-skipped "
             f"{args.max_skipped}); see 'skipped' in {args.out}/index.json",
             file=sys.stderr,
         )

@@ -1,15 +1,19 @@
 """`dose-train`: train a DOSE model for one drum class on an RMOD dataset.
 
-Only parses arguments and calls `dose_model.cache_then_train.train_from_manifest`.
+Only parses arguments and calls `dose_model.cache_then_train.train_from_manifest`. Modules
+that load torch are imported where used, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from dose_model import DRUMS
+from dose_model.cli import add_common, new_parser, run, sigterm_as_interrupt
+from dose_model.config import load_config
+
+PROG = "dose-train"
 
 EPILOG = """\
 files written under RUN:
@@ -26,11 +30,10 @@ data-parallel: torchrun --nproc_per_node N $(which dose-train) ... (tokenize fir
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dose-train` (every option with its default)."""
-    p = argparse.ArgumentParser(
-        prog="dose-train",
-        description="Train a DOSE transformer (one drum class) on an RMOD dataset's DAC tokens.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = new_parser(
+        PROG,
+        "Train a DOSE transformer (one drum class) on an RMOD dataset's DAC tokens.",
+        EPILOG,
     )
     p.add_argument(
         "--manifest",
@@ -43,41 +46,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-weights",
         default=None,
         help="DAC 44 kHz weights file (.pth, local path); needed when the token cache must be "
-        "made or completed (default: without --tokens, the reference package's cache file "
-        "~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists; never downloaded)",
+        "made or completed; if not given (and no --tokens): the reference package's cache "
+        "file ~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists (never "
+        "downloaded)",
     )
     p.add_argument(
         "--tokens",
         default=None,
-        help="token cache folder (default: DIR/tokens-<sha256[:12] of --codec-weights>, "
-        "created with dose-tokenize's code if missing or incomplete)",
+        help="token cache folder; if not given: DIR/tokens-<sha256[:12] of --codec-weights>, "
+        "created with dose-tokenize's code if missing or incomplete",
     )
     p.add_argument(
         "--config",
         default=None,
-        help="YAML with 'model' and 'train' sections, e.g. recipes/dose-tiny.yaml "
-        "(default: built-in defaults = published sizes, our model mode)",
+        help="YAML with 'model' and 'train' sections, e.g. recipes/dose-tiny.yaml; "
+        "if not given: built-in defaults = published sizes, our model mode",
     )
     p.add_argument(
-        "--max-steps", type=int, default=None, help="override train.max_steps (default: config)"
+        "--max-steps",
+        type=int,
+        default=None,
+        help="override train.max_steps (if not given: the config's)",
     )
     p.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="override train.batch_size, the global batch (default: config)",
+        help="override train.batch_size, the global batch (if not given: the config's)",
     )
-    p.add_argument("--seed", type=int, default=None, help="override train.seed (default: config)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="override train.seed (if not given: the config's)"
+    )
     p.add_argument(
         "--device",
         default="auto",
-        help="auto (cuda if available, else cpu), cpu, cuda, cuda:N (default: auto)",
+        help="auto (cuda if available, else cpu), cpu, cuda, cuda:N",
     )
     p.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "bf16", "fp32"),
-        help="auto = bf16 autocast on cuda, fp32 on cpu (default: auto)",
+        help="auto = bf16 autocast on cuda, fp32 on cpu",
     )
     p.add_argument(
         "--resume",
@@ -94,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const=True,
         default=None,
-        help="torch.compile the training forward and loss (default: on for CUDA, off on CPU)",
+        help="torch.compile the training forward and loss; if neither this nor --no-compile: "
+        "on for CUDA, off on CPU",
     )
     compiling.add_argument(
         "--no-compile",
@@ -103,43 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="run eagerly, also on CUDA",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_common(p)
     return p
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM outside the training loop (e.g. while tokenizing)."""
-
-
-def _sigterm_as_interrupt(signum, frame) -> None:
-    raise Terminated
-
-
-def _resume_hint(out: str, what: str) -> str:
-    return (
-        f"dose-train: {what}; rerun with --resume to continue from {out}/last.ckpt "
-        "(the last checkpoint written), or rerun the same command to finish tokenizing"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 training error, 2 bad arguments,
-    130 interrupted by Ctrl-C, 143 by SIGTERM; both after writing last.ckpt when training)."""
+    """Entry point; returns the exit status (0 ok, 2 bad arguments or a training error,
+    130 interrupted by Ctrl-C, 143 by SIGTERM; both after writing last.ckpt when training;
+    see :mod:`dose_model.cli`)."""
     args = build_parser().parse_args(argv)
+    hint = (
+        f"rerun with --resume to continue from {args.out}/last.ckpt (the last checkpoint "
+        "written), or rerun the same command to finish tokenizing"
+    )
+    return run(PROG, _train, args, hint=hint)
+
+
+def _train(args: argparse.Namespace) -> int:
     from dose_model.cache_then_train import train_from_manifest
-    from dose_model.checkpoints import CheckpointError
     from dose_model.codec import default_weights_path
-    from dose_model.config import ConfigError, load_config
-    from dose_model.token_cache import CacheError
-    from dose_model.tokenize import TokenizeError
-    from dose_model.train import TrainingError, dist_env
+    from dose_model.train import dist_env
 
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seed", args.seed))
                  if v is not None}  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # while tokenizing
-    errors = (ConfigError, TrainingError, TokenizeError, CheckpointError, CacheError, OSError)
-    try:
-        model_cfg, train_cfg = load_config(args.config) if args.config else (None, None)
+    model_cfg, train_cfg = load_config(args.config) if args.config else (None, None)
+    with sigterm_as_interrupt():  # while tokenizing; training saves, then stops, on its own
         result = train_from_manifest(
             args.manifest,
             args.drum,
@@ -156,20 +154,14 @@ def main(argv: list[str] | None = None) -> int:
             compile=args.compile,
             overrides=overrides,
         )
-    except (*errors, ValueError) as err:
-        print(f"dose-train: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as err:
-        term = isinstance(err, Terminated)
-        print(_resume_hint(args.out, "terminated" if term else "interrupted"), file=sys.stderr)
-        return 143 if term else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if not dist_env().main:
         return 0  # under torchrun, rank 0 reports
     if result.interrupted:
-        print(_resume_hint(args.out, f"stopped by {result.interrupted} at step {result.step}"),
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{PROG}: stopped by {result.interrupted} at step {result.step}; rerun with "
+            f"--resume to continue from {args.out}/last.ckpt (the last checkpoint written)",
+            file=sys.stderr,
+        )
         return 143 if result.interrupted == "SIGTERM" else 130
     best = (
         f"best valid loss {result.best_valid:.4f} at step {result.best_step}"
@@ -178,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     stop = ", stopped early" if result.stopped_early else ""
     print(
-        f"dose-train: {args.drum} {result.step} steps{stop}, last train loss "
+        f"{PROG}: {args.drum} {result.step} steps{stop}, last train loss "
         f"{result.last_train_loss:.4f}, {best}, {result.examples_per_s:.1f} examples/s "
         f"-> {result.out}/best.ckpt"
     )

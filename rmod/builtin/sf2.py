@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rmod.errors import RmodError
+
 # Generator operator numbers of the SoundFont 2.04 specification.
 _START_LOOP_OFS, _END_LOOP_OFS = 2, 3
 _PAN, _ATTACK, _HOLD, _DECAY, _SUSTAIN, _RELEASE = 17, 34, 35, 36, 37, 38
@@ -81,7 +83,7 @@ class Zone:
         return self.filter_fc_cents < _FC_OPEN
 
 
-class SoundFontError(ValueError):
+class SoundFontError(RmodError, ValueError):
     """A soundfont this sampler cannot read; the message names the file."""
 
 

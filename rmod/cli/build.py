@@ -5,21 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmod.build import BACKENDS, BuildOptions, BuildRefused, build, sigterm_as_interrupt
-from rmod.cli import quiet_broken_pipe
-from rmod.library import LibraryError
+from rmod.build import BACKENDS, BuildOptions, BuildSummary, build, sigterm_as_interrupt
+from rmod.cli import add_common, new_parser, run
+
+PROG = "rmod-build"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see ``rmod-build --help``)."""
-    p = argparse.ArgumentParser(
-        prog="rmod-build",
-        description=(
-            "Build an RMOD dataset into DIR: audio in shards DIR/{split}/{shard:06d}/, "
-            "manifests DIR/manifests/{train,valid,test}.jsonl, DIR/build.json. "
-            "Rerunning the same command resumes an interrupted build; a different "
-            "recipe/library/seed/size on an existing DIR is refused."
-        ),
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-build --help``)."""
+    p = new_parser(
+        PROG,
+        "Build an RMOD dataset into DIR: audio in shards DIR/{split}/{shard:06d}/, "
+        "manifests DIR/manifests/{train,valid,test}.jsonl, DIR/build.json. "
+        "Rerunning the same command resumes an interrupted build; a different "
+        "recipe/library/seed/size on an existing DIR is refused.",
     )
     p.add_argument(
         "--n",
@@ -34,26 +33,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--recipe",
         default=None,
-        help="recipe: a YAML file or a shipped name such as rmod-drums-only "
-        "(default: rmod-paper, the paper recipe)",
+        help="recipe: a YAML file or a shipped name such as rmod-drums-only; if not given: "
+        "rmod-paper, the paper recipe",
     )
     p.add_argument(
         "--library",
         default=None,
-        help="library manifest written by rmod-library (default: the built-in library, "
-        "generated and cached on first use)",
+        help="library manifest written by rmod-library; if not given: the built-in library, "
+        "generated and cached on first use",
     )
     p.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="base seed; example i of a split draws from (seed, split, i) (default: 0)",
+        help="base seed; example i of a split draws from (seed, split, i)",
     )
     p.add_argument(
         "--jobs",
         type=int,
         default=None,
-        help="parallel workers (default: all cores; with --scheduler: every "
+        help="parallel workers; if not given: all cores (with --scheduler: every "
         "worker thread of the cluster)",
     )
     p.add_argument(
@@ -61,8 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=BACKENDS,
         default="loky",
         help="joblib backend: loky = processes on this machine, dask = "
-        "dask.distributed (a LocalCluster of --jobs processes, or --scheduler) "
-        "(default: loky)",
+        "dask.distributed (a LocalCluster of --jobs processes, or --scheduler)",
     )
     p.add_argument(
         "--scheduler",
@@ -70,39 +68,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="ADDRESS",
         help="address of a running dask scheduler, e.g. tcp://host:8786 "
         "(needs --backend dask; DIR and the library must be on a filesystem "
-        "every worker sees; default: none)",
+        "every worker sees); if not given with --backend dask: a LocalCluster here",
     )
     p.add_argument(
         "--shard-size",
         type=int,
         default=None,
-        help="examples per shard, the unit of work, commit and resume (default: N/50 "
-        "clamped to 1..100; recorded in build.json, so a resume must use the same value)",
+        help="examples per shard, the unit of work, commit and resume; if not given: N/50 "
+        "clamped to 1..100 (recorded in build.json, so a resume must use the same value)",
     )
     p.add_argument(
         "--format",
         dest="audio_format",
         choices=("wav", "flac"),
         default=None,
-        help="audio file format, 16-bit either way (default: the recipe's)",
+        help="audio file format, 16-bit either way; if not given: the recipe's",
     )
     p.add_argument(
         "--midi-dir",
         default=None,
         metavar="DIR",
         help="folder of General MIDI drum files for a Groove recipe (rmod-groove): their 4 s "
-        "windows are the drum patterns (default: none)",
+        "windows are the drum patterns",
     )
-    p.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
-    )
-    return p.parse_args(argv)
+    add_common(p)
+    return p
 
 
-@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns 0 when the dataset is complete, non-zero otherwise."""
-    args = parse_args(argv)
+    """Entry point; 0 when the dataset is complete, 1 when the build stopped with failed
+    shards (finished ones are kept), 2 on bad input or a refused build (see :mod:`rmod.cli`)."""
+    return run(PROG, _build, build_parser().parse_args(argv))
+
+
+def _build(args: argparse.Namespace) -> int:
     options = BuildOptions(
         n=args.n,
         out=args.out,
@@ -117,37 +116,31 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         midi_dir=args.midi_dir,
     )
-    try:
-        with sigterm_as_interrupt():
-            summary = build(options)
-    except BuildRefused as exc:
-        print(f"rmod-build: refused: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError, LibraryError) as exc:
-        print(f"rmod-build: error: {exc}", file=sys.stderr)
-        return 2
+    with sigterm_as_interrupt():
+        summary = build(options)
+    _report(summary)
+    print(summary.line())
+    return 0 if summary.ok else 1
+
+
+def _report(summary: BuildSummary) -> None:
+    """What the build repaired or why it stopped, on stderr."""
     if summary.restored:
         print(
-            f"rmod-build: rebuilt {len(summary.restored)} deleted manifest part(s) from the "
+            f"{PROG}: rebuilt {len(summary.restored)} deleted manifest part(s) from the "
             "final manifests",
             file=sys.stderr,
         )
     if summary.cleaned:
-        print(
-            f"rmod-build: removed {len(summary.cleaned)} leftover(s) of an interrupted run",
-            file=sys.stderr,
-        )
+        print(f"{PROG}: removed {len(summary.cleaned)} leftover(s) of an interrupted run",
+              file=sys.stderr)  # fmt: skip
         for damaged in (c for c in summary.cleaned if c.endswith("; redone)")):
-            print(f"rmod-build: damaged shard {damaged}", file=sys.stderr)
+            print(f"{PROG}: damaged shard {damaged}", file=sys.stderr)
     if summary.error:
-        print(f"rmod-build: error: {summary.error}", file=sys.stderr)
+        print(f"{PROG}: error: {summary.error}", file=sys.stderr)
         if "rerun the same command" not in summary.error:
-            print(
-                "rmod-build: finished shards are kept; rerun the same command to resume",
-                file=sys.stderr,
-            )
-    print(summary.line())
-    return 0 if summary.ok else 1
+            print(f"{PROG}: finished shards are kept; rerun the same command to resume",
+                  file=sys.stderr)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,19 +7,23 @@ import json
 import logging
 import sys
 
-from rmod import CLASSES, SPLITS
-from rmod.cli import quiet_broken_pipe
+from rmod import CLASSES, DRUMS, SPLITS
+from rmod.cli import HelpFormatter, add_common, new_parser, run
+from rmod.errors import InputError
+from rmod.families import family_counts, source_counts
+from rmod.indexing import IndexLimits, index_library
+from rmod.leaks import leak_report
+from rmod.library import Library, split_for_hash
+
+PROG = "rmod-library"
+# rmod.builtin.export (the soundfont sampler) loads scipy: imported where used.
 
 
-def _parser() -> argparse.ArgumentParser:
-    from rmod.indexing import IndexLimits
-
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-library --help``)."""
     lim = IndexLimits()
     d_one, d_loop = lim.durations["kick"], lim.durations["bass"]
-    p = argparse.ArgumentParser(
-        prog="rmod-library",
-        description="Index your own samples into a library manifest, or describe a library.",
-    )
+    p = new_parser(PROG, "Index your own samples into a library manifest, or describe a library.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{index,info,soundfont}")
 
     ix = sub.add_parser(
@@ -32,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
             "Exit status: 0 if every file was indexed, 1 if any was refused or none was found "
             "in the class folders, 2 on usage errors."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     ix.add_argument("src_dir", metavar="SRC_DIR", help="folder holding the class folders")
     ix.add_argument(
@@ -79,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "of a class folder (a kit, a pack: SRC_DIR/kick/KIT/...)",
     )
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common(ix, progress=False)
 
     info = sub.add_parser(
         "info",
@@ -87,14 +92,14 @@ def _parser() -> argparse.ArgumentParser:
             "Print counts per class and split of a library. Without LIB: the built-in "
             "library (generated into the cache on first use, about half a minute)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     info.add_argument(
         "lib",
         nargs="?",
         default=argparse.SUPPRESS,
         metavar="LIB",
-        help="library manifest (default: the built-in library)",
+        help="library manifest; if not given: the built-in library",
     )
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.add_argument(
@@ -104,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         "leaks when a train one-shot of its class correlates above 0.95 over the 0.25 s "
         "from the onset (best lag within 5 ms; see rmod.leaks)",
     )
+    add_common(info, progress=False)
     _add_soundfont_parser(sub)
     return p
 
@@ -117,40 +123,36 @@ def _add_soundfont_parser(sub) -> None:
             "kick, snare and hi-hat keys, one folder per sound family) and its melodic "
             "programs as phrase loops (bass, piano/organ/synth, guitar, choir/voice) under "
             "OUT_DIR/<class>/, ready for: rmod-library index OUT_DIR --out LIB --group-by "
-            "folder. Exit status: 0 on success, 1 if the soundfont cannot be read."
+            "folder."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sf.add_argument("sf2", metavar="SF2", help="SoundFont 2 file (.sf2; SF3 is not supported)")
     sf.add_argument(
-        "--out", required=True, metavar="OUT_DIR", default=argparse.SUPPRESS, help="(required)"
+        "--out",
+        required=True,
+        metavar="OUT_DIR",
+        default=argparse.SUPPRESS,
+        help="folder that receives the class folders",
     )
     sf.add_argument("--loops-per-program", type=int, default=2, help="loops per melodic program")
     sf.add_argument("--min-loop-s", type=float, default=4.5, help="shortest loop (s)")
     sf.add_argument("--seed", type=int, default=0, help="seed of the phrases")
+    add_common(sf, progress=False)
 
 
 def _soundfont(args: argparse.Namespace) -> int:
     from rmod.builtin.export import export_soundfont
-    from rmod.builtin.sf2 import SoundFontError
 
     if args.loops_per_program < 0 or args.min_loop_s <= 0:
-        print(
-            "rmod-library: error: --loops-per-program must be >= 0, --min-loop-s > 0",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        report = export_soundfont(
-            args.sf2,
-            args.out,
-            loops_per_program=args.loops_per_program,
-            min_loop_s=args.min_loop_s,
-            seed=args.seed,
-        )
-    except SoundFontError as exc:
-        print(f"rmod-library: error: {exc}", file=sys.stderr)
-        return 1
+        raise InputError("--loops-per-program must be >= 0, --min-loop-s > 0")
+    report = export_soundfont(
+        args.sf2,
+        args.out,
+        loops_per_program=args.loops_per_program,
+        min_loop_s=args.min_loop_s,
+        seed=args.seed,
+    )
     for line in report.skipped:
         print(f"skipped {line}")
     per_class = ", ".join(f"{c} {n}" for c, n in report.counts.items())
@@ -159,25 +161,16 @@ def _soundfont(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from rmod.indexing import IndexLimits, index_library, split_for_hash
-
     if args.oneshot_min > args.oneshot_max or args.loop_min > args.loop_max:
-        print("rmod-library: error: a minimum duration is above its maximum", file=sys.stderr)
-        return 2
+        raise InputError("a minimum duration is above its maximum")
     durations = {c: (args.oneshot_min, args.oneshot_max) for c in CLASSES[:3]}
     durations.update({c: (args.loop_min, args.loop_max) for c in CLASSES[3:]})
     try:
         limits = IndexLimits(durations, args.silence_db, tuple(args.splits), group_by=args.group_by)
         split_for_hash("0" * 64, limits.split_fractions)  # validates the fractions
-    except ValueError as exc:
-        print(f"rmod-library: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        report = index_library(args.src_dir, args.out, limits=limits, progress=not args.quiet)
-    except OSError as exc:  # no such source, an output that cannot be written, a full disk
-        text = str(exc) if exc.filename is None else f"{exc.filename}: {exc.strerror or exc}"
-        print(f"rmod-library: error: {text}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # the limits' own checks
+        raise InputError(str(exc)) from None
+    report = index_library(args.src_dir, args.out, limits=limits, progress=not args.quiet)
     for path, reason in report.refused:
         print(f"refused {path}: {reason}")
     per_class = ", ".join(f"{c} {sum(report.counts[c].values())}" for c in CLASSES)
@@ -188,7 +181,7 @@ def _index(args: argparse.Namespace) -> int:
     if report.n_indexed == 0 and not report.refused:
         folders = ", ".join(f"{c}/" for c in CLASSES)
         print(
-            f"rmod-library: error: no audio files in {args.src_dir}'s "
+            f"{PROG}: error: no audio files in {args.src_dir}'s "
             f"class folders ({folders}); the library is empty",
             file=sys.stderr,
         )
@@ -197,14 +190,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from rmod.families import family_counts, source_counts
-    from rmod.library import Library, LibraryError
-
-    try:
-        lib = Library.load(getattr(args, "lib", None))
-    except LibraryError as exc:
-        print(f"rmod-library: error: {exc}", file=sys.stderr)
-        return 1
+    lib = Library.load(getattr(args, "lib", None))
     counts = lib.counts()
     families = family_counts(lib)
     leaks = _leaks(lib) if args.leaks else None
@@ -245,19 +231,15 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _leaks(lib):
-    from rmod import DRUMS
-    from rmod.leaks import leak_report
-
     return leak_report(lib, [c for c in DRUMS if c in lib.classes])
 
 
-@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rmod-library``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """Entry point of ``rmod-library``; the exit status (see :mod:`rmod.cli`)."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     commands = {"index": _index, "info": _info, "soundfont": _soundfont}
-    return commands[args.command](args)
+    return run(PROG, commands[args.command], args)
 
 
 if __name__ == "__main__":

@@ -1,48 +1,57 @@
-"""``rmod-render-one``: draw, render and inspect one RMOD example."""
+"""``rmod-render-one``: draw, render and inspect one RMOD example.
+
+Modules that load pedalboard and scipy (drawing, rendering, the example folder) are imported
+inside the functions that use them, so ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from rmod import SPLITS
-from rmod.cli import quiet_broken_pipe
+from rmod.cli import add_common, new_parser, run
+from rmod.errors import InputError
+from rmod.groove import for_recipe
+from rmod.library import Library
+from rmod.manifest import check_example_id
+from rmod.overview import contribution_db, onset_snr_db, plot_overview
+from rmod.recipe import load_recipe
+from rmod.stats import params_outside_recipe
+
+PROG = "rmod-render-one"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rmod-render-one",
-        description=(
-            "Render one RMOD example into a folder: mixture, the three target one-shots "
-            "(kick/snare/hihat), stems/ (each track after its chain, and the dry drum tracks), "
-            "pattern.mid, example.json (every drawn parameter, the recipe and the library, "
-            "self-contained) and overview.png. With --from, re-render a recorded example: "
-            "the audio files come out byte-identical."
-        ),
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-render-one --help``)."""
+    p = new_parser(
+        PROG,
+        "Render one RMOD example into a folder: mixture, the three target one-shots "
+        "(kick/snare/hihat), stems/ (each track after its chain, and the dry drum tracks), "
+        "pattern.mid, example.json (every drawn parameter, the recipe and the library, "
+        "self-contained) and overview.png. With --from, re-render a recorded example: "
+        "the audio files come out byte-identical.",
     )
-    p.add_argument(
-        "--seed", type=int, default=0, help="base seed of the example's generator (default: 0)"
-    )
+    p.add_argument("--seed", type=int, default=0, help="base seed of the example's generator")
     p.add_argument(
         "--split",
         choices=SPLITS,
         default="train",
-        help="split to draw the sources from (default: train)",
+        help="split to draw the sources from",
     )
-    p.add_argument(
-        "--index", type=int, default=0, help="example index within the split (default: 0)"
-    )
+    p.add_argument("--index", type=int, default=0, help="example index within the split")
     p.add_argument(
         "--recipe",
         default=None,
-        help="recipe YAML path or shipped name, e.g. rmod-drums-only (default: rmod-paper; "
-        "with --from: the recipe recorded in the file)",
+        help="recipe YAML path or shipped name, e.g. rmod-drums-only; if not given: rmod-paper "
+        "(with --from: the recipe recorded in the file)",
     )
     p.add_argument(
         "--library",
         default=None,
-        help="library manifest (default: the built-in library; with --from: the library "
+        help="library manifest; if not given: the built-in library (with --from: the library "
         "recorded in the file)",
     )
     p.add_argument(
@@ -50,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="output folder, created if needed: new, empty, or one holding an earlier render, "
         "whose recorded files (example.json) are replaced or removed; other files are never "
-        "touched (required)",
+        "touched",
     )
     p.add_argument(
         "--from",
@@ -59,100 +68,98 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="re-render from example.json, a one-row JSON file or a manifest .jsonl[.gz] "
         "(with --id; audio in the dataset's format, so files compare byte for byte); "
-        "--seed/--split/--index are then ignored (default: off)",
+        "--seed/--split/--index are then ignored",
     )
     p.add_argument(
         "--id",
         default=None,
-        help="id of the manifest row to re-render, e.g. train-00000042 (default: none)",
+        help="id of the manifest row to re-render, e.g. train-00000042",
     )
     p.add_argument(
         "--midi-dir",
         default=None,
         metavar="DIR",
         help="folder of General MIDI drum files whose 4 s windows are the drum patterns "
-        "(required by, and only for, a Groove recipe such as rmod-groove; default: none)",
+        "(required by, and only for, a Groove recipe such as rmod-groove)",
     )
     p.add_argument(
         "--no-overview",
         action="store_true",
-        help="do not draw overview.png (faster; default: draw it)",
+        help="do not draw overview.png (faster)",
     )
+    add_common(p, progress=False)
     return p
 
 
 def _grooves(midi_dir, recipe):
     """The Groove windows of ``midi_dir`` (refused files listed on stderr), or None."""
-    from rmod.example import ExampleError
-    from rmod.groove import for_recipe
-
     if midi_dir is None:
         return None
     if recipe.groove is None:
-        raise ExampleError(
-            f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}"
-        )
+        raise InputError(f"--midi-dir needs a Groove recipe (e.g. rmod-groove), not {recipe.name}")
     grooves = for_recipe(midi_dir, recipe)
     for path, reason in grooves.refused:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return grooves
 
 
-@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status (0 ok, 1 error, 2 usage)."""
-    args = _parser().parse_args(argv)
-    from pathlib import Path
+    """Entry point; the exit status (see :mod:`rmod.cli`: 0 ok, 2 bad input)."""
+    return run(PROG, _render_one, build_parser().parse_args(argv))
 
-    from rmod.audio import AudioFileError
-    from rmod.example import ExampleError, draw_example, render_example
-    from rmod.library import Library, LibraryError
-    from rmod.overview import contribution_db, onset_snr_db, plot_overview
-    from rmod.recipe import RecipeError, load_recipe
-    from rmod.render_folder import (
-        check_overwrites,
-        claim_folder,
-        load_example_source,
-        planned_files,
-        save_example,
-    )
+
+def _render_one(args: argparse.Namespace) -> int:
+    from rmod.example import render_example
+    from rmod.render_folder import check_overwrites, claim_folder, planned_files, save_example
 
     t0 = time.perf_counter()
-    try:
-        if args.from_file:
-            src = load_example_source(args.from_file, _example_id(args.id))
-            recipe = load_recipe(args.recipe) if args.recipe or src.recipe is None else src.recipe
-            lib_path = args.library if args.library else src.library_path
-            library = Library.load(lib_path)
-            params = src.params
-            fmt = src.audio_format
-            _check_params(args, params, recipe, library)
-        else:
-            recipe = load_recipe(args.recipe)
-            grooves = _grooves(args.midi_dir, recipe)
-            lib_path = args.library
-            library = Library.load(lib_path)
-            params = draw_example(recipe, library, args.seed, args.split, args.index, grooves)
-            fmt = None
-        lib_path = str(Path(lib_path).resolve()) if lib_path else None
-        out = Path(args.out)
-        previous = claim_folder(out)  # before the work: a folder that is not ours is refused
-        t1 = time.perf_counter()
-        rendered = render_example(params, recipe, library)
-        t_render = time.perf_counter() - t1
-        fmt = fmt or recipe.audio.format
-        check_overwrites(out, previous, planned_files(rendered, fmt))
-        files = save_example(
-            out, params, recipe, rendered, lib_path, library.fingerprint, fmt, previous
-        )
-        if not args.no_overview:
-            plot_overview(out / "overview.png", params, rendered)
-        elif (out / "overview.png").is_file():  # it would show another example
-            (out / "overview.png").unlink()
-    except (RecipeError, ExampleError, LibraryError, AudioFileError, KeyError, OSError) as exc:
-        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"rmod-render-one: error: {text}", file=sys.stderr)
-        return 1
+    params, recipe, library, lib_path, fmt = _inputs(args)
+    out = Path(args.out)
+    previous = claim_folder(out)  # before the work: a folder that is not ours is refused
+    t1 = time.perf_counter()
+    rendered = render_example(params, recipe, library)
+    t_render = time.perf_counter() - t1
+    fmt = fmt or recipe.audio.format
+    check_overwrites(out, previous, planned_files(rendered, fmt))
+    lib_path = str(Path(lib_path).resolve()) if lib_path else None
+    files = save_example(
+        out, params, recipe, rendered, lib_path, library.fingerprint, fmt, previous
+    )
+    if not args.no_overview:
+        plot_overview(out / "overview.png", params, rendered)
+    elif (out / "overview.png").is_file():  # it would show another example
+        (out / "overview.png").unlink()
+    _summary(params, recipe, rendered)
+    n_files = len(files) + 1 + (0 if args.no_overview else 1)
+    print(
+        f"wrote {n_files} files to {out} in {time.perf_counter() - t0:.2f} s "
+        f"(render {t_render:.2f} s)"
+    )
+    return 0
+
+
+def _inputs(args: argparse.Namespace):
+    """(params, recipe, library, library path or None, audio format or None) to render:
+    read with ``--from`` (and checked), else drawn."""
+    from rmod.example import draw_example
+    from rmod.render_folder import load_example_source
+
+    if args.from_file:
+        src = load_example_source(args.from_file, _example_id(args.id))
+        recipe = load_recipe(args.recipe) if args.recipe or src.recipe is None else src.recipe
+        lib_path = args.library if args.library else src.library_path
+        library = Library.load(lib_path)
+        _check_params(args, src.params, recipe, library)
+        return src.params, recipe, library, lib_path, src.audio_format
+    recipe = load_recipe(args.recipe)
+    grooves = _grooves(args.midi_dir, recipe)
+    library = Library.load(args.library)
+    params = draw_example(recipe, library, args.seed, args.split, args.index, grooves)
+    return params, recipe, library, args.library, None
+
+
+def _summary(params, recipe, rendered) -> None:
+    """Print what was drawn and how loud each part came out."""
     levels = contribution_db(rendered.stems)
     hits = ", ".join(f"{c} {len(d.grid)}" for c, d in params.drums.items())
     inst = ", ".join(
@@ -165,25 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     print("level in mix (dB): " + ", ".join(f"{k} {v:.1f}" for k, v in levels.items()))
     snr = onset_snr_db(rendered.stems, rendered.onsets, rendered.sample_rate)
     print("drum vs rest at onsets (dB): " + ", ".join(f"{k} {v:.1f}" for k, v in snr.items()))
-    n_files = len(files) + 1 + (0 if args.no_overview else 1)
-    print(
-        f"wrote {n_files} files to {out} in {time.perf_counter() - t0:.2f} s "
-        f"(render {t_render:.2f} s)"
-    )
-    return 0
 
 
 def _example_id(value: str | None) -> str | None:
-    """``--id`` when it is an example id; :class:`rmod.example.ExampleError` otherwise."""
-    from rmod.example import ExampleError
-    from rmod.manifest import check_example_id
-
+    """``--id`` when it is an example id; :class:`rmod.errors.InputError` otherwise."""
     if value is None:
         return None
     try:
         return check_example_id(value)
     except ValueError as exc:
-        raise ExampleError(f"--id: {exc}") from None
+        raise InputError(f"--id: {exc}") from None
 
 
 def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
@@ -191,7 +189,6 @@ def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
     not have produced, naming each field (:class:`rmod.example.ExampleError`)."""
     from rmod.example import ExampleError
     from rmod.render_folder import params_problems
-    from rmod.stats import params_outside_recipe
 
     wrong = params_problems(params, recipe, library)
     wrong += params_outside_recipe(params.to_dict(), recipe.to_dict())

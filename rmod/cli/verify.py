@@ -6,50 +6,52 @@ import argparse
 import os
 import sys
 
-from rmod.cli import quiet_broken_pipe
+from rmod.cli import add_common, new_parser, run
+from rmod.errors import InputError
 from rmod.verify import verify_dataset
 
+PROG = "rmod-verify"
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (see ``rmod-verify --help``)."""
-    p = argparse.ArgumentParser(
-        prog="rmod-verify",
-        description=(
-            "Check an RMOD dataset: every manifest row's files exist, decode, are 16-bit "
-            "with the right sample rate, channels and length, and match their checksums; "
-            "ids are unique; row counts match build.json; no library source is shared "
-            "between splits. Exit status 0 only when everything holds; otherwise the "
-            "problems are listed, one per line (see --max-problems)."
-        ),
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (see ``rmod-verify --help``)."""
+    p = new_parser(
+        PROG,
+        "Check an RMOD dataset: every manifest row's files exist, decode, are 16-bit "
+        "with the right sample rate, channels and length, and match their checksums; "
+        "ids are unique; row counts match build.json; no library source is shared "
+        "between splits. Exit status 0 only when everything holds; otherwise the "
+        "problems are listed, one per line (see --max-problems).",
     )
     p.add_argument("dir", metavar="DIR", help="dataset folder (holds build.json)")
     p.add_argument(
         "--max-problems",
         type=int,
         default=50,
-        help="list at most this many problems, 0 = all; the count is always shown (default: 50)",
+        help="list at most this many problems, 0 = all; the count is always shown",
     )
     p.add_argument(
         "--jobs",
         type=int,
-        default=os.cpu_count() or 1,
-        help="threads checking files at once; the report is the same for any number "
-        "(default: the CPU count, %(default)s here)",
+        default=None,
+        help="threads checking files at once; the report is the same for any number; "
+        "if not given: the CPU count",
     )
-    p.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
-    )
-    return p.parse_args(argv)
+    add_common(p)
+    return p
 
 
-@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns 0 when the dataset passes every check, 1 otherwise."""
-    args = parse_args(argv)
-    if args.jobs < 1:
-        print("rmod-verify: error: --jobs must be >= 1", file=sys.stderr)
-        return 2
-    report = verify_dataset(args.dir, progress=not args.no_progress, jobs=args.jobs)
+    """Entry point; 0 when the dataset passes every check, 1 when it does not, 2 on bad
+    input (see :mod:`rmod.cli`)."""
+    return run(PROG, _verify, build_parser().parse_args(argv))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    jobs = (os.cpu_count() or 1) if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise InputError("--jobs must be >= 1")
+    report = verify_dataset(args.dir, progress=not args.no_progress, jobs=jobs)
     shown = report.problems if args.max_problems <= 0 else report.problems[: args.max_problems]
     for problem in shown:
         print(f"PROBLEM {problem}")
