@@ -7,10 +7,13 @@ Usage::
 Prints, per drum class, the distinct sounds (correlation <= 0.99 after alignment, see
 :mod:`rmod.leaks`; also among the soundfont-sourced entries alone) and the share of valid/test one-shots with a train near-duplicate
 (> 0.95); then, over ``--examples`` rendered train examples, the median, 10th and 90th
-percentile of the non-drum share of the mixture's energy above 5 kHz (instrument
-tracks' energy above 5 kHz over that of the instrument and drum tracks, each after its
-chain, before the master bus; the shared delay/reverb returns, which carry both, are left
-out). ``--json`` writes the figures to a file too.
+percentile of the non-drum share of the mixture's energy above 5 kHz
+(:func:`rmod.quality.high_band_share`: instrument tracks' energy above 5 kHz over that of
+the instrument and drum tracks, each after its chain, before the master bus; the shared
+delay/reverb returns, which carry both, are left out), and over the first ``--check`` of
+them the drum-audibility check of ``tests/test_example.py``
+(:func:`rmod.quality.audibility_failures`) and the weakest hi-hat onset ratio.
+``--json`` writes the figures to a file too.
 """
 
 from __future__ import annotations
@@ -19,45 +22,46 @@ import argparse
 import json
 import time
 
-import numpy as np
-
-from rmod import DRUMS, INSTRUMENTS, SPLITS
+from rmod import DRUMS, SPLITS
 from rmod.example import draw_example, render_example
 from rmod.leaks import count_distinct, leak_report
 from rmod.library import Library
+from rmod.overview import onset_snr_db
+from rmod.quality import audibility_failures, high_band_share, share_summary
 from rmod.recipe import load_recipe
 
 
-def high_band_energy(x: np.ndarray, sr: int, cutoff_hz: float = 5000.0) -> float:
-    """Energy of ``x`` (``[channels, samples]``) above ``cutoff_hz``, summed over channels."""
-    spec = np.fft.rfft(np.asarray(x, dtype=np.float64), axis=-1)
-    freqs = np.fft.rfftfreq(x.shape[-1], 1.0 / sr)
-    return float(np.sum(np.abs(spec[..., freqs >= cutoff_hz]) ** 2))
-
-
-def high_band_share(lib: Library, recipe_name: str, n: int, seed: int = 0) -> list[float]:
-    """Non-drum share of the energy above 5 kHz of ``n`` train examples."""
+def mix_figures(lib: Library, recipe_name: str, n: int, n_check: int, seed: int = 0) -> dict:
+    """High-band shares of ``n`` train examples (:func:`rmod.quality.high_band_share`) and
+    the drum-audibility check (:func:`rmod.quality.audibility_failures`) of the first
+    ``n_check``, with the weakest hi-hat onset ratio among them."""
     recipe = load_recipe(recipe_name)
-    shares = []
+    shares, failing, weakest = [], 0, float("inf")
     for i in range(n):
         params = draw_example(recipe, lib, seed, "train", i)
         out = render_example(params, recipe, lib)
-        drum = sum(out.stems[c] for c in DRUMS if c in out.stems)
-        # the send buses' returns mix drums and instruments: they count on neither side
-        other = [v for k, v in out.stems.items() if k in INSTRUMENTS]
-        if not other:
-            shares.append(0.0)
-            continue
-        e_other = high_band_energy(sum(other), out.sample_rate)
-        e_drum = high_band_energy(drum, out.sample_rate)
-        shares.append(e_other / (e_other + e_drum))
-    return shares
+        shares.append(high_band_share(out.stems, out.sample_rate))
+        if i < n_check:
+            failing += bool(audibility_failures(out))
+            snr = onset_snr_db(out.stems, out.onsets, out.sample_rate)
+            weakest = min(weakest, snr.get("hihat", float("inf")))
+    return {
+        "high_band_share": {k: round(v, 4) for k, v in share_summary(shares).items()},
+        "audibility": {
+            "examples": min(n, n_check),
+            "failing": failing,
+            "weakest_hihat_db": weakest,
+        },
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--library", default=None, help="library manifest (default: built-in)")
     p.add_argument("--examples", type=int, default=200, help="examples to render (0: none)")
+    p.add_argument(
+        "--check", type=int, default=100, help="of them, examples to check for drum audibility"
+    )
     p.add_argument("--recipe", default="rmod-paper", help="recipe for the rendered examples")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args()
@@ -86,17 +90,16 @@ def main() -> None:
             f"valid/test = {r.percent:.1f} %"
         )
     if args.examples > 0:
-        shares = np.array(high_band_share(lib, args.recipe, args.examples))
-        q10, med, q90 = np.percentile(shares, [10, 50, 90])
-        figures["high_band_share"] = {
-            "examples": args.examples,
-            "median": round(float(med), 4),
-            "p10": round(float(q10), 4),
-            "p90": round(float(q90), 4),
-        }
+        figures |= mix_figures(lib, args.recipe, args.examples, args.check)
+        h, a = figures["high_band_share"], figures["audibility"]
         print(
             f"non-drum share of energy above 5 kHz over {args.examples} examples: median "
-            f"{100 * med:.1f} % (10th pct {100 * q10:.1f} %, 90th {100 * q90:.1f} %)"
+            f"{100 * h['median']:.1f} % (10th pct {100 * h['p10']:.1f} %, "
+            f"90th {100 * h['p90']:.1f} %; target median {100 * h['target_median']:.0f} %)"
+        )
+        print(
+            f"drum audibility (tests/test_example.py's checks) over {a['examples']} examples: "
+            f"{a['failing']} failing; weakest hi-hat onset ratio {a['weakest_hihat_db']:.1f} dB"
         )
     if args.json:
         with open(args.json, "w") as fh:
