@@ -17,8 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="rmod-stats",
         description=(
             "Write DIR/stats/stats.json and PNG plots (hits, layering, instruments, "
-            "semitones, mixing, master, loudness): the distribution of every drawn "
-            "parameter in the dataset, each against the recipe's distribution."
+            "semitones, mixing, master, loudness, sources, high-band share): the "
+            "distribution of every drawn parameter in the dataset, each against the "
+            "recipe's distribution."
         ),
     )
     p.add_argument("dir", metavar="DIR", help="dataset folder (holds build.json)")
@@ -33,6 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=SPLITS,
         default=list(SPLITS),
         help="splits to include (default: train valid test)",
+    )
+    p.add_argument(
+        "--high-band",
+        type=int,
+        default=16,
+        metavar="N",
+        help="re-render the first N examples to measure the non-drum share of the energy "
+        "above 5 kHz against its target (default: 16; 0: skip)",
     )
     p.add_argument(
         "--no-plots", action="store_true", help="write stats.json only (default: plots too)"
@@ -54,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             plots=not args.no_plots,
             progress=not args.no_progress,
+            high_band=args.high_band,
         )
     except (ManifestError, OSError) as exc:
         print(f"rmod-stats: error: {exc}", file=sys.stderr)
@@ -66,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(stats['plots'])} plots, {n_out} values outside recipe bounds; "
         f"largest TV distance to the recipe: {worst or 'n/a'} -> {where}"
     )
+    band = stats["high_band"]
+    if "median" in band:
+        print(
+            f"rmod-stats: high-band share (non-drum energy above 5 kHz) over "
+            f"{band['examples']} examples: median {100 * band['median']:.1f} % "
+            f"(target {100 * band['target_median']:.0f} %)"
+        )
     return 0
 
 
