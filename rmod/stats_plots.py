@@ -40,7 +40,7 @@ def plot_groups(
             continue
         ncols = min(4, len(items))
         nrows = math.ceil(len(items) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows + 0.6))
+        fig, axes = plt.subplots(nrows, ncols, figsize=(max(3.6 * ncols, 7.2), 2.4 * nrows + 0.6))
         axes = np.atleast_1d(axes).ravel()
         for ax, (name, m) in zip(axes, items, strict=False):
             _plot_metric(ax, name, m)
@@ -77,9 +77,13 @@ def _plot_metric(ax: Any, name: str, m: dict[str, Any]) -> None:
 
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
+    median = m.get("median")
     if m.get("reference") is not None:
-        ax.axvline(m["reference"], color="tab:red", ls="--", lw=1.2)
-    if m.get("median") is not None:
-        ax.axvline(m["median"], color="black", ls=":", lw=1.2)
-    ax.set_title(f"{name} (n={m['count']}, mean {m['mean']:.3g})", fontsize=8)
+        label = "target median" if median is not None else None
+        ax.axvline(m["reference"], color="tab:red", ls="--", lw=1.2, label=label)
+    title = f"{name} (n={m['count']}, mean {m['mean']:.3g})"
+    if median is not None:
+        ax.axvline(median, color="black", ls=":", lw=1.2, label="dataset median")
+        title = f"{name} (n={m['count']}, median {median:.3g})"
+    ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=7)
