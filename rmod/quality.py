@@ -20,6 +20,7 @@ build that keeps no stems.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -27,6 +28,15 @@ from typing import Any
 import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS
+from rmod.example import ExampleError, ExampleParams, render_example
+from rmod.manifest import iter_manifest, manifest_path
+from rmod.overview import (
+    DRUM_CONTRIBUTION_RANGE_DB,
+    ONSET_SNR_MIN_DB,
+    contribution_db,
+    onset_snr_db,
+)
+from rmod.recipe import Recipe
 
 HIGH_BAND_HZ = 5000.0
 HIGH_BAND_TARGET = 0.10
@@ -62,13 +72,6 @@ def high_band_share(stems: dict[str, np.ndarray], sr: int) -> float:
 
 def audibility_failures(rendered: Any) -> list[str]:
     """What makes one rendered example fail the drum-audibility checks (empty: none)."""
-    from rmod.overview import (
-        DRUM_CONTRIBUTION_RANGE_DB,
-        ONSET_SNR_MIN_DB,
-        contribution_db,
-        onset_snr_db,
-    )
-
     lo, hi = DRUM_CONTRIBUTION_RANGE_DB["class"]
     d_lo, d_hi = DRUM_CONTRIBUTION_RANGE_DB["drums"]
     levels = contribution_db(rendered.stems)
@@ -87,8 +90,6 @@ def audibility_failures(rendered: Any) -> list[str]:
 def render_shares(params: Iterable[Any], recipe: Any, library: Any) -> list[float]:
     """High-band share of each example (``ExampleParams``), re-rendered with ``recipe`` and
     ``library`` (the ones the params were drawn with)."""
-    from rmod.example import render_example
-
     shares = []
     for p in params:
         out = render_example(p, recipe, library)
@@ -102,20 +103,14 @@ def build_shares(
     """High-band shares of a build's first ``n`` examples of ``splits`` (manifest order),
     re-rendered from their rows with the build's recipe (``info``: its
     :class:`rmod.manifest.BuildInfo`) and ``library``; or why none were measured."""
-    from rmod.example import ExampleError, ExampleParams
-    from rmod.manifest import iter_manifest, manifest_path
-    from rmod.recipe import Recipe
-
     if n <= 0:
         return "not asked for"
     if library is None:
         return "the build's library cannot be read as it was built"
-    params = []
+    params: list[ExampleParams] = []
     for split in splits:
-        for row in iter_manifest(manifest_path(root, split)):
-            if len(params) == n:
-                break
-            params.append(ExampleParams.from_dict(row.params))
+        rows = itertools.islice(iter_manifest(manifest_path(root, split)), n - len(params))
+        params += [ExampleParams.from_dict(r.params) for r in rows]
     try:
         return render_shares(params, Recipe.from_dict(info.recipe, source="build.json"), library)
     except (ExampleError, OSError) as exc:

@@ -387,12 +387,10 @@ def compute_stats(
     splits = list(splits)
     info, collector, counts = collect(root, splits, progress)
     shares = build_shares(root, splits, info, collector.library, high_band)
-    if not isinstance(shares, str):
-        share = collector.metric("high_band.share", "high_band", reference=HIGH_BAND_TARGET)
-        for v in shares:
-            share.add(v)
-    metrics = {name: summarize(m) for name, m in sorted(collector.metrics.items())}
     summary = {"skipped": shares} if isinstance(shares, str) else share_summary(shares)
+    for v in () if isinstance(shares, str) else shares:
+        collector.metric("high_band.share", "high_band", reference=HIGH_BAND_TARGET).add(v)
+    metrics = {name: summarize(m) for name, m in sorted(collector.metrics.items())}
     if "high_band.share" in metrics:
         metrics["high_band.share"]["median"] = summary["median"]
     stats = {
