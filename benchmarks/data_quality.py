@@ -5,8 +5,10 @@ Usage::
     python benchmarks/data_quality.py [--library LIB] [--examples 200] [--recipe rmod-paper]
 
 Prints, per drum class, the distinct sounds (correlation <= 0.99 after alignment, see
-:mod:`rmod.leaks`; also among the soundfont-sourced entries alone) and the share of valid/test one-shots with a train near-duplicate
-(> 0.95); then, over ``--examples`` rendered train examples, the median, 10th and 90th
+:mod:`rmod.leaks`; also among the soundfont-sourced entries alone) and the share of
+valid/test one-shots with a train near-duplicate (> 0.95); per instrument class, the
+loops' median share of energy above 5 kHz and spectral centroid, highest peak and largest
+DC offset; then, over ``--examples`` rendered train examples, the median, 10th and 90th
 percentile of the non-drum share of the mixture's energy above 5 kHz
 (:func:`rmod.quality.high_band_share`: instrument tracks' energy above 5 kHz over that of
 the instrument and drum tracks, each after its chain, before the master bus; the shared
@@ -22,12 +24,19 @@ import argparse
 import json
 import time
 
-from rmod import DRUMS, SPLITS
+import numpy as np
+
+from rmod import DRUMS, INSTRUMENTS, SPLITS
 from rmod.example import draw_example, render_example
 from rmod.leaks import count_distinct, leak_report
 from rmod.library import Library
 from rmod.overview import onset_snr_db
-from rmod.quality import audibility_failures, high_band_share, share_summary
+from rmod.quality import (
+    audibility_failures,
+    high_band_fraction,
+    high_band_share,
+    share_summary,
+)
 from rmod.recipe import load_recipe
 
 
@@ -53,6 +62,32 @@ def mix_figures(lib: Library, recipe_name: str, n: int, n_check: int, seed: int 
             "weakest_hihat_db": weakest,
         },
     }
+
+
+def loop_figures(lib: Library) -> dict:
+    """Listen-by-proxy of the instrument loops, per class: median share of the energy above
+    5 kHz and median spectral centroid (Hz), highest sample peak (dBFS) and largest DC
+    offset (mean over RMS) of any loop."""
+    out = {}
+    for cls in INSTRUMENTS:
+        top, centroid, peak, dc = [], [], -np.inf, 0.0
+        for i in sorted(i for s in SPLITS for i in lib.ids(cls, s)):
+            x = lib.load_audio(i).mean(axis=0).astype(np.float64)
+            power = np.abs(np.fft.rfft(x)) ** 2
+            freqs = np.fft.rfftfreq(x.size, 1.0 / lib.entry(i).sample_rate)
+            top.append(high_band_fraction(x, lib.entry(i).sample_rate))
+            centroid.append(float((power * freqs).sum() / power.sum()))
+            peak = max(peak, float(20 * np.log10(np.max(np.abs(x)))))
+            dc = max(dc, abs(float(np.mean(x))) / float(np.sqrt(np.mean(x**2))))
+        if top:
+            out[cls] = {
+                "n": len(top),
+                "high_band_fraction_median": round(float(np.median(top)), 4),
+                "centroid_hz_median": round(float(np.median(centroid)), 1),
+                "peak_dbfs_max": round(peak, 2),
+                "dc_over_rms_max": round(dc, 5),
+            }
+    return out
 
 
 def main() -> None:
@@ -88,6 +123,13 @@ def main() -> None:
             f"{cls:<6} {len(ids)} one-shots, {distinct} distinct ({n_real} from soundfont "
             f"recordings); leak {r.n_leaking}/{r.n_eval} "
             f"valid/test = {r.percent:.1f} %"
+        )
+    figures["loops"] = loop_figures(lib)
+    for cls, f in figures["loops"].items():
+        print(
+            f"{cls:<6} {f['n']} loops: median {100 * f['high_band_fraction_median']:.2f} % of "
+            f"the energy above 5 kHz, centroid {f['centroid_hz_median']:.0f} Hz; peak <= "
+            f"{f['peak_dbfs_max']:.1f} dBFS, DC <= {100 * f['dc_over_rms_max']:.2f} % of RMS"
         )
     if args.examples > 0:
         figures |= mix_figures(lib, args.recipe, args.examples, args.check)
