@@ -85,7 +85,7 @@ def test_builtin_loops_are_sound_all_along(builtin_library):
             rms = np.sqrt(np.mean(seconds**2, axis=1))
             assert np.all(20 * np.log10(rms + 1e-12) > -45), (entry_id, rms)
             assert abs(np.mean(x)) < 0.01 * np.sqrt(np.mean(x**2)), entry_id  # no DC
-            shares.append(high_band_fraction(x, sr))
+            shares.append(high_band_fraction(x[: 1 << 17], sr))  # 3 s: a fast FFT size
         top[cls] = float(np.median(shares))
     assert top["bass"] < 0.01, top
     assert all(top[c] > max(0.01, 3 * top["bass"]) for c in ("piano", "guitar", "vocal")), top
