@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS
+from rmod.audio import AudioFileError
 from rmod.example import ExampleError, ExampleParams, render_example
 from rmod.manifest import iter_manifest, manifest_path
 from rmod.overview import (
@@ -113,7 +114,7 @@ def build_shares(
         params += [ExampleParams.from_dict(r.params) for r in rows]
     try:
         return render_shares(params, Recipe.from_dict(info.recipe, source="build.json"), library)
-    except (ExampleError, OSError) as exc:
+    except (ExampleError, AudioFileError, OSError) as exc:
         return f"cannot re-render the examples ({exc})"
 
 
