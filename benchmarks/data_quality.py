@@ -5,12 +5,17 @@ Usage::
     python benchmarks/data_quality.py [--library LIB] [--examples 200] [--recipe rmod-paper]
 
 Prints, per drum class, the distinct sounds (correlation <= 0.99 after alignment, see
-:mod:`rmod.leaks`; also among the soundfont-sourced entries alone) and the share of valid/test one-shots with a train near-duplicate
-(> 0.95); then, over ``--examples`` rendered train examples, the median, 10th and 90th
-percentile of the non-drum share of the mixture's energy above 5 kHz (instrument
-tracks' energy above 5 kHz over that of the instrument and drum tracks, each after its
-chain, before the master bus; the shared delay/reverb returns, which carry both, are left
-out). ``--json`` writes the figures to a file too.
+:mod:`rmod.leaks`; also among the soundfont-sourced entries alone) and the share of
+valid/test one-shots with a train near-duplicate (> 0.95); per instrument class, the
+loops' median share of energy above 5 kHz and spectral centroid, highest peak and largest
+DC offset; then, over ``--examples`` rendered train examples, the median, 10th and 90th
+percentile of the non-drum share of the mixture's energy above 5 kHz
+(:func:`rmod.quality.high_band_share`: instrument tracks' energy above 5 kHz over that of
+the instrument and drum tracks, each after its chain, before the master bus; the shared
+delay/reverb returns, which carry both, are left out), and over the first ``--check`` of
+them the drum-audibility check of ``tests/test_example.py``
+(:func:`rmod.quality.audibility_failures`) and the weakest hi-hat onset ratio.
+``--json`` writes the figures to a file too.
 """
 
 from __future__ import annotations
@@ -25,39 +30,73 @@ from rmod import DRUMS, INSTRUMENTS, SPLITS
 from rmod.example import draw_example, render_example
 from rmod.leaks import count_distinct, leak_report
 from rmod.library import Library
+from rmod.overview import onset_snr_db
+from rmod.quality import (
+    audibility_failures,
+    high_band_fraction,
+    high_band_share,
+    share_summary,
+)
 from rmod.recipe import load_recipe
 
 
-def high_band_energy(x: np.ndarray, sr: int, cutoff_hz: float = 5000.0) -> float:
-    """Energy of ``x`` (``[channels, samples]``) above ``cutoff_hz``, summed over channels."""
-    spec = np.fft.rfft(np.asarray(x, dtype=np.float64), axis=-1)
-    freqs = np.fft.rfftfreq(x.shape[-1], 1.0 / sr)
-    return float(np.sum(np.abs(spec[..., freqs >= cutoff_hz]) ** 2))
-
-
-def high_band_share(lib: Library, recipe_name: str, n: int, seed: int = 0) -> list[float]:
-    """Non-drum share of the energy above 5 kHz of ``n`` train examples."""
+def mix_figures(lib: Library, recipe_name: str, n: int, n_check: int, seed: int = 0) -> dict:
+    """High-band shares of ``n`` train examples (:func:`rmod.quality.high_band_share`) and
+    the drum-audibility check (:func:`rmod.quality.audibility_failures`) of the first
+    ``n_check``, with the weakest hi-hat onset ratio among them."""
     recipe = load_recipe(recipe_name)
-    shares = []
+    shares, failing, weakest = [], 0, float("inf")
     for i in range(n):
         params = draw_example(recipe, lib, seed, "train", i)
         out = render_example(params, recipe, lib)
-        drum = sum(out.stems[c] for c in DRUMS if c in out.stems)
-        # the send buses' returns mix drums and instruments: they count on neither side
-        other = [v for k, v in out.stems.items() if k in INSTRUMENTS]
-        if not other:
-            shares.append(0.0)
-            continue
-        e_other = high_band_energy(sum(other), out.sample_rate)
-        e_drum = high_band_energy(drum, out.sample_rate)
-        shares.append(e_other / (e_other + e_drum))
-    return shares
+        shares.append(high_band_share(out.stems, out.sample_rate))
+        if i < n_check:
+            failing += bool(audibility_failures(out))
+            snr = onset_snr_db(out.stems, out.onsets, out.sample_rate)
+            weakest = min(weakest, snr.get("hihat", float("inf")))
+    return {
+        "high_band_share": {k: round(v, 4) for k, v in share_summary(shares).items()},
+        "audibility": {
+            "examples": min(n, n_check),
+            "failing": failing,
+            "weakest_hihat_db": weakest,
+        },
+    }
+
+
+def loop_figures(lib: Library) -> dict:
+    """Listen-by-proxy of the instrument loops, per class: median share of the energy above
+    5 kHz and median spectral centroid (Hz), highest sample peak (dBFS) and largest DC
+    offset (mean over RMS) of any loop."""
+    out = {}
+    for cls in INSTRUMENTS:
+        top, centroid, peak, dc = [], [], -np.inf, 0.0
+        for i in sorted(i for s in SPLITS for i in lib.ids(cls, s)):
+            x = lib.load_audio(i).mean(axis=0).astype(np.float64)
+            power = np.abs(np.fft.rfft(x)) ** 2
+            freqs = np.fft.rfftfreq(x.size, 1.0 / lib.entry(i).sample_rate)
+            top.append(high_band_fraction(x, lib.entry(i).sample_rate))
+            centroid.append(float((power * freqs).sum() / power.sum()))
+            peak = max(peak, float(20 * np.log10(np.max(np.abs(x)))))
+            dc = max(dc, abs(float(np.mean(x))) / float(np.sqrt(np.mean(x**2))))
+        if top:
+            out[cls] = {
+                "n": len(top),
+                "high_band_fraction_median": round(float(np.median(top)), 4),
+                "centroid_hz_median": round(float(np.median(centroid)), 1),
+                "peak_dbfs_max": round(peak, 2),
+                "dc_over_rms_max": round(dc, 5),
+            }
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--library", default=None, help="library manifest (default: built-in)")
     p.add_argument("--examples", type=int, default=200, help="examples to render (0: none)")
+    p.add_argument(
+        "--check", type=int, default=100, help="of them, examples to check for drum audibility"
+    )
     p.add_argument("--recipe", default="rmod-paper", help="recipe for the rendered examples")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args()
@@ -85,18 +124,24 @@ def main() -> None:
             f"recordings); leak {r.n_leaking}/{r.n_eval} "
             f"valid/test = {r.percent:.1f} %"
         )
+    figures["loops"] = loop_figures(lib)
+    for cls, f in figures["loops"].items():
+        print(
+            f"{cls:<6} {f['n']} loops: median {100 * f['high_band_fraction_median']:.2f} % of "
+            f"the energy above 5 kHz, centroid {f['centroid_hz_median']:.0f} Hz; peak <= "
+            f"{f['peak_dbfs_max']:.1f} dBFS, DC <= {100 * f['dc_over_rms_max']:.2f} % of RMS"
+        )
     if args.examples > 0:
-        shares = np.array(high_band_share(lib, args.recipe, args.examples))
-        q10, med, q90 = np.percentile(shares, [10, 50, 90])
-        figures["high_band_share"] = {
-            "examples": args.examples,
-            "median": round(float(med), 4),
-            "p10": round(float(q10), 4),
-            "p90": round(float(q90), 4),
-        }
+        figures |= mix_figures(lib, args.recipe, args.examples, args.check)
+        h, a = figures["high_band_share"], figures["audibility"]
         print(
             f"non-drum share of energy above 5 kHz over {args.examples} examples: median "
-            f"{100 * med:.1f} % (10th pct {100 * q10:.1f} %, 90th {100 * q90:.1f} %)"
+            f"{100 * h['median']:.1f} % (10th pct {100 * h['p10']:.1f} %, "
+            f"90th {100 * h['p90']:.1f} %; target median {100 * h['target_median']:.0f} %)"
+        )
+        print(
+            f"drum audibility (tests/test_example.py's checks) over {a['examples']} examples: "
+            f"{a['failing']} failing; weakest hi-hat onset ratio {a['weakest_hihat_db']:.1f} dB"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -17,8 +17,13 @@ compared with what the recipe asks for:
 * ``sources``: per drum one-shot used, whether it is a soundfont recording (1) or not (0)
   and the size of its family in the library (velocity layers and copies of one sound); only
   when the build's library can be read as it was (the built-in one is never generated for
-  this). The library's own high-band and leak figures: ``rmod-library info --leaks`` and
-  ``benchmarks/data_quality.py``.
+  this). The library's leak figures: ``rmod-library info --leaks`` and
+  ``benchmarks/data_quality.py``;
+* ``high_band``: the non-drum share of the mixture's energy above 5 kHz
+  (:func:`rmod.quality.high_band_share`) of the first ``high_band`` examples of the
+  splits, re-rendered from their rows' params with the build's recipe and library (a
+  build keeps no stems), against the target median (:data:`rmod.quality.HIGH_BAND_TARGET`);
+  skipped, with the reason in ``stats.json``, when the library cannot be read as built.
 
 The expected histogram of a recipe distribution is estimated by drawing
 :data:`EXPECTED_DRAWS` values from it with a fixed-seed generator, so it works for every
@@ -42,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rmod import SPLITS
-from rmod.audio import atomic_write_text, atomic_writer
+from rmod.audio import atomic_write_text
 from rmod.distributions import NAMES, parse_distribution
 from rmod.manifest import (
     ManifestError,
@@ -51,6 +56,8 @@ from rmod.manifest import (
     manifest_path,
     read_build_info,
 )
+from rmod.quality import HIGH_BAND_TARGET, build_shares, share_summary
+from rmod.stats_plots import is_log_spec, plot_groups
 
 EXPECTED_DRAWS = 5000
 EXPECTED_SEED = 0
@@ -67,6 +74,7 @@ GROUPS = (
     "master",
     "loudness",
     "sources",
+    "high_band",
 )
 _MIXING_GROUP = {
     "eq": "mixing_eq",
@@ -285,11 +293,6 @@ def expected_draws(metric: Metric) -> np.ndarray | None:
     return np.array([transform(dist.sample(rng)) for _ in range(EXPECTED_DRAWS)], dtype=float)
 
 
-def is_log_spec(spec: Any) -> bool:
-    """True for log-uniform specs (plotted on a log axis with log-spaced bins)."""
-    return isinstance(spec, dict) and "loguniform" in spec
-
-
 def bin_edges(values: np.ndarray, expected: np.ndarray | None, spec: Any) -> np.ndarray:
     """Histogram edges covering observed and expected values.
 
@@ -374,13 +377,22 @@ def compute_stats(
     out_dir: str | os.PathLike | None = None,
     plots: bool = True,
     progress: bool = True,
+    high_band: int = 16,
 ) -> dict[str, Any]:
     """Write ``stats.json`` (and PNG plots, one per group) into ``out_dir``
-    (default ``DIR/stats``); returns the ``stats.json`` content."""
+    (default ``DIR/stats``); returns the ``stats.json`` content. ``high_band``: examples
+    re-rendered for the high-band share (0: none)."""
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root / "stats"
+    splits = list(splits)
     info, collector, counts = collect(root, splits, progress)
+    shares = build_shares(root, splits, info, collector.library, high_band)
+    summary = {"skipped": shares} if isinstance(shares, str) else share_summary(shares)
+    for v in () if isinstance(shares, str) else shares:
+        collector.metric("high_band.share", "high_band", reference=HIGH_BAND_TARGET).add(v)
     metrics = {name: summarize(m) for name, m in sorted(collector.metrics.items())}
+    if "high_band.share" in metrics:
+        metrics["high_band.share"]["median"] = summary["median"]
     stats = {
         "dataset": str(root),
         "recipe": info.recipe.get("name"),
@@ -388,72 +400,14 @@ def compute_stats(
         "rows": counts,
         "expected_draws": EXPECTED_DRAWS,
         "metrics": metrics,
+        "high_band": summary,
         "plots": [],
     }
     out.mkdir(parents=True, exist_ok=True)
     if plots:
-        stats["plots"] = [p.name for p in plot_groups(metrics, out)]
+        stats["plots"] = [p.name for p in plot_groups(metrics, out, GROUPS)]
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=1, allow_nan=False) + "\n")
     return stats
-
-
-def plot_groups(metrics: dict[str, dict[str, Any]], out: Path) -> list[Path]:
-    """One PNG per group (``{group}.png``): a histogram per metric (fraction of values
-    per bin), the recipe's expected fractions as a red line, its bounds dashed.
-    Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    for group in GROUPS:
-        items = [(k, v) for k, v in metrics.items() if v["group"] == group and v["count"]]
-        if not items:
-            continue
-        ncols = min(4, len(items))
-        nrows = math.ceil(len(items) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows + 0.6))
-        axes = np.atleast_1d(axes).ravel()
-        for ax, (name, m) in zip(axes, items, strict=False):
-            _plot_metric(ax, name, m)
-        for ax in axes[len(items) :]:
-            ax.axis("off")
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper right", fontsize=8, ncols=len(labels))
-        fig.suptitle(
-            f"RMOD {group.replace('_', ' ')}: dataset vs recipe", fontsize=10, x=0.02, ha="left"
-        )
-        top = 1.0 - 0.55 / (2.4 * nrows + 0.6)
-        fig.subplots_adjust(
-            left=0.06, right=0.98, bottom=0.08 / nrows, top=top * 0.97, hspace=0.55, wspace=0.3
-        )
-        path = out / f"{group}.png"
-        with atomic_writer(path) as fh:
-            fig.savefig(fh, format="png", dpi=60, metadata={"Software": None})
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
-def _plot_metric(ax: Any, name: str, m: dict[str, Any]) -> None:
-    edges = np.asarray(m["histogram"]["edges"])
-    frac = np.asarray(m["histogram"]["counts"], dtype=float) / max(1, m["count"])
-    ax.stairs(frac, edges, fill=True, alpha=0.5, color="tab:blue", label="dataset")
-    recipe = m.get("recipe")
-    if recipe:
-        ax.stairs(recipe["expected_fraction"], edges, color="tab:red", lw=1.5, label="recipe")
-        for bound in recipe["bounds"] or ():
-            ax.axvline(bound, color="tab:red", ls="--", lw=0.8)
-        if is_log_spec(recipe["spec"]):
-            from matplotlib.ticker import NullFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
-    if m.get("reference") is not None:
-        ax.axvline(m["reference"], color="tab:red", ls="--", lw=1.2)
-    ax.set_title(f"{name} (n={m['count']}, mean {m['mean']:.3g})", fontsize=8)
-    ax.tick_params(labelsize=7)
 
 
 def worst_metrics(stats: dict[str, Any], n: int = 3) -> list[tuple[str, float]]:

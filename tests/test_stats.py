@@ -12,7 +12,10 @@ from rmod_fixtures import write_tiny_recipe
 
 from rmod.build import BuildOptions, build
 from rmod.cli.stats import main
+from rmod.example import ExampleParams, render_example
 from rmod.manifest import read_manifest
+from rmod.quality import HIGH_BAND_TARGET, high_band_share
+from rmod.recipe import Recipe
 from rmod.stats import GROUPS, Metric, compute_stats, summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,7 +97,7 @@ def test_plots_are_pngs_one_per_group(dataset, stats):
     assert stats["plots"] == [f"{g}.png" for g in GROUPS if any(
         v["group"] == g for v in stats["metrics"].values())]  # fmt: skip
     assert {"hits.png", "layering.png", "instruments.png", "semitones.png",
-            "mixing_eq.png", "loudness.png"} <= set(stats["plots"])  # fmt: skip
+            "mixing_eq.png", "loudness.png", "high_band.png"} <= set(stats["plots"])  # fmt: skip
     for name in stats["plots"]:
         data = (dataset / "stats" / name).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 5000
@@ -117,10 +120,14 @@ def test_summarize_counts_out_of_bounds_and_distance():
 
 
 def test_cli(dataset, tmp_path, capsys):
-    assert main([str(dataset), "--out", str(tmp_path / "s"), "--no-plots", "--no-progress"]) == 0
+    args = [str(dataset), "--out", str(tmp_path / "s"), "--no-plots", "--no-progress"]
+    assert main([*args, "--high-band", "0"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("rmod-stats: 8 rows") and "0 values outside recipe bounds" in out
     assert (tmp_path / "s" / "stats.json").exists() and not list((tmp_path / "s").glob("*.png"))
+    on_disk = json.loads((tmp_path / "s" / "stats.json").read_text())
+    assert on_disk["high_band"] == {"skipped": "not asked for"}
+    assert "high_band.share" not in on_disk["metrics"]
     assert main([str(tmp_path), "--no-progress"]) == 2
     assert "no build.json" in capsys.readouterr().err
 
@@ -142,3 +149,35 @@ def test_sources_group_reads_the_library(dataset, stats, small_library):
         assert m[f"sources.recorded.{cls}"]["mean"] == 0.0
         assert m[f"sources.family_size.{cls}"]["mean"] == 1.0
     assert "sources.png" in stats["plots"]
+
+
+def test_high_band_share_rerenders_the_rows(dataset, stats, small_library):
+    """The first examples re-rendered from their rows' params give the shares plotted
+    against the target; every row is used when there are fewer than asked for."""
+    info = json.loads((dataset / "build.json").read_text())
+    recipe = Recipe.from_dict(info["recipe"], source="test")
+    shares = []
+    for row in all_rows(dataset):
+        out = render_example(ExampleParams.from_dict(row.params), recipe, small_library)
+        shares.append(high_band_share(out.stems, out.sample_rate))
+    m = stats["metrics"]["high_band.share"]
+    assert m["count"] == 8 and m["reference"] == HIGH_BAND_TARGET
+    assert m["mean"] == pytest.approx(np.mean(shares), rel=1e-9)
+    assert stats["high_band"]["median"] == pytest.approx(np.median(shares), rel=1e-9)
+    assert m["median"] == stats["high_band"]["median"]
+    assert 0.0 <= m["min"] <= m["max"] <= 1.0 and m["max"] > 0.0
+    assert "high_band.png" in stats["plots"]
+    two = compute_stats(dataset, out_dir=dataset / "two", plots=False, progress=False, high_band=2)
+    assert two["high_band"]["examples"] == 2
+    assert two["metrics"]["high_band.share"]["mean"] == pytest.approx(np.mean(shares[:2]))
+
+
+def test_high_band_share_needs_the_build_library(dataset, tmp_path):
+    """A library that is not the one the build used: the share is skipped with the reason."""
+    moved = tmp_path / "moved"
+    shutil.copytree(dataset, moved)
+    info = json.loads((moved / "build.json").read_text())
+    info["library_fingerprint"] = "0" * 64
+    (moved / "build.json").write_text(json.dumps(info))
+    stats = compute_stats(moved, plots=False, progress=False)
+    assert stats["high_band"] == {"skipped": "the build's library cannot be read as it was built"}

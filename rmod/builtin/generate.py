@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 #: Bump whenever the generated audio changes: the cache folder is named after it, so an
 #: older cache is never mistaken for the current library (tests/test_builtin.py pins a
 #: summary of a few items to catch a change that forgot the bump).
-BUILTIN_VERSION = 3
+BUILTIN_VERSION = 4
 MANIFEST_NAME = "library.jsonl"
 
 

@@ -4,13 +4,17 @@ Each loop draws (from its own generator) a program of its class's :data:`PROGRAM
 groups, a phrase (:mod:`rmod.builtin.phrases`) and, per class:
 
 * guitar: with probability :data:`DRIVE_P` an overdrive (tanh waveshaper, 12-30 dB of
-  drive, a 2nd-order low-pass "cabinet" at 6-11 kHz): distorted guitars fill the top end
+  drive, a 2nd-order low-pass "cabinet" at 7-12 kHz): distorted guitars fill the top end
   of real mixes;
 * piano (keys): acoustic/electric pianos, organs, or bright synth leads and pads;
 * vocal: with probability :data:`SPEECH_P`, when ``espeak-ng`` is installed, a speech loop
   (:mod:`rmod.builtin.voice`) with consonants; else choir/voice programs with vibrato;
+* every loop: its DC offset removed (soundfont samples can carry one);
 * every class but bass: with probability :data:`AIR_P` a high-shelf "air" boost of 4-14 dB
-  from 2.5-7 kHz, as a mix engineer brightens a part (soundfont samples are often dull).
+  from 2.5-7 kHz, as a mix engineer brightens a part (soundfont samples are often dull);
+* keys, guitars and vocals: then, with probability :data:`EXCITER_P`, an exciter
+  (:func:`exciter`): the upper mids saturated into harmonics above 4-6 kHz and mixed in,
+  as a production brightens keys, guitars and vocals (the issue 12 high-band target).
 
 The melodic soundfont is the best General MIDI font found (lowest rank) that holds a program
 of the class. Note tails past
@@ -20,7 +24,7 @@ the loop end wrap to its start so the loop repeats seamlessly.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import butter, lfilter, sosfilt
+from scipy.signal import butter, lfilter, resample_poly, sosfilt
 
 from rmod.builtin.phrases import random_phrase
 from rmod.builtin.sf2 import load_soundfont, render_note
@@ -39,6 +43,7 @@ PROGRAMS = {
 DRIVE_P = 0.9
 SPEECH_P = 0.9
 AIR_P = 0.9
+EXCITER_P = {"piano": 0.9, "guitar": 0.85, "vocal": 0.9}
 
 
 def high_shelf(x: np.ndarray, freq: float, gain_db: float, sr: int) -> np.ndarray:
@@ -71,6 +76,26 @@ def overdrive(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
     return _circular(lambda v: sosfilt(cab, v), y)
 
 
+def exciter(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """``x`` plus harmonics of its upper mids: a 2nd-order high-pass at 1.5-3.5 kHz, a tanh
+    at 6-18 dB of drive (with a bias for even harmonics; 2x oversampled against aliasing),
+    a 2nd-order high-pass at 4-6 kHz, mixed in at -10..-3 dB re ``x``'s RMS. Circular
+    filters, so a loop stays seamless."""
+    rms = float(np.sqrt(np.mean(x**2)))
+    side = butter(2, rng.uniform(1500, 3500), btype="high", fs=sr, output="sos")
+    h = _circular(lambda v: sosfilt(side, v), x)
+    h /= float(np.max(np.abs(h))) or 1.0
+    bias = rng.uniform(0.0, 0.3)
+    drive = 10 ** (rng.uniform(6, 18) / 20)
+    s = resample_poly(np.tanh(drive * resample_poly(h, 2, 1) + bias) - np.tanh(bias), 1, 2)
+    top = butter(2, min(rng.uniform(4000, 6000), 0.45 * sr), btype="high", fs=sr, output="sos")
+    s = _circular(lambda v: sosfilt(top, v), s)
+    s_rms = float(np.sqrt(np.mean(s**2)))
+    if rms == 0.0 or s_rms == 0.0:
+        return x
+    return x + s * (rms / s_rms) * 10 ** (rng.uniform(-10, -3) / 20)
+
+
 def has_programs(cls: str, font: str) -> bool:
     """Whether bank 0 of ``font`` holds any program of class ``cls``'s groups."""
     sf = load_soundfont(font)
@@ -98,7 +123,7 @@ def render_loop(
         from rmod.builtin.voice import speech_loop
 
         phrase = random_phrase(cls, rng, min_s)
-        return _air(cls, speech_loop(rng, phrase.duration, sr), rng, sr), "espeak-ng"
+        return _finish(cls, speech_loop(rng, phrase.duration, sr), rng, sr), "espeak-ng"
     program = _program(cls, rng, load_soundfont(font))
     return program_loop(cls, rng, font, program, min_s, sr)
 
@@ -127,10 +152,15 @@ def program_loop(
     if cls == "guitar" and rng.random() < DRIVE_P:
         out = overdrive(out, rng, sr)
         how += " overdrive"
-    return _air(cls, out, rng, sr), how
+    return _finish(cls, out, rng, sr), how
 
 
-def _air(cls: str, x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
-    if cls == "bass" or rng.random() >= AIR_P:
-        return x
-    return high_shelf(x, float(rng.uniform(2500, 7000)), float(rng.uniform(4, 14)), sr)
+def _finish(cls: str, x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """DC removed (a loop's mean), then the air shelf and the exciter (each with its
+    class's probability)."""
+    x = x - np.mean(x)
+    if cls != "bass" and rng.random() < AIR_P:
+        x = high_shelf(x, float(rng.uniform(2500, 7000)), float(rng.uniform(4, 14)), sr)
+    if cls in EXCITER_P and rng.random() < EXCITER_P[cls]:
+        x = exciter(x, rng, sr)
+    return x
