@@ -27,7 +27,6 @@ import fcntl
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -36,7 +35,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rmod import SPLITS
 from rmod.backends import BACKENDS, run_shards, scheduling
@@ -149,21 +147,6 @@ def check_new_output(out: Path) -> None:
         return
     if any(p.name not in (LOCK_NAME, ".DS_Store") for p in out.iterdir()):
         raise BuildRefused(f"{out} exists, is not empty and holds no {BUILD_JSON}")
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (what batch schedulers and ``kill`` send) into ``KeyboardInterrupt``
-    while building, so the build stops the same clean way as on Ctrl-C. Main thread only."""
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

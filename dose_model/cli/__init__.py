@@ -1,107 +1,27 @@
 """Command-line tools of dose_model: each module parses arguments and calls the library.
 
-Every tool's ``main`` hands its work to :func:`run`, so they all end the same way:
-
-====  ===========================================================================
-exit  meaning
-====  ===========================================================================
-0     done
-1     the job ran and reported failures (songs or rows skipped, too many skipped rows)
-2     bad usage or bad input: argparse's own errors, and every :class:`DoseError`
-      or ``OSError``, printed as one line ``<tool>: error: <what and where>``
-3     a bug: any other exception, printed with its traceback
-130   interrupted (Ctrl-C); 143 terminated (SIGTERM, where a tool turns it into
-      :class:`Terminated`)
-141   the reader of the output went away (``| head``): ends quietly
-====  ===========================================================================
-
-``--debug`` prints the traceback of the one-line errors (status 2) too. The table is
-:mod:`rmod.cli`'s as well; the two modules are kept alike.
+Every tool's ``main`` hands its work to :func:`run`, which is the toolkit's one runner
+(:mod:`rmod_dose_cli`, where the exit statuses are listed) bound to :class:`DoseError`:
+a ``DoseError`` or ``OSError`` prints as one line and exits 2, any other exception is a
+bug and prints its traceback (exit 3), ``--debug`` shows the traceback of both; dose-train
+turns SIGTERM into :class:`Terminated` (exit 143).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
-import sys
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from dose_model.errors import DoseError
-
-#: Exit statuses of the failures :func:`run` reports (see the module docstring).
-BAD_INPUT, BUG, INTERRUPTED, TERMINATED = 2, 3, 130, 143
-#: Exit status when the reader of our output went away (as a shell reports SIGPIPE).
-BROKEN_PIPE_STATUS = 141
-#: What a tool reports as a one-line error (status 2) instead of a traceback.
-EXPECTED = (DoseError, OSError)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised by :func:`sigterm_as_interrupt`'s handler: stops the work the way
-    Ctrl-C does, with its own exit status."""
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Raise :class:`Terminated` on SIGTERM inside the block (main thread only)."""
-
-    def _raise(signum: int, frame: object) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Wraps a description or epilog unless it holds line breaks (then it is kept as
-    written), and appends ``(default: X)`` to an option's help, except for required options
-    and defaults that say nothing (None, False, SUPPRESS): their help says what leaving them
-    out does."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if "\n" not in text:
-            return super()._fill_text(text, width, indent)
-        return "".join(indent + line for line in text.splitlines(keepends=True))
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if action.required or default is None or default is False:
-            return text
-        if default is argparse.SUPPRESS or action.option_strings == []:
-            return text
-        if isinstance(default, (list, tuple)):
-            default = " ".join(str(v) for v in default)
-        return f"{text} (default: {str(default).replace('%', '%%')})"
-
-
-def new_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    """An argument parser with :class:`HelpFormatter` (add :func:`add_common` last)."""
-    return argparse.ArgumentParser(
-        prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter
-    )
-
-
-def add_common(p: argparse.ArgumentParser, progress: bool = True) -> None:
-    """The options every tool has: ``--debug`` (and ``--no-progress`` where it shows one)."""
-    if progress:
-        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument(
-        "--debug", action="store_true", help="print the traceback of errors that stop the run"
-    )
-
-
-def describe(exc: BaseException) -> str:
-    """One line naming what went wrong and where (an ``OSError``'s file and reason)."""
-    if isinstance(exc, OSError) and not isinstance(exc, DoseError) and exc.filename:
-        return f"{exc.filename}: {exc.strerror or exc}"
-    return str(exc).strip() or type(exc).__name__
+from rmod_dose_cli import (  # noqa: F401 (the tools import these from here)
+    BROKEN_PIPE_STATUS,
+    HelpFormatter,
+    Terminated,
+    add_common,
+    new_parser,
+    sigterm_as_interrupt,
+)
+from rmod_dose_cli import run as _run
 
 
 def run(
@@ -111,29 +31,5 @@ def run(
     hint: str = "",
     hint_on_oserror: bool = False,
 ) -> int:
-    """``work(args)``'s status, or the status of the exception it raised (see the table
-    above); the message goes to stderr as ``<prog>: error: ...``. ``hint`` (e.g. how to
-    resume) follows an interruption's message, and an ``OSError``'s with ``hint_on_oserror``
-    (a full disk while writing)."""
-    tail = f"; {hint}" if hint else ""
-    try:
-        status = work(args)
-        sys.stdout.flush()  # output still buffered meets a closed pipe here, not at exit
-        return status
-    except BrokenPipeError:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the final flush quiet
-        return BROKEN_PIPE_STATUS
-    except EXPECTED as exc:
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        more = tail if hint_on_oserror and isinstance(exc, OSError) else ""
-        print(f"{prog}: error: {describe(exc)}{more}", file=sys.stderr)
-        return BAD_INPUT
-    except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{prog}: {what}{tail}", file=sys.stderr)
-        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
-    except Exception:
-        traceback.print_exc()
-        print(f"{prog}: internal error (a bug): please report the traceback above", file=sys.stderr)
-        return BUG
+    """``work(args)``'s exit status, or the status of what it raised (see :mod:`rmod_dose_cli`)."""
+    return _run(prog, work, args, DoseError, hint=hint, hint_on_oserror=hint_on_oserror)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmod.build import BACKENDS, BuildOptions, BuildSummary, build, sigterm_as_interrupt
-from rmod.cli import add_common, new_parser, run
+from rmod.build import BACKENDS, BuildOptions, BuildSummary, build
+from rmod.cli import add_common, new_parser, run, sigterm_as_interrupt
 
 PROG = "rmod-build"
 
