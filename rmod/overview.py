@@ -14,6 +14,7 @@ onsets marked, the three target one-shots, and a table of the main parameters
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -125,8 +126,6 @@ def plot_overview(
     path: str | os.PathLike, params: Any, rendered: Any, title: str | None = None
 ) -> None:
     """Write ``overview.png`` for one example (atomically). See the module docstring."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.audio import atomic_write_text
 from rmod.distributions import NAMES, parse_distribution
+from rmod.library import Library, LibraryError, family_key
 from rmod.manifest import (
     ManifestError,
     ManifestRow,
@@ -123,8 +124,6 @@ class Collector:
         self.library = library
         self._family_size: dict[str, int] = {}
         if library is not None:
-            from rmod.library import family_key
-
             for e in library.entries:
                 key = family_key(e)
                 self._family_size[key] = self._family_size.get(key, 0) + 1
@@ -201,8 +200,6 @@ class Collector:
         """Per drum one-shot used: recorded (soundfont) or not, and its family's size."""
         if self.library is None:
             return
-        from rmod.library import family_key
-
         for cls, ids in row.sources.items():
             for entry_id in ids if cls in ("kick", "snare", "hihat") else ():
                 if entry_id not in self.library:
@@ -216,10 +213,9 @@ class Collector:
 
 def _library_of(info: Any) -> Any:
     """The build's library when it can be read without generating anything, else None."""
-    from rmod.library import Library, LibraryError
-
     path = info.library_path
     if path is None:
+        # here: the built-in library's modules load scipy.signal (~1 s), needed only here
         from rmod.builtin import BuiltinConfig, Sources, cache_root, check_builtin
         from rmod.builtin.generate import MANIFEST_NAME
 

@@ -18,6 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
+import platformdirs
+
 from rmod.builtin.generate import MANIFEST_NAME, BuiltinConfig, Sources, generate_builtin
 from rmod.library import LibraryError, read_library
 
@@ -38,8 +40,6 @@ def cache_root() -> Path:
     env = os.environ.get("RMOD_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("rmod"))
 
 

@@ -29,13 +29,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
 
 from rmod import CLASSES, DRUMS
 from rmod.audio import encode_audio, to_pcm16
 from rmod.builtin.drums import DrumBase, UnionFind, drum_bases, sampled_oneshot
 from rmod.builtin.fonts import Font, espeak_version, find_fonts, sources_tag
-from rmod.builtin.loops import render_loop
+from rmod.builtin.loops import has_programs, render_loop
 from rmod.builtin.synth import SYNTHS
+from rmod.leaks import near_duplicate_groups, onset_window
 from rmod.library import LibraryEntry, content_hash, make_id, split_for_hash, write_library
 
 log = logging.getLogger(__name__)
@@ -62,8 +65,6 @@ class Sources:
     def melodic(self, cls: str) -> str:
         """Path of the General MIDI font whose programs play ``cls`` loops: the lowest
         rank among those holding at least one program of the class."""
-        from rmod.builtin.loops import has_programs
-
         gm = sorted((f for f in self.fonts if f.role == "gm"), key=lambda f: f.rank)
         for font in gm:
             if has_programs(cls, font.path):
@@ -155,8 +156,6 @@ def _write_items(
 ) -> tuple[list[LibraryEntry], dict[str, np.ndarray]]:
     """Render and write a batch of items (runs in a worker); returns their entries and the
     onset windows (:func:`rmod.leaks.onset_window`) of recorded drums by path."""
-    from rmod.leaks import onset_window
-
     entries = []
     windows = {}
     for cls, index in items:
@@ -196,8 +195,6 @@ def merge_families(
     recording): near-duplicates by the leak measure (:func:`rmod.leaks.near_duplicate_groups`
     on the items' onset ``windows`` by path) take the family of the first of them, and
     that family's split."""
-    from rmod.leaks import near_duplicate_groups
-
     flat = [e for r in results for e in r]
     joined = UnionFind()
     for cls in DRUMS:
@@ -234,9 +231,6 @@ def generate_builtin(
     ``jobs`` worker processes (joblib); the result is identical for any ``jobs``. Items
     with identical content are kept once (the lower index). The manifest is written last.
     """
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
     config = config or BuiltinConfig()
     sources = sources or Sources.detect()
     folder = Path(folder)

@@ -28,6 +28,7 @@ from scipy.signal import butter, lfilter, resample_poly, sosfilt
 
 from rmod.builtin.phrases import random_phrase
 from rmod.builtin.sf2 import load_soundfont, render_note
+from rmod.builtin.voice import speech_loop
 
 #: Program groups per class: (weight, GM programs).
 PROGRAMS = {
@@ -120,8 +121,6 @@ def render_loop(
     ``font``: the melodic soundfont's path; ``speech``: whether espeak-ng may be used.
     """
     if cls == "vocal" and speech and rng.random() < SPEECH_P:
-        from rmod.builtin.voice import speech_loop
-
         phrase = random_phrase(cls, rng, min_s)
         return _finish(cls, speech_loop(rng, phrase.duration, sr), rng, sr), "espeak-ng"
     program = _program(cls, rng, load_soundfont(font))
