@@ -131,12 +131,34 @@ def plot_overview(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sr = rendered.sample_rate
-    mono = rendered.mixture.mean(axis=0)
-    t = np.arange(mono.size) / sr
     levels = contribution_db(rendered.stems)
     fig = plt.figure(figsize=(14, 11), dpi=80)
     grid = fig.add_gridspec(4, 3, height_ratios=[1.0, 1.3, 0.9, 1.1], hspace=0.45)
+    _plot_mixture(fig, grid, rendered)
+    for k, cls in enumerate(DRUMS):
+        ax = fig.add_subplot(grid[2, k])
+        shot = rendered.oneshots[cls].mean(axis=0)
+        ax.plot(np.arange(shot.size) / rendered.sample_rate, shot, lw=0.4, color=CLASS_COLORS[cls])
+        ax.set_ylim(-1, 1)
+        ax.set_title(f"{cls} target ({levels.get(cls, float('nan')):.1f} dB in mix)", fontsize=9)
+        ax.set_xlabel("seconds", fontsize=8)
+    _plot_table(fig.add_subplot(grid[3, :]), *_table_rows(params, levels))
+    fig.suptitle(
+        title
+        or f"{params.id}  seed {params.seed}  drums {levels.get('drums', float('nan')):.1f} dB in mix",
+        fontsize=12,
+    )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _plot_mixture(fig: Any, grid: Any, rendered: Any) -> None:
+    """The mixture's waveform and spectrogram (top two rows), each drum's onsets marked."""
+    sr = rendered.sample_rate
+    mono = rendered.mixture.mean(axis=0)
+    t = np.arange(mono.size) / sr
     ax_w = fig.add_subplot(grid[0, :])
     ax_w.plot(t, mono, lw=0.4, color="0.25")
     ax_w.set_xlim(0, t[-1] if t.size else 1)
@@ -152,43 +174,22 @@ def plot_overview(
     ax_s.set_ylabel("Hz")
     ax_s.set_xlabel("seconds")
     for k, cls in enumerate(DRUMS):
-        if cls not in rendered.onsets:
-            continue
-        times = rendered.onsets[cls] / sr
+        times = rendered.onsets[cls] / sr if cls in rendered.onsets else ()
         for ax in (ax_w, ax_s):
             ymin, ymax = (0.0, 1.0) if ax is ax_w else (0.92 - 0.04 * k, 0.96 - 0.04 * k)
             for j, x in enumerate(times):
+                label = cls if (ax is ax_w and j == 0) else None
                 ax.axvline(
-                    x,
-                    ymin=ymin,
-                    ymax=ymax,
-                    color=CLASS_COLORS[cls],
-                    lw=0.9,
-                    alpha=0.8,
-                    label=cls if (ax is ax_w and j == 0) else None,
+                    x, ymin=ymin, ymax=ymax, color=CLASS_COLORS[cls], lw=0.9, alpha=0.8, label=label
                 )
     ax_w.legend(loc="upper right", fontsize=8, ncol=3)
-    for k, cls in enumerate(DRUMS):
-        ax = fig.add_subplot(grid[2, k])
-        shot = rendered.oneshots[cls].mean(axis=0)
-        ax.plot(np.arange(shot.size) / sr, shot, lw=0.4, color=CLASS_COLORS[cls])
-        ax.set_ylim(-1, 1)
-        ax.set_title(f"{cls} target ({levels.get(cls, float('nan')):.1f} dB in mix)", fontsize=9)
-        ax.set_xlabel("seconds", fontsize=8)
-    ax_t = fig.add_subplot(grid[3, :])
-    ax_t.axis("off")
-    header, rows = _table_rows(params, levels)
-    table = ax_t.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="left")
+
+
+def _plot_table(ax: Any, header: list[str], rows: list[list[str]]) -> None:
+    """The drawn parameters per track as a table (bottom row)."""
+    ax.axis("off")
+    table = ax.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     table.auto_set_column_width(list(range(len(header))))  # no cell text cut off
     table.scale(1.0, 1.25)
-    fig.suptitle(
-        title
-        or f"{params.id}  seed {params.seed}  drums {levels.get('drums', float('nan')):.1f} dB in mix",
-        fontsize=12,
-    )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
