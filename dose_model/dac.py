@@ -28,11 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dose_model.records import from_plain, to_plain
 
 
 @dataclass(frozen=True)
@@ -57,25 +59,22 @@ class DacConfig:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> DacConfig:
-        """Build from a released ``metadata["kwargs"]`` dict; unknown keys raise ValueError."""
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"DAC kwargs must be a dict, got {type(kwargs).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ValueError(f"unknown DAC kwargs {unknown} (known: {sorted(known)})")
-        args = dict(kwargs)
-        for key in ("encoder_rates", "decoder_rates"):
-            if key in args:
-                args[key] = tuple(int(r) for r in args[key])
-        cfg = cls(**args)
-        if isinstance(cfg.codebook_dim, Sequence):
-            raise ValueError("per-codebook codebook_dim lists are not supported")
-        return cfg
+        """Build from a released ``metadata["kwargs"]`` dict (rates as lists or tuples);
+        an unknown key or a value of the wrong type raises ValueError naming it."""
+        if isinstance(kwargs, dict):
+            if isinstance(kwargs.get("codebook_dim"), Sequence):
+                raise ValueError("per-codebook codebook_dim lists are not supported")
+            rates = {
+                k: tuple(v)
+                for k, v in kwargs.items()
+                if k.endswith("_rates") and isinstance(v, list)
+            }
+            kwargs = {**kwargs, **rates}
+        return from_plain(cls, kwargs, "DAC kwargs")
 
     def to_kwargs(self) -> dict:
         """The kwargs dict as the released file stores it (lists, not tuples)."""
-        out = asdict(self)
+        out = to_plain(self)
         out["encoder_rates"] = list(self.encoder_rates)
         out["decoder_rates"] = list(self.decoder_rates)
         return out

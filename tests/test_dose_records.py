@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from dose_model.checkpoints import CheckpointError, TrainState, read_state
 from dose_model.config import ConfigError, ModelConfig, TrainConfig
+from dose_model.dac import DacConfig
 from dose_model.records import from_plain, plain_problem, to_plain
 
 MODEL = ModelConfig(num_layers=2, num_heads=2, d_model=16, dropout=0.0, positions="none")
@@ -131,3 +133,19 @@ def test_from_plain_uses_the_callers_error_class_and_requires_fields_without_def
     assert plain_problem(TrainState, {"model_config": {}}, "s") == "s has no 'train_config'"
     with pytest.raises(KeyError, match="s has no 'train_config'"):
         from_plain(TrainState, {"model_config": {}}, "s", KeyError)
+
+
+def test_dac_kwargs_go_through_the_converter():
+    """Released DAC kwargs (rates as lists) round-trip; a bad key or value is named."""
+    released = {**DacConfig().to_kwargs(), "encoder_rates": [2, 4, 8, 8], "latent_dim": None}
+    config = DacConfig.from_kwargs(released)
+    assert config.encoder_rates == (2, 4, 8, 8)
+    assert DacConfig.from_kwargs(config.to_kwargs()) == config
+    for bad, named in [
+        ({"hop": 512}, "DAC kwargs.hop"),
+        ({"n_codebooks": "9"}, "DAC kwargs.n_codebooks must be int"),
+        ({"decoder_rates": [8, 8.5]}, "DAC kwargs.decoder_rates"),
+        ({"codebook_dim": [8, 8]}, "per-codebook"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(named)):
+            DacConfig.from_kwargs(bad)
