@@ -1,6 +1,6 @@
 """dose_model's one converter between its records (dataclasses) and plain dicts.
 
-Its records are flat: `ModelConfig`, `TrainConfig` and `TrainState` hold scalars, optional
+Its records are flat: `ModelConfig`, `TrainConfig`, `TrainState` and `DacConfig` hold scalars, optional
 scalars, lists, tuples and dicts of plain values or tensors, so a record's plain form is its field
 dict and reading one back is a check of keys and value types against the type hints.
 `from_plain` refuses a mapping with an unknown or (where required) absent field or a value of
