@@ -1,9 +1,9 @@
 """How every command-line tool of the toolkit ends: one runner shared by `rmod` and `dose_model`.
 
 `rmod` and `dose_model` meet only at the manifest format and never import each other; this
-small package holds what both command lines need and imports neither. Each package binds it
-to its own base error (:mod:`rmod.cli`, :mod:`dose_model.cli`), so a tool's ``main`` is
-``run(PROG, work, args)``:
+small package holds what both command lines need and imports neither. Each package binds
+:func:`run` to its own base error with :func:`runner` (:mod:`rmod.cli`, :mod:`dose_model.cli`),
+so a tool's ``main`` is ``run(PROG, work, args)``:
 
 ====  ===========================================================================
 exit  meaning
@@ -142,3 +142,19 @@ def run(
         traceback.print_exc()
         print(f"{prog}: internal error (a bug): please report the traceback above", file=sys.stderr)
         return BUG
+
+
+def runner(base: type[Exception]) -> Callable[..., int]:
+    """:func:`run` for a package whose errors derive from ``base``:
+    ``run(prog, work, args, hint="", hint_on_oserror=False)``."""
+
+    def run_for_package(
+        prog: str,
+        work: Callable[[argparse.Namespace], int],
+        args: argparse.Namespace,
+        hint: str = "",
+        hint_on_oserror: bool = False,
+    ) -> int:
+        return run(prog, work, args, base, hint=hint, hint_on_oserror=hint_on_oserror)
+
+    return run_for_package

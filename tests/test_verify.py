@@ -15,10 +15,10 @@ import soundfile as sf
 from rmod_fixtures import write_tiny_recipe
 
 from rmod.build import BuildOptions, build
-from rmod.cli import BROKEN_PIPE_STATUS
 from rmod.cli.verify import main
 from rmod.manifest import read_manifest
 from rmod.verify import verify_dataset
+from rmod_dose_cli import BROKEN_PIPE_STATUS
 
 
 @pytest.fixture(scope="module")

@@ -1,35 +1,13 @@
 """Command-line tools of dose_model: each module parses arguments and calls the library.
 
-Every tool's ``main`` hands its work to :func:`run`, which is the toolkit's one runner
-(:mod:`rmod_dose_cli`, where the exit statuses are listed) bound to :class:`DoseError`:
-a ``DoseError`` or ``OSError`` prints as one line and exits 2, any other exception is a
-bug and prints its traceback (exit 3), ``--debug`` shows the traceback of both; dose-train
-turns SIGTERM into :class:`Terminated` (exit 143).
+Every tool's ``main`` hands its work to :func:`run`: the toolkit's one runner
+(:mod:`rmod_dose_cli`, where the exit statuses are listed) bound to :class:`DoseError`, which
+prints as one line and exits 2 (as does an ``OSError``); any other exception is a bug and
+prints its traceback (exit 3); ``--debug`` shows the traceback of both. dose-train turns
+SIGTERM into ``rmod_dose_cli.Terminated`` (exit 143).
 """
 
-from __future__ import annotations
-
-import argparse
-from collections.abc import Callable
-
 from dose_model.errors import DoseError
-from rmod_dose_cli import (  # noqa: F401 (the tools import these from here)
-    BROKEN_PIPE_STATUS,
-    HelpFormatter,
-    Terminated,
-    add_common,
-    new_parser,
-    sigterm_as_interrupt,
-)
-from rmod_dose_cli import run as _run
+from rmod_dose_cli import runner
 
-
-def run(
-    prog: str,
-    work: Callable[[argparse.Namespace], int],
-    args: argparse.Namespace,
-    hint: str = "",
-    hint_on_oserror: bool = False,
-) -> int:
-    """``work(args)``'s exit status, or the status of what it raised (see :mod:`rmod_dose_cli`)."""
-    return _run(prog, work, args, DoseError, hint=hint, hint_on_oserror=hint_on_oserror)
+run = runner(DoseError)

@@ -12,8 +12,9 @@ import sys
 
 from tqdm import tqdm
 
-from dose_model.cli import new_parser, run
+from dose_model.cli import run
 from dose_model.cli.extract import add_model_arguments, check_model_arguments, load_extractor
+from rmod_dose_cli import new_parser
 
 PROG = "dose-eval"
 

@@ -13,8 +13,9 @@ import sys
 from tqdm import tqdm
 
 from dose_model import DRUMS
-from dose_model.cli import add_common, new_parser, run
+from dose_model.cli import run
 from dose_model.shaping import Finish
+from rmod_dose_cli import add_common, new_parser
 
 PROG = "dose-extract"
 

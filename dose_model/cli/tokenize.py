@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dose_model.cli import add_common, new_parser, run
+from dose_model.cli import run
 from dose_model.errors import InputError
 from dose_model.token_cache import verify_cache
+from rmod_dose_cli import add_common, new_parser
 
 PROG = "dose-tokenize"
 RESUME = "finished shards are kept, rerun the same command to resume"

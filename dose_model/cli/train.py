@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from dose_model import DRUMS
-from dose_model.cli import add_common, new_parser, run, sigterm_as_interrupt
+from dose_model.cli import run
 from dose_model.config import load_config
+from rmod_dose_cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "dose-train"
 

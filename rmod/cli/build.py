@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from rmod.build import BACKENDS, BuildOptions, BuildSummary, build
-from rmod.cli import add_common, new_parser, run, sigterm_as_interrupt
+from rmod.cli import run
+from rmod_dose_cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "rmod-build"
 

@@ -8,12 +8,13 @@ import logging
 import sys
 
 from rmod import CLASSES, DRUMS, SPLITS
-from rmod.cli import HelpFormatter, add_common, new_parser, run
+from rmod.cli import run
 from rmod.errors import InputError
 from rmod.families import family_counts, source_counts
 from rmod.indexing import IndexLimits, index_library
 from rmod.leaks import leak_report
 from rmod.library import Library, split_for_hash
+from rmod_dose_cli import HelpFormatter, add_common, new_parser
 
 PROG = "rmod-library"
 # rmod.builtin.export (the soundfont sampler) loads scipy: imported where used.

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from rmod import SPLITS
-from rmod.cli import add_common, new_parser, run
+from rmod.cli import run
 from rmod.errors import InputError
 from rmod.groove import for_recipe
 from rmod.library import Library
@@ -20,6 +20,7 @@ from rmod.manifest import check_example_id
 from rmod.overview import contribution_db, onset_snr_db, plot_overview
 from rmod.recipe import load_recipe
 from rmod.stats import params_outside_recipe
+from rmod_dose_cli import add_common, new_parser
 
 PROG = "rmod-render-one"
 

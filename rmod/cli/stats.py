@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from rmod import SPLITS
-from rmod.cli import add_common, new_parser, run
+from rmod.cli import run
 from rmod.errors import InputError
 from rmod.stats import compute_stats, worst_metrics
+from rmod_dose_cli import add_common, new_parser
 
 PROG = "rmod-stats"
 

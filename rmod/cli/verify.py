@@ -6,9 +6,10 @@ import argparse
 import os
 import sys
 
-from rmod.cli import add_common, new_parser, run
+from rmod.cli import run
 from rmod.errors import InputError
 from rmod.verify import verify_dataset
+from rmod_dose_cli import add_common, new_parser
 
 PROG = "rmod-verify"
 
