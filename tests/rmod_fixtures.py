@@ -35,6 +35,23 @@ def write_tiny_recipe(
     return str(path)
 
 
+def build_tiny(
+    folder: Path, library: Path, base: str, n: int, shard_size: int, sample_rate: int | None = None
+) -> Path:
+    """Build ``n`` training examples (and the splits' minimum) of :func:`write_tiny_recipe`'s
+    ``base`` recipe with ``library`` into ``folder/ds``, one worker; returns the dataset."""
+    from rmod.build import BuildOptions, build
+
+    recipe = write_tiny_recipe(folder, base, sample_rate=sample_rate)
+    out = Path(folder) / "ds"
+    options = BuildOptions(
+        n=n, out=out, recipe=recipe, library=str(library), jobs=1, shard_size=shard_size,
+        progress=False,
+    )  # fmt: skip
+    assert build(options).ok
+    return out
+
+
 @contextlib.contextmanager
 def unprivileged(uid: int = 65534) -> Iterator[None]:
     """Run the block with another effective user id when the tests run as root (root reads

@@ -159,6 +159,23 @@ def test_row_rejects_missing_keys_and_nan(tmp_path):
         bad.to_json()
 
 
+#: The fields of a small build.json record.
+BUILD_INFO = dict(
+    recipe={"mix": {"gain": 1}},
+    recipe_fingerprint="aaa",
+    library_path=None,
+    library_fingerprint="bbb",
+    seed=0,
+    counts={"train": 4, "valid": 1, "test": 1},
+    shard_size=2,
+    audio_format="wav",
+    sample_rate=44100,
+    channels=2,
+    rmod_version="0.1.0",
+    engine_fingerprint="e" * 64,
+)
+
+
 def test_schema_accepts_rows_and_build_info():
     schema = json.loads(SCHEMA.read_text())
     row = fake_row("valid", 7).to_dict()
@@ -169,39 +186,13 @@ def test_schema_accepts_rows_and_build_info():
     assert any("does not match" in e for e in errors)
     escaping = dict(row, mixture="../outside.wav")
     assert validate(escaping, schema["$defs"]["row"], schema)
-    info = BuildInfo(
-        recipe={"a": 1},
-        recipe_fingerprint="r" * 8,
-        library_path=None,
-        library_fingerprint="l" * 8,
-        seed=0,
-        counts={"train": 4, "valid": 1, "test": 1},
-        shard_size=2,
-        audio_format="wav",
-        sample_rate=44100,
-        channels=2,
-        rmod_version="0.1.0",
-        engine_fingerprint="e" * 64,
-    )
+    info = BuildInfo(**BUILD_INFO)
     assert validate(info.to_dict(), schema["$defs"]["build"], schema) == []
     assert validate(dict(info.to_dict(), seed=-1), schema["$defs"]["build"], schema)
 
 
 def test_build_info_differences_name_the_field():
-    base = dict(
-        recipe={"mix": {"gain": 1}},
-        recipe_fingerprint="aaa",
-        library_path="/lib",
-        library_fingerprint="bbb",
-        seed=0,
-        counts={"train": 4, "valid": 1, "test": 1},
-        shard_size=2,
-        audio_format="wav",
-        sample_rate=44100,
-        channels=2,
-        rmod_version="0.1.0",
-        engine_fingerprint="e" * 64,
-    )
+    base = dict(BUILD_INFO, library_path="/lib")
     a = BuildInfo(**base)
     assert a.differences(BuildInfo(**dict(base, rmod_version="9.9", library_path="/x"))) == []
     b = BuildInfo(**dict(base, seed=5, recipe={"mix": {"gain": 2}}, recipe_fingerprint="ccc"))

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rmod_fixtures import write_tiny_recipe
+from rmod_fixtures import build_tiny
 
-from rmod.build import BuildOptions, build
 from rmod.cli.stats import main
 from rmod.example import ExampleParams, render_example
 from rmod.manifest import read_manifest
@@ -25,14 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def dataset(small_library, tmp_path_factory) -> Path:
     """A tiny full-recipe dataset (drums + instruments): 6 train + 1 valid + 1 test."""
     folder = tmp_path_factory.mktemp("stats")
-    recipe = write_tiny_recipe(folder, "rmod-paper", sample_rate=22050)
-    out = folder / "ds"
-    options = BuildOptions(
-        n=6, out=out, recipe=recipe, library=str(small_library.path), jobs=1, shard_size=4,
-        progress=False,
-    )  # fmt: skip
-    assert build(options).ok
-    return out
+    return build_tiny(folder, small_library.path, "rmod-paper", 6, 4, sample_rate=22050)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from rmod_fixtures import write_tiny_recipe
+from rmod_fixtures import build_tiny
 
-from rmod.build import BuildOptions, build
 from rmod.cli.verify import main
 from rmod.manifest import read_manifest
 from rmod.verify import verify_dataset
@@ -24,15 +23,9 @@ from rmod_dose_cli import BROKEN_PIPE_STATUS
 @pytest.fixture(scope="module")
 def good(small_library, tmp_path_factory) -> Path:
     """A tiny drums-only dataset: 2 train + 1 valid + 1 test, 1 s mixtures."""
-    folder = tmp_path_factory.mktemp("verify")
-    recipe = write_tiny_recipe(folder, "rmod-drums-only")
-    out = folder / "ds"
-    options = BuildOptions(
-        n=2, out=out, recipe=recipe, library=str(small_library.path), jobs=1, shard_size=2,
-        progress=False,
-    )  # fmt: skip
-    assert build(options).ok
-    return out
+    return build_tiny(
+        tmp_path_factory.mktemp("verify"), small_library.path, "rmod-drums-only", 2, 2
+    )
 
 
 @pytest.fixture
