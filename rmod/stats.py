@@ -92,7 +92,8 @@ class Metric:
 
     ``transform`` maps a draw of ``spec`` to the recorded value (e.g. the first weight
     of a weight pair, or presence = not dropped). ``reference`` is a value to mark on
-    the plot when there is no distribution (e.g. the output ceiling).
+    the plot when there is no distribution (e.g. the output ceiling, the high-band target,
+    the library's mean for the sources), named by ``reference_label``.
     """
 
     name: str
@@ -100,6 +101,7 @@ class Metric:
     spec: Any = None
     transform: Callable[[Any], float] | None = None
     reference: float | None = None
+    reference_label: str = "reference"
     values: array = field(default_factory=lambda: array("d"))
 
     def add(self, value: float | None) -> None:
@@ -123,6 +125,7 @@ class Collector:
         self.metrics: dict[str, Metric] = {}
         self.library = library
         self._family_size: dict[str, int] = {}
+        self._expected: dict[str, tuple[float | None, float | None]] = {}
         if library is not None:
             for e in library.entries:
                 key = family_key(e)
@@ -197,7 +200,9 @@ class Collector:
             self.metric(f"loudness.{key}", "loudness", reference=ref).add(value)
 
     def _add_sources(self, row: ManifestRow) -> None:
-        """Per drum one-shot used: recorded (soundfont) or not, and its family's size."""
+        """Per drum one-shot used: recorded (soundfont) or not, and its family's size (the
+        velocity layers and copies of its source sound), each against the mean that uniform
+        draws from the library's training one-shots of that class would give."""
         if self.library is None:
             return
         for cls, ids in row.sources.items():
@@ -205,10 +210,27 @@ class Collector:
                 if entry_id not in self.library:
                     continue
                 e = self.library.entry(entry_id)
-                recorded = 1.0 if e.source.startswith("sf2:") else 0.0
-                self.metric(f"sources.recorded.{cls}", "sources").add(recorded)
-                size = self._family_size[family_key(e)]
-                self.metric(f"sources.family_size.{cls}", "sources").add(float(size))
+                recorded, size = self._source_figures(e)
+                means = self._expected_sources(cls)
+                names = ("recorded", "family_size")
+                for name, value, mean in zip(names, (recorded, size), means, strict=True):
+                    kw = {"reference": mean, "reference_label": "library mean (uniform draws)"}
+                    self.metric(f"sources.{name}.{cls}", "sources", **kw).add(value)
+
+    def _source_figures(self, entry: Any) -> tuple[float, float]:
+        """(1.0 if recorded from a soundfont else 0.0, the size of the entry's family)."""
+        recorded = 1.0 if entry.source.startswith("sf2:") else 0.0
+        return recorded, float(self._family_size[family_key(entry)])
+
+    def _expected_sources(self, cls: str) -> tuple[float | None, float | None]:
+        """The means of :meth:`_source_figures` over the library's training ``cls`` entries
+        (None when it has none)."""
+        if cls not in self._expected:
+            ids = self.library.ids(cls, "train")
+            figures = np.array([self._source_figures(self.library.entry(i)) for i in ids])
+            means = figures.mean(axis=0) if len(figures) else (None, None)
+            self._expected[cls] = tuple(None if m is None else float(m) for m in means)
+        return self._expected[cls]
 
 
 def _library_of(info: Any) -> Any:
@@ -323,6 +345,7 @@ def summarize(metric: Metric) -> dict[str, Any]:
     )
     if metric.reference is not None:
         out["reference"] = metric.reference
+        out["reference_label"] = metric.reference_label
     if expected is not None:
         dist = parse_distribution(metric.spec, metric.name)
         bounds = dist.bounds if metric.transform is None else (expected.min(), expected.max())
@@ -385,7 +408,12 @@ def compute_stats(
     shares = build_shares(root, splits, info, collector.library, high_band)
     summary = {"skipped": shares} if isinstance(shares, str) else share_summary(shares)
     for v in () if isinstance(shares, str) else shares:
-        collector.metric("high_band.share", "high_band", reference=HIGH_BAND_TARGET).add(v)
+        collector.metric(
+            "high_band.share",
+            "high_band",
+            reference=HIGH_BAND_TARGET,
+            reference_label="target median",
+        ).add(v)
     metrics = {name: summarize(m) for name, m in sorted(collector.metrics.items())}
     if "high_band.share" in metrics:
         metrics["high_band.share"]["median"] = summary["median"]

@@ -2,8 +2,9 @@
 
 Each metric is a histogram of the dataset's values (fraction per bin) with the recipe's
 expected fractions as a red line and its bounds dashed; a metric without a recipe
-distribution marks its ``reference`` value (e.g. the output ceiling, or the high-band
-share's target) in red and, when it has one, its ``median`` in black.
+distribution marks its ``reference`` value (e.g. the output ceiling, the high-band share's
+target, the library's mean for the sources) in red and its ``median`` (or else its mean) in
+black.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ def _plot_metric(ax: Any, name: str, m: dict[str, Any]) -> None:
             ax.xaxis.set_minor_formatter(NullFormatter())
     median = m.get("median")
     if m.get("reference") is not None:
-        label = "target median" if median is not None else None
+        label = m.get("reference_label", "reference")
         ax.axvline(m["reference"], color="tab:red", ls="--", lw=1.2, label=label)
+        if median is None:
+            ax.axvline(m["mean"], color="black", ls=":", lw=1.2, label="dataset mean")
     title = f"{name} (n={m['count']}, mean {m['mean']:.3g})"
     if median is not None:
         ax.axvline(median, color="black", ls=":", lw=1.2, label="dataset median")

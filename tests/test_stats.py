@@ -141,6 +141,45 @@ def test_sources_group_reads_the_library(dataset, stats, small_library):
         assert m[f"sources.recorded.{cls}"]["mean"] == 0.0
         assert m[f"sources.family_size.{cls}"]["mean"] == 1.0
     assert "sources.png" in stats["plots"]
+    for name in ("recorded", "family_size"):
+        assert m[f"sources.{name}.kick"]["reference"] == (0.0 if name == "recorded" else 1.0)
+
+
+def test_sources_are_measured_against_uniform_draws_from_the_library():
+    """A kick family of three velocity layers (recorded) and one synthesized kick: uniform
+    draws give a recorded share of 3/4 and a mean family size of (3 * 3 + 1) / 4."""
+    from types import SimpleNamespace
+
+    from rmod.stats import Collector
+
+    def entry(i, source, family):
+        return SimpleNamespace(
+            id=f"kick/{i}", cls="kick", source=source, family=family, sha256=str(i) * 64
+        )
+
+    entries = [entry(i, "sf2:Kit.sf2", "kick/Kit.sf2:128:0:36") for i in range(3)]
+    entries.append(entry(3, "synth", ""))
+    by_id = {e.id: e for e in entries}
+
+    class Library:
+        def __contains__(self, entry_id):
+            return entry_id in by_id
+
+        entry = staticmethod(by_id.__getitem__)
+
+        def ids(self, cls, split):
+            return tuple(by_id) if (cls, split) == ("kick", "train") else ()
+
+    library = Library()
+    library.entries = entries
+    collector = Collector({}, library)
+    collector._add_sources(SimpleNamespace(sources={"kick": ["kick/0", "kick/3", "kick/3"]}))
+    recorded, size = (
+        collector.metrics["sources.recorded.kick"],
+        collector.metrics["sources.family_size.kick"],
+    )
+    assert recorded.reference == 0.75 and size.reference == 2.5
+    assert list(recorded.values) == [1.0, 0.0, 0.0] and list(size.values) == [3.0, 1.0, 1.0]
 
 
 def test_high_band_share_rerenders_the_rows(dataset, stats, small_library):
