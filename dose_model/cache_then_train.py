@@ -18,10 +18,12 @@ from dose_model.codec import sha256_file
 from dose_model.config import ConfigError, ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
 from dose_model.device import resolve_device
+from dose_model.loader import TrainingError
 from dose_model.manifest import ManifestError, find_manifests, manifest_sha256
-from dose_model.token_cache import CacheError
-from dose_model.tokenize import read_index, tokenize_manifest
-from dose_model.train import TrainingError, TrainResult, dist_env, train
+from dose_model.runtime import dist_env
+from dose_model.token_cache import CacheError, read_index
+from dose_model.tokenize import tokenize_manifest
+from dose_model.train import TrainResult, train
 
 
 def dataset_root(manifest: str | Path) -> Path:

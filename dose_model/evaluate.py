@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dose_model.audio import RowAudioError, clip, load_mono
 from dose_model.baseline import baseline_oneshots
 from dose_model.codec import DacCodec
 from dose_model.errors import DoseError
@@ -47,7 +48,6 @@ from dose_model.fileio import atomic_write_bytes, atomic_write_text
 from dose_model.manifest import ManifestError, find_manifests, read_rows
 from dose_model.metrics import mss_distance
 from dose_model.shaping import wav_bytes
-from dose_model.tokenize import RowAudioError, clip, load_mono
 
 SCORES = ("mss_model", "mss_baseline", "mss_dac", "mss_silence")
 ROW_FIELDS = ("id", "drum", "frames", "ended", "score", *SCORES)

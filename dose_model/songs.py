@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dose_model.audio import RowAudioError, clip, read_mono
 from dose_model.codec import sha256_file
 from dose_model.extract import GREEDY, WINDOW_S, ExtractError, Extractor, OneShot, Sampling
 from dose_model.fileio import atomic_write_bytes, atomic_write_text
@@ -41,7 +42,6 @@ from dose_model.shaping import (
     peak_dbfs,
     wav_bytes,
 )
-from dose_model.tokenize import RowAudioError, clip, read_mono
 
 GRID_S = 0.5
 """Step between the candidate clip starts of the window search."""

@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from dose_model import DRUMS
-from dose_model.audio import RowAudioError, clip, load_mono, read_mono  # noqa: F401 (re-exported)
+from dose_model.audio import RowAudioError, load_mono
 from dose_model.codec import DacCodec
 from dose_model.device import resolve_device
 from dose_model.errors import DoseError, InputError
@@ -53,11 +53,10 @@ from dose_model.manifest import (
     read_rows,
     row_seconds,
 )
-from dose_model.token_cache import (  # noqa: F401 (read_index, CacheError: re-exported)
+from dose_model.token_cache import (
     FORMAT,
     INDEX_NAME,
     VERSION,
-    CacheError,
     file_record,
     read_index,
 )

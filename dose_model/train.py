@@ -39,12 +39,9 @@ from dose_model.checkpoints import TrainState, model_from_state
 from dose_model.config import ModelConfig, TrainConfig
 from dose_model.data import Batch
 from dose_model.device import resolve_device
-from dose_model.loader import (  # noqa: F401 (global_batch, rank_share: re-exported)
+from dose_model.loader import (
     BatchLoader,
-    TrainingError,
-    global_batch,
     load_batch,
-    rank_share,
 )
 from dose_model.losses import LossOutput, dose_loss
 from dose_model.model import DoseTransformer
@@ -56,7 +53,7 @@ from dose_model.run_state import (
     set_rng_state,
 )
 from dose_model.runtime import DistEnv, StopSignals, dist_env, join_process_group
-from dose_model.train_log import METRIC_FIELDS, MetricsLog, fmt  # noqa: F401 (re-exported)
+from dose_model.train_log import MetricsLog, fmt
 
 
 @dataclass

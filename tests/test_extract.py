@@ -14,6 +14,7 @@ from dose_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     write_tiny_dose_checkpoint,
 )
 
+from dose_model.audio import clip
 from dose_model.checkpoints import FORMAT, CheckpointError, load_any_model
 from dose_model.cli.extract import main
 from dose_model.codec import DacCodec
@@ -27,7 +28,6 @@ from dose_model.extract import (
 )
 from dose_model.model import DoseTransformer
 from dose_model.songs import Song, find_songs, output_path, pick_windows, plan_song
-from dose_model.tokenize import clip
 
 SR = 44100
 TARGET_ROWS = 14  # start row + 13 generated rows: at most 13 - 8 = 5 complete frames

@@ -17,11 +17,13 @@ import soundfile as sf
 import torch
 from dose_fixtures import write_fake_rmod, write_tiny_codec
 
+from dose_model.audio import load_mono
 from dose_model.cli.tokenize import main as tokenize_cli
 from dose_model.codec import DacCodec
 from dose_model.data import TokenDataset
 from dose_model.manifest import ManifestError, find_manifests, read_rows
-from dose_model.tokenize import TokenizeError, load_mono, read_index, tokenize_manifest
+from dose_model.token_cache import read_index
+from dose_model.tokenize import TokenizeError, tokenize_manifest
 
 SHOT_S = 0.5  # one-shot length encoded in these tests: 22050 samples -> 44 frames
 SETTINGS = {"batch_size": 2, "shard_size": 1, "oneshot_seconds": SHOT_S, "progress": False}

@@ -10,8 +10,10 @@ from dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 from dose_model.checkpoints import load_model, read_checkpoint
 from dose_model.config import ConfigError, ModelConfig, TrainConfig
+from dose_model.loader import TrainingError, global_batch, rank_share
 from dose_model.model import DoseTransformer
-from dose_model.train import METRIC_FIELDS, TrainingError, global_batch, rank_share, train
+from dose_model.train import train
+from dose_model.train_log import METRIC_FIELDS
 
 MIX = 32  # a short mixture keeps these CPU tests fast; the end-to-end test uses 353
 MODEL = ModelConfig(

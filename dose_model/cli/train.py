@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dose_model.cache_then_train import train_from_manifest
     from dose_model.codec import default_weights_path
-    from dose_model.train import dist_env
+    from dose_model.runtime import dist_env
 
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seed", args.seed))
                  if v is not None}  # fmt: skip
