@@ -76,16 +76,22 @@ def test_expected_errors_exit_2_with_one_line_and_debug_shows_the_traceback(tmp_
              "--codec-weights", str(missing / "w.pth")],
             "DAC weights file not found",
         ),
+        (
+            "dose-tokenize",
+            ["--manifest", str(missing), "--out", str(tmp_path / "t"),
+             "--codec-weights", str(missing / "w.pth")],
+            "w.pth: DAC weights file not found",  # no resume hint: nothing started
+        ),
     ]  # fmt: skip
     for name, argv, message in cases:
         assert _main(name)(argv) == 2, name
         lines = _err_lines(capsys)
         assert lines == [lines[0]] and lines[0].startswith(f"{name}: error: "), lines
-        assert message in lines[0]
+        assert message in lines[0] and "rerun" not in lines[0]
         assert _main(name)([*argv, "--debug"]) == 2, name
         err = capsys.readouterr().err
         assert "Traceback (most recent call last)" in err and f"{name}: error: " in err
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "t").exists()
 
 
 def _boom(*args, **kwargs):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from dose_model.cli import run
@@ -122,6 +123,8 @@ def _tokenize(args: argparse.Namespace) -> int:
             "no --codec-weights given and no cached DAC weights found "
             "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)"
         )
+    if not os.path.isfile(weights):  # before any work: no resume hint for a wrong path
+        raise InputError(f"{weights}: DAC weights file not found")
     summary = tokenize_manifest(
         args.manifest,
         weights,
