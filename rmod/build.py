@@ -30,6 +30,7 @@ import shutil
 import socket
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,6 +95,8 @@ class BuildSummary:
     cleaned: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     error: str | None = None
+    #: The traceback of an unexpected exception that stopped the build (``--debug`` prints it).
+    error_traceback: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -271,6 +274,7 @@ def build(options: BuildOptions) -> BuildSummary:
             summary.error = "interrupted; rerun the same command to resume"
         except Exception as exc:  # scheduler/cluster failures (e.g. a worker that died)
             summary.error = f"the build stopped: {type(exc).__name__}: {exc}"
+            summary.error_traceback = traceback.format_exc()
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -236,3 +236,28 @@ def test_every_error_class_derives_from_its_package_base(package):
             if f"{name}.{cls_name}" not in NOT_PACKAGE_ERRORS:
                 assert issubclass(cls, base), f"{name}.{cls_name} does not derive from {base}"
     assert len(found) >= 8, found  # the walk did find the package's errors
+
+
+def test_a_bug_that_stops_a_build_shows_its_traceback_with_debug(
+    small_library, tmp_path, monkeypatch, capsys
+):
+    """rmod-build reports a build stopped by an unexpected exception with its summary and
+    status 1 (finished shards kept); ``--debug`` adds the exception's traceback."""
+    from rmod_fixtures import write_tiny_recipe
+
+    import rmod.build
+
+    def broken_run(tasks, summary, progress):
+        raise RuntimeError("a bug in the scheduler")
+
+    monkeypatch.setattr(rmod.build, "_run", broken_run)
+    recipe = write_tiny_recipe(tmp_path, "rmod-drums-only")
+    argv = ["--n", "2", "--recipe", recipe, "--library", str(small_library.path), "--jobs", "1",
+            "--no-progress"]  # fmt: skip
+    for debug in (False, True):
+        out = tmp_path / f"ds-{debug}"
+        assert _main("rmod-build")([*argv, "--out", str(out), *(["--debug"] * debug)]) == 1
+        err = capsys.readouterr().err
+        assert "the build stopped: RuntimeError: a bug in the scheduler" in err
+        assert ("Traceback (most recent call last)" in err) == debug
+        assert ('raise RuntimeError("a bug in the scheduler")' in err) == debug

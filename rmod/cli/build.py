@@ -119,13 +119,14 @@ def _build(args: argparse.Namespace) -> int:
     )
     with sigterm_as_interrupt():
         summary = build(options)
-    _report(summary)
+    _report(summary, args.debug)
     print(summary.line())
     return 0 if summary.ok else 1
 
 
-def _report(summary: BuildSummary) -> None:
-    """What the build repaired or why it stopped, on stderr."""
+def _report(summary: BuildSummary, debug: bool = False) -> None:
+    """What the build repaired or why it stopped, on stderr (with ``debug``, the traceback
+    of an unexpected exception that stopped it)."""
     if summary.restored:
         print(
             f"{PROG}: rebuilt {len(summary.restored)} deleted manifest part(s) from the "
@@ -138,6 +139,8 @@ def _report(summary: BuildSummary) -> None:
         for damaged in (c for c in summary.cleaned if c.endswith("; redone)")):
             print(f"{PROG}: damaged shard {damaged}", file=sys.stderr)
     if summary.error:
+        if debug and summary.error_traceback:
+            print(summary.error_traceback, end="", file=sys.stderr)
         print(f"{PROG}: error: {summary.error}", file=sys.stderr)
         if "rerun the same command" not in summary.error:
             print(f"{PROG}: finished shards are kept; rerun the same command to resume",
