@@ -26,7 +26,7 @@ import torch
 
 from dose_model.config import ConfigError, ModelConfig
 from dose_model.errors import DoseError
-from dose_model.fileio import atomic_write
+from dose_model.fileio import atomic_write, load_weights_only
 from dose_model.model import DoseTransformer
 from dose_model.records import plain_problem, to_plain
 
@@ -44,10 +44,7 @@ def _read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report any unpickling error with the path
-        raise CheckpointError(f"{path}: cannot load with weights_only=True: {err}") from err
+    data = load_weights_only(path, lambda reason: CheckpointError(f"{path}: {reason}"))
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(data).__name__}")
     return data

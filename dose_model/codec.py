@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from dose_model.dac import DAC, DacConfig, skip_init
 from dose_model.errors import DoseError
-from dose_model.fileio import atomic_write_bytes
+from dose_model.fileio import atomic_write_bytes, load_weights_only
 
 DAC_CACHE_PATH = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8kbps_0.0.1.pth"
 """Where the reference package (descript-audio-codec >= 1.0) caches the 44 kHz weights."""
@@ -146,12 +146,7 @@ class DacCodec:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: DAC weights file not found")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CodecLoadError(
-                path, f"not a readable torch weights file ({type(exc).__name__}: {exc})"
-            ) from None
+        blob = load_weights_only(path, lambda reason: CodecLoadError(path, reason))
         if (
             not isinstance(blob, dict)
             or not isinstance(blob.get("state_dict"), dict)

@@ -1,8 +1,10 @@
-"""Atomic file writes: write a temporary file beside the target, then rename it over.
+"""Files of dose_model: atomic writes, and torch files loaded without running their code.
 
-A reader, or a run resumed after a kill, sees the old file or the new one, never half of
-one. New files get the permissions a plain ``open(path, "w")`` would give them (0o666
-minus the umask), not the 0o600 of :func:`tempfile.mkstemp`.
+Writes go to a temporary file beside the target, then a rename over it: a reader, or a run
+resumed after a kill, sees the old file or the new one, never half of one. New files get the
+permissions a plain ``open(path, "w")`` would give them (0o666 minus the umask), not the 0o600
+of :func:`tempfile.mkstemp`. :func:`load_weights_only` reads a torch file with
+``weights_only=True`` and says in one line why one cannot be read.
 """
 
 from __future__ import annotations
@@ -47,3 +49,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Create or replace ``path`` with ``text`` (UTF-8), atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def load_weights_only(path: str | os.PathLike, error: Callable[[str], Exception]) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; ``error(reason)`` when the file
+    cannot be read that way, ``reason`` one line (torch's own message runs over many lines
+    and advises loading untrusted files with ``weights_only=False``, which we never do)."""
+    import torch  # here: the writers above serve modules that do not need torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error, reported with the path
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        unpickler = [i for i, line in enumerate(lines) if "WeightsUnpickler error" in line]
+        if unpickler and unpickler[0] + 1 < len(lines):
+            detail = f"unsupported content ({lines[unpickler[0] + 1]})"
+        else:
+            detail = lines[0] if lines else ""
+        raise error(f"not a readable torch file ({type(exc).__name__}: {detail})") from None
