@@ -61,9 +61,11 @@ def load_weights_only(path: str | os.PathLike, error: Callable[[str], Exception]
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling error, reported with the path
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        unpickler = [i for i, line in enumerate(lines) if "WeightsUnpickler error" in line]
-        if unpickler and unpickler[0] + 1 < len(lines):
-            detail = f"unsupported content ({lines[unpickler[0] + 1]})"
-        else:
+        marker = "WeightsUnpickler error:"
+        at = next((i for i, line in enumerate(lines) if marker in line), None)
+        if at is None:
             detail = lines[0] if lines else ""
+        else:  # the unpickler's own finding, on the marker's line or the next one
+            after = lines[at].split(marker, 1)[1].strip() or "".join(lines[at + 1 : at + 2])
+            detail = f"unsupported content: {after.split('. ')[0].rstrip('.')}"
         raise error(f"not a readable torch file ({type(exc).__name__}: {detail})") from None
