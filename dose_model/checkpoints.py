@@ -221,8 +221,8 @@ class TrainState:
         known = {f.name for f in fields(cls)}  # the format tag and older keys are not state
         fields_only = {k: v for k, v in _checked_format(data, path).items() if k in known}
         problem = plain_problem(cls, fields_only, f"{path}: checkpoint", require_all=True)
-        if problem is None and len(fields_only["window"]) != 5:
-            problem = f"{path}: checkpoint.window has {len(fields_only['window'])} sums, not 5"
+        if problem is None:
+            problem = _state_problem(fields_only, f"{path}: checkpoint")
         if problem is not None:
             raise CheckpointError(f"{problem} (not resumable)")
         return cls(**fields_only)
@@ -230,6 +230,19 @@ class TrainState:
     def save(self, path: str | Path) -> None:
         """Write the checkpoint atomically."""
         atomic_torch_save(self.to_dict(), path)
+
+
+def _state_problem(state: dict[str, Any], where: str) -> str | None:
+    """A value of a well-typed checkpoint that no training run writes (None if none)."""
+    least = {"step": 0, "best_step": -1, "bad_evals": 0, "world_size": 1}
+    for name, floor in least.items():
+        if state[name] < floor:
+            return f"{where}.{name} is {state[name]}, below {floor}"
+    if len(state["window"]) != 5:
+        return f"{where}.window has {len(state['window'])} sums, not 5"
+    if state["best_step"] > state["step"]:
+        return f"{where}.best_step {state['best_step']} is after step {state['step']}"
+    return None
 
 
 def read_state(path: str | Path) -> TrainState:

@@ -4,7 +4,8 @@ Its records are flat: `ModelConfig`, `TrainConfig`, `TrainState` and `DacConfig`
 scalars, lists, tuples and dicts of plain values or tensors, so a record's plain form is its field
 dict and reading one back is a check of keys and value types against the type hints.
 `from_plain` refuses a mapping with an unknown or (where required) absent field or a value of
-the wrong type, with a message naming ``where.field``; the caller picks the error class
+the wrong type (NaN and infinities are no number, except in a field whose default is an
+infinity), with a message naming ``where.field``; the caller picks the error class
 (`ConfigError`, `CheckpointError`), so each keeps the type it always had.
 
 rmod has its own, richer converter (``rmod/records.py``: nested records, ranges); the two
@@ -14,6 +15,7 @@ packages must not import each other, so this one stays separate and small.
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -64,11 +66,19 @@ def type_problem(cls: type, values: Mapping[str, Any], where: str) -> str | None
     as ``"where.field must be int | None, got 'x'"``; ``None`` when all fit."""
     hints = _hints(cls)
     for name, value in values.items():
+        if value in (math.inf, -math.inf) and _infinite_default(cls, name):
+            continue  # e.g. "no validation loss yet"
         if not _fits(hints[name], value):
             shown = repr(value)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             return f"{where}.{name} must be {_describe(hints[name])}, got {shown}"
     return None
+
+
+def _infinite_default(cls: type, name: str) -> bool:
+    """Whether field ``name`` of ``cls`` defaults to an infinity (then it may hold one)."""
+    default = next(f.default for f in fields(cls) if f.name == name)
+    return isinstance(default, float) and math.isinf(default)
 
 
 @functools.cache
@@ -84,9 +94,14 @@ def _fits(tp: Any, value: Any) -> bool:
         return any(_fits(a, value) for a in args)
     if tp is type(None):
         return value is None
-    if tp in (int, float):  # bool is an int to Python, never to a config
+    if tp in (int, float):  # bool is an int to Python, never to a config; NaN and inf no number
         allowed = (int,) if tp is int else (int, float)
-        return isinstance(value, allowed) and not isinstance(value, bool)
+        if not isinstance(value, allowed) or isinstance(value, bool):
+            return False
+        try:
+            return tp is int or math.isfinite(float(value))
+        except OverflowError:  # an int beyond any float
+            return False
     if origin is dict:
         return isinstance(value, dict) and all(_fits(args[1], v) for v in value.values())
     if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -75,6 +76,16 @@ def test_train_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"^train.lr must be float, got '1e-3'$"):
         TrainConfig.from_dict({"lr": "1e-3"})
     assert TrainConfig.from_dict({"lr": 2}).lr == 2  # an integer is a number
+    for bad in (math.nan, math.inf, 10**400):
+        with pytest.raises(ConfigError, match=r"train\.lr must be float"):
+            TrainConfig.from_dict({"lr": bad})
+
+
+def test_an_infinite_default_may_stay_infinite():
+    """A run saved before its first validation holds best_valid = inf and resumes."""
+    state = TrainState(MODEL.to_dict(), TRAIN.to_dict(), data={}, step=3)
+    assert state.best_valid == math.inf
+    assert TrainState.from_dict(state.to_dict(), "run/last.ckpt") == state
 
 
 @pytest.mark.parametrize(
@@ -85,6 +96,11 @@ def test_train_config_errors_name_the_field():
         ({"window": [1.0, 2.0, 3.0, 4.0, "x"]}, "checkpoint.window must be list[float]"),
         ({"stopped": None}, "checkpoint.stopped must be bool, got None"),
         ({"optimizer": []}, "checkpoint.optimizer must be dict[str, Any], got []"),
+        ({"step": -5}, "checkpoint.step is -5, below 0"),
+        ({"world_size": 0}, "checkpoint.world_size is 0, below 1"),
+        ({"best_step": 9}, "checkpoint.best_step 9 is after step 7"),
+        ({"best_valid": math.nan}, "checkpoint.best_valid must be float, got nan"),
+        ({"window": [1.0, math.inf, 0.0, 0.0, 1.0]}, "checkpoint.window must be list[float]"),
     ],
 )
 def test_train_state_errors_name_the_file_and_field(change, message):
