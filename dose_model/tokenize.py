@@ -63,6 +63,9 @@ from dose_model.token_cache import (
 
 TMP_PREFIX = ".tmp-"
 PAPER_MIXTURE_SECONDS = 4.0
+#: The longest clip encoded (mixture or one-shot), in seconds: far above any RMOD length,
+#: far below what would exhaust memory.
+MAX_CLIP_SECONDS = 60.0
 """Mixture length encoded when neither the caller nor the rows' frame counts say (the paper)."""
 PAPER_ONESHOT_SECONDS = 2.0
 """One-shot length encoded when neither the caller nor the rows' frame counts say (paper
@@ -282,8 +285,10 @@ def tokenize_manifest(
     setting; False: strict FP32 on CUDA, codes as on the CPU). Returns a
     :class:`TokenizeSummary`.
     """
-    if batch_size < 1 or shard_size < 1 or workers < 1:
-        raise InputError("batch_size, shard_size and workers must be at least 1")
+    for option, value in (("--batch-size", batch_size), ("--shard-size", shard_size),
+                          ("--workers", workers)):  # fmt: skip
+        if value < 1:
+            raise InputError(f"{option} must be at least 1, got {value}")
     start = time.perf_counter()
     out = Path(out)
     manifests = find_manifests(manifest)
@@ -323,8 +328,12 @@ def _clip_seconds(
         mixture_seconds = found.get("mixture_seconds", PAPER_MIXTURE_SECONDS)
     if oneshot_seconds is None:
         oneshot_seconds = found.get("target_seconds", PAPER_ONESHOT_SECONDS)
-    if mixture_seconds <= 0 or oneshot_seconds <= 0:
-        raise InputError("mixture_seconds and oneshot_seconds must be positive")
+    for option, value in (("--mixture-seconds", mixture_seconds),
+                          ("--oneshot-seconds", oneshot_seconds)):  # fmt: skip
+        if not 0 < value <= MAX_CLIP_SECONDS:  # also refuses NaN
+            raise InputError(
+                f"{option} must be above 0 and at most {MAX_CLIP_SECONDS:g} s, got {value}"
+            )
     return mixture_seconds, oneshot_seconds
 
 

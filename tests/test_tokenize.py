@@ -142,6 +142,24 @@ def test_cli_run_rerun_and_refusal(tmp_path, dataset, weights, reference_cache, 
         tokenize_manifest(dataset, weights, junk, **SETTINGS)
 
 
+@pytest.mark.parametrize(
+    "option,value",
+    [("--mixture-seconds", "nan"), ("--mixture-seconds", "1e12"), ("--oneshot-seconds", "0"),
+     ("--batch-size", "0"), ("--shard-size", "-1"), ("--workers", "0")],
+)  # fmt: skip
+def test_absurd_sizes_are_refused_naming_the_option(
+    tmp_path, dataset, weights, capsys, option, value
+):
+    """NaN, huge or non-positive lengths and counts: status 2, one line naming the option,
+    before anything is written (1e12 s would otherwise ask for petabytes)."""
+    out = tmp_path / "tok"
+    args = ["--manifest", str(dataset), "--codec-weights", str(weights), "--out", str(out)]
+    assert tokenize_cli([*args, option, value, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"dose-tokenize: error: {option} must be"), err
+    assert not out.exists()
+
+
 def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         tokenize_cli(["--help"])

@@ -67,15 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--mixture-seconds",
         type=float,
         default=None,
-        help="mixture length encoded, s; if not given: the recipe's audio.mixture_seconds in "
-        "DIR/build.json, else 4.0 = 345 frames",
+        help="mixture length encoded, s (at most 60); if not given: the first row's mixture "
+        "length (its frames / sample_rate), else 4.0 = 345 frames",
     )
     p.add_argument(
         "--oneshot-seconds",
         type=float,
         default=None,
-        help="one-shot length encoded, s; if not given: the recipe's audio.target_seconds in "
-        "DIR/build.json, else 2.0 = 173 frames",
+        help="one-shot length encoded, s (at most 60); if not given: the first row's longest "
+        "one-shot (frames / sample_rate), else 2.0 = 173 frames",
     )
     p.add_argument(
         "--no-tf32",
