@@ -349,7 +349,7 @@ def load_recipe(path_or_name: str | os.PathLike | None = None) -> Recipe:
         ) from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of over 4300 digits
         raise RecipeError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise RecipeError(

@@ -171,9 +171,12 @@ def _scalar(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
     if tp is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise RecordError(where, f"expected a number, got {_type_name(value)} {value!r}")
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond any float
+            raise RecordError(where, "number out of range") from None
         if not math.isfinite(value):
             raise RecordError(where, f"expected a finite number, got {value!r}")
-        value = float(value)
     if tp not in (str, bool, int, float):
         raise TypeError(f"{where}: the converter has no rule for {tp!r}")  # a code error
     choices = meta.get("choices")

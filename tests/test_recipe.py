@@ -147,6 +147,14 @@ def test_yaml_syntax_error_names_file(tmp_path):
     path.write_text("audio: [1, 2\n")
     with pytest.raises(RecipeError, match="broken.yaml: not valid YAML"):
         load_recipe(path)
+    path.write_text("audio: {mixture_seconds: " + "9" * 5000 + "}\n")  # beyond int parsing
+    with pytest.raises(RecipeError, match="broken.yaml: not valid YAML"):
+        load_recipe(path)
+    data = load_recipe("rmod-paper").to_dict()
+    data["audio"]["mixture_seconds"] = 10**400  # beyond a float
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="audio.mixture_seconds: number out of range"):
+        load_recipe(path)
 
 
 def test_binary_recipe_names_file(tmp_path):

@@ -142,6 +142,7 @@ GOOD = {"name": "x", "pair": [1, 2], "inner": {"k": {"level": 0, "tags": ["t"]}}
         ({"inner": {"k": {"level": "loud"}}}, "top.inner.k.level", "expected a number"),
         ({"inner": {"k": {"level": 2}}}, "top.inner.k.level", "above the allowed maximum 1.0"),
         ({"inner": {"k": {"level": float("nan")}}}, "top.inner.k.level", "finite"),
+        ({"inner": {"k": {"level": 10**400}}}, "top.inner.k.level", "number out of range"),
         ({"inner": {"k": {}}}, "top.inner.k.level", "missing field"),
         ({"inner": {"k": {"level": 0, "extra": 1}}}, "top.inner.k.extra", "unknown key"),
         ({"inner": []}, "top.inner", "expected a mapping, got list"),
