@@ -131,9 +131,10 @@ class ExampleParams:
         return to_plain(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExampleParams:
-        """Rebuild from :meth:`to_dict` output (``ValueError`` naming a bad field)."""
-        return from_plain(cls, data, "params")
+    def from_dict(cls, data: dict[str, Any], where: str = "params") -> ExampleParams:
+        """Rebuild from :meth:`to_dict` output (``RecordError``, a ``ValueError``, naming
+        ``where`` and the bad field)."""
+        return from_plain(cls, data, where)
 
     def sources(self) -> dict[str, list[str]]:
         """Library ids used, per drum class and per playing instrument."""

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS
-from rmod.audio import AudioFileError
-from rmod.example import ExampleError, ExampleParams, render_example
+from rmod.errors import RmodError
+from rmod.example import ExampleParams, render_example
 from rmod.manifest import iter_manifest, manifest_path
 from rmod.overview import (
     DRUM_CONTRIBUTION_RANGE_DB,
@@ -109,12 +109,15 @@ def build_shares(
     if library is None:
         return "the build's library cannot be read as it was built"
     params: list[ExampleParams] = []
-    for split in splits:
-        rows = itertools.islice(iter_manifest(manifest_path(root, split)), n - len(params))
-        params += [ExampleParams.from_dict(r.params) for r in rows]
     try:
-        return render_shares(params, Recipe.from_dict(info.recipe, source="build.json"), library)
-    except (ExampleError, AudioFileError, OSError) as exc:
+        recipe = Recipe.from_dict(info.recipe, source=f"{root}/build.json: recipe")
+        for split in splits:
+            rows = itertools.islice(iter_manifest(manifest_path(root, split)), n - len(params))
+            for row in rows:
+                where = f"{manifest_path(root, split)}: row {row.id}: params"
+                params.append(ExampleParams.from_dict(row.params, where=where))
+        return render_shares(params, recipe, library)
+    except (RmodError, OSError) as exc:
         return f"cannot re-render the examples ({exc})"
 
 

@@ -212,3 +212,21 @@ def test_high_band_share_needs_the_build_library(dataset, tmp_path):
     (moved / "build.json").write_text(json.dumps(info))
     stats = compute_stats(moved, plots=False, progress=False)
     assert stats["high_band"] == {"skipped": "the build's library cannot be read as it was built"}
+
+
+def test_high_band_share_is_skipped_for_rows_it_cannot_rebuild(dataset, tmp_path):
+    """Drawn parameters that no longer parse (here an unknown key in the first row) skip the
+    figure with a reason naming the manifest and row; the other statistics are still written."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(dataset, damaged)
+    manifest = damaged / "manifests" / "train.jsonl"
+    lines = manifest.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["params"]["x"] = 1
+    manifest.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    stats = compute_stats(damaged, plots=False, progress=False, high_band=2)
+    reason = stats["high_band"]["skipped"]
+    assert reason.startswith(
+        f"cannot re-render the examples ({manifest}: row {row['id']}: params.x"
+    )
+    assert stats["rows"]["train"] == len(lines)
