@@ -1,12 +1,14 @@
 """dose_model's one converter between its records (dataclasses) and plain dicts.
 
-Its records are flat: `ModelConfig`, `TrainConfig`, `TrainState` and `DacConfig` hold scalars, optional
-scalars, lists, tuples and dicts of plain values or tensors, so a record's plain form is its field
-dict and reading one back is a check of keys and value types against the type hints.
-`from_plain` refuses a mapping with an unknown or (where required) absent field or a value of
-the wrong type (NaN and infinities are no number, except in a field whose default is an
-infinity), with a message naming ``where.field``; the caller picks the error class
-(`ConfigError`, `CheckpointError`), so each keeps the type it always had.
+Its records are flat: `ModelConfig`, `TrainConfig`, `TrainState` and `DacConfig` hold
+scalars, optional scalars, lists, tuples and dicts of plain values or tensors, so a record's
+plain form is its field dict and reading one back is a check of keys and value types against
+the type hints. `from_plain` refuses a mapping with an unknown or (where required) absent field
+or a value of the wrong type (NaN and infinities are no number, except in a field whose
+default is an infinity), with a message naming ``where.field``; the caller picks the error
+class (`ConfigError`, `CheckpointError`), so each keeps the type it always had.
+`TrainState.from_dict` drops keys of older checkpoint layouts before it calls
+:func:`plain_problem`, so an old checkpoint still resumes.
 
 rmod has its own, richer converter (``rmod/records.py``: nested records, ranges); the two
 packages must not import each other, so this one stays separate and small.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from rmod import CLASSES
-from rmod.library import family_key
+from rmod.hashing import family_key
 
 
 def family_counts(library) -> dict[str, int]:

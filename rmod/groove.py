@@ -7,7 +7,7 @@ A folder of MIDI files (the Groove MIDI Dataset, or any GM drum tracks) becomes 
   relative path). A file is refused, with its reason, when it cannot be parsed, has no
   drum track (no instrument flagged as drums, MIDI channel 10), or its mapped notes span
   less than one window. Each kept file gets its SHA-256 and a split drawn from it
-  (:func:`rmod.library.split_for_hash` of ``"midi:" + sha256``): a file's windows all
+  (:func:`rmod.hashing.split_for_hash` of ``"midi:" + sha256``): a file's windows all
   land in one split, never spread over two.
 * The drum notes are mapped to classes by the recipe's ``groove.notes`` (defaults:
   :data:`DEFAULT_NOTES`, kick 35/36, snare 37/38/40, hi-hat 42/44/46 plus 22/26, where the
@@ -39,7 +39,7 @@ import numpy as np
 
 from rmod import DRUMS, SPLITS
 from rmod.errors import InputError
-from rmod.library import DEFAULT_SPLIT_FRACTIONS, split_for_hash
+from rmod.hashing import DEFAULT_SPLIT_FRACTIONS, split_for_hash
 
 DEFAULT_NOTES = {"kick": (35, 36), "snare": (37, 38, 40), "hihat": (42, 44, 46, 22, 26)}
 MIDI_EXTENSIONS = (".mid", ".midi")

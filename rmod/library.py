@@ -24,15 +24,15 @@ A library is a JSON Lines manifest (UTF-8, one JSON object per line, keys sorted
   entry is its own family) and ``source`` says where the sound came from (free text,
   e.g. ``"sf2:Black_Pearl_4_LV2.sf2"``; empty for indexed user files).
 
-The split of an entry is a pure function of its family key (:func:`family_key`: the
-family, else the content hash; see :func:`split_for_hash`), so a family never spans two
+The split of an entry is a pure function of its family key (:func:`rmod.hashing.family_key`:
+the family, else the content hash; see :func:`rmod.hashing.split_for_hash`), so a family never spans two
 splits and re-indexing gives the same assignment. Entries without a family split exactly
 as before families existed.
 :attr:`Library.fingerprint` is the SHA-256 of the manifest's entry lines (everything
 after the header): it names the library's content, wherever its folder lives.
 
 Here: the entry record, reading and writing manifests, and :class:`Library`. The hashes,
-ids and splits live in :mod:`rmod.hashing` (re-exported here); making a manifest from
+ids and splits live in :mod:`rmod.hashing`; making a manifest from
 sample folders (``index_library``) lives in :mod:`rmod.indexing`.
 """
 
@@ -52,13 +52,7 @@ import numpy as np
 from rmod import CLASSES, SPLITS
 from rmod.audio import AudioFileError, atomic_write_text, native_channels, read_audio, resample
 from rmod.errors import RmodError
-
-# The naming and split rules, importable from here too (they are part of the format).
-from rmod.hashing import DEFAULT_SPLIT_FRACTIONS as DEFAULT_SPLIT_FRACTIONS
-from rmod.hashing import content_hash as content_hash
-from rmod.hashing import family_key as family_key
-from rmod.hashing import make_id as make_id
-from rmod.hashing import split_for_hash as split_for_hash
+from rmod.hashing import content_hash
 from rmod.records import from_plain, to_plain
 
 FORMAT_NAME = "rmod-library"

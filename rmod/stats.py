@@ -49,7 +49,8 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.audio import atomic_write_text
 from rmod.distributions import NAMES, parse_distribution
-from rmod.library import Library, LibraryError, family_key
+from rmod.hashing import family_key
+from rmod.library import Library, LibraryError
 from rmod.manifest import (
     ManifestError,
     ManifestRow,

@@ -45,7 +45,7 @@ def _write(path, x) -> None:
 def _copy_in_another_split(tmp_path) -> tuple[np.ndarray, float]:
     """A hit and a gain for which the hit and its copy split apart when hashed per file."""
     from rmod.audio import read_audio
-    from rmod.library import content_hash
+    from rmod.hashing import content_hash
 
     x = _hit(1)
     for k in range(1, 60):

@@ -15,7 +15,7 @@ from rmod import DRUMS
 from rmod.cli.render_one import main as render_one_main
 from rmod.example import ExampleError, draw_example, render_example
 from rmod.groove import DEFAULT_NOTES, for_recipe, scan_midi_dir
-from rmod.library import split_for_hash
+from rmod.hashing import split_for_hash
 from rmod.recipe import Recipe, load_recipe
 
 TPB, TEMPO = 480, 100.0

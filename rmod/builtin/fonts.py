@@ -29,7 +29,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmod.builtin.sf2 import default_sf2_path
+from rmod.builtin.sf2 import SoundFontError, default_sf2_path, load_soundfont
 
 ENV_VAR = "RMOD_SOUNDFONTS"
 SEARCH_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/share/soundfonts")
@@ -79,8 +79,6 @@ def _role(path: Path) -> tuple[str, int] | None:
         return KNOWN[path.name]
     if os.environ.get(ENV_VAR) is None:
         return None  # only known files from the system folders
-    from rmod.builtin.sf2 import SoundFontError, load_soundfont
-
     try:
         sf = load_soundfont(str(path))
     except SoundFontError:

@@ -38,8 +38,9 @@ from rmod.builtin.drums import DrumBase, UnionFind, drum_bases, sampled_oneshot
 from rmod.builtin.fonts import Font, espeak_version, find_fonts, sources_tag
 from rmod.builtin.loops import has_programs, render_loop
 from rmod.builtin.synth import SYNTHS
+from rmod.hashing import content_hash, make_id, split_for_hash
 from rmod.leaks import near_duplicate_groups, onset_window
-from rmod.library import LibraryEntry, content_hash, make_id, split_for_hash, write_library
+from rmod.library import LibraryEntry, write_library
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ from rmod import CLASSES, DRUMS, SPLITS
 from rmod.cli import run
 from rmod.errors import InputError
 from rmod.families import family_counts, source_counts
+from rmod.hashing import split_for_hash
 from rmod.indexing import IndexLimits, index_library
 from rmod.leaks import leak_report
-from rmod.library import Library, split_for_hash
+from rmod.library import Library
 from rmod_dose_cli import HelpFormatter, add_common, new_parser
 
 PROG = "rmod-library"
