@@ -19,11 +19,12 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from dose_model import DRUMS
 from dose_model.errors import DoseError
+from dose_model.records import plain_problem
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -152,48 +153,65 @@ def parse_row(
     other fields in ``extra``."""
     if not isinstance(obj, dict):
         raise ManifestError(path, f"line is a JSON {type(obj).__name__}, not an object", line)
+    raw = _row_fields(obj, path, line)
     root = root or path.resolve().parent.parent
     inside = inside or _Containment(root)
+    where = f"row {raw.id}: field"
+    mixture = _relative_path(root, raw.mixture, f"{where} 'mixture'", path, line, inside)
+    oneshots = {
+        drum: _relative_path(
+            root, raw.oneshots[drum], f"{where} 'oneshots.{drum}'", path, line, inside
+        )
+        for drum in DRUMS
+    }
+    known = {f.name for f in fields(_RowFields)}
+    return ManifestRow(
+        id=raw.id,
+        split=split if raw.split is None else raw.split,
+        mixture=mixture,
+        oneshots=oneshots,
+        manifest=path,
+        line=line,
+        sample_rate=raw.sample_rate,
+        frames=raw.frames,
+        extra={k: v for k, v in obj.items() if k not in known} if keep_extra else {},
+    )
+
+
+@dataclass(frozen=True)
+class _RowFields:
+    """The fields of a row this reader uses, as the JSON line holds them (relative paths)."""
+
+    id: str
+    mixture: str
+    oneshots: dict[str, str]
+    split: str | None = None
+    sample_rate: int | None = None
+    frames: dict[str, int] = field(default_factory=dict)
+
+
+def _row_fields(obj: dict, path: Path, line: int) -> _RowFields:
+    """The typed fields of one row (:mod:`dose_model.records`), then what types cannot say:
+    the id's form, a one-shot per drum, a positive rate, no negative frame count."""
     row_id = obj.get("id")
     if not isinstance(row_id, str) or not ID_PATTERN.fullmatch(row_id):
         raise ManifestError(
             path, f"field 'id' {row_id!r} does not match {ID_PATTERN.pattern} (split-index)", line
         )
-    mixture = _relative_path(
-        root, obj.get("mixture"), f"row {row_id}: field 'mixture'", path, line, inside
-    )
-    oneshots_obj = obj.get("oneshots")
-    if not isinstance(oneshots_obj, dict):
-        raise ManifestError(path, f"row {row_id}: field 'oneshots' must be an object", line)
-    oneshots = {}
-    for drum in DRUMS:
-        if drum not in oneshots_obj:
-            raise ManifestError(path, f"row {row_id}: field 'oneshots.{drum}' is missing", line)
-        where = f"row {row_id}: field 'oneshots.{drum}'"
-        oneshots[drum] = _relative_path(root, oneshots_obj[drum], where, path, line, inside)
-    sample_rate = obj.get("sample_rate")
-    if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate <= 0):
+    names = {f.name for f in fields(_RowFields)}
+    values = {k: v for k, v in obj.items() if k in names}
+    problem = plain_problem(_RowFields, values, f"row {row_id}")
+    if problem is not None:
+        raise ManifestError(path, problem, line)
+    raw = _RowFields(**values)
+    missing = [d for d in DRUMS if d not in raw.oneshots]
+    if missing:
+        raise ManifestError(path, f"row {row_id}: field 'oneshots.{missing[0]}' is missing", line)
+    if raw.sample_rate is not None and raw.sample_rate <= 0:
         raise ManifestError(path, f"row {row_id}: 'sample_rate' must be a positive integer", line)
-    row_split = obj.get("split", split)
-    if not isinstance(row_split, str):
-        raise ManifestError(path, f"row {row_id}: 'split' must be a string", line)
-    frames = obj.get("frames", {})
-    if not isinstance(frames, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in frames.values()
-    ):
+    if any(v < 0 for v in raw.frames.values()):
         raise ManifestError(path, f"row {row_id}: 'frames' must map roles to sample counts", line)
-    known = {"id", "split", "mixture", "oneshots", "sample_rate", "frames"}
-    return ManifestRow(
-        id=row_id,
-        split=row_split,
-        mixture=mixture,
-        oneshots=oneshots,
-        manifest=path,
-        line=line,
-        sample_rate=sample_rate,
-        frames=frames,
-        extra={k: v for k, v in obj.items() if k not in known} if keep_extra else {},
-    )
+    return raw
 
 
 def read_rows(path: str | os.PathLike, keep_extra: bool = False) -> list[ManifestRow]:

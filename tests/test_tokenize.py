@@ -216,6 +216,31 @@ def test_manifest_errors_name_file_and_line(tmp_path, dataset):
             json.dumps({"id": "train-7", "mixture": "m.wav", "oneshots": {}}),
             "oneshots.kick",
         ),
+        "type": (
+            json.dumps({"id": "train-7", "mixture": "m.wav", "oneshots": {"kick": 1}}),
+            r"train.jsonl:1: row train-7.oneshots must be dict\[str, str\], got \{'kick': 1\}",
+        ),
+        "rate": (
+            json.dumps(
+                {
+                    "id": "train-7",
+                    "mixture": "m.wav",
+                    "sample_rate": True,
+                    "oneshots": {"kick": "k", "snare": "s", "hihat": "h"},
+                }
+            ),
+            r"row train-7.sample_rate must be int \| None, got True",
+        ),  # fmt: skip
+        "escape": (
+            json.dumps(
+                {
+                    "id": "train-7",
+                    "mixture": "../../m.wav",
+                    "oneshots": {"kick": "k", "snare": "s", "hihat": "h"},
+                }
+            ),
+            "field 'mixture': path '../../m.wav' leaves the dataset folder",
+        ),  # fmt: skip
     }
     for text, pattern in cases.values():
         (folder / "train.jsonl").write_text(text)
