@@ -8,7 +8,7 @@ dataset manifest row (:func:`load_example_source`).
 
 Parameters read with ``--from`` (a hand-edited ``example.json`` or a manifest row) are
 checked against the recipe and the library before anything renders
-(:func:`params_problems`): the record's id, the tracks it names, the library samples it
+(:func:`params_problems`): the record's seed and id, the tracks it names, the library samples it
 uses (present, of the right class and split), the layer weights (a pair the recipe can
 draw), the loop slices (inside their loop). Distribution bounds are checked by
 :func:`rmod.stats.params_outside_recipe`.
@@ -53,6 +53,8 @@ def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list
     """What in ``params`` the recipe and the library could not have produced; one
     ``'field: why'`` line per problem (empty list when rendering is safe)."""
     out = []
+    if params.seed < 0:  # rmod-build's --seed and example_rng take non-negative seeds only
+        out.append(f"seed: {params.seed} is negative (rmod-build draws with seeds >= 0)")
     try:
         check_example_id(params.id)
         if params.id != example_id(params.split, params.index):

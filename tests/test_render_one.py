@@ -212,9 +212,10 @@ def test_errors_exit_nonzero_with_a_clear_message(tmp_path, recipe_file, small_l
             "instruments: expected",
         ),
         (lambda p: p["instruments"]["piano"].update(start_sample=10**9), "start_sample"),
+        (lambda p: p.update(seed=-1), "seed: -1 is negative"),
     ],
     ids=["grid", "eq", "sample", "huge-weight", "negative-weight", "snare-as-kick", "id",
-         "index", "track-name", "slice"],
+         "index", "track-name", "slice", "seed"],
 )  # fmt: skip
 def test_from_a_hand_edited_file_names_what_is_wrong(first, tmp_path, capsys, edit, message):
     doc = json.loads((first / "example.json").read_text())
@@ -266,4 +267,27 @@ def test_from_a_manifest_with_an_id_that_is_not_an_example_id(
     assert "the row's parameters are of train-00000003, not train-00000009" in (
         capsys.readouterr().err
     )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--index", "1000000000"], "--index must be in 0..99999999, got 1000000000"),
+        (["--index", "100000000"], "--index must be in 0..99999999, got 100000000"),
+        (["--index", "-1"], "--index must be in 0..99999999, got -1"),
+        (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+    ],
+    ids=["index-1e9", "index-1e8", "index-negative", "seed-negative"],
+)
+def test_an_index_or_seed_rmod_build_would_not_use_is_refused_before_any_work(
+    tmp_path, small_library, capsys, monkeypatch, option, message
+):
+    import rmod.cli.render_one as cli
+
+    monkeypatch.setattr(cli, "load_recipe", lambda *a: pytest.fail("work started"))
+    argv = ["--out", str(tmp_path / "o"), "--library", str(small_library.path), *option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rmod-render-one: error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
