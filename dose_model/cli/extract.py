@@ -59,7 +59,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="token choice",
     )
     p.add_argument(
-        "--top-p", type=float_in(0.0, 1.0, above=True), default=0.9, help="nucleus mass for top-p, in (0, 1]"
+        "--top-p",
+        type=float_in(0.0, 1.0, above=True),
+        default=0.9,
+        help="nucleus mass for top-p, in (0, 1]",
     )
     p.add_argument(
         "--temperature",
@@ -161,9 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"cut the tail below this dB re peak, {TRIM_DB[0]:g} to {TRIM_DB[1]:g}",
     )
     p.add_argument("--no-trim", action="store_true", help="keep the whole decoded tail")
-    p.add_argument(
-        "--fade-ms", type=float_in(0.0), default=10.0, help="fade-out length (ms), >= 0"
-    )
+    p.add_argument("--fade-ms", type=float_in(0.0), default=10.0, help="fade-out length (ms), >= 0")
     p.add_argument("--no-fade", action="store_true", help="no fade-out")
     p.add_argument(
         "--peak-db",
