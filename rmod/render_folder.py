@@ -38,7 +38,7 @@ import numpy as np
 from rmod import DRUMS
 from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
 from rmod.example import ExampleError, ExampleParams, Rendered, example_id
-from rmod.manifest import check_example_id
+from rmod.manifest import check_example_id, read_build_info
 from rmod.pattern import midi_bytes
 from rmod.recipe import Recipe, RecipeError
 
@@ -305,7 +305,7 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
             doc = found[0]
             build_json = path.resolve().parent.parent / "build.json"
             if build_json.exists():
-                build = json.loads(build_json.read_text(encoding="utf-8"))
+                build = _build_of(build_json.parent)
         else:
             doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -328,10 +328,26 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
             raise ExampleError(str(exc)) from None
     fmt = build.get("audio_format")
     if isinstance(doc.get("library"), dict):
-        return ExampleSource(params, recipe, doc["library"].get("path"), fmt)
+        lib_path = doc["library"].get("path")
+        if lib_path is not None and not isinstance(lib_path, str):
+            what = f"expected a string or null, got {type(lib_path).__name__}"
+            raise ExampleError(f"{path}: library.path: {what}")
+        return ExampleSource(params, recipe, lib_path, fmt)
     if "library_path" in build:
         return ExampleSource(params, recipe, build["library_path"], fmt)
     return ExampleSource(params, recipe, None, fmt)
+
+
+def _build_of(root: Path) -> dict[str, Any]:
+    """Recipe, library path and audio format of the dataset in ``root``, from its
+    ``build.json`` read as every reader does (:class:`rmod.manifest.ManifestError` naming
+    a bad key or an unknown format)."""
+    info = read_build_info(root)
+    return {
+        "recipe": info.recipe,
+        "library_path": info.library_path,
+        "audio_format": info.audio_format,
+    }
 
 
 def save_example(
