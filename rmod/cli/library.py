@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+import rmod_dose_cli
 from rmod import CLASSES, DRUMS, SPLITS
 from rmod.cli import run
 from rmod.errors import InputError
@@ -14,11 +15,11 @@ from rmod.families import family_counts, source_counts
 from rmod.indexing import IndexLimits, index_library
 from rmod.leaks import leak_report
 from rmod.library import Library, split_for_hash
-from rmod_dose_cli import HelpFormatter, add_common, float_in, new_parser
+from rmod_dose_cli import HelpFormatter, add_common, new_parser
 
 PROG = "rmod-library"
 #: argparse type of a length in seconds: a finite number above 0.
-SECONDS = float_in(0.0, above=True)
+SECONDS = rmod_dose_cli.float_in(0.0, above=True)
 # rmod.builtin.export (the soundfont sampler) loads scipy: imported where used.
 
 
@@ -69,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ix.add_argument(
         "--silence-db",
-        type=float_in(-200.0, 0.0),
+        type=rmod_dose_cli.float_in(-200.0, 0.0),
         default=lim.silence_db,
         help="refuse files whose peak is below this level (dBFS, -200 to 0)",
     )
     ix.add_argument(
         "--splits",
-        type=float_in(0.0, 1.0),
+        type=rmod_dose_cli.float_in(0.0, 1.0),
         nargs=3,
         default=list(lim.split_fractions),
         metavar=("TRAIN", "VALID", "TEST"),
