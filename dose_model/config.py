@@ -1,6 +1,7 @@
 """Model and training configuration: dataclasses, YAML loading and validation.
 
-A config file is YAML with two optional sections, each a mapping of field names::
+A config file is YAML with two optional sections, each a mapping of field names (an empty
+section is the defaults; ``model: 0`` or ``train: []`` is refused)::
 
     model: {num_layers: 2, d_model: 64, ...}   # fields of ModelConfig
     train: {lr: 3.0e-4, batch_size: 8, ...}    # fields of TrainConfig
@@ -216,9 +217,9 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
     unknown = sorted(set(data) - {"model", "train"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; expected 'model' and 'train'")
-    try:
-        model = ModelConfig.from_dict(data.get("model") or {})
-        train = TrainConfig.from_dict(data.get("train") or {})
+    try:  # an absent or empty (null) section is the defaults; any other non-mapping is refused
+        model = ModelConfig.from_dict({} if data.get("model") is None else data["model"])
+        train = TrainConfig.from_dict({} if data.get("train") is None else data["train"])
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
     return model, train

@@ -127,8 +127,10 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.strategy not in ("greedy", "top-p"):
             raise ValueError(f"strategy must be 'greedy' or 'top-p', got {self.strategy!r}")
-        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.candidates < 1:
-            raise ValueError("temperature must be > 0, top_p in (0, 1] and candidates >= 1")
+        if not 0 < self.temperature < float("inf") or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be finite and > 0, top_p in (0, 1]")
+        if self.candidates < 1:
+            raise ValueError("candidates must be >= 1")
         if self.candidates > 1 and self.strategy == "greedy":
             raise ValueError("several candidates need top-p sampling (greedy gives one)")
 

@@ -68,6 +68,16 @@ class Finish:
     fade_ms: float | None = 10.0
     peak_db: float | None = -1.0
 
+    def __post_init__(self) -> None:
+        for name in ("trim_db", "fade_ms", "peak_db"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number or None, got {value!r}")
+        if self.trim_db is not None and self.trim_db > 0:  # nothing is above the peak
+            raise ValueError(f"trim_db must be <= 0 (dB re peak), got {self.trim_db}")
+        if self.fade_ms is not None and self.fade_ms < 0:
+            raise ValueError(f"fade_ms must be >= 0, got {self.fade_ms}")
+
     def apply(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Trim, then fade, then peak-normalize ``audio`` (the stages that are on)."""
         out = audio.astype(np.float32, copy=True)

@@ -29,6 +29,16 @@ LOCAL_CLUSTER_CONFIG = {
 }
 
 
+def check_backend(backend: str, scheduler: str | None) -> None:
+    """Refuse (:class:`rmod.errors.InputError`) an unknown ``--backend`` or a ``--scheduler``
+    without ``--backend dask``; :func:`rmod.build_plan.plan_build` checks this before
+    anything is written."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown --backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    if scheduler and backend != "dask":
+        raise InputError(f"--scheduler needs --backend dask, not --backend {backend}")
+
+
 @contextmanager
 def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterator[int]:
     """Configure joblib for ``backend``; yields the number of parallel workers.
@@ -37,11 +47,8 @@ def scheduling(backend: str, jobs: int | None, scheduler: str | None) -> Iterato
     output on a shared filesystem) or starts a ``LocalCluster`` of ``jobs`` worker
     processes (one thread each) and closes it afterwards.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    check_backend(backend, scheduler)
     if backend == "loky":
-        if scheduler:
-            raise InputError("--scheduler needs --backend dask")
         n = jobs or joblib.cpu_count()
         with joblib.parallel_config(backend="loky", n_jobs=n):
             yield n

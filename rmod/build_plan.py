@@ -4,7 +4,9 @@
 derives the split sizes (valid/test are recipe fractions of the training size, at least
 1 each) and the shard size, refuses sizes past the format's limits, a library that lacks
 a drum class in a split to be built and a Groove MIDI folder without windows in one, and
-returns the :class:`BuildPlan`: the ``build.json`` record and the shards. It writes nothing.
+returns the :class:`BuildPlan`: the ``build.json`` record and the shards. It writes nothing;
+bad options (numbers, ``--backend``/``--scheduler``, ``--format``, ``--shard-size``) are
+refused first.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import rmod
 from rmod import SPLITS
+from rmod.backends import check_backend
 from rmod.errors import InputError
 from rmod.groove import recipe_grooves, with_midi_dir
 from rmod.library import Library
@@ -154,6 +157,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     nothing. Raises ``ValueError`` for bad options, a library or MIDI folder that cannot
     serve the build."""
     check_numbers(options.n, options.seed, options.jobs)
+    check_backend(options.backend, options.scheduler)
     out = Path(options.out).resolve()
     recipe, library, library_path = load_inputs(options)
     fmt = (options.audio_format or recipe.audio.format).lower()

@@ -233,7 +233,7 @@ class BuildInfo:
     channels: int = field(metadata=_AT_LEAST_1)
     rmod_version: str
     engine_fingerprint: str
-    format: str = MANIFEST_FORMAT
+    format: str = field(default=MANIFEST_FORMAT, metadata={"choices": (MANIFEST_FORMAT,)})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""

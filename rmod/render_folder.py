@@ -8,7 +8,7 @@ dataset manifest row (:func:`load_example_source`).
 
 Parameters read with ``--from`` (a hand-edited ``example.json`` or a manifest row) are
 checked against the recipe and the library before anything renders
-(:func:`params_problems`): the record's id, the tracks it names, the library samples it
+(:func:`params_problems`): the record's seed and id, the tracks it names, the library samples it
 uses (present, of the right class and split), the layer weights (a pair the recipe can
 draw), the loop slices (inside their loop). Distribution bounds are checked by
 :func:`rmod.stats.params_outside_recipe`.
@@ -38,7 +38,7 @@ import numpy as np
 from rmod import DRUMS
 from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
 from rmod.example import ExampleError, ExampleParams, Rendered, example_id
-from rmod.manifest import check_example_id
+from rmod.manifest import check_example_id, read_build_info
 from rmod.pattern import midi_bytes
 from rmod.recipe import Recipe, RecipeError
 
@@ -53,6 +53,8 @@ def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list
     """What in ``params`` the recipe and the library could not have produced; one
     ``'field: why'`` line per problem (empty list when rendering is safe)."""
     out = []
+    if params.seed < 0:  # rmod-build's --seed and example_rng take non-negative seeds only
+        out.append(f"seed: {params.seed} is negative (rmod-build draws with seeds >= 0)")
     try:
         check_example_id(params.id)
         if params.id != example_id(params.split, params.index):
@@ -303,7 +305,7 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
             doc = found[0]
             build_json = path.resolve().parent.parent / "build.json"
             if build_json.exists():
-                build = json.loads(build_json.read_text(encoding="utf-8"))
+                build = _build_of(build_json.parent)
         else:
             doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -326,10 +328,26 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
             raise ExampleError(str(exc)) from None
     fmt = build.get("audio_format")
     if isinstance(doc.get("library"), dict):
-        return ExampleSource(params, recipe, doc["library"].get("path"), fmt)
+        lib_path = doc["library"].get("path")
+        if lib_path is not None and not isinstance(lib_path, str):
+            what = f"expected a string or null, got {type(lib_path).__name__}"
+            raise ExampleError(f"{path}: library.path: {what}")
+        return ExampleSource(params, recipe, lib_path, fmt)
     if "library_path" in build:
         return ExampleSource(params, recipe, build["library_path"], fmt)
     return ExampleSource(params, recipe, None, fmt)
+
+
+def _build_of(root: Path) -> dict[str, Any]:
+    """Recipe, library path and audio format of the dataset in ``root``, from its
+    ``build.json`` read as every reader does (:class:`rmod.manifest.ManifestError` naming
+    a bad key or an unknown format)."""
+    info = read_build_info(root)
+    return {
+        "recipe": info.recipe,
+        "library_path": info.library_path,
+        "audio_format": info.audio_format,
+    }
 
 
 def save_example(

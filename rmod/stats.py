@@ -52,6 +52,7 @@ from rmod.distributions import NAMES, parse_distribution
 from rmod.hashing import family_key
 from rmod.library import Library, LibraryError
 from rmod.manifest import (
+    BUILD_JSON,
     ManifestError,
     ManifestRow,
     iter_manifest,
@@ -59,6 +60,7 @@ from rmod.manifest import (
     read_build_info,
 )
 from rmod.quality import HIGH_BAND_TARGET, build_shares, share_summary
+from rmod.recipe import Recipe
 from rmod.stats_plots import is_log_spec, plot_groups
 
 EXPECTED_DRAWS = 5000
@@ -371,6 +373,8 @@ def collect(root: str | os.PathLike, splits: Iterable[str] = SPLITS, progress: b
     """Read the manifests of ``splits`` and return ``(build info, Collector, rows per split)``."""
     root = Path(root)
     info = read_build_info(root)
+    # the walk below reads the recipe dict as a recipe: refuse one that is not (RecipeError)
+    Recipe.from_dict(info.recipe, source=f"{root / BUILD_JSON}: recipe")
     collector = Collector(info.recipe, _library_of(info))
     counts = {}
     splits = list(splits)

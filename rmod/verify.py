@@ -2,7 +2,9 @@
 
 Checks, each reported as a :class:`Problem` naming the file or row:
 
-* ``build.json`` and every split's manifest exist and parse;
+* ``build.json`` and every split's manifest exist and parse; ``build.json``'s format is
+  the one this package writes, its recipe is a valid recipe and has its recorded
+  fingerprint;
 * row counts per split match ``build.json``; every row's split is its manifest's split;
 * ids are unique across the dataset, and every row's file paths stay inside the folder;
 * every file a row points to exists, decodes, is 16-bit PCM with the dataset's sample
@@ -35,6 +37,7 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.audio import sha256_file
 from rmod.manifest import (
+    BUILD_JSON,
     MANIFEST_DIR,
     PARTS_DIR,
     BuildInfo,
@@ -46,6 +49,7 @@ from rmod.manifest import (
     manifest_path,
     read_build_info,
 )
+from rmod.recipe import Recipe, RecipeError
 
 PCM16 = "PCM_16"
 LOOKAHEAD_PER_JOB = 4
@@ -418,9 +422,13 @@ def verify_dataset(
     report = VerifyReport(root=root)
     try:
         info = read_build_info(root)
-    except ManifestError as exc:
+        recipe = Recipe.from_dict(info.recipe, source=f"{root / BUILD_JSON}: recipe")
+    except (ManifestError, RecipeError) as exc:  # nothing else can be checked against it
         report.problems.append(Problem(str(root), str(exc)))
         return report
+    if recipe.fingerprint != info.recipe_fingerprint:
+        what = "recipe does not have its recorded recipe_fingerprint (edited since the build?)"
+        report.problems.append(Problem(BUILD_JSON, what))
     walk = _RowWalk(root, info, report, jobs, progress)
     try:
         for split in SPLITS:

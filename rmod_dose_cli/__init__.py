@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -89,6 +90,32 @@ def new_parser(prog: str, description: str, epilog: str | None = None) -> argpar
     return argparse.ArgumentParser(
         prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter
     )
+
+
+def float_in(
+    lo: float | None = None, hi: float | None = None, above: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type`` for a float option: a finite number from ``lo`` to ``hi`` (either
+    ``None`` for no limit; strictly above ``lo`` with ``above``). Anything else (``nan``,
+    ``inf``, out of range) is argparse's one-line error naming the option, exit status 2."""
+    low = "" if lo is None else f"{'>' if above else '>='} {lo:g}"
+    high = "" if hi is None else f"<= {hi:g}"
+    limits = " and ".join(x for x in (low, high) if x)
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        too_low = lo is not None and (value <= lo if above else value < lo)
+        if too_low or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {limits})")
+        return value
+
+    parse.__name__ = "float"  # argparse's fallback message: "invalid float value"
+    return parse
 
 
 def add_common(p: argparse.ArgumentParser, progress: bool = True) -> None:

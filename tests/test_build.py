@@ -705,6 +705,22 @@ def test_cli_reports_bad_inputs_without_traceback(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_scheduler_without_dask_or_an_unknown_backend_is_refused_before_writing(
+    build_kwargs, tmp_path, capsys
+):
+    from rmod.build import BuildOptions, build
+    from rmod.cli.build import main
+
+    out = tmp_path / "ds"
+    argv = cli_args(build_kwargs, out, "--backend", "loky", "--scheduler", "tcp://nowhere:1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "rmod-build: error: --scheduler needs --backend dask, not --backend loky\n"
+    with pytest.raises(ValueError, match="unknown --backend 'ray'"):
+        build(BuildOptions(out=out, backend="ray", **build_kwargs))
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- resume safety
 
 

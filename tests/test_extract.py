@@ -204,8 +204,8 @@ def test_given_start_bad_songs_and_bad_options(files, tmp_path, capsys):
         main(short + ["--out", str(tmp_path)])
     assert "give at least one of --kick" in capsys.readouterr().err
     for bad, message in (
-        (["--temperature", "0"], "--temperature must be > 0 and --top-p in (0, 1]"),
-        (["--top-p", "1.5"], "--temperature must be > 0 and --top-p in (0, 1]"),
+        (["--temperature", "0"], "argument --temperature: 0 is out of range"),
+        (["--top-p", "1.5"], "argument --top-p: 1.5 is out of range (must be > 0 and <= 1)"),
         (["--candidates", "3"], "--candidates above 1 needs --strategy top-p"),
         (["--windows", "0"], "--windows must be >= 1"),
     ):
@@ -348,3 +348,50 @@ def test_cuda_concurrent_drums_equal_sequential(files, tmp_path):
                 for s, c in zip(seq_clip[drum], con_clip[drum], strict=True):
                     assert (s.candidate, s.frames, s.score) == (c.candidate, c.frames, c.score)
                     np.testing.assert_allclose(c.audio, s.audio, atol=1e-6)
+
+
+SHARED_FLOAT_CASES = [
+    ("--top-p", "nan", "'nan' is not a finite number"),
+    ("--top-p", "0", "0 is out of range (must be > 0 and <= 1)"),
+    ("--temperature", "inf", "'inf' is not a finite number"),
+    ("--temperature", "1e-40", "1e-40 is out of range (must be >= 0.01 and <= 100)"),
+]
+EXTRACT_FLOAT_CASES = [
+    ("--start", "nan", "'nan' is not a finite number"),
+    ("--start", "-1", "-1 is out of range (must be >= 0)"),
+    ("--trim-db", "nan", "'nan' is not a finite number"),
+    ("--trim-db", "6", "6 is out of range (must be >= -200 and <= 0)"),
+    ("--fade-ms", "inf", "'inf' is not a finite number"),
+    ("--fade-ms", "-1", "-1 is out of range (must be >= 0)"),
+    ("--peak-db", "nan", "'nan' is not a finite number"),
+    ("--peak-db", "-inf", "'-inf' is not a finite number"),
+    ("--peak-db", "20", "20 is out of range (must be >= -90 and <= 0)"),
+    ("--peak-db", "loud", "'loud' is not a number"),
+]
+
+
+@pytest.mark.parametrize(
+    "tool, option, value, why",
+    [("dose-extract", *case) for case in SHARED_FLOAT_CASES + EXTRACT_FLOAT_CASES]
+    + [("dose-eval", *case) for case in SHARED_FLOAT_CASES],
+)
+def test_float_options_refuse_non_finite_and_absurd_values_by_name(
+    tool, option, value, why, tmp_path, capsys
+):
+    from dose_model.cli import evaluate, extract
+
+    out = tmp_path / "out"
+    common = ["--kick", "k.ckpt", "--codec-weights", "codec.pth", "--out", str(out)]
+    first = ["song.wav"] if tool == "dose-extract" else ["--manifest", str(tmp_path)]
+    main_ = extract.main if tool == "dose-extract" else evaluate.main
+    with pytest.raises(SystemExit) as stop:
+        main_([*first, *common, f"{option}={value}"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"{tool}: error: argument {option}: {why}", err
+    assert not out.exists()
+
+
+def test_sampling_refuses_an_infinite_temperature():
+    with pytest.raises(ValueError, match="temperature must be finite"):
+        Sampling("top-p", temperature=float("inf"))

@@ -269,6 +269,32 @@ def test_cli_index_exit_status_and_report(sample_dir, tmp_path, capsys):
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["index", "SRC", "--oneshot-min", "nan"], "argument --oneshot-min: 'nan' is not a finite"),
+        (["index", "SRC", "--loop-max", "inf"], "argument --loop-max: 'inf' is not a finite"),
+        (["index", "SRC", "--loop-min", "0"], "argument --loop-min: 0 is out of range (must be > 0)"),
+        (["index", "SRC", "--silence-db", "nan"], "argument --silence-db: 'nan' is not a finite"),
+        (["index", "SRC", "--silence-db", "6"], "argument --silence-db: 6 is out of range"),
+        (["index", "SRC", "--splits", "0.8", "nan", "0.1"], "argument --splits: 'nan' is not"),
+        (["soundfont", "x.sf2", "--min-loop-s", "nan"], "argument --min-loop-s: 'nan' is not"),
+    ],
+)  # fmt: skip
+def test_cli_float_options_refuse_non_finite_and_absurd_values(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    argv = [str(tmp_path) if a == "SRC" else a for a in argv] + ["--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        library_main(argv)
+    assert exc.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith(f"rmod-library {argv[0]}: error: {message}")
+    )
+    assert not out.exists()
+
+
 def test_cli_info(small_library, capsys):
     assert library_main(["info", str(small_library.path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

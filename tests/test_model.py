@@ -123,6 +123,35 @@ def test_config_validation_and_yaml(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: 0\n", "model must be a mapping, got int"),
+        ("train: []\n", "train must be a mapping, got list"),
+        ("model: {d_model: 32, num_heads: 2}\ntrain: off\n", "train must be a mapping, got bool"),
+    ],
+)
+def test_a_config_section_that_is_not_a_mapping_is_refused_by_name(tmp_path, capsys, text, message):
+    from dose_model.cli.train import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    assert str(refused.value) == f"{config}: {message}"
+    out = tmp_path / "run"
+    argv = ["--manifest", str(tmp_path), "--drum", "kick", "--out", str(out), "--config"]
+    assert main([*argv, str(config), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"dose-train: error: {config}: {message}\n"
+    assert not out.exists()
+
+
+def test_an_empty_config_section_is_the_defaults(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\ntrain: {}\n")
+    assert load_config(config) == (ModelConfig(), TrainConfig())
+
+
 def test_lr_schedule_warmup_then_cosine():
     cfg = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
     assert cfg.lr_at(0) == pytest.approx(0.1)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from rmod.cli.render_one import main
+from rmod.manifest import BuildInfo
 from rmod.recipe import load_recipe
 
 AUDIO = ["mixture.wav", "kick.wav", "snare.wav", "hihat.wav"]
@@ -34,6 +35,19 @@ def first(tmp_path_factory, recipe_file, small_library):
     argv += ["--library", str(small_library.path), "--index", "3"]
     assert main(argv) == 0
     return out
+
+
+def _build_json(doc: dict, library, **changes) -> str:
+    """A dataset's build.json for the example of ``doc`` (fingerprints are placeholders:
+    only the recipe, the library path and the audio format are read back)."""
+    info = BuildInfo(
+        recipe=doc["recipe"], recipe_fingerprint="r" * 64, library_path=str(library),
+        library_fingerprint=doc["library"]["fingerprint"], seed=doc["params"]["seed"],
+        counts={"train": 4, "valid": 1, "test": 1}, shard_size=4, audio_format="wav",
+        sample_rate=doc["recipe"]["audio"]["sample_rate"], channels=2, rmod_version="0",
+        engine_fingerprint="e" * 64,
+    )  # fmt: skip
+    return json.dumps({**info.to_dict(), **changes})
 
 
 def _files(folder):
@@ -151,8 +165,9 @@ def test_from_manifest_row(first, tmp_path, small_library, audio_format):
     doc = json.loads((first / "example.json").read_text())
     build = tmp_path / "build"
     (build / "manifests").mkdir(parents=True)
-    info = {"recipe": doc["recipe"], "library_path": str(small_library.path)}
-    (build / "build.json").write_text(json.dumps({**info, "audio_format": audio_format}))
+    (build / "build.json").write_text(
+        _build_json(doc, small_library.path, audio_format=audio_format)
+    )
     rows = [{"id": "train-00000001", "params": {}}, {"id": doc["id"], "params": doc["params"]}]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     (build / "manifests" / "train.jsonl.gz").write_bytes(gzip.compress(text.encode()))
@@ -212,9 +227,10 @@ def test_errors_exit_nonzero_with_a_clear_message(tmp_path, recipe_file, small_l
             "instruments: expected",
         ),
         (lambda p: p["instruments"]["piano"].update(start_sample=10**9), "start_sample"),
+        (lambda p: p.update(seed=-1), "seed: -1 is negative"),
     ],
     ids=["grid", "eq", "sample", "huge-weight", "negative-weight", "snare-as-kick", "id",
-         "index", "track-name", "slice"],
+         "index", "track-name", "slice", "seed"],
 )  # fmt: skip
 def test_from_a_hand_edited_file_names_what_is_wrong(first, tmp_path, capsys, edit, message):
     doc = json.loads((first / "example.json").read_text())
@@ -253,8 +269,7 @@ def test_from_a_manifest_with_an_id_that_is_not_an_example_id(
     doc = json.loads((first / "example.json").read_text())
     build = tmp_path / "build"
     (build / "manifests").mkdir(parents=True)
-    info = {"recipe": doc["recipe"], "library_path": str(small_library.path)}
-    (build / "build.json").write_text(json.dumps(info))
+    (build / "build.json").write_text(_build_json(doc, small_library.path))
     row = {"id": "../../x", "params": doc["params"]}
     (build / "manifests" / "train.jsonl").write_text(json.dumps(row) + "\n")
     argv = ["--from", str(build / "manifests" / "train.jsonl"), "--out", str(tmp_path / "o")]
@@ -265,5 +280,71 @@ def test_from_a_manifest_with_an_id_that_is_not_an_example_id(
     assert main([*argv, "--id", "train-00000009"]) == 2
     assert "the row's parameters are of train-00000003, not train-00000009" in (
         capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--index", "1000000000"], "--index must be in 0..99999999, got 1000000000"),
+        (["--index", "100000000"], "--index must be in 0..99999999, got 100000000"),
+        (["--index", "-1"], "--index must be in 0..99999999, got -1"),
+        (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+    ],
+    ids=["index-1e9", "index-1e8", "index-negative", "seed-negative"],
+)
+def test_an_index_or_seed_rmod_build_would_not_use_is_refused_before_any_work(
+    tmp_path, small_library, capsys, monkeypatch, option, message
+):
+    import rmod.cli.render_one as cli
+
+    monkeypatch.setattr(cli, "load_recipe", lambda *a: pytest.fail("work started"))
+    argv = ["--out", str(tmp_path / "o"), "--library", str(small_library.path), *option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rmod-render-one: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (None, "expected a mapping, got list"),
+        ({"audio_format": 5}, "build.json: audio_format: expected a string, got int"),
+        ({"audio_format": "../x"}, "build.json: audio_format: '../x' not allowed"),
+        ({"library_path": 5}, "build.json: library_path: expected a string"),
+        ({"format": "rmod-manifest/9"}, "build.json: format: 'rmod-manifest/9' not allowed"),
+    ],
+    ids=["not-a-mapping", "format-int", "format-path", "library-int", "unknown-format"],
+)
+def test_from_a_manifest_whose_build_json_is_bad_names_the_key(
+    first, tmp_path, small_library, capsys, changes, message
+):
+    doc = json.loads((first / "example.json").read_text())
+    build = tmp_path / "build"
+    (build / "manifests").mkdir(parents=True)
+    text = "[]" if changes is None else _build_json(doc, small_library.path, **changes)
+    (build / "build.json").write_text(text)
+    row = {"id": doc["id"], "params": doc["params"]}
+    (build / "manifests" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    argv = ["--from", str(build / "manifests" / "train.jsonl"), "--id", doc["id"]]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--no-overview"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rmod-render-one: error: ") and err.count("\n") == 1, err
+    assert f"{build / 'build.json'}: " in err and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_from_an_example_json_whose_library_path_is_not_a_string(first, tmp_path, capsys):
+    doc = json.loads((first / "example.json").read_text())
+    doc["library"]["path"] = 5
+    (tmp_path / "edited.json").write_text(json.dumps(doc))
+    argv = ["--from", str(tmp_path / "edited.json"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"rmod-render-one: error: {tmp_path / 'edited.json'}: library.path: "
+        "expected a string or null, got int\n"
     )
     assert not (tmp_path / "o").exists()

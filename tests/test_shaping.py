@@ -54,3 +54,17 @@ def test_peak_and_finish_order():
     assert peak_dbfs(done) == pytest.approx(-3.0, abs=1e-4)
     assert np.array_equal(RAW.apply(x, SR), x)
     assert MIXTURE_PEAK_DBFS == -1.0  # the RMOD recipes' master.ceiling_dbfs
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"peak_db": float("nan")}, "peak_db must be a finite number"),
+        ({"trim_db": float("-inf")}, "trim_db must be a finite number"),
+        ({"trim_db": 3.0}, "trim_db must be <= 0"),
+        ({"fade_ms": -1.0}, "fade_ms must be >= 0"),
+    ],
+)
+def test_finish_refuses_settings_that_would_crash_or_write_garbage(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Finish(**settings)

@@ -133,6 +133,22 @@ def test_cli_names_a_missing_manifest(dataset, tmp_path, capsys):
     assert main([str(partial), "--splits", "train", "test", "--no-plots", "--no-progress"]) == 0
 
 
+@pytest.mark.parametrize("edit", [{"drums": 5}, {"audio": 5}], ids=["drums", "audio"])
+def test_cli_names_a_build_json_recipe_that_is_not_a_recipe(dataset, tmp_path, capsys, edit):
+    bad = Path(shutil.copytree(dataset, tmp_path / "bad"))
+    info = json.loads((bad / "build.json").read_text())
+    info["recipe"].update(edit)
+    (bad / "build.json").write_text(json.dumps(info))
+    assert main([str(bad), "--out", str(tmp_path / "s"), "--no-plots", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    key = next(iter(edit))
+    assert (
+        err
+        == f"rmod-stats: error: {bad / 'build.json'}: recipe: {key}: expected a mapping, got int\n"
+    )
+    assert not (tmp_path / "s").exists()
+
+
 def test_sources_group_reads_the_library(dataset, stats, small_library):
     """One-shots used, per class: none recorded in the small library, families of one."""
     m = stats["metrics"]

@@ -323,3 +323,38 @@ def test_a_build_json_with_wrong_types_is_one_problem(ds, edit):
     (ds / "build.json").write_text(json.dumps({**info, **edit}))
     (found,) = problems(ds)
     assert found.startswith(f"{ds}: ") and "build.json" in found, found
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"audio": 5}, {"audio": {"mixture_seconds": "long"}}, {"drums": []}],
+    ids=["audio-int", "seconds-str", "drums-list"],
+)
+def test_a_build_json_with_a_bad_recipe_is_one_problem_naming_the_field(ds, edit, capsys):
+    info = json.loads((ds / "build.json").read_text())
+    info["recipe"] = {**info["recipe"], **edit}
+    (ds / "build.json").write_text(json.dumps(info))
+    (found,) = problems(ds)
+    key = next(iter(edit))
+    assert found.startswith(f"{ds}: ") and f"build.json: recipe: {key}" in found, found
+    assert main([str(ds), "--no-progress"]) == 1
+    out = capsys.readouterr()
+    assert f"build.json: recipe: {key}" in out.out and "Traceback" not in out.err
+
+
+def test_a_recipe_edited_after_the_build_is_reported(ds):
+    info = json.loads((ds / "build.json").read_text())
+    info["recipe"]["description"] = "edited by hand"
+    (ds / "build.json").write_text(json.dumps(info))
+    assert problems(ds) == [
+        "build.json: recipe does not have its recorded recipe_fingerprint (edited since the build?)"
+    ]
+
+
+def test_an_unknown_build_json_format_is_refused(ds, capsys):
+    info = json.loads((ds / "build.json").read_text())
+    (ds / "build.json").write_text(json.dumps({**info, "format": "rmod-manifest/9"}))
+    (found,) = problems(ds)
+    assert "build.json: format: 'rmod-manifest/9' not allowed" in found, found
+    assert main([str(ds), "--no-progress"]) == 1
+    assert "rmod-manifest/9" in capsys.readouterr().out

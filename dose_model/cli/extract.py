@@ -15,9 +15,12 @@ from tqdm import tqdm
 from dose_model import DRUMS
 from dose_model.cli import run
 from dose_model.shaping import Finish
-from rmod_dose_cli import add_common, new_parser
+from rmod_dose_cli import add_common, float_in, new_parser
 
 PROG = "dose-extract"
+#: Limits of the float options: a 16-bit one-shot whose peak is under about -90 dBFS is all
+#: zeros, and one above 0 dBFS clips; a tail threshold above the peak would cut everything.
+PEAK_DB, TRIM_DB, TEMPERATURE = (-90.0, 0.0), (-200.0, 0.0), (0.01, 100.0)
 
 EPILOG = """\
 files written under OUT, per song (a song found in a folder keeps its subfolders):
@@ -55,8 +58,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         default="greedy",
         help="token choice",
     )
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass for top-p")
-    p.add_argument("--temperature", type=float, default=1.0, help="for top-p")
+    p.add_argument(
+        "--top-p",
+        type=float_in(0.0, 1.0, above=True),
+        default=0.9,
+        help="nucleus mass for top-p, in (0, 1]",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float_in(*TEMPERATURE),
+        default=1.0,
+        help=f"for top-p, {TEMPERATURE[0]:g} to {TEMPERATURE[1]:g}",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument(
         "--candidates",
@@ -98,8 +111,6 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
     """Exit with status 2 (``parser.error``) on bad values of the shared options."""
     if not any(getattr(args, d) for d in DRUMS):
         parser.error("give at least one of --kick, --snare, --hihat")
-    if not args.temperature > 0 or not 0 < args.top_p <= 1:
-        parser.error("--temperature must be > 0 and --top-p in (0, 1]")
     if args.candidates < 1 or (args.batch_size is not None and args.batch_size < 1):
         parser.error("--candidates and --batch-size must be >= 1")
     if args.candidates > 1 and args.strategy == "greedy":
@@ -142,20 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--start",
-        type=float,
+        type=float_in(0.0),
         default=None,
         help="start of the one 4 s clip in seconds; if not given: chosen by drum activity",
     )
     p.add_argument(
         "--trim-db",
-        type=float,
+        type=float_in(*TRIM_DB),
         default=-60.0,
-        help="cut the tail below this dB re peak",
+        help=f"cut the tail below this dB re peak, {TRIM_DB[0]:g} to {TRIM_DB[1]:g}",
     )
     p.add_argument("--no-trim", action="store_true", help="keep the whole decoded tail")
-    p.add_argument("--fade-ms", type=float, default=10.0, help="fade-out length (ms)")
+    p.add_argument("--fade-ms", type=float_in(0.0), default=10.0, help="fade-out length (ms), >= 0")
     p.add_argument("--no-fade", action="store_true", help="no fade-out")
-    p.add_argument("--peak-db", type=float, default=-1.0, help="one-shot peak (dBFS)")
+    p.add_argument(
+        "--peak-db",
+        type=float_in(*PEAK_DB),
+        default=-1.0,
+        help=f"one-shot peak (dBFS), {PEAK_DB[0]:g} to {PEAK_DB[1]:g}",
+    )
     p.add_argument("--no-normalize", action="store_true", help="keep the decoded level")
     p.add_argument(
         "--no-input-normalize",
@@ -171,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     an unusable model; see :mod:`dose_model.cli`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.windows < 1 or (args.fade_ms < 0 and not args.no_fade):
-        parser.error("--windows must be >= 1 and --fade-ms >= 0")
+    if args.windows < 1:
+        parser.error("--windows must be >= 1")
     from dose_model.extract import ExtractError
     from dose_model.songs import find_songs
 

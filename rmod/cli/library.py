@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+import rmod_dose_cli
 from rmod import CLASSES, DRUMS, SPLITS
 from rmod.cli import run
 from rmod.errors import InputError
@@ -18,6 +19,8 @@ from rmod.library import Library
 from rmod_dose_cli import HelpFormatter, add_common, new_parser
 
 PROG = "rmod-library"
+#: argparse type of a length in seconds: a finite number above 0.
+SECONDS = rmod_dose_cli.float_in(0.0, above=True)
 # rmod.builtin.export (the soundfont sampler) loads scipy: imported where used.
 
 
@@ -49,29 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="manifest to write (JSON Lines; required)",
     )
     ix.add_argument(
-        "--oneshot-min", type=float, default=d_one[0], help="shortest kick/snare/hihat (s)"
+        "--oneshot-min", type=SECONDS, default=d_one[0], help="shortest kick/snare/hihat (s)"
     )
     ix.add_argument(
-        "--oneshot-max", type=float, default=d_one[1], help="longest kick/snare/hihat (s)"
+        "--oneshot-max", type=SECONDS, default=d_one[1], help="longest kick/snare/hihat (s)"
     )
     ix.add_argument(
         "--loop-min",
-        type=float,
+        type=SECONDS,
         default=d_loop[0],
         help="shortest bass/piano/guitar/vocal loop (s); keep >= the segment length",
     )
     ix.add_argument(
-        "--loop-max", type=float, default=d_loop[1], help="longest bass/piano/guitar/vocal loop (s)"
+        "--loop-max",
+        type=SECONDS,
+        default=d_loop[1],
+        help="longest bass/piano/guitar/vocal loop (s)",
     )
     ix.add_argument(
         "--silence-db",
-        type=float,
+        type=rmod_dose_cli.float_in(-200.0, 0.0),
         default=lim.silence_db,
-        help="refuse files whose peak is below this level (dBFS)",
+        help="refuse files whose peak is below this level (dBFS, -200 to 0)",
     )
     ix.add_argument(
         "--splits",
-        type=float,
+        type=rmod_dose_cli.float_in(0.0, 1.0),
         nargs=3,
         default=list(lim.split_fractions),
         metavar=("TRAIN", "VALID", "TEST"),
@@ -138,7 +144,7 @@ def _add_soundfont_parser(sub) -> None:
         help="folder that receives the class folders",
     )
     sf.add_argument("--loops-per-program", type=int, default=2, help="loops per melodic program")
-    sf.add_argument("--min-loop-s", type=float, default=4.5, help="shortest loop (s)")
+    sf.add_argument("--min-loop-s", type=SECONDS, default=4.5, help="shortest loop (s)")
     sf.add_argument("--seed", type=int, default=0, help="seed of the phrases")
     add_common(sf, progress=False)
 
@@ -146,8 +152,8 @@ def _add_soundfont_parser(sub) -> None:
 def _soundfont(args: argparse.Namespace) -> int:
     from rmod.builtin.export import export_soundfont
 
-    if args.loops_per_program < 0 or args.min_loop_s <= 0:
-        raise InputError("--loops-per-program must be >= 0, --min-loop-s > 0")
+    if args.loops_per_program < 0:  # --min-loop-s is checked by its type
+        raise InputError(f"--loops-per-program must be >= 0, got {args.loops_per_program}")
     report = export_soundfont(
         args.sf2,
         args.out,

@@ -16,7 +16,7 @@ from rmod.cli import run
 from rmod.errors import InputError
 from rmod.groove import for_recipe
 from rmod.library import Library
-from rmod.manifest import check_example_id
+from rmod.manifest import MAX_PER_SPLIT, check_example_id
 from rmod.overview import contribution_db, onset_snr_db, plot_overview
 from rmod.recipe import load_recipe
 from rmod.stats import params_outside_recipe
@@ -114,6 +114,8 @@ def _render_one(args: argparse.Namespace) -> int:
     from rmod.render_folder import check_overwrites, claim_folder, planned_files, save_example
 
     t0 = time.perf_counter()
+    if not args.from_file:
+        _check_draw_options(args.seed, args.index)
     params, recipe, library, lib_path, fmt = _inputs(args)
     out = Path(args.out)
     previous = claim_folder(out)  # before the work: a folder that is not ours is refused
@@ -173,6 +175,17 @@ def _summary(params, recipe, rendered) -> None:
     print("level in mix (dB): " + ", ".join(f"{k} {v:.1f}" for k, v in levels.items()))
     snr = onset_snr_db(rendered.stems, rendered.onsets, rendered.sample_rate)
     print("drum vs rest at onsets (dB): " + ", ".join(f"{k} {v:.1f}" for k, v in snr.items()))
+
+
+def _check_draw_options(seed: int, index: int) -> None:
+    """Refuse (:class:`rmod.errors.InputError`) a ``--seed`` or ``--index`` that
+    ``rmod-build`` would not draw with: ids have 8 digits, seeds are non-negative."""
+    if seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {seed}")
+    if not 0 <= index < MAX_PER_SPLIT:
+        raise InputError(
+            f"--index must be in 0..{MAX_PER_SPLIT - 1}, got {index} (example ids have 8 digits)"
+        )
 
 
 def _example_id(value: str | None) -> str | None:
