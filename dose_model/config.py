@@ -210,7 +210,8 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, yaml.YAMLError, ValueError) as err:  # ValueError: not UTF-8, or an
+        # integer too long to parse
         raise ConfigError(f"{path}: cannot read config: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping with 'model' and/or 'train'")

@@ -104,7 +104,14 @@ class TokenDataset(Dataset):
         if self._ids is None:
             self._ids = []
             for shard in self.shard_dirs:
-                self._ids += json.loads((shard / "meta.json").read_text(encoding="utf-8"))["ids"]
+                meta = shard / "meta.json"
+                try:
+                    ids = json.loads(meta.read_text(encoding="utf-8"))["ids"]
+                except (OSError, ValueError, TypeError, KeyError) as err:
+                    raise CacheError(f"{meta}: unreadable shard meta ({err!r})") from None
+                if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                    raise CacheError(f"{meta}: 'ids' is not a list of row ids")
+                self._ids += ids
         return self._ids
 
     def _shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:

@@ -236,8 +236,9 @@ def read_rows(path: str | os.PathLike, keep_extra: bool = False) -> list[Manifes
                     continue
                 try:
                     obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise ManifestError(path, f"invalid JSON ({exc.msg})", line_no) from None
+                except ValueError as exc:  # JSONDecodeError, or an integer too long to parse
+                    reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                    raise ManifestError(path, f"invalid JSON ({reason})", line_no) from None
                 row = parse_row(obj, path, line_no, split, root, keep_extra, inside)
                 if row.id in seen:
                     raise ManifestError(

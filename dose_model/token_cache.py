@@ -41,7 +41,7 @@ def read_index(tokdir: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path}: not a token cache (no {INDEX_NAME}); run dose-tokenize")
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer too long to parse
         raise CacheError(f"{path}: unreadable index ({exc})") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise CacheError(f"{path}: not a {FORMAT} index")

@@ -120,10 +120,16 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def _shard_done(shard_dir: Path) -> dict | None:
+    """The meta of a shard an earlier run completed; None when it has none that reads as one
+    (the shard is then encoded again)."""
     meta = shard_dir / "meta.json"
     if not meta.is_file():
         return None
-    return json.loads(meta.read_text(encoding="utf-8"))
+    try:
+        done = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
 
 
 def _write_shard(

@@ -134,7 +134,7 @@ def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str
     lines = text.split("\n")
     try:
         header = json.loads(lines[0])
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or an integer too long to parse
         raise LibraryError(f"{path}:1: header is not JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise LibraryError(f"{path}:1: not an rmod library manifest (no format={FORMAT_NAME!r})")

@@ -308,7 +308,7 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
                 build = _build_of(build_json.parent)
         else:
             doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or an integer too long to parse
         raise ExampleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or "params" not in doc:
         raise ExampleError(f"{path}: no 'params' object (expected example.json or a manifest row)")

@@ -186,6 +186,13 @@ def test_a_corrupted_cache_is_named_not_trained_on(tokdir, tmp_path, capsys):
     with pytest.raises(CacheError, match="codes outside"):
         verify_cache(wild)
 
+    for text in ("{not json", '{"ids": [1, 2]}', "[]"):
+        unreadable = _copy_cache(tokdir, tmp_path / f"meta{len(text)}")
+        victim = unreadable / "train" / "000000" / "meta.json"
+        victim.write_text(text)
+        with pytest.raises(CacheError, match=f"{victim}: "):
+            _ = TokenDataset(unreadable, "train", "kick").ids
+
 
 def test_training_on_a_token_cache_resumes_exactly(tokdir, tmp_path):
     """The whole-batch path (TokenDataset.batch through BatchLoader): stop after 2 of 5

@@ -121,6 +121,17 @@ def test_killed_run_resumes_to_identical_files(tmp_path, dataset, weights, refer
     assert tree_bytes(out) == tree_bytes(reference_cache)
 
 
+def test_an_unreadable_shard_meta_is_encoded_again(tmp_path, dataset, weights, reference_cache):
+    """A finished shard whose meta.json no longer reads (a disk fault, an editor) is not
+    trusted and not a crash: the rerun encodes that shard again and the cache is whole."""
+    out = tmp_path / "tok"
+    tokenize_manifest(dataset, weights, out, **SETTINGS)
+    (out / "train" / "000000" / "meta.json").write_text("{half")
+    summary = tokenize_manifest(dataset, weights, out, **SETTINGS)
+    assert summary.shards_written == 1 and summary.rows_encoded == 1
+    assert tree_bytes(out) == tree_bytes(reference_cache)
+
+
 def test_cli_run_rerun_and_refusal(tmp_path, dataset, weights, reference_cache, capsys):
     out = tmp_path / "tok"
     args = ["--manifest", str(dataset), "--codec-weights", str(weights), "--out", str(out)]
