@@ -18,15 +18,15 @@ A folder of MIDI files (the Groove MIDI Dataset, or any GM drum tracks) becomes 
   window_s``; a note's onset is the sample ``round((t - start) * sample_rate)``, and
   notes of one class that fall on the same sample count once. **Rule:** a window is kept
   only if it holds at least one kick, one snare and one hi-hat.
-* :func:`window_midi` writes a window's mapped notes as ``pattern.mid`` at 120 BPM and
-  ``sample_rate / 2`` ticks per beat: one tick per sample, so the file's onsets equal
-  the audio's to the sample.
+* An example of a Groove recipe has one grid point per sample, so its ``pattern.mid``
+  (:func:`rmod.pattern.build_midi`) holds the window's onsets to the sample.
 
 :meth:`GrooveSet.draw` picks a window of a split with the example's generator.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -58,13 +58,12 @@ class GrooveRef:
 @dataclass(frozen=True)
 class GrooveWindow:
     """One window: its source file (relative path, SHA-256), start (s) and the sorted,
-    distinct onset samples and velocities per class."""
+    distinct onset samples per class."""
 
     path: str
     sha256: str
     start_s: float
     onsets: dict[str, tuple[int, ...]]
-    velocities: dict[str, tuple[int, ...]]
 
     @property
     def ref(self) -> GrooveRef:
@@ -120,24 +119,21 @@ def file_windows(
         raise ValueError(f"too short: its mapped drum notes span less than {window_s} s")
     digest = hashlib.sha256(data).hexdigest()
     n = int(round(window_s * sample_rate))
+    times = [t for t, _, _ in mapped]  # sorted
     out = []
     for k in range(int(mapped[-1][0] // window_s) + 1):
         start = k * window_s
-        hits: dict[str, dict[int, int]] = {c: {} for c in DRUMS}
-        for t, cls, vel in mapped:
+        inside = mapped[
+            bisect.bisect_left(times, start) : bisect.bisect_left(times, start + window_s)
+        ]
+        hits: dict[str, set[int]] = {c: set() for c in DRUMS}
+        for t, cls, _ in inside:
             pos = int(round((t - start) * sample_rate))
-            if start <= t < start + window_s and 0 <= pos < n:
-                hits[cls][pos] = max(vel, hits[cls].get(pos, 0))
+            if 0 <= pos < n:
+                hits[cls].add(pos)
         if all(hits[c] for c in DRUMS):
-            out.append(
-                GrooveWindow(
-                    path=rel,
-                    sha256=digest,
-                    start_s=round(start, 6),
-                    onsets={c: tuple(sorted(hits[c])) for c in DRUMS},
-                    velocities={c: tuple(hits[c][p] for p in sorted(hits[c])) for c in DRUMS},
-                )
-            )
+            onsets = {c: tuple(sorted(hits[c])) for c in DRUMS}
+            out.append(GrooveWindow(rel, digest, round(start, 6), onsets))
     return out
 
 
@@ -155,21 +151,23 @@ def _cached_scan(midi_dir: str, notes: tuple, window_s: float, sample_rate: int)
     return scan_midi_dir(midi_dir, dict(notes), window_s=window_s, sample_rate=sample_rate)
 
 
+def _scan_args(recipe) -> tuple[tuple, float, int]:
+    """A Groove recipe's note map (hashable), window length (the mixture's) and rate."""
+    notes = tuple((c, tuple(getattr(recipe.groove.notes, c))) for c in DRUMS)
+    return notes, recipe.audio.mixture_seconds, recipe.audio.sample_rate
+
+
 def recipe_grooves(recipe) -> GrooveSet | None:
     """The windows of the recipe's ``groove.midi_dir`` (scanned once per process), or None."""
     if recipe.groove is None or recipe.groove.midi_dir is None:
         return None
-    notes = tuple((c, tuple(getattr(recipe.groove.notes, c))) for c in DRUMS)
-    audio = recipe.audio
-    return _cached_scan(recipe.groove.midi_dir, notes, audio.mixture_seconds, audio.sample_rate)
+    return _cached_scan(recipe.groove.midi_dir, *_scan_args(recipe))
 
 
 def for_recipe(midi_dir: str | os.PathLike, recipe) -> GrooveSet:
     """:func:`scan_midi_dir` with a Groove recipe's note map, mixture length and rate."""
-    notes = {c: tuple(getattr(recipe.groove.notes, c)) for c in DRUMS}
-    return scan_midi_dir(
-        midi_dir, notes, window_s=recipe.audio.mixture_seconds, sample_rate=recipe.audio.sample_rate
-    )
+    notes, window_s, sample_rate = _scan_args(recipe)
+    return scan_midi_dir(midi_dir, dict(notes), window_s=window_s, sample_rate=sample_rate)
 
 
 def scan_midi_dir(
@@ -207,22 +205,3 @@ def scan_midi_dir(
         out.files[rel] = split
         out.windows[split].extend(windows)
     return out
-
-
-def window_midi(window: GrooveWindow, notes: dict[str, int], sample_rate: int, n: int):
-    """A drum MIDI file of the window's mapped notes: 120 BPM, one tick per sample
-    (``sample_rate / 2`` ticks per beat); each note lasts until the next of its class."""
-    import miditoolkit
-
-    midi = miditoolkit.MidiFile(ticks_per_beat=sample_rate // 2)
-    midi.tempo_changes = [miditoolkit.TempoChange(120.0, 0)]
-    midi.time_signature_changes = [miditoolkit.TimeSignature(4, 4, 0)]
-    drums = miditoolkit.Instrument(program=0, is_drum=True, name="drums")
-    for cls in DRUMS:
-        starts = list(window.onsets[cls])
-        for start, end, vel in zip(starts, starts[1:] + [n], window.velocities[cls], strict=True):
-            drums.notes.append(miditoolkit.Note(vel, int(notes[cls]), start, end))
-    drums.notes.sort(key=lambda x: (x.start, x.pitch))
-    midi.instruments = [drums]
-    midi.max_tick = n
-    return midi
