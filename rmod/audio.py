@@ -185,10 +185,9 @@ def write_audio(
     SHA-256 hex digest of the bytes written, for manifests.
     """
     path = Path(path)
-    fmt = fmt or path.suffix.lstrip(".")
-    data = encode_audio(audio, sample_rate, fmt)
+    data, digest = encode_audio_file(audio, sample_rate, fmt or path.suffix.lstrip("."))
     atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return digest
 
 
 def encode_audio_file(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[bytes, str]:

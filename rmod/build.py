@@ -55,7 +55,6 @@ from rmod.manifest import (
     read_build_info,
     write_build_info,
 )
-from rmod.preflight import check_library_covers, check_sizes
 from rmod.shards import (
     LOCK_NAME,
     Shard,
@@ -312,8 +311,6 @@ __all__ = [
     "BuildSummary",
     "Shard",
     "build",
-    "check_library_covers",
-    "check_sizes",
     "default_shard_size",
     "make_build_info",
     "plan_build",

@@ -39,6 +39,7 @@ from rmod.mixing import (
     TrackMixParams,
     draw_buses,
     draw_track_mix,
+    pan,
     process_buses,
     process_track,
     send,
@@ -392,9 +393,12 @@ def _mix_tracks(
     active = {"delay": params.buses.delay.active, "reverb": params.buses.reverb.active}
     for name, track in params.mix.items():
         stems[name] = process_track(dry[name], track, sr, law)
+        if not any(active.values()):
+            continue
+        panned = pan(dry[name], track.pan, law)
         for bus, send_db in (("delay", track.delay_send_db), ("reverb", track.reverb_send_db)):
             if active[bus]:
-                part = send(dry[name], track, send_db, law)
+                part = send(panned, send_db)
                 bus_in[bus] = part if bus_in[bus] is None else bus_in[bus] + part
     for bus, wet in process_buses(bus_in["delay"], bus_in["reverb"], params.buses, sr).items():
         stems[f"{bus}_bus"] = wet

@@ -146,7 +146,8 @@ class ManifestRow:
         return dumps_row(self.to_dict())
 
 
-def _open_bytes(path: Path) -> io.BufferedIOBase:
+def open_manifest_bytes(path: Path) -> io.BufferedIOBase:
+    """A manifest file (``.jsonl`` or ``.jsonl.gz``) opened for reading bytes."""
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
 
 
@@ -158,7 +159,7 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[ManifestRow]:
     cannot be opened.
     """
     path = Path(path)
-    with _open_bytes(path) as fh:
+    with open_manifest_bytes(path) as fh:
         lineno = 0
         while True:
             try:

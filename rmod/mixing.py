@@ -316,9 +316,10 @@ def process_track(
     return out
 
 
-def send(audio: np.ndarray, params: TrackMixParams, send_db: float, pan_law_db: float):
-    """What a track sends to a bus: its input, panned like the track, at ``send_db``."""
-    return pan(audio, params.pan, pan_law_db) * np.float32(10.0 ** (send_db / 20.0))
+def send(panned: np.ndarray, send_db: float) -> np.ndarray:
+    """What a track sends to a bus: its input panned like the track (:func:`pan`, computed
+    once for both buses), at ``send_db``."""
+    return panned * np.float32(10.0 ** (send_db / 20.0))
 
 
 def process_buses(

@@ -24,7 +24,6 @@ shards are never redone and unfinished ones are redone from scratch.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import posixpath
@@ -42,6 +41,7 @@ from rmod.manifest import (
     ManifestError,
     ManifestRow,
     manifest_path,
+    open_manifest_bytes,
     read_manifest,
     write_manifest,
 )
@@ -166,10 +166,6 @@ def shard_damage(root: str | os.PathLike, shard: Shard) -> str | None:
     return None
 
 
-def _open_lines(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-
-
 def restore_parts(root: str | os.PathLike, shards: Sequence[Shard]) -> list[str]:
     """Rebuild the missing part of every shard folder from the final manifest's lines.
 
@@ -202,7 +198,7 @@ def _manifest_lines(path: Path, by_index: dict[int, Shard]) -> dict[int, bytes]:
     if not path.is_file():
         return found
     try:
-        with _open_lines(path) as fh:
+        with open_manifest_bytes(path) as fh:
             for raw in fh:
                 row = json.loads(raw)
                 index = row.get("index") if isinstance(row, dict) else None

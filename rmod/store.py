@@ -84,27 +84,35 @@ class SampleStore:
     def audio(self, entry_id: str) -> np.ndarray:
         """The whole decoded sound, float32 ``[channels, samples]`` at the store's rate."""
         self._check_source(entry_id)
-        path, shape = self._path(entry_id, 0), self._shape(entry_id)
+        return self._decoded(entry_id, self._shape(entry_id))
+
+    def loop_segment(self, entry_id: str, semitones: int, start: int, length: int) -> np.ndarray:
+        """``length`` samples from ``start`` of the loop shifted by ``semitones`` (the loop
+        wraps around), float32 ``[channels, length]``."""
+        self._check_source(entry_id)
+        shape = self._shape(entry_id)
+        path = self._path(entry_id, semitones, shape[0])
+        if _has_size(path, shape):  # only the pages of the slice are read
+            return np.asarray(
+                _slice_wrapped(np.memmap(path, np.float32, "r", shape=shape), start, length)
+            )
+        loop = self._decoded(entry_id, shape)
+        if semitones:
+            loop = pitch_shift_loop(loop, self.sample_rate, semitones)
+            if loop.shape == shape:
+                self._keep(path, loop)
+        return _slice_wrapped(loop, start, length)
+
+    def _decoded(self, entry_id: str, shape: tuple[int, int]) -> np.ndarray:
+        """The entry decoded at the store's rate: from its file when kept, else decoded (and
+        kept when its length is the manifest's)."""
+        path = self._path(entry_id, 0, shape[0])
         if _has_size(path, shape):
             return np.fromfile(path, dtype=np.float32).reshape(shape)
         audio = np.ascontiguousarray(self.library.load_audio(entry_id, self.sample_rate))
         if audio.shape == shape:  # else the manifest's rounded duration misleads: don't keep
             self._keep(path, audio)
         return audio
-
-    def loop_segment(self, entry_id: str, semitones: int, start: int, length: int) -> np.ndarray:
-        """``length`` samples from ``start`` of the loop shifted by ``semitones`` (the loop
-        wraps around), float32 ``[channels, length]``."""
-        self._check_source(entry_id)
-        path, shape = self._path(entry_id, semitones), self._shape(entry_id)
-        if _has_size(path, shape):
-            return _read_wrapped(path, shape, start, length)
-        loop = self.audio(entry_id)
-        if semitones:
-            loop = pitch_shift_loop(loop, self.sample_rate, semitones)
-            if loop.shape == shape:
-                self._keep(path, loop)
-        return _slice_wrapped(loop, start, length)
 
     # ------------------------------------------------------------------ files
     def _shape(self, entry_id: str) -> tuple[int, int]:
@@ -116,12 +124,12 @@ class SampleStore:
             n = int(round(n * self.sample_rate / e.sample_rate))
         return channels, n
 
-    def _path(self, entry_id: str, semitones: int) -> Path | None:
-        """Where the entry's audio (shifted by ``semitones``) is kept; None without a folder."""
+    def _path(self, entry_id: str, semitones: int, channels: int) -> Path | None:
+        """Where the entry's audio (``channels``, shifted by ``semitones``) is kept; None
+        without a folder."""
         if self.folder is None:
             return None
         e = self.library.entry(entry_id)
-        channels, _ = self._shape(entry_id)
         pitch = f"-p{int(semitones):+d}" if semitones else ""
         return self.folder / e.sha256[:2] / f"{e.sha256}-{self.sample_rate}-{channels}{pitch}.f32"
 
@@ -191,22 +199,3 @@ def _slice_wrapped(audio: np.ndarray, start: int, length: int) -> np.ndarray:
         raise ValueError("cannot slice an empty loop")
     idx = (int(start) % n + np.arange(length)) % n
     return audio[:, idx]
-
-
-def _read_wrapped(path: Path, shape: tuple[int, int], start: int, length: int) -> np.ndarray:
-    """:func:`_slice_wrapped` of the ``[channels, n]`` float32 array in ``path``, reading only
-    the samples it needs."""
-    channels, n = shape
-    if n == 0:
-        raise ValueError(f"{path}: cannot slice an empty loop")
-    out = np.empty((channels, length), dtype=np.float32)
-    with open(path, "rb") as fh:
-        for c in range(channels):
-            pos, done = int(start) % n, 0
-            while done < length:
-                take = min(length - done, n - pos)
-                fh.seek((c * n + pos) * 4)
-                out[c, done : done + take] = np.fromfile(fh, dtype=np.float32, count=take)
-                done += take
-                pos = 0
-    return out

@@ -113,14 +113,14 @@ def test_sends_feed_shared_buses_from_the_track_input():
     x = np.zeros((1, SR // 2), dtype=np.float32)
     x[:, :200] = _tone(440.0, 0.5)[:1, :200]
     quiet = _neutral(gain_db=-60.0, pan=0.6, delay_send_db=-6.0)
-    part = send(x, quiet, quiet.delay_send_db, -3.0)
+    part = send(pan(x, quiet.pan, -3.0), quiet.delay_send_db)
     left, right = pan_gains(0.6, -3.0)
     np.testing.assert_allclose(part[0], x[0] * left * 10 ** (-6 / 20), rtol=1e-6)
     np.testing.assert_allclose(part[1], x[0] * right * 10 ** (-6 / 20), rtol=1e-6)
     # two tracks share one delay bus; the echo arrives 0.1 s later at the send level,
     # whatever the tracks' own (-60 dB) gain
     other = _neutral(gain_db=-60.0, pan=-0.6, delay_send_db=-6.0)
-    bus_in = part + send(x, other, other.delay_send_db, -3.0)
+    bus_in = part + send(pan(x, other.pan, -3.0), other.delay_send_db)
     wet = process_buses(bus_in, None, _buses(True, False), SR)
     assert set(wet) == {"delay"} and wet["delay"].shape == (2, SR // 2)
     echo = wet["delay"]
