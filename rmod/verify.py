@@ -21,12 +21,11 @@ Checks, each reported as a :class:`Problem` naming the file or row:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import io
 import os
 import posixpath
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,6 @@ import soundfile as sf
 from tqdm import tqdm
 
 from rmod import SPLITS
-from rmod.audio import sha256_file
 from rmod.manifest import (
     BUILD_JSON,
     MANIFEST_DIR,
@@ -47,6 +45,7 @@ from rmod.manifest import (
     expected_files,
     iter_manifest,
     manifest_path,
+    open_manifest_bytes,
     read_build_info,
 )
 from rmod.recipe import Recipe, RecipeError
@@ -91,20 +90,15 @@ def check_file(
     root: Path, rel: str, sample_rate: int, channels: int, frames: int | None, sha256: str | None
 ) -> list[str]:
     """Problems of one audio file of a row (empty list when it is fine)."""
-    path = root / rel
-    if not path.is_file():
-        return ["file is missing"]
-    problems = []
-    try:
-        with open(path, "rb") as fh:  # an unreadable file is named as such, not "System error"
-            info = sf.info(fh)
-            fh.seek(0)
-            # Decode the whole file: a truncated file can have a valid header.
-            data, _ = sf.read(fh, dtype="int16", always_2d=True)
-    except OSError as exc:
-        return [f"cannot read ({exc.strerror or exc})"]
+    raw, why = _read_bytes(root / rel)
+    if raw is None:
+        return [why]
+    problems = _checksum_problem(raw, sha256)
+    try:  # decode the whole file: a truncated file can have a valid header
+        info = sf.info(io.BytesIO(raw))
+        data, _ = sf.read(io.BytesIO(raw), dtype="int16", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad input
-        return [f"does not decode ({type(exc).__name__}: {exc})"]
+        return [*problems, f"does not decode ({type(exc).__name__}: {exc})"]
     if info.subtype != PCM16:
         problems.append(f"sample format {info.subtype}, expected {PCM16}")
     if info.samplerate != sample_rate:
@@ -113,9 +107,24 @@ def check_file(
         problems.append(f"{info.channels} channel(s), expected {channels}")
     if frames is not None and data.shape[0] != frames:
         problems.append(f"{data.shape[0]} samples, expected {frames}")
-    if sha256 is not None and sha256_file(path) != sha256:
-        problems.append("checksum mismatch (bytes changed since the build)")
     return problems
+
+
+def _read_bytes(path: Path) -> tuple[bytes | None, str]:
+    """A file's bytes, read once for both decoding and hashing; else None and why (an
+    unreadable file is named as such, not as a decoding error)."""
+    if not path.is_file():
+        return None, "file is missing"
+    try:
+        return path.read_bytes(), ""
+    except OSError as exc:
+        return None, f"cannot read ({exc.strerror or exc})"
+
+
+def _checksum_problem(raw: bytes, sha256: str | None) -> list[str]:
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        return ["checksum mismatch (bytes changed since the build)"]
+    return []
 
 
 def path_problem(root: Path, rel: str, expected: str | None) -> str | None:
@@ -137,11 +146,9 @@ def path_problem(root: Path, rel: str, expected: str | None) -> str | None:
 
 
 def _expected_files(row: ManifestRow, info: BuildInfo) -> dict[str, str] | None:
-    if not isinstance(info.shard_size, int) or info.shard_size < 1:
+    if row.index < 0:  # reported by check_identity
         return None
-    if not isinstance(row.index, int) or row.index < 0:
-        return None
-    return expected_files(row.id, row.index, info.shard_size, str(info.audio_format))
+    return expected_files(row.id, row.index, info.shard_size, info.audio_format)
 
 
 def check_identity(row: ManifestRow, split: str) -> list[Problem]:
@@ -165,8 +172,8 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
         return out
     if row.sample_rate != info.sample_rate:
         out.append(Problem(row.id, f"sample_rate {row.sample_rate}, build has {info.sample_rate}"))
-    seconds = info.recipe.get("audio", {}).get("mixture_seconds", row.duration)
-    expected_mix = int(round(float(seconds) * info.sample_rate))
+    # the recipe parsed before the walk: its audio section is there
+    expected_mix = int(round(float(info.recipe["audio"]["mixture_seconds"]) * info.sample_rate))
     expected = _expected_files(row, info)
     for role, rel in row.files().items():
         why = path_problem(root, rel, expected.get(role) if expected else None)
@@ -174,18 +181,9 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
             out.append(Problem(str(rel), f"{row.id}: {why}"))
             continue
         if role == "midi":
-            if not (root / rel).is_file():
-                out.append(Problem(rel, f"{row.id}: file is missing"))
-                continue
-            try:
-                same = sha256_file(root / rel) == row.checksums.get(role)
-            except OSError as exc:
-                out.append(Problem(rel, f"{row.id}: cannot read ({exc.strerror or exc})"))
-                continue
-            if not same:
-                out.append(
-                    Problem(rel, f"{row.id}: checksum mismatch (bytes changed since the build)")
-                )
+            raw, why = _read_bytes(root / rel)
+            found = [why] if raw is None else _checksum_problem(raw, row.checksums.get(role, ""))
+            out += [Problem(rel, f"{row.id}: {what}") for what in found]
             continue
         frames = row.frames.get(role)
         if role == "mixture" and frames is not None and frames != expected_mix:
@@ -264,10 +262,9 @@ def check_manifest_folder(root: Path, info: BuildInfo) -> list[Problem]:
         elif entry.name.endswith(".jsonl") and (folder / f"{entry.name}.gz").exists():
             out.append(Problem(rel, f"stale: readers use {entry.name}.gz"))
     parts = folder / PARTS_DIR
-    if not parts.is_dir() or not isinstance(info.shard_size, int) or info.shard_size < 1:
+    if not parts.is_dir():
         return out
-    counts = {s: int(info.counts.get(s, 0)) for s in SPLITS}
-    shards = {f"{s}-{n:06d}.jsonl" for s in SPLITS for n in range(-(-counts[s] // info.shard_size))}
+    shards = {f"{s}-{n:06d}.jsonl" for s in SPLITS for n in range(_shard_count(info, s))}
     for entry in _list(parts, f"{MANIFEST_DIR}/{PARTS_DIR}", out):
         if entry.name not in shards:
             what = "stale manifest part (this build has no such shard)"
@@ -275,10 +272,15 @@ def check_manifest_folder(root: Path, info: BuildInfo) -> list[Problem]:
     return out
 
 
+def _shard_count(info: BuildInfo, split: str) -> int:
+    """How many shards ``split`` has in this build."""
+    return -(-int(info.counts.get(split, 0)) // info.shard_size)
+
+
 def _stream_sha256(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for path in paths:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+        with open_manifest_bytes(path) as fh:
             while block := fh.read(1 << 20):
                 h.update(block)
     return h.hexdigest()
@@ -288,12 +290,11 @@ def check_parts_agree(root: Path, info: BuildInfo) -> list[Problem]:
     """A split whose parts are all there must be exactly its final manifest: a rerun of
     ``rmod-build`` rewrites the manifest from the parts, so stale parts would replace it."""
     parts = root / MANIFEST_DIR / PARTS_DIR
-    if not parts.is_dir() or not isinstance(info.shard_size, int) or info.shard_size < 1:
+    if not parts.is_dir():
         return []
     out = []
     for split in SPLITS:
-        n_shards = -(-int(info.counts.get(split, 0)) // info.shard_size)
-        files = [parts / f"{split}-{k:06d}.jsonl" for k in range(n_shards)]
+        files = [parts / f"{split}-{k:06d}.jsonl" for k in range(_shard_count(info, split))]
         manifest = manifest_path(root, split)
         if not manifest.is_file() or not all(f.is_file() for f in files):
             continue
@@ -369,9 +370,7 @@ class _RowWalk:
         self.bar.close()
 
 
-def _walk_manifest(
-    walk: _RowWalk, split: str, on_row: Callable[[ManifestRow], None] | None
-) -> None:
+def _walk_manifest(walk: _RowWalk, split: str) -> None:
     """Check every row of ``split``'s manifest, then its row count against ``build.json``."""
     root, problems = walk.root, walk.report.problems
     path = manifest_path(root, split)
@@ -385,8 +384,6 @@ def _walk_manifest(
         for row in iter_manifest(path):
             n += 1
             walk.check(row, split, walk.note(row, split, rel_manifest))
-            if on_row is not None:
-                on_row(row)
     except ManifestError as exc:
         walk.settle(keep=0)
         problems.append(Problem(rel_manifest, str(exc)))
@@ -409,14 +406,12 @@ def check_disjoint(used_by: dict[str, set[str]]) -> list[Problem]:
 def verify_dataset(
     root: str | os.PathLike,
     progress: bool = True,
-    on_row: Callable[[ManifestRow], None] | None = None,
     jobs: int = 1,
 ) -> VerifyReport:
     """Run every check on the dataset in ``root``; returns a :class:`VerifyReport`.
 
     ``jobs`` threads check rows' files at once (decoding and hashing release the GIL); the
-    problems come out in manifest order whatever the number of threads. With threads,
-    ``on_row`` is called as a row is read, before its files are checked.
+    problems come out in manifest order whatever the number of threads.
     """
     root = Path(root)
     report = VerifyReport(root=root)
@@ -432,7 +427,7 @@ def verify_dataset(
     walk = _RowWalk(root, info, report, jobs, progress)
     try:
         for split in SPLITS:
-            _walk_manifest(walk, split, on_row)
+            _walk_manifest(walk, split)
     finally:  # also on an error or Ctrl-C: no thread keeps checking
         walk.close()
     report.problems += check_strays(root, walk.referenced)
