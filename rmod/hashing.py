@@ -35,9 +35,14 @@ def make_id(cls: str, sha256: str) -> str:
     return f"{cls}/{sha256[:16]}"
 
 
+def split_key(family: str, sha256: str) -> str:
+    """What decides a sound's split: ``"family:<family>"``, or its content hash if none."""
+    return f"family:{family}" if family else sha256
+
+
 def family_key(entry: LibraryEntry) -> str:
-    """What decides an entry's split: ``"family:<family>"``, or its content hash if none."""
-    return f"family:{entry.family}" if entry.family else entry.sha256
+    """:func:`split_key` of a library entry."""
+    return split_key(entry.family, entry.sha256)
 
 
 def split_for_hash(sha256: str, fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS) -> str:

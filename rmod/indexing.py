@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from rmod import CLASSES, DRUMS, INSTRUMENTS, SPLITS
 from rmod.audio import AUDIO_EXTENSIONS, AudioFileError, audio_info, peak_db, read_audio
-from rmod.hashing import DEFAULT_SPLIT_FRACTIONS, content_hash, make_id, split_for_hash
+from rmod.hashing import DEFAULT_SPLIT_FRACTIONS, content_hash, make_id, split_for_hash, split_key
 from rmod.library import LibraryEntry, write_library
 
 #: Most samples (frames x channels) ``index_library`` decodes from one file (1 GiB as float32).
@@ -162,7 +162,7 @@ def index_library(
     root is the absolute path of ``src_dir``. Written atomically, even if empty.
     """
     limits = limits or IndexLimits()
-    _check_limits(limits)
+    check_limits(limits)
     src = Path(src_dir).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
@@ -189,7 +189,7 @@ def index_library(
     return IndexReport(out.resolve(), len(entries), refused, _counts(entries), fingerprint)
 
 
-def _check_limits(limits: IndexLimits) -> None:
+def check_limits(limits: IndexLimits) -> None:
     """``ValueError`` on bad split fractions or grouping, before any work."""
     split_for_hash("0" * 64, limits.split_fractions)
     if limits.group_by not in GROUP_BY:
@@ -202,7 +202,7 @@ def _entry(
     """The entry of the decoded file at ``rel`` (relative to the library root)."""
     digest = content_hash(audio)
     family = folder_family(rel) if limits.group_by == "folder" else ""
-    key = f"family:{family}" if family else digest
+    key = split_key(family, digest)
     return LibraryEntry(
         id=make_id(cls, digest),
         path=rel,

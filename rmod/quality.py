@@ -29,7 +29,6 @@ import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS
 from rmod.errors import RmodError
-from rmod.example import ExampleParams, render_example
 from rmod.manifest import iter_manifest, manifest_path
 from rmod.overview import (
     DRUM_CONTRIBUTION_RANGE_DB,
@@ -91,6 +90,8 @@ def audibility_failures(rendered: Any) -> list[str]:
 def render_shares(params: Iterable[Any], recipe: Any, library: Any) -> list[float]:
     """High-band share of each example (``ExampleParams``), re-rendered with ``recipe`` and
     ``library`` (the ones the params were drawn with)."""
+    from rmod.example import render_example  # here: pedalboard, only when rendering
+
     shares = []
     for p in params:
         out = render_example(p, recipe, library)
@@ -108,7 +109,9 @@ def build_shares(
         return "not asked for"
     if library is None:
         return "the build's library cannot be read as it was built"
-    params: list[ExampleParams] = []
+    from rmod.example import ExampleParams  # here: rmod.example loads pedalboard
+
+    params: list[Any] = []
     try:
         recipe = Recipe.from_dict(info.recipe, source=f"{root}/build.json: recipe")
         for split in splits:

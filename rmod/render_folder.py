@@ -386,13 +386,12 @@ def remove_stale_audio(
     it is a regular file inside ``out_dir`` with the recorded bytes: the user's own files
     are never touched. Returns the relative paths removed."""
     out = Path(out_dir)
-    root = os.path.realpath(out)
     removed = []
     for name, sha in sorted(previous.items()):
         path = out / name
         if name in keep or path.is_symlink() or not path.is_file():
             continue
-        if not os.path.realpath(path).startswith(root + os.sep) or sha256_file(path) != sha:
+        if not inside(out, path) or sha256_file(path) != sha:
             continue
         path.unlink()
         removed.append(name)

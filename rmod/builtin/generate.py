@@ -22,6 +22,7 @@ are mono 16-bit FLAC; the manifest (:mod:`rmod.library` format, root ``.``) is w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -38,7 +39,7 @@ from rmod.builtin.drums import DrumBase, UnionFind, drum_bases, sampled_oneshot
 from rmod.builtin.fonts import Font, espeak_version, find_fonts, sources_tag
 from rmod.builtin.loops import has_programs, render_loop
 from rmod.builtin.synth import SYNTHS
-from rmod.hashing import content_hash, make_id, split_for_hash
+from rmod.hashing import content_hash, make_id, split_for_hash, split_key
 from rmod.leaks import near_duplicate_groups, onset_window
 from rmod.library import LibraryEntry, write_library
 
@@ -180,7 +181,7 @@ def _write_items(
                 sample_rate=config.sample_rate,
                 channels=1,
                 sha256=digest,
-                split=split_for_hash(f"family:{item.family}" if item.family else digest),
+                split=split_for_hash(split_key(item.family, digest)),
                 size_bytes=(folder / rel).stat().st_size,
                 family=item.family,
                 source=item.source,
@@ -212,8 +213,8 @@ def merge_families(
         for e in r:
             family = rename.get(e.family, e.family)
             if family != e.family:
-                data = e.to_dict() | {"family": family, "split": split_for_hash(f"family:{family}")}
-                e = LibraryEntry.from_dict(data)
+                split = split_for_hash(split_key(family, e.sha256))
+                e = dataclasses.replace(e, family=family, split=split)
             batch.append(e)
         out.append(batch)
     return out

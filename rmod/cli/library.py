@@ -8,12 +8,11 @@ import logging
 import sys
 
 import rmod_dose_cli
-from rmod import CLASSES, DRUMS, SPLITS
+from rmod import CLASSES, DRUMS, INSTRUMENTS, SPLITS
 from rmod.cli import run
 from rmod.errors import InputError
 from rmod.families import family_counts, source_counts
-from rmod.hashing import split_for_hash
-from rmod.indexing import IndexLimits, index_library
+from rmod.indexing import GROUP_BY, IndexLimits, check_limits, index_library
 from rmod.leaks import leak_report
 from rmod.library import Library
 from rmod_dose_cli import HelpFormatter, add_common, new_parser
@@ -85,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ix.add_argument(
         "--group-by",
-        choices=("file", "folder"),
+        choices=GROUP_BY,
         default=lim.group_by,
         help="what shares a split: each file alone, or every file under the same sub-folder "
         "of a class folder (a kit, a pack: SRC_DIR/kick/KIT/...)",
@@ -171,11 +170,11 @@ def _soundfont(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     if args.oneshot_min > args.oneshot_max or args.loop_min > args.loop_max:
         raise InputError("a minimum duration is above its maximum")
-    durations = {c: (args.oneshot_min, args.oneshot_max) for c in CLASSES[:3]}
-    durations.update({c: (args.loop_min, args.loop_max) for c in CLASSES[3:]})
+    durations = {c: (args.oneshot_min, args.oneshot_max) for c in DRUMS}
+    durations.update({c: (args.loop_min, args.loop_max) for c in INSTRUMENTS})
     try:
         limits = IndexLimits(durations, args.silence_db, tuple(args.splits), group_by=args.group_by)
-        split_for_hash("0" * 64, limits.split_fractions)  # validates the fractions
+        check_limits(limits)
     except ValueError as exc:  # the limits' own checks
         raise InputError(str(exc)) from None
     report = index_library(args.src_dir, args.out, limits=limits, progress=not args.quiet)
