@@ -41,24 +41,25 @@ def _weights_sha256(codec_weights: str | Path) -> str:
     return sha256_file(codec_weights)
 
 
-def default_token_dir(manifest: str | Path, codec_weights: str | Path) -> Path:
+def default_token_dir(manifest: str | Path, codec_sha256: str) -> Path:
     """Where `train_from_manifest` keeps the token cache when none is given: beside the
     dataset, ``DIR/tokens-<first 12 hex of the codec weights' SHA-256>`` (``DIR`` = the
     dataset folder, or the grandparent of a ``DIR/manifests/*.jsonl`` file). One cache serves
     all three drum classes and every run on that dataset with that codec."""
-    return dataset_root(manifest) / f"tokens-{_weights_sha256(codec_weights)[:12]}"
+    return dataset_root(manifest) / f"tokens-{codec_sha256[:12]}"
 
 
 def check_cache_matches(
-    tokens: Path, index: dict, root: Path, codec_weights: str | Path | None
+    tokens: Path, index: dict, root: Path, codec_weights: str | Path | None, codec_sha256: str
 ) -> None:
     """Raise TrainingError when the complete cache ``tokens`` was not made from this
     dataset's current manifests (every split it holds) or, when ``codec_weights`` is given,
-    with that codec: a cache is reused only for the data and codec it was made from."""
+    with that codec (``codec_sha256``, its hash): a cache is reused only for the data and
+    codec it was made from."""
     config = index.get("config", {})
     if codec_weights is not None:
         made_with = config.get("codec", {}).get("sha256")
-        if made_with != _weights_sha256(codec_weights):
+        if made_with != codec_sha256:
             raise TrainingError(
                 f"{tokens} was tokenized with another DAC codec (sha256 {str(made_with)[:12]}), "
                 f"not {codec_weights}: give another --tokens or delete that folder"
@@ -86,15 +87,14 @@ def _ensure_cache(
     """The token cache folder and its index: a complete cache of this dataset (and codec),
     or one made or completed now with `tokenize_manifest`."""
     env = dist_env()
-    if tokens is None:
-        if codec_weights is None:
-            raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
-        tokens = default_token_dir(manifest, codec_weights)
-    tokens = Path(tokens)
+    if tokens is None and codec_weights is None:
+        raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
+    codec_sha256 = _weights_sha256(codec_weights) if codec_weights is not None else ""
+    tokens = Path(tokens or default_token_dir(manifest, codec_sha256))
     root = dataset_root(manifest)
     index = _read_cache_index(tokens)
     if index.get("complete"):
-        check_cache_matches(tokens, index, root, codec_weights)
+        check_cache_matches(tokens, index, root, codec_weights, codec_sha256)
         if env.main:
             log(f"using token cache {tokens}")
         return tokens, index
@@ -124,7 +124,7 @@ def _with_overrides(
 
 
 def _stored_train_config(last: Path) -> TrainConfig:
-    stored = read_state(last).train_config  # CheckpointError names the file
+    stored = read_state(last, mmap=True).train_config  # the settings only: weights not read
     try:
         return TrainConfig.from_dict(stored)
     except ConfigError as err:

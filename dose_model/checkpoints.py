@@ -40,11 +40,11 @@ class CheckpointError(DoseError, ValueError):
     """A checkpoint file is missing, unreadable or does not have the expected layout."""
 
 
-def _read(path: str | Path) -> dict[str, Any]:
+def _read(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    data = load_weights_only(path, lambda reason: CheckpointError(f"{path}: {reason}"))
+    data = load_weights_only(path, lambda reason: CheckpointError(f"{path}: {reason}"), mmap)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(data).__name__}")
     return data
@@ -245,9 +245,10 @@ def _state_problem(state: dict[str, Any], where: str) -> str | None:
     return None
 
 
-def read_state(path: str | Path) -> TrainState:
-    """Read a `dose-train` checkpoint as a `TrainState` (weights_only)."""
-    return TrainState.from_dict(_read(path), path)
+def read_state(path: str | Path, mmap: bool = False) -> TrainState:
+    """Read a `dose-train` checkpoint as a `TrainState` (weights_only; with ``mmap`` its
+    tensors are mapped, not read: for a caller that needs only its settings)."""
+    return TrainState.from_dict(_read(path, mmap), path)
 
 
 def _checked_format(data: dict[str, Any], path: str | Path) -> dict[str, Any]:

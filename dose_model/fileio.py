@@ -51,14 +51,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def load_weights_only(path: str | os.PathLike, error: Callable[[str], Exception]) -> object:
+def load_weights_only(
+    path: str | os.PathLike, error: Callable[[str], Exception], mmap: bool = False
+) -> object:
     """``torch.load(path, weights_only=True)`` on the CPU; ``error(reason)`` when the file
     cannot be read that way, ``reason`` one line (torch's own message runs over many lines
-    and advises loading untrusted files with ``weights_only=False``, which we never do)."""
+    and advises loading untrusted files with ``weights_only=False``, which we never do).
+    ``mmap`` maps the tensors instead of reading them (for a caller that needs only the
+    file's plain values)."""
     import torch  # here: the writers above serve modules that do not need torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unpickling error, reported with the path
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         marker = "WeightsUnpickler error:"
