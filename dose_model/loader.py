@@ -10,7 +10,7 @@ global batch.
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -37,8 +37,11 @@ def global_batch(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
     return _epoch_order(seed, epoch, n)[b * batch_size : (b + 1) * batch_size]
 
 
+@functools.lru_cache(maxsize=2)  # the current epoch's and the next one's, drawn once each
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(n)
+    order = np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(n)
+    order.flags.writeable = False  # shared by every caller
+    return order
 
 
 def rank_share(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
@@ -69,25 +72,14 @@ class BatchLoader:
         self.dataset, self.cfg, self.env, self.collate = dataset, cfg, env, collate
         self.device = torch.device(device)
         self.n = len(dataset)
-        self.per_epoch = self.n // cfg.batch_size
-        if self.per_epoch == 0:
-            raise TrainingError(
-                f"{self.n} training examples cannot fill one batch of {cfg.batch_size}"
-            )
-        self._order: tuple[int, np.ndarray] | None = None
-        self._lock = threading.Lock()
+        global_batch(cfg.seed, 0, self.n, cfg.batch_size)  # TrainingError if it cannot fill one
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dose-loader")
         self.pending: dict[int, Future] = {}
 
     def indices(self, step: int) -> np.ndarray:
         """This rank's example indices for ``step``."""
-        epoch, b = divmod(step, self.per_epoch)
-        with self._lock:
-            if self._order is None or self._order[0] != epoch:
-                self._order = (epoch, _epoch_order(self.cfg.seed, epoch, self.n))
-            order = self._order[1]
-        size = self.cfg.batch_size
-        return rank_share(order[b * size : (b + 1) * size], self.env.rank, self.env.world)
+        batch = global_batch(self.cfg.seed, step, self.n, self.cfg.batch_size)
+        return rank_share(batch, self.env.rank, self.env.world)
 
     def _build(self, step: int) -> Batch:
         batch = load_batch(self.dataset, self.indices(step), self.collate)
