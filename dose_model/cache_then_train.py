@@ -14,10 +14,10 @@ import torch.distributed as dist
 
 from dose_model import DRUMS
 from dose_model.checkpoints import CheckpointError, read_state
-from dose_model.codec import sha256_file
 from dose_model.config import ConfigError, ModelConfig, TrainConfig
 from dose_model.data import TokenDataset
 from dose_model.device import resolve_device
+from dose_model.fileio import sha256_file
 from dose_model.loader import TrainingError
 from dose_model.manifest import ManifestError, find_manifests, manifest_sha256
 from dose_model.runtime import dist_env

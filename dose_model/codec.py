@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from dose_model.dac import DAC, DacConfig, skip_init
 from dose_model.errors import DoseError
-from dose_model.fileio import atomic_write_bytes, load_weights_only
+from dose_model.fileio import atomic_write_bytes, load_weights_only, sha256_file
 
 DAC_CACHE_PATH = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8kbps_0.0.1.pth"
 """Where the reference package (descript-audio-codec >= 1.0) caches the 44 kHz weights."""
@@ -46,15 +46,6 @@ class CodecLoadError(DoseError, ValueError):
 def default_weights_path() -> Path | None:
     """The reference package's cached 44 kHz weights file if it exists here, else None."""
     return DAC_CACHE_PATH if DAC_CACHE_PATH.is_file() else None
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _listing(names: list[str]) -> str:

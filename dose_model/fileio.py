@@ -4,11 +4,13 @@ Writes go to a temporary file beside the target, then a rename over it: a reader
 resumed after a kill, sees the old file or the new one, never half of one. New files get the
 permissions a plain ``open(path, "w")`` would give them (0o666 minus the umask), not the 0o600
 of :func:`tempfile.mkstemp`. :func:`load_weights_only` reads a torch file with
-``weights_only=True`` and says in one line why one cannot be read.
+``weights_only=True`` and says in one line why one cannot be read; :func:`sha256_file` is
+the package's one file hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -49,6 +51,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Create or replace ``path`` with ``text`` (UTF-8), atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_weights_only(

@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from dose_model.audio import RowAudioError, clip, read_mono
-from dose_model.codec import sha256_file
 from dose_model.extract import GREEDY, WINDOW_S, ExtractError, Extractor, OneShot, Sampling
-from dose_model.fileio import atomic_write_bytes, atomic_write_text
+from dose_model.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from dose_model.shaping import (
     DEFAULT_FINISH,
     MIXTURE_PEAK_DBFS,

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dose_model.errors import DoseError
+from dose_model.fileio import sha256_file
 
 FORMAT = "dose-token-cache"
 VERSION = 2  # 2: shard files carry sizes and checksums
@@ -50,11 +51,7 @@ def read_index(tokdir: str | os.PathLike) -> dict:
 
 def file_record(path: Path) -> dict:
     """``{"size", "sha256", "quick"}`` of one shard file (see the module docstring)."""
-    full = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            full.update(chunk)
-    return {"size": path.stat().st_size, "sha256": full.hexdigest(), "quick": quick_hash(path)}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path), "quick": quick_hash(path)}
 
 
 def quick_hash(path: Path) -> str:
@@ -109,7 +106,7 @@ def verify_cache(tokdir: str | os.PathLike, progress: bool = False) -> int:
         check_shard_files(tokdir, shard, names, quick=False)
         for name in names:
             path = tokdir / shard["dir"] / name
-            if file_record(path)["sha256"] != shard["files"][name]["sha256"]:
+            if sha256_file(path) != shard["files"][name]["sha256"]:
                 raise CacheError(f"{path}: content differs from the index (sha256)")
             codes = np.load(path, mmap_mode="r", allow_pickle=False)
             check_codes(codes, size, path)

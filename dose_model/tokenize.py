@@ -63,13 +63,13 @@ from dose_model.token_cache import (
 
 TMP_PREFIX = ".tmp-"
 PAPER_MIXTURE_SECONDS = 4.0
-#: The longest clip encoded (mixture or one-shot), in seconds: far above any RMOD length,
-#: far below what would exhaust memory.
-MAX_CLIP_SECONDS = 60.0
 """Mixture length encoded when neither the caller nor the rows' frame counts say (the paper)."""
 PAPER_ONESHOT_SECONDS = 2.0
 """One-shot length encoded when neither the caller nor the rows' frame counts say (paper
 text: 2 s)."""
+MAX_CLIP_SECONDS = 60.0
+"""The longest clip encoded (mixture or one-shot), in seconds: far above any RMOD length,
+far below what would exhaust memory."""
 
 
 class TokenizeError(DoseError, RuntimeError):
