@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dose_model.generate import Generation
+from dose_model.generate import Generation, nucleus
 from dose_model.model import DoseTransformer
 
 _MASK32 = 0xFFFFFFFF
@@ -66,13 +66,10 @@ def top_p_pick(
     logits: torch.Tensor, uniforms: torch.Tensor, top_p: torch.Tensor, temperature: torch.Tensor
 ) -> torch.Tensor:
     """Nucleus sampling with given random numbers: logits ``[B, K, V]``, uniforms ``[B, K]``
-    -> tokens long ``[B, K]``. The kept set is the one of `dose_model.generate.sample_tokens`
-    (the most likely tokens until their mass reaches ``top_p``); the pick is the inverse CDF
-    of the renormalised kept set at ``uniforms``."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    kept = sorted_probs.masked_fill(before >= top_p, 0.0)
+    -> tokens long ``[B, K]``. The kept set is `dose_model.generate.nucleus` (as in
+    `dose_model.generate.sample_tokens`); the pick is the inverse CDF of the renormalised
+    kept set at ``uniforms``."""
+    kept, order = nucleus(logits, top_p, temperature)
     cdf = kept.cumsum(dim=-1)
     goal = uniforms[..., None] * cdf[..., -1:]
     pick = (cdf <= goal).sum(dim=-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
@@ -235,6 +232,7 @@ class StaticDecoder:
 
     def _choose(self, logits: torch.Tensor, strategy: str) -> None:
         """Sample the next row from ``logits`` [B, K, V], track ends and scores, store it."""
+        logits = logits.float()  # once, for the pick and the score
         if strategy == "greedy":
             token = logits.argmax(dim=-1)
         else:
@@ -242,7 +240,7 @@ class StaticDecoder:
             token = top_p_pick(logits, u, self.top_p, self.temperature)
         live = ~self.ended & (self.row < self.max_rows)  # rows past max_len: graph padding
         token = token * live[:, None]
-        lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, token[..., None])
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, token[..., None])
         self.log_prob.add_(lp.squeeze(-1).sum(dim=-1) * live)
         self.counted.add_(live.float() * self.cfg.num_codebooks)
         is_end = (token == 0).all(dim=-1) & (self.row > 0) & live

@@ -37,6 +37,17 @@ class Generation:
     mean_log_prob: torch.Tensor | None = None
 
 
+def nucleus(logits: torch.Tensor, top_p, temperature) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nucleus of ``logits`` [..., V] at ``temperature``: the probabilities sorted in
+    descending order with every token past the smallest set whose mass reaches ``top_p`` set
+    to 0 (not renormalised), and the token of each sorted position. ``top_p`` and
+    ``temperature`` may be floats or tensors (the static engine's graph inputs)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
+    return sorted_probs.masked_fill(before >= top_p, 0.0), order  # the set already reaches top_p
+
+
 def sample_tokens(
     logits: torch.Tensor,
     strategy: str = "greedy",
@@ -59,10 +70,7 @@ def sample_tokens(
         return logits.argmax(dim=-1)
     if strategy != "top-p":
         raise ValueError(f"strategy must be 'greedy' or 'top-p', got {strategy!r}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
-    sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the set already reaches top_p
+    sorted_probs, order = nucleus(logits, top_p, temperature)
     flat = sorted_probs.reshape(-1, sorted_probs.shape[-1])
     pick = torch.multinomial(flat, 1, generator=generator).view(*sorted_probs.shape[:-1], 1)
     return order.gather(-1, pick).squeeze(-1)
