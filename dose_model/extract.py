@@ -212,7 +212,7 @@ class Extractor:
             raise ValueError(f"{len(keys)} keys for {n} clips")
         codec = self.codec
         codes = codec.encode(torch.from_numpy(np.ascontiguousarray(mixtures))[:, None])
-        tokens = mixture_sequence(codes.cpu())  # [B, 353, 9]
+        tokens = mixture_sequence(codes)  # [B, 353, 9], on the codec's device
         jobs = [(b, c) for b in range(n) for c in range(k)]
         shots: list[dict[str, list[OneShot]]] = [{d: [] for d in self.models} for _ in range(n)]
         for first in range(0, len(jobs), self.batch_size):
@@ -223,11 +223,13 @@ class Extractor:
                 limit = oneshot_frames(self.models[drum].config)
                 lengths = target_lengths(g.tokens).clamp(max=limit).tolist()
                 shot_codes = revert_target(g.tokens)
+                ended, scores = g.ended.tolist(), g.mean_log_prob.tolist()  # one sync each
                 for row, (b, c) in enumerate(part):
                     audio = self._decode(shot_codes[row : row + 1, :, : lengths[row]])
-                    ended, score = bool(g.ended[row]), float(g.mean_log_prob[row])
                     shots[b][drum].append(
-                        OneShot(drum, audio, codec.sample_rate, lengths[row], ended, score, c)
+                        OneShot(
+                            drum, audio, codec.sample_rate, lengths[row], ended[row], scores[row], c
+                        )
                     )
         return [
             {d: sorted(s, key=lambda s: (-s.score, s.candidate)) for d, s in clip.items()}
