@@ -87,11 +87,11 @@ def _ensure_cache(
     """The token cache folder and its index: a complete cache of this dataset (and codec),
     or one made or completed now with `tokenize_manifest`."""
     env = dist_env()
+    root = dataset_root(manifest)  # a wrong path is named first
     if tokens is None and codec_weights is None:
         raise TrainingError("give --tokens TOKDIR or --codec-weights W to tokenize the dataset")
     codec_sha256 = _weights_sha256(codec_weights) if codec_weights is not None else ""
     tokens = Path(tokens or default_token_dir(manifest, codec_sha256))
-    root = dataset_root(manifest)
     index = _read_cache_index(tokens)
     if index.get("complete"):
         check_cache_matches(tokens, index, root, codec_weights, codec_sha256)

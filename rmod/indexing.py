@@ -93,7 +93,12 @@ def _scan(src: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
     found: list[tuple[Path, str]] = []
     outside: list[tuple[str, str]] = []
     for p in sorted(_walk(src, outside), key=lambda q: q.relative_to(src).as_posix()):
-        if not p.is_file() or p.suffix.lower() not in AUDIO_EXTENSIONS:
+        if p.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        if p.is_symlink() and not Path(os.path.realpath(p)).is_relative_to(src):
+            outside.append((str(p), "a symbolic link out of the folder: not read"))
+            continue
+        if not p.is_file():
             continue
         top = p.relative_to(src).parts[0]
         if len(p.relative_to(src).parts) > 1 and top in CLASSES:

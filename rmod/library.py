@@ -157,9 +157,20 @@ def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str
         if entry.id in seen:
             raise LibraryError(f"{path}:{lineno}: duplicate id {entry.id}")
         seen.add(entry.id)
-        entries.append(_with_path(entry, str(root / entry.path)))
+        full = root / entry.path
+        if Path(entry.path).is_absolute() or not _inside(root, full):
+            raise LibraryError(
+                f"{path}:{lineno}: {entry.path!r} leaves the library folder {root} "
+                "(absolute, '..' or a symbolic link out): not read"
+            )
+        entries.append(_with_path(entry, str(full)))
     body = text.split("\n", 1)[1] if "\n" in text else ""
     return root, entries, _fingerprint(body)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, resolved (``..`` and symbolic links), lies inside ``root``."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
 
 
 def _with_path(entry: LibraryEntry, path: str) -> LibraryEntry:

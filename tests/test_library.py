@@ -407,3 +407,35 @@ def test_cli_index_output_problems_are_one_line_errors(sample_dir, tmp_path, mon
     err = capsys.readouterr().err
     assert err == f"rmod-library: error: {out}: No space left on device\n"
     assert not out.exists()
+
+
+def test_nothing_outside_the_library_folder_is_read(small_library, tmp_path):
+    """A manifest entry whose path is absolute, climbs with '..' or is a symbolic link out
+    of the library folder is refused by line before any file is read; indexing lists a link
+    out of SRC_DIR as refused and does not decode what it points to."""
+    outside = tmp_path / "elsewhere.wav"
+    outside.write_bytes(b"not yours")
+    lines = small_library.path.read_text().splitlines()
+    header, first = json.loads(lines[0]), json.loads(lines[1])
+    root = (small_library.path.parent / header.get("root", ".")).resolve()
+    link = root / first["cls"] / "link-out.wav"
+    link.symlink_to(outside)
+    try:
+        for bad in (
+            str(outside),
+            "../" * 12 + str(outside).lstrip("/"),
+            str(link.relative_to(root)),
+        ):
+            path = tmp_path / "lib.jsonl"
+            path.write_text("\n".join([lines[0], json.dumps({**first, "path": bad})]) + "\n")
+            with pytest.raises(LibraryError, match=f"{path}:2: .* leaves the library folder"):
+                read_library(path)
+    finally:
+        link.unlink()
+    src = tmp_path / "src"
+    (src / "kick").mkdir(parents=True)
+    (src / "kick" / "out.wav").symlink_to(outside)
+    report = index_library(src, tmp_path / "idx.jsonl")
+    assert report.refused == [
+        (str(src / "kick" / "out.wav"), "a symbolic link out of the folder: not read")
+    ]
