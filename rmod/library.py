@@ -147,6 +147,7 @@ def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str
         root = (path.parent / root).resolve()
     entries: list[LibraryEntry] = []
     seen: set[str] = set()
+    inside = _Containment(root)
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -158,7 +159,7 @@ def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str
             raise LibraryError(f"{path}:{lineno}: duplicate id {entry.id}")
         seen.add(entry.id)
         full = root / entry.path
-        if Path(entry.path).is_absolute() or not _inside(root, full):
+        if Path(entry.path).is_absolute() or not inside(full):
             raise LibraryError(
                 f"{path}:{lineno}: {entry.path!r} leaves the library folder {root} "
                 "(absolute, '..' or a symbolic link out): not read"
@@ -168,9 +169,20 @@ def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str
     return root, entries, _fingerprint(body)
 
 
-def _inside(root: Path, path: Path) -> bool:
-    """Whether ``path``, resolved (``..`` and symbolic links), lies inside ``root``."""
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+class _Containment:
+    """Whether paths, resolved (``..`` and symbolic links), lie inside ``root``: each folder
+    is resolved once (entries share a few), a file only when it is a link itself."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.realpath(root))
+        self.folders: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> bool:
+        folder = self.folders.get(path.parent)
+        if folder is None:
+            folder = self.folders[path.parent] = os.path.realpath(path.parent)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(folder, path.name)
+        return Path(real).is_relative_to(self.root)
 
 
 def _with_path(entry: LibraryEntry, path: str) -> LibraryEntry:
