@@ -11,7 +11,7 @@ the commit before the speed work, checked out into a git worktree):
   (a ``LocalCluster``), peak worker RSS, bytes per example (WAV and FLAC);
 * peak worker RSS with a paper-size library (3,375 kick / 1,801 snare / 1,278 hi-hat
   one-shots and 3,599 loops, written as files derived from the built-in library and
-  indexed with ``rmod.indexing.index_library``; made once and kept in ``--work``).
+  indexed with ``rmod.library.indexing.index_library``; made once and kept in ``--work``).
 
 Every figure of the baseline comes from the same run on the same machine, and each row
 prints the ratio. Usage::
@@ -46,10 +46,10 @@ PER_EXAMPLE = r"""
 import json, sys, tempfile, time
 from pathlib import Path
 args = json.loads(sys.argv[1])
-from rmod.library import Library
-from rmod.recipe import load_recipe
-from rmod.shards import Shard
-import rmod.worker as worker
+from rmod.library.catalog import Library
+from rmod.recipe.spec import load_recipe
+from rmod.build.shards import Shard
+import rmod.build.worker as worker
 lib = Library.load(args["library"])
 recipe = load_recipe(None)
 fields = dict(root="unused", shard=Shard("train", 0, 0, args["n"]), recipe=recipe,
@@ -58,7 +58,7 @@ fields = dict(root="unused", shard=Shard("train", 0, 0, args["n"]), recipe=recip
 new = hasattr(worker, "worker_store")
 task = worker.ShardTask(**fields)
 if new:
-    from rmod.store import SampleStore
+    from rmod.example.sample_store import SampleStore
     source = SampleStore(lib, 44100, folder=args["store"])
 else:
     source = lib
@@ -77,7 +77,7 @@ def timed(module, name, stage):
             stages[stage] = stages.get(stage, 0.0) + time.process_time() - t
     setattr(module, name, wrapper)
 if new:
-    import rmod.example as ex, rmod.store as st, rmod.mixing as mx
+    import rmod.example.draw as ex, rmod.example.sample_store as st, rmod.example.mixing as mx
     timed(ex, "draw_example", "draw")
     timed(st, "pitch_shift_loop", "pitch")
     timed(st.SampleStore, "audio", "load")
@@ -106,7 +106,7 @@ print(json.dumps(result))
 BUILD = r"""
 import json, sys
 args = json.loads(sys.argv[1])
-from rmod.build import BuildOptions, build
+from rmod.build.run import BuildOptions, build
 s = build(BuildOptions(n=args["n"], out=args["out"], library=args["library"], jobs=args["jobs"],
                        backend=args["backend"], audio_format=args["format"], progress=False))
 print(json.dumps({"ok": s.ok, "error": s.error, "seconds": s.seconds, "examples": s.rendered,
@@ -153,8 +153,8 @@ def paper_size_library(work: Path) -> Path:
     import numpy as np
 
     from rmod.audio import write_audio
-    from rmod.indexing import index_library
-    from rmod.library import Library
+    from rmod.library.catalog import Library
+    from rmod.library.indexing import index_library
 
     builtin = Library.load(None)
     src = work / "paper-size" / "files"

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from dose_model.codec import DacCodec
+from dose_model.codec.dac_codec import DacCodec
 
 MODES = ("fp32", "strict", "bf16", "compile")
 

@@ -8,8 +8,8 @@ each method does the same work):
   every step (no cache), logits at every position, the last one sampled (greedy); the model is
   our published-mode `DoseTransformer` (one fused q/k/v matmul where the public code has
   three: a little faster than the original);
-* ``eager``: `dose_model.generate.generate` with its KV cache (bf16 through autocast);
-* ``static``: `dose_model.decode.StaticDecoder` (fixed cache, device-side sampling; CUDA graphs
+* ``eager``: `dose_model.model.generate.generate` with its KV cache (bf16 through autocast);
+* ``static``: `dose_model.model.decode.StaticDecoder` (fixed cache, device-side sampling; CUDA graphs
   on CUDA; bf16 as bf16 weights and cache).
 
 For each (precision, method, batch): one-shots per second, ms per one-shot, the token
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-from dose_model.config import ModelConfig
-from dose_model.decode import StaticDecoder
 from dose_model.device import resolve_device
-from dose_model.generate import generate
-from dose_model.model import DoseTransformer
+from dose_model.model.config import ModelConfig
+from dose_model.model.decode import StaticDecoder
+from dose_model.model.generate import generate
+from dose_model.model.transformer import DoseTransformer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

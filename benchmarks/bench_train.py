@@ -5,10 +5,10 @@ embedded twice, no positions, separate q/k/v projections), logits for all 353 + 
 positions x 9,225, and its three cross-entropies on ``b v s d``-rearranged logits
 (mixture-continuation loss over 352 positions computed and logged but not trained on; onset
 loss over 10 positions; full loss over 183), Adam. Ours: our-mode model (the last block
-computes only target rows), and the REAL training step of `dose_model.train`: batches read by
+computes only target rows), and the REAL training step of `dose_model.train.loop`: batches read by
 `BatchLoader` from a token cache on disk (random codes; memory-mapped shards, checksums, whole-
 batch delay pattern, background thread, pinned memory on cuda), the learning-rate schedule,
-autocast, `dose_model.losses.dose_loss`, gradient clipping and fused AdamW (`_optimize`), the
+autocast, `dose_model.model.losses.dose_loss`, gradient clipping and fused AdamW (`_optimize`), the
 metrics window (no validation or checkpoint writes). Both: dropout 0.1.
 
     python benchmarks/bench_train.py                      # GPU: published sizes, batch 64
@@ -33,15 +33,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dose_model.checkpoints import TrainState
-from dose_model.config import ModelConfig, TrainConfig
-from dose_model.data import TokenDataset
-from dose_model.loader import BatchLoader
-from dose_model.model import DoseTransformer
-from dose_model.runtime import DistEnv
-from dose_model.token_cache import FORMAT, VERSION, file_record
-from dose_model.train import _build, _optimize
-from dose_model.train_log import MetricsLog
+from dose_model.cache.index import FORMAT, VERSION, file_record
+from dose_model.model.checkpoints import TrainState
+from dose_model.model.config import ModelConfig, TrainConfig
+from dose_model.model.transformer import DoseTransformer
+from dose_model.train.batches import TokenDataset
+from dose_model.train.distributed import DistEnv
+from dose_model.train.loader import BatchLoader
+from dose_model.train.log import MetricsLog
+from dose_model.train.loop import _build, _optimize
 
 
 class SeparateQKVAttention(torch.nn.Module):
@@ -118,7 +118,7 @@ def write_random_cache(folder: Path, rows: int, target_frames: int, seed: int = 
 
 
 def our_real_step(cfg: ModelConfig, precision: str, compiled: bool, args, device) -> tuple:
-    """(step function, model) of dose_model.train's own step on a random token cache."""
+    """(step function, model) of dose_model.train.loop's own step on a random token cache."""
     total = args.warmup + args.repeats * args.steps
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
     rows = max(args.batch_size * 4, 256)

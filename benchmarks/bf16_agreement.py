@@ -10,10 +10,10 @@ held-out mixtures:
    onsets in 4 s) encoded with a small
    random-weight DAC (hop 512, 9 x 1024 codes, as the tests use); the last ``--held-out``
    are never trained on;
-2. training: `dose_model.train.train` (fp32, on the CPU) for ``--steps`` updates;
+2. training: `dose_model.train.loop.train` (fp32, on the CPU) for ``--steps`` updates;
 3. generation on the held-out mixtures, greedy, all ``max_len`` rows (no early stop):
-   eager fp32 (`dose_model.generate.generate`, the reference), static fp32 and static bf16
-   (`dose_model.decode.StaticDecoder`).
+   eager fp32 (`dose_model.model.generate.generate`, the reference), static fp32 and static bf16
+   (`dose_model.model.decode.StaticDecoder`).
 
 Printed per pair: token agreement (equal tokens / all tokens), rows equal in all 9
 codebooks, whole sequences equal, the mean first step at which they differ (``max_len`` when
@@ -34,12 +34,12 @@ import time
 import numpy as np
 import torch
 
-from dose_model.codec import DacCodec
-from dose_model.config import ModelConfig, TrainConfig
-from dose_model.decode import StaticDecoder
-from dose_model.generate import Generation, generate
-from dose_model.tokens import mixture_sequence, target_sequence
-from dose_model.train import train
+from dose_model.codec.dac_codec import DacCodec
+from dose_model.codec.tokens import mixture_sequence, target_sequence
+from dose_model.model.config import ModelConfig, TrainConfig
+from dose_model.model.decode import StaticDecoder
+from dose_model.model.generate import Generation, generate
+from dose_model.train.loop import train
 
 SR = 44100
 CODEC_KWARGS = {"encoder_dim": 1, "decoder_dim": 16}  # tests/dose_fixtures.TINY_CODEC_KWARGS
@@ -116,7 +116,7 @@ def trained_model(args: argparse.Namespace, data: list, out: str):
         seed=args.seed,
     )
     train(cfg, tcfg, data, None, out, device="cpu", precision="fp32", progress=False)
-    from dose_model.checkpoints import load_model
+    from dose_model.model.checkpoints import load_model
 
     return load_model(f"{out}/last.ckpt").eval()
 

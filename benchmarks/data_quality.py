@@ -5,16 +5,16 @@ Usage::
     python benchmarks/data_quality.py [--library LIB] [--examples 200] [--recipe rmod-paper]
 
 Prints, per drum class, the distinct sounds (correlation <= 0.99 after alignment, see
-:mod:`rmod.leaks`; also among the soundfont-sourced entries alone) and the share of
+:mod:`rmod.library.leaks`; also among the soundfont-sourced entries alone) and the share of
 valid/test one-shots with a train near-duplicate (> 0.95); per instrument class, the
 loops' median share of energy above 5 kHz and spectral centroid, highest peak and largest
 DC offset; then, over ``--examples`` rendered train examples, the median, 10th and 90th
 percentile of the non-drum share of the mixture's energy above 5 kHz
-(:func:`rmod.quality.high_band_share`: instrument tracks' energy above 5 kHz over that of
+(:func:`rmod.inspect.quality.high_band_share`: instrument tracks' energy above 5 kHz over that of
 the instrument and drum tracks, each after its chain, before the master bus; the shared
 delay/reverb returns, which carry both, are left out), and over the first ``--check`` of
-them the drum-audibility check of ``tests/test_example.py``
-(:func:`rmod.quality.audibility_failures`) and the weakest hi-hat onset ratio.
+them the drum-audibility check of ``tests/rmod/test_example.py``
+(:func:`rmod.inspect.quality.audibility_failures`) and the weakest hi-hat onset ratio.
 ``--json`` writes the figures to a file too.
 """
 
@@ -27,22 +27,22 @@ import time
 import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS, SPLITS
-from rmod.example import draw_example, render_example
-from rmod.leaks import count_distinct, leak_report
-from rmod.library import Library
-from rmod.overview import onset_snr_db
-from rmod.quality import (
+from rmod.example.draw import draw_example, render_example
+from rmod.inspect.overview import onset_snr_db
+from rmod.inspect.quality import (
     audibility_failures,
     high_band_fraction,
     high_band_share,
     share_summary,
 )
-from rmod.recipe import load_recipe
+from rmod.library.catalog import Library
+from rmod.library.leaks import count_distinct, leak_report
+from rmod.recipe.spec import load_recipe
 
 
 def mix_figures(lib: Library, recipe_name: str, n: int, n_check: int, seed: int = 0) -> dict:
-    """High-band shares of ``n`` train examples (:func:`rmod.quality.high_band_share`) and
-    the drum-audibility check (:func:`rmod.quality.audibility_failures`) of the first
+    """High-band shares of ``n`` train examples (:func:`rmod.inspect.quality.high_band_share`) and
+    the drum-audibility check (:func:`rmod.inspect.quality.audibility_failures`) of the first
     ``n_check``, with the weakest hi-hat onset ratio among them."""
     recipe = load_recipe(recipe_name)
     shares, failing, weakest = [], 0, float("inf")
@@ -140,7 +140,7 @@ def main() -> None:
             f"90th {100 * h['p90']:.1f} %; target median {100 * h['target_median']:.0f} %)"
         )
         print(
-            f"drum audibility (tests/test_example.py's checks) over {a['examples']} examples: "
+            f"drum audibility (tests/rmod/test_example.py's checks) over {a['examples']} examples: "
             f"{a['failing']} failing; weakest hi-hat onset ratio {a['weakest_hihat_db']:.1f} dB"
         )
     if args.json:

@@ -83,8 +83,8 @@ step env 10 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --f
 
 # --noconftest: the shared fixtures build RMOD libraries (rmod's audio stack is not there);
 # the CUDA tests use only tests/dose_fixtures.py. On the CPU (dry run) they are all skipped.
-step tests 40 "$py" -m pytest -q -p no:cacheprovider --noconftest tests/test_decode.py \
-    tests/test_generate.py tests/test_dac_codec.py tests/test_model.py tests/test_extract.py \
+step tests 40 "$py" -m pytest -q -p no:cacheprovider --noconftest tests/dose_model/test_decode.py \
+    tests/dose_model/test_generate.py tests/dose_model/test_dac_codec.py tests/dose_model/test_model.py tests/dose_model/test_extract.py \
     -m 'gpu and not slow' -rs
 
 if [ "$dev" = cuda ]; then

@@ -4,10 +4,10 @@ Renders the same example indices (paper recipe, built-in library) with this engi
 with the baseline engine (a git worktree of ``--baseline``, as in ``bench_build.py``) and
 prints, per engine, the median over examples of:
 
-* each track's level in the pre-master mix (dB, :func:`rmod.overview.contribution_db`),
+* each track's level in the pre-master mix (dB, :func:`rmod.inspect.overview.contribution_db`),
   the three drums together, and (this engine) the two bus returns;
 * each drum class's level against everything else in the 50 ms after its onsets
-  (:func:`rmod.overview.onset_snr_db`);
+  (:func:`rmod.inspect.overview.onset_snr_db`);
 * the mixture's energy share below 150 Hz, 150 Hz-5 kHz and above 5 kHz, its spectral
   centroid, and the left/right correlation (1 = mono, 0 = unrelated channels).
 
@@ -26,10 +26,10 @@ from bench_build import REPO, baseline_tree, run_engine  # noqa: E402
 MEASURE = r"""
 import json, sys
 import numpy as np
-from rmod.example import draw_example, render_example
-from rmod.library import Library
-from rmod.overview import contribution_db, onset_snr_db
-from rmod.recipe import load_recipe
+from rmod.example.draw import draw_example, render_example
+from rmod.library.catalog import Library
+from rmod.inspect.overview import contribution_db, onset_snr_db
+from rmod.recipe.spec import load_recipe
 args = json.loads(sys.argv[1])
 lib, recipe = Library.load(None), load_recipe(None)
 rows = []

@@ -11,7 +11,7 @@ Types understood: nested dataclasses, ``dict[str, T]``, ``tuple[T, ...]``, fixed
 accepted and stored as a float; non-finite numbers are refused), ``bool`` and ``Any`` (kept
 as it is). Any other class is built by a function given in ``parsers``; on the way out a
 value that is not a dataclass but has a ``to_dict`` method (a tagged union such as a
-:class:`rmod.distributions.Distribution`) is written as ``value.to_dict()``.
+:class:`rmod.recipe.distributions.Distribution`) is written as ``value.to_dict()``.
 
 Field metadata read here (``dataclasses.field(metadata=...)``):
 

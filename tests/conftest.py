@@ -17,9 +17,9 @@ import pytest
 
 from rmod import CLASSES, DRUMS, SPLITS
 from rmod.audio import to_pcm16, write_audio
-from rmod.hashing import content_hash, split_for_hash
-from rmod.indexing import index_library
-from rmod.library import Library
+from rmod.library.catalog import Library
+from rmod.library.hashing import content_hash, split_for_hash
+from rmod.library.indexing import index_library
 
 SMALL_SR = 22050
 SMALL_PER_SPLIT = 2
@@ -68,7 +68,7 @@ def synth_loop(cls: str, rng: np.random.Generator, sr: int = SMALL_SR) -> np.nda
 def write_small_library(folder, seed: int = 1234, per_split: int = SMALL_PER_SPLIT):
     """Write the synthetic class folders under ``folder`` and index them.
 
-    Returns the :class:`rmod.indexing.IndexReport`. The split of each candidate is
+    Returns the :class:`rmod.library.indexing.IndexReport`. The split of each candidate is
     predicted from the hash of the audio as it will decode (16-bit), so only the
     needed files are written.
     """

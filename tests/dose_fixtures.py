@@ -48,7 +48,7 @@ def write_tiny_codec(
     Random weights decode to near-silence (peaks ~1e-7); ``loud`` scales the decoder's last
     convolution so that decoded audio reaches about -6 dBFS, for tests that compare sounds.
     """
-    from dose_model.codec import DacCodec
+    from dose_model.codec.dac_codec import DacCodec
 
     codec = DacCodec.random(kwargs or TINY_CODEC_KWARGS, seed=seed)
     if loud:
@@ -61,9 +61,9 @@ def write_tiny_codec(
 def write_tiny_dose_checkpoint(path: Path, max_target_len: int = 14, seed: int = 0) -> Path:
     """Write a random-weight our-mode model (1 layer, d_model 32, the published 353 mixture
     positions) as a dose-train checkpoint to ``path``; returns it."""
-    from dose_model.checkpoints import FORMAT
-    from dose_model.config import ModelConfig
-    from dose_model.model import DoseTransformer
+    from dose_model.model.checkpoints import FORMAT
+    from dose_model.model.config import ModelConfig
+    from dose_model.model.transformer import DoseTransformer
 
     torch.manual_seed(seed)
     cfg = ModelConfig(num_layers=1, num_heads=2, d_model=32, max_target_len=max_target_len)
@@ -148,8 +148,8 @@ def write_fake_rmod(
 
 def tiny_model(published: bool = False, seed: int = 0):
     """A :data:`TINY_MODEL` DOSE transformer with seeded random weights, in eval mode."""
-    from dose_model.config import ModelConfig
-    from dose_model.model import DoseTransformer
+    from dose_model.model.config import ModelConfig
+    from dose_model.model.transformer import DoseTransformer
 
     torch.manual_seed(seed)
     extra = {"published": True, "positions": "none"} if published else {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from rmod.recipe import load_recipe
+from rmod.recipe.spec import load_recipe
 
 
 def write_tiny_recipe(
@@ -40,7 +40,7 @@ def build_tiny(
 ) -> Path:
     """Build ``n`` training examples (and the splits' minimum) of :func:`write_tiny_recipe`'s
     ``base`` recipe with ``library`` into ``folder/ds``, one worker; returns the dataset."""
-    from rmod.build import BuildOptions, build
+    from rmod.build.run import BuildOptions, build
 
     recipe = write_tiny_recipe(folder, base, sample_rate=sample_rate)
     out = Path(folder) / "ds"

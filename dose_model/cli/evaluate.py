@@ -1,7 +1,7 @@
 """`dose-eval`: score DOSE models on an RMOD split with the multi-scale spectral distance.
 
 Only parses arguments, loads the codec and the models, and calls
-`dose_model.evaluate.evaluate_split`. Modules that load torch are imported where used, so
+`dose_model.evaluate.split.evaluate_split`. Modules that load torch are imported where used, so
 ``--help`` answers at once.
 """
 
@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from dose_model.cli import run
 from dose_model.cli.extract import add_model_arguments, check_model_arguments, load_extractor
-from rmod_dose_cli import new_parser
+from rmod_dose_common.cli import new_parser
 
 PROG = "dose-eval"
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dose_model.evaluate import evaluate_split
+    from dose_model.evaluate.split import evaluate_split
 
     extractor, sampling, _ = load_extractor(args)
     with tqdm(desc=PROG, unit="row", disable=args.no_progress) as bar:

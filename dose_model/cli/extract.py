@@ -1,7 +1,7 @@
 """`dose-extract`: extract kick, snare and hi-hat one-shots from songs with trained DOSE models.
 
 Only parses arguments, loads the codec and the models once, and calls
-`dose_model.songs.extract_songs`. Modules that load torch are imported where used, so
+`dose_model.extract.songs.extract_songs`. Modules that load torch are imported where used, so
 ``--help`` answers at once.
 """
 
@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from dose_model import DRUMS
 from dose_model.cli import run
-from dose_model.shaping import Finish
-from rmod_dose_cli import add_common, float_in, new_parser
+from dose_model.extract.shaping import Finish
+from rmod_dose_common.cli import add_common, float_in, new_parser
 
 PROG = "dose-extract"
 #: Limits of the float options: a 16-bit one-shot whose peak is under about -90 dBFS is all
@@ -120,7 +120,7 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
 def load_extractor(args: argparse.Namespace):
     """(Extractor, Sampling, {drum: checkpoint path}) from the shared options (checked by
     :func:`check_model_arguments`). Raises a DoseError or OSError naming the file or device."""
-    from dose_model.extract import Extractor, Sampling, load_codec_and_models
+    from dose_model.extract.extractor import Extractor, Sampling, load_codec_and_models
 
     checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
     codec, models = load_codec_and_models(checkpoints, args.codec_weights, args.heads, args.device)
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.windows < 1:
         parser.error("--windows must be >= 1")
-    from dose_model.extract import ExtractError
-    from dose_model.songs import find_songs
+    from dose_model.extract.extractor import ExtractError
+    from dose_model.extract.songs import find_songs
 
     try:
         args.songs = find_songs(args.songs)
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from dose_model.extract import ExtractError
-    from dose_model.songs import extract_songs
+    from dose_model.extract.extractor import ExtractError
+    from dose_model.extract.songs import extract_songs
 
     finish = Finish(
         trim_db=None if args.no_trim else args.trim_db,

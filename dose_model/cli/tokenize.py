@@ -1,7 +1,7 @@
 """``dose-tokenize``: encode an RMOD dataset into a token cache. The work is in
-:mod:`dose_model.tokenize`.
+:mod:`dose_model.cache.tokenize`.
 
-:mod:`dose_model.tokenize` loads torch: imported where used, so ``--help`` answers at once.
+:mod:`dose_model.cache.tokenize` loads torch: imported where used, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import argparse
 import os
 import sys
 
+from dose_model.cache.index import verify_cache
 from dose_model.cli import run
 from dose_model.errors import InputError
-from dose_model.token_cache import verify_cache
-from rmod_dose_cli import add_common, new_parser
+from rmod_dose_common.cli import add_common, new_parser
 
 PROG = "dose-tokenize"
 RESUME = "finished shards are kept, rerun the same command to resume"
@@ -114,8 +114,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tokenize(args: argparse.Namespace) -> int:
-    from dose_model.codec import default_weights_path
-    from dose_model.tokenize import tokenize_manifest
+    from dose_model.cache.tokenize import tokenize_manifest
+    from dose_model.codec.dac_codec import default_weights_path
 
     weights = args.codec_weights or default_weights_path()
     if weights is None:

@@ -1,6 +1,6 @@
 """`dose-train`: train a DOSE model for one drum class on an RMOD dataset.
 
-Only parses arguments and calls `dose_model.cache_then_train.train_from_manifest`. Modules
+Only parses arguments and calls `dose_model.train.pipeline.train_from_manifest`. Modules
 that load torch are imported where used, so ``--help`` answers at once.
 """
 
@@ -11,8 +11,8 @@ import sys
 
 from dose_model import DRUMS
 from dose_model.cli import run
-from dose_model.config import load_config
-from rmod_dose_cli import add_common, new_parser, sigterm_as_interrupt
+from dose_model.model.config import load_config
+from rmod_dose_common.cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "dose-train"
 
@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dose_model.cache_then_train import train_from_manifest
-    from dose_model.codec import default_weights_path
-    from dose_model.runtime import dist_env
+    from dose_model.codec.dac_codec import default_weights_path
+    from dose_model.train.distributed import dist_env
+    from dose_model.train.pipeline import train_from_manifest
 
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seed", args.seed))
                  if v is not None}  # fmt: skip

@@ -1,13 +1,13 @@
-"""``rmod-build``: build (or resume) an RMOD dataset. The work is in :mod:`rmod.build`."""
+"""``rmod-build``: build (or resume) an RMOD dataset. The work is in :mod:`rmod.build.run`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from rmod.build import BACKENDS, BuildOptions, BuildSummary, build
+from rmod.build.run import BACKENDS, BuildOptions, BuildSummary, build
 from rmod.cli import run
-from rmod_dose_cli import add_common, new_parser, sigterm_as_interrupt
+from rmod_dose_common.cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "rmod-build"
 

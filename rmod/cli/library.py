@@ -7,20 +7,20 @@ import json
 import logging
 import sys
 
-import rmod_dose_cli
+import rmod_dose_common.cli as rmod_dose_cli
 from rmod import CLASSES, DRUMS, INSTRUMENTS, SPLITS
 from rmod.cli import run
 from rmod.errors import InputError
-from rmod.families import family_counts, source_counts
-from rmod.indexing import GROUP_BY, IndexLimits, check_limits, index_library
-from rmod.leaks import leak_report
-from rmod.library import Library
-from rmod_dose_cli import HelpFormatter, add_common, new_parser
+from rmod.library.catalog import Library
+from rmod.library.families import family_counts, source_counts
+from rmod.library.indexing import GROUP_BY, IndexLimits, check_limits, index_library
+from rmod.library.leaks import leak_report
+from rmod_dose_common.cli import HelpFormatter, add_common, new_parser
 
 PROG = "rmod-library"
 #: argparse type of a length in seconds: a finite number above 0.
 SECONDS = rmod_dose_cli.float_in(0.0, above=True)
-# rmod.builtin.export (the soundfont sampler) loads scipy: imported where used.
+# rmod.library.builtin.export (the soundfont sampler) loads scipy: imported where used.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure near-duplicate one-shots across splits: a valid/test one-shot "
         "leaks when a train one-shot of its class correlates above 0.95 over the 0.25 s "
-        "from the onset (best lag within 5 ms; see rmod.leaks)",
+        "from the onset (best lag within 5 ms; see rmod.library.leaks)",
     )
     add_common(info, progress=False)
     _add_soundfont_parser(sub)
@@ -149,7 +149,7 @@ def _add_soundfont_parser(sub) -> None:
 
 
 def _soundfont(args: argparse.Namespace) -> int:
-    from rmod.builtin.export import export_soundfont
+    from rmod.library.builtin.export import export_soundfont
 
     if args.loops_per_program < 0:  # --min-loop-s is checked by its type
         raise InputError(f"--loops-per-program must be >= 0, got {args.loops_per_program}")

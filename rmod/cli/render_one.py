@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 from rmod import SPLITS
+from rmod.build.manifest import MAX_PER_SPLIT, check_example_id
 from rmod.cli import run
 from rmod.errors import InputError
-from rmod.groove import for_recipe
-from rmod.library import Library
-from rmod.manifest import MAX_PER_SPLIT, check_example_id
-from rmod.overview import contribution_db, onset_snr_db, plot_overview
-from rmod.recipe import load_recipe
-from rmod.stats import params_outside_recipe
-from rmod_dose_cli import add_common, new_parser
+from rmod.example.groove import for_recipe
+from rmod.inspect.overview import contribution_db, onset_snr_db, plot_overview
+from rmod.inspect.stats import params_outside_recipe
+from rmod.library.catalog import Library
+from rmod.recipe.spec import load_recipe
+from rmod_dose_common.cli import add_common, new_parser
 
 PROG = "rmod-render-one"
 
@@ -110,8 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _render_one(args: argparse.Namespace) -> int:
-    from rmod.example import render_example
-    from rmod.render_folder import check_overwrites, claim_folder, planned_files, save_example
+    from rmod.example.draw import render_example
+    from rmod.inspect.example_folder import (
+        check_overwrites,
+        claim_folder,
+        planned_files,
+        save_example,
+    )
 
     t0 = time.perf_counter()
     if not args.from_file:
@@ -144,8 +149,8 @@ def _render_one(args: argparse.Namespace) -> int:
 def _inputs(args: argparse.Namespace):
     """(params, recipe, library, library path or None, audio format or None) to render:
     read with ``--from`` (and checked), else drawn."""
-    from rmod.example import draw_example
-    from rmod.render_folder import load_example_source
+    from rmod.example.draw import draw_example
+    from rmod.inspect.example_folder import load_example_source
 
     if args.from_file:
         src = load_example_source(args.from_file, _example_id(args.id))
@@ -200,9 +205,9 @@ def _example_id(value: str | None) -> str | None:
 
 def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
     """Refuse drawn parameters (read with ``--from``) that the recipe and the library could
-    not have produced, naming each field (:class:`rmod.example.ExampleError`)."""
-    from rmod.example import ExampleError
-    from rmod.render_folder import params_problems
+    not have produced, naming each field (:class:`rmod.example.draw.ExampleError`)."""
+    from rmod.example.draw import ExampleError
+    from rmod.inspect.example_folder import params_problems
 
     wrong = params_problems(params, recipe, library)
     wrong += params_outside_recipe(params.to_dict(), recipe.to_dict())

@@ -1,4 +1,4 @@
-"""``rmod-stats``: statistics and plots of a dataset against its recipe (:mod:`rmod.stats`)."""
+"""``rmod-stats``: statistics and plots of a dataset against its recipe (:mod:`rmod.inspect.stats`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 from rmod import SPLITS
 from rmod.cli import run
 from rmod.errors import InputError
-from rmod.stats import compute_stats, worst_metrics
-from rmod_dose_cli import add_common, new_parser
+from rmod.inspect.stats import compute_stats, worst_metrics
+from rmod_dose_common.cli import add_common, new_parser
 
 PROG = "rmod-stats"
 

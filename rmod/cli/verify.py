@@ -1,4 +1,4 @@
-"""``rmod-verify``: check a built dataset. The work is in :mod:`rmod.verify`."""
+"""``rmod-verify``: check a built dataset. The work is in :mod:`rmod.inspect.verify`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 from rmod.cli import run
 from rmod.errors import InputError
-from rmod.verify import verify_dataset
-from rmod_dose_cli import add_common, new_parser
+from rmod.inspect.verify import verify_dataset
+from rmod_dose_common.cli import add_common, new_parser
 
 PROG = "rmod-verify"
 

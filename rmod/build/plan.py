@@ -1,0 +1,175 @@
+"""Step 1 of a build (see :mod:`rmod.build.run`): what it makes, checked before any work.
+
+:func:`plan_build` loads the recipe and the library that :class:`BuildOptions` name,
+derives the split sizes (valid/test are recipe fractions of the training size, at least
+1 each) and the shard size, refuses sizes past the format's limits, a library that lacks
+a drum class in a split to be built and a Groove MIDI folder without windows in one, and
+returns the :class:`BuildPlan`: the ``build.json`` record and the shards. It writes nothing;
+bad options (numbers, ``--backend``/``--scheduler``, ``--format``, ``--shard-size``) are
+refused first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rmod
+from rmod import SPLITS
+from rmod.build.backends import check_backend
+from rmod.errors import InputError
+from rmod.example.groove import recipe_grooves, with_midi_dir
+from rmod.library.catalog import Library
+from rmod.build.manifest import BuildInfo
+from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
+from rmod.recipe.spec import load_recipe
+from rmod.build.shards import Shard, plan_shards
+from rmod.build.worker import engine_fingerprint
+
+log = logging.getLogger("rmod.build.run")  # a build's warnings, wherever they arise
+
+MAX_DEFAULT_SHARD_SIZE = 100
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Arguments of :func:`build` (the ``rmod-build`` options).
+
+    ``n``: training examples. ``recipe``/``library``: paths, ``None`` for the paper
+    recipe / built-in library. ``jobs``: parallel workers (``None``: all cores for
+    loky and a ``LocalCluster``; every worker thread of a ``--scheduler`` cluster).
+    ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's. ``shard_size``:
+    examples per shard, ``None`` for :func:`default_shard_size`. ``midi_dir``: MIDI
+    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``).
+    """
+
+    n: int
+    out: str | os.PathLike
+    recipe: str | os.PathLike | None = None
+    library: str | os.PathLike | None = None
+    seed: int = 0
+    jobs: int | None = None
+    backend: str = "loky"
+    scheduler: str | None = None
+    shard_size: int | None = None
+    audio_format: str | None = None
+    progress: bool = True
+    midi_dir: str | os.PathLike | None = None
+
+
+def split_counts(recipe: Any, n: int) -> dict[str, int]:
+    """Examples per split: ``n`` training; valid/test are the recipe's fractions of ``n``,
+    rounded half up, at least ``max(1, recipe.splits.min_per_split)`` each."""
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}")
+    floor = max(1, int(recipe.splits.min_per_split))
+    spec = recipe.splits
+    return {
+        "train": n,
+        "valid": max(floor, math.floor(n * float(spec.valid_fraction) + 0.5)),
+        "test": max(floor, math.floor(n * float(spec.test_fraction) + 0.5)),
+    }
+
+
+def default_shard_size(n: int) -> int:
+    """``n // 50`` clamped to 1..100: about 50 training shards for small builds (fine
+    progress, balanced workers), 100-example shards from 5,000 examples up. Depends on
+    ``n`` only, so rerunning the same command finds the same layout."""
+    return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
+
+
+def make_build_info(
+    recipe: Any,
+    library: Any,
+    library_path: str | None,
+    seed: int,
+    counts: dict[str, int],
+    shard_size: int,
+    audio_format: str,
+) -> BuildInfo:
+    """The ``build.json`` record of a build (nothing about how it is run)."""
+    return BuildInfo(
+        recipe=recipe.to_dict(),
+        recipe_fingerprint=recipe.fingerprint,
+        library_path=library_path,
+        library_fingerprint=library.fingerprint,
+        seed=int(seed),
+        counts=dict(counts),
+        shard_size=int(shard_size),
+        audio_format=audio_format,
+        sample_rate=int(recipe.audio.sample_rate),
+        channels=int(recipe.audio.channels),
+        rmod_version=rmod.__version__,
+        engine_fingerprint=engine_fingerprint(),
+    )
+
+
+def load_inputs(options: BuildOptions) -> tuple[Any, Any, str | None]:
+    """The recipe (with ``--midi-dir`` recorded in it), the library and the library's
+    absolute path (``None`` for the built-in one)."""
+    recipe = load_recipe(options.recipe)
+    if options.midi_dir is not None:  # Groove variant: workers read the folder (rmod.example.groove)
+        recipe = with_midi_dir(recipe, options.midi_dir)
+        for path, reason in recipe_grooves(recipe).refused:
+            log.warning("skipped %s: %s", path, reason)
+    elif recipe.groove is not None and recipe.groove.midi_dir is None:
+        raise InputError(
+            f"recipe {recipe.name} takes its drum patterns from MIDI files: --midi-dir"
+        )
+    library_path = str(Path(options.library).resolve()) if options.library else None
+    return recipe, Library.load(library_path), library_path
+
+
+def check_grooves(recipe: Any, counts: dict[str, int]) -> None:
+    """A Groove build needs MIDI windows in every split it renders (ValueError if not)."""
+    grooves = recipe_grooves(recipe)
+    if grooves is None:
+        return
+    empty = [s for s in SPLITS if counts.get(s, 0) and not grooves.windows.get(s)]
+    if empty:
+        raise InputError(
+            f"{recipe.groove.midi_dir}: no usable MIDI window in split(s) {', '.join(empty)} "
+            f"({len(grooves.files)} usable files; files are split 80/10/10 by their sha256)"
+        )
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build makes, checked before any work: the output folder, recipe, library
+    (and its path, ``None`` for the built-in one), audio format, ``build.json`` record and
+    shards."""
+
+    out: Path
+    recipe: Any
+    library: Any
+    library_path: str | None
+    audio_format: str
+    info: BuildInfo
+    shards: list[Shard]
+
+
+def plan_build(options: BuildOptions) -> BuildPlan:
+    """Load and check everything ``options`` name (step 1 of the module docstring); writes
+    nothing. Raises ``ValueError`` for bad options, a library or MIDI folder that cannot
+    serve the build."""
+    check_numbers(options.n, options.seed, options.jobs)
+    check_backend(options.backend, options.scheduler)
+    out = Path(options.out).resolve()
+    recipe, library, library_path = load_inputs(options)
+    fmt = (options.audio_format or recipe.audio.format).lower()
+    if fmt not in ("wav", "flac"):
+        raise InputError(f"unsupported --format {fmt!r} (use wav or flac)")
+    counts = split_counts(recipe, options.n)
+    check_grooves(recipe, counts)
+    shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
+    if shard_size < 1:
+        raise InputError(f"--shard-size must be at least 1, got {shard_size}")
+    check_sizes(counts, shard_size)
+    check_library_covers(library, counts)
+    info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
+    shards = plan_shards(counts, shard_size)
+    return BuildPlan(out, recipe, library, library_path, fmt, info, shards)

@@ -1,0 +1,320 @@
+"""Build a whole RMOD dataset: plan shards, schedule them through joblib, resume, finish.
+
+``build(BuildOptions(...))`` is what ``rmod-build`` runs:
+
+1. load the recipe and the library; derive split sizes (valid/test are recipe
+   fractions of the training size, at least 1 each), refuse sizes past the format's
+   limits and a library that lacks a drum class in a split to be built, before any
+   work (:func:`rmod.build.plan.plan_build`);
+2. write ``DIR/build.json`` first, or, when it exists, refuse unless it describes the
+   same build (recipe, library, seed, sizes, shard size, format, rendering code);
+3. rebuild deleted manifest parts from the final manifests, remove debris of
+   interrupted runs and damaged shards, and skip shards that were already committed
+   (see :mod:`rmod.build.shards`);
+4. run the remaining shards through joblib (``loky`` processes on this machine, or
+   ``dask`` on a ``distributed`` cluster: a ``LocalCluster`` or ``--scheduler``; see
+   :mod:`rmod.build.backends`);
+5. concatenate the manifest parts, in order, into ``DIR/manifests/{split}.jsonl``, and
+   remove the sample store the workers shared (``DIR/.rmod-store``, see :mod:`rmod.example.sample_store`).
+
+Every example's randomness comes from (seed, split, index) alone, so the dataset is the
+same bytes whatever the number of workers, the backend or the number of resumes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rmod import SPLITS
+from rmod.build.backends import BACKENDS, run_shards, scheduling
+from rmod.build.plan import (
+    BuildOptions,
+    BuildPlan,
+    default_shard_size,
+    make_build_info,
+    plan_build,
+    split_counts,
+)
+from rmod.errors import RmodError
+from rmod.build.manifest import (
+    BUILD_JSON,
+    BuildInfo,
+    ManifestError,
+    read_build_info,
+    write_build_info,
+)
+from rmod.build.shards import (
+    LOCK_NAME,
+    Shard,
+    clean_incomplete,
+    concatenate_parts,
+    is_complete,
+    part_path,
+    parts_dir,
+    restore_parts,
+    shard_dir,
+)
+from rmod.example.sample_store import STORE_DIR
+from rmod.build.worker import ExampleFailed, ShardError, ShardTask
+
+log = logging.getLogger(__name__)
+
+
+class BuildRefused(RmodError):
+    """The output folder holds a different build (the message lists what differs), or
+    another build is running on it."""
+
+
+@dataclass
+class BuildSummary:
+    """Outcome of a build; :meth:`line` is the one-line summary printed at the end."""
+
+    out: Path
+    counts: dict[str, int]
+    rendered: int = 0
+    reused: int = 0
+    shards_rendered: int = 0
+    shards_reused: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+    peak_rss_bytes: int = 0
+    peak_rss_worker: str = ""
+    cleaned: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    error: str | None = None
+    #: The traceback of an unexpected exception that stopped the build (``--debug`` prints it).
+    error_traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every shard is committed and the manifests are written."""
+        return self.error is None
+
+    @property
+    def rate(self) -> float:
+        """Examples rendered per second of wall time."""
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """One-line summary: examples, time, rate, workers, peak worker memory."""
+        total = sum(self.counts.values())
+        split_text = ", ".join(f"{self.counts[s]} {s}" for s in SPLITS)
+        status = "done" if self.ok else "FAILED"
+        return (
+            f"rmod-build {status}: {self.rendered} rendered + {self.reused} reused of"
+            f" {total} examples ({split_text}) in {self.seconds:.1f} s,"
+            f" {self.rate:.2f} examples/s, {self.workers} worker(s),"
+            f" peak worker RSS {self.peak_rss_bytes / 2**20:.0f} MiB -> {self.out}"
+        )
+
+
+def prepare_output(out: Path, info: BuildInfo) -> None:
+    """Write ``build.json`` into a new folder, or check that an existing one matches.
+
+    Raises :class:`BuildRefused` listing every difference with the existing build.
+    """
+    if (out / BUILD_JSON).exists():
+        try:
+            existing = read_build_info(out)
+        except ManifestError as exc:
+            raise BuildRefused(f"{exc}; remove it or choose another --out") from None
+        diffs = info.differences(existing)
+        if diffs:
+            raise BuildRefused(
+                f"{out} already holds a different build; refusing to mix them.\n  "
+                + "\n  ".join(diffs)
+                + "\nRerun with the original options to resume, or choose another --out."
+            )
+        return
+    check_new_output(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_build_info(out, info)
+
+
+def check_new_output(out: Path) -> None:
+    """Refuse a folder that exists, is not empty and holds no ``build.json``."""
+    if (out / BUILD_JSON).exists() or not out.exists():
+        return
+    if any(p.name not in (LOCK_NAME, ".DS_Store") for p in out.iterdir()):
+        raise BuildRefused(f"{out} exists, is not empty and holds no {BUILD_JSON}")
+
+
+@contextmanager
+def build_lock(out: Path) -> Iterator[str]:
+    """Hold an exclusive lock on ``DIR/.rmod-build.lock`` while building; yields the lease.
+
+    A second ``rmod-build`` on the same folder is refused instead of racing the first
+    (it would remove the first one's temporary shards). The lock is released by the
+    kernel when the process ends, even on SIGKILL. The lease, a fresh token written into
+    the file while the lock is held, goes with every shard task: a worker commits only
+    while the file is still locked and holds its token (see
+    :func:`rmod.build.worker.check_lease`), so workers that outlive a killed build commit
+    nothing. The file is emptied again when the build ends.
+    """
+    path = out / LOCK_NAME
+    fh = open(path, "a+b")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildRefused(
+                f"another rmod-build is running on {out} ({path} is locked)"
+            ) from None
+        lease = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        try:
+            fh.truncate(0)
+            fh.write(lease.encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+            yield lease
+        finally:
+            fh.truncate(0)
+            fh.flush()
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+def recover_parts(out: Path, shards: list[Shard]) -> list[str]:
+    """Rebuild deleted manifest parts from the final manifests (see
+    :func:`rmod.build.shards.restore_parts`); returns the parts written.
+
+    Raises :class:`BuildRefused` when ``manifests/parts/`` itself is gone and shard
+    folders remain that no final manifest lists: they are finished work (a build creates
+    that folder before its first shard), which only the user may decide to throw away.
+    """
+    parts_gone = not parts_dir(out).is_dir()
+    restored = restore_parts(out, shards)
+    orphans = [s for s in shards if shard_dir(out, s).is_dir() and not part_path(out, s).is_file()]
+    if parts_gone and orphans:
+        first = shard_dir(out, orphans[0]).relative_to(out)
+        raise BuildRefused(
+            f"{parts_dir(out)} is missing and {len(orphans)} shard folder(s) (e.g. {first}) "
+            "are listed by no final manifest: they are finished work whose commit records "
+            "were deleted. Restore manifests/parts/, or delete those folders to render them "
+            "again."
+        )
+    parts_dir(out).mkdir(parents=True, exist_ok=True)
+    return restored
+
+
+def resume_point(plan: BuildPlan, summary: BuildSummary) -> list[Shard]:
+    """Steps 2-3 of the module docstring, under the build's lock: write or check
+    ``build.json``, repair and clean what earlier runs left; the shards still to render.
+    Records what was restored, cleaned and reused in ``summary``."""
+    out, shards = plan.out, plan.shards
+    prepare_output(out, plan.info)
+    summary.restored = recover_parts(out, shards)
+    summary.cleaned = clean_incomplete(out, shards)
+    todo = [s for s in shards if not is_complete(out, s)]
+    summary.shards_reused = len(shards) - len(todo)
+    summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
+    _remove_store(out)  # a store left by an interrupted run is not trusted
+    return todo
+
+
+def shard_tasks(plan: BuildPlan, todo: list[Shard], seed: int, lease: str) -> list[ShardTask]:
+    """The worker tasks of the shards in ``todo`` (small and picklable)."""
+    return [
+        ShardTask(
+            str(plan.out),
+            s,
+            plan.recipe,
+            plan.library_path,
+            plan.library.fingerprint,
+            seed,
+            plan.audio_format,
+            plan.info.engine_fingerprint,
+            lease,
+        )
+        for s in todo
+    ]
+
+
+def build(options: BuildOptions) -> BuildSummary:
+    """Build (or resume) the dataset described by ``options`` into ``options.out``.
+
+    Returns a :class:`BuildSummary`; a failing example (or shard, or cluster) stops the
+    build cleanly (finished shards are kept) and is reported in ``summary.error``.
+    Raises :class:`BuildRefused` when ``out`` holds a different build or another build
+    is running on it, ``ValueError`` for bad options.
+    """
+    start = time.perf_counter()
+    plan = plan_build(options)
+    out = plan.out
+    check_new_output(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = BuildSummary(out=out, counts=dict(plan.info.counts))
+    with build_lock(out) as lease:
+        todo = resume_point(plan, summary)
+        tasks = shard_tasks(plan, todo, options.seed, lease)
+        try:
+            if tasks:
+                with scheduling(options.backend, options.jobs, options.scheduler) as workers:
+                    summary.workers = workers
+                    _run(tasks, summary, options.progress)
+            concatenate_parts(out, plan.shards)
+            _remove_store(out)  # a cache: the build is complete
+        except (ExampleFailed, ShardError) as exc:
+            summary.error = str(exc)
+        except KeyboardInterrupt:
+            summary.error = "interrupted; rerun the same command to resume"
+        except Exception as exc:  # scheduler/cluster failures (e.g. a worker that died)
+            summary.error = f"the build stopped: {type(exc).__name__}: {exc}"
+            summary.error_traceback = traceback.format_exc()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run(tasks: list[ShardTask], summary: BuildSummary, progress: bool) -> None:
+    """Run shard tasks (step 4), counting what they render in ``summary``."""
+    total = sum(summary.counts.values())
+    for result in run_shards(tasks, total, summary.reused, progress):
+        summary.rendered += result.shard.size
+        summary.shards_rendered += 1
+        if result.peak_rss_bytes > summary.peak_rss_bytes:
+            summary.peak_rss_bytes = result.peak_rss_bytes
+            summary.peak_rss_worker = result.worker
+
+
+def _remove_store(out: Path) -> None:
+    """Remove the build's sample store (``DIR/.rmod-store``); log what could not be removed."""
+
+    def report(path: str, exc: BaseException) -> None:
+        log.warning("could not remove %s from the sample store: %s", path, exc)
+
+    if sys.version_info >= (3, 12):
+        handler = {"onexc": lambda func, path, exc: report(path, exc)}
+    else:
+        handler = {"onerror": lambda func, path, info: report(path, info[1])}
+    if (out / STORE_DIR).exists():
+        shutil.rmtree(out / STORE_DIR, **handler)
+
+
+__all__ = [
+    "BACKENDS",
+    "BuildOptions",
+    "BuildRefused",
+    "BuildPlan",
+    "BuildSummary",
+    "Shard",
+    "build",
+    "default_shard_size",
+    "make_build_info",
+    "plan_build",
+    "prepare_output",
+    "scheduling",
+    "split_counts",
+]

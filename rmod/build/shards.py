@@ -1,0 +1,268 @@
+"""Shards: the unit of work, of commit and of resume in ``rmod-build``.
+
+A shard is ``shard_size`` consecutive examples of one split. Its audio lives in
+``DIR/{split}/{number:06d}/`` and its manifest rows in
+``DIR/manifests/parts/{split}-{number:06d}.jsonl``.
+
+Commit protocol (what makes a build resumable after a kill at any moment):
+
+1. a worker renders the shard into a fresh temporary folder
+   ``DIR/{split}/.tmp-{number:06d}-{unique}/``;
+2. the folder is renamed to ``DIR/{split}/{number:06d}/`` (one atomic rename);
+3. the manifest part is written atomically (temporary file + rename).
+
+The part is the commit record: a shard is *complete* exactly when its part exists, its
+folder exists and the folder holds every file the part lists, at the recorded sizes (a
+cheap check: one listing and one ``stat`` per file, no decoding). A folder whose part is
+gone but whose rows the final manifest ``DIR/manifests/{split}.jsonl`` still holds gets
+its part back from those lines (:func:`restore_parts`), so deleting ``manifests/parts/``
+never costs finished work. Anything else found at start-up (temporary folders, a folder
+without its part, a part without its folder, a damaged shard, half-written temporary
+files) is debris of an interrupted run and is removed before work resumes, so finished
+shards are never redone and unfinished ones are redone from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rmod import SPLITS
+from rmod.audio import atomic_write_bytes, atomic_writer
+from rmod.build.manifest import (
+    MANIFEST_DIR,
+    PARTS_DIR,
+    ManifestError,
+    ManifestRow,
+    manifest_path,
+    open_manifest_bytes,
+    read_manifest,
+    write_manifest,
+)
+
+TMP_PREFIX = ".tmp-"
+#: Lock file of a dataset folder (see :func:`rmod.build.run.build_lock`).
+LOCK_NAME = ".rmod-build.lock"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Examples ``start`` (inclusive) to ``stop`` (exclusive) of ``split``."""
+
+    split: str
+    number: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        """``{split}-{number:06d}``, e.g. ``train-000003``."""
+        return f"{self.split}-{self.number:06d}"
+
+    @property
+    def size(self) -> int:
+        """Number of examples in the shard."""
+        return self.stop - self.start
+
+    def indices(self) -> range:
+        """Example indices (within the split) held by this shard."""
+        return range(self.start, self.stop)
+
+
+def plan_shards(counts: dict[str, int], shard_size: int) -> list[Shard]:
+    """Cut every split into shards of ``shard_size`` examples (the last may be shorter).
+
+    Splits come in :data:`rmod.SPLITS` order, shards in index order: this is also the
+    order in which manifest parts are concatenated.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard size must be at least 1, got {shard_size}")
+    shards = []
+    for split in SPLITS:
+        n = counts.get(split, 0)
+        for number, start in enumerate(range(0, n, shard_size)):
+            shards.append(Shard(split, number, start, min(start + shard_size, n)))
+    return shards
+
+
+def shard_dir(root: str | os.PathLike, shard: Shard) -> Path:
+    """Final audio folder of a shard: ``DIR/{split}/{number:06d}``."""
+    return Path(root) / shard.split / f"{shard.number:06d}"
+
+
+def parts_dir(root: str | os.PathLike) -> Path:
+    """Folder of the per-shard manifest parts: ``DIR/manifests/parts``."""
+    return Path(root) / MANIFEST_DIR / PARTS_DIR
+
+
+def part_path(root: str | os.PathLike, shard: Shard) -> Path:
+    """Manifest part of a shard: ``DIR/manifests/parts/{split}-{number:06d}.jsonl``."""
+    return parts_dir(root) / f"{shard.name}.jsonl"
+
+
+def is_complete(root: str | os.PathLike, shard: Shard) -> bool:
+    """True when the shard was committed (its part and its folder both exist)."""
+    return part_path(root, shard).is_file() and shard_dir(root, shard).is_dir()
+
+
+def make_temp_dir(root: str | os.PathLike, shard: Shard) -> Path:
+    """A fresh, unique temporary folder next to the shard's final folder."""
+    parent = Path(root) / shard.split
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f"{TMP_PREFIX}{shard.number:06d}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    return tmp
+
+
+def commit_shard(
+    root: str | os.PathLike, shard: Shard, tmp_dir: Path, rows: Sequence[ManifestRow]
+) -> None:
+    """Publish a fully written temporary folder as the shard, then write its part.
+
+    A leftover final folder without a part (from an interrupted run) is replaced.
+    """
+    final = shard_dir(root, shard)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp_dir, final)
+    write_manifest(part_path(root, shard), rows)
+
+
+def shard_damage(root: str | os.PathLike, shard: Shard) -> str | None:
+    """Why a committed shard cannot be trusted, or ``None`` when it is whole.
+
+    Cheap: reads the shard's part, lists its folder and ``stat`` s each file; the folder
+    must hold every file the rows name, at the size the rows record (rows of older builds
+    record no sizes: then presence only).
+    """
+    rel_folder = f"{shard.split}/{shard.number:06d}"
+    try:
+        rows = read_manifest(part_path(root, shard))
+    except (ManifestError, OSError) as exc:
+        return f"its manifest part cannot be read ({exc})"
+    if [r.index for r in rows] != list(shard.indices()):
+        return "its manifest part does not list the shard's examples"
+    try:
+        present = {e.name: e for e in os.scandir(shard_dir(root, shard))}
+    except OSError as exc:
+        return f"its folder cannot be listed ({exc.strerror or exc})"
+    for row in rows:
+        for role, rel in row.files().items():
+            name = posixpath.basename(rel)
+            if posixpath.dirname(rel) != rel_folder:
+                return f"{row.id}: {rel} is not inside the shard folder"
+            if name not in present:
+                return f"{name} is missing"
+            size = (row.sizes or {}).get(role)
+            actual = present[name].stat(follow_symlinks=False).st_size
+            if size is not None and actual != size:
+                return f"{name} is {actual} bytes, its manifest part says {size}"
+    return None
+
+
+def restore_parts(root: str | os.PathLike, shards: Sequence[Shard]) -> list[str]:
+    """Rebuild the missing part of every shard folder from the final manifest's lines.
+
+    A shard folder without its part is finished work whose part was deleted when the
+    final manifest of its split still lists its examples: the part is rewritten from
+    those lines (the same bytes: the manifest is the concatenation of the parts). Returns
+    the parts written (relative paths); :func:`clean_incomplete` then checks the folders.
+    """
+    root = Path(root)
+    wanted: dict[str, dict[int, Shard]] = {}
+    for shard in shards:
+        if shard_dir(root, shard).is_dir() and not part_path(root, shard).is_file():
+            for index in shard.indices():
+                wanted.setdefault(shard.split, {})[index] = shard
+    restored = []
+    for split, by_index in wanted.items():
+        lines = _manifest_lines(manifest_path(root, split), by_index)
+        for shard in sorted(set(by_index.values()), key=lambda s: s.number):
+            got = [lines.get(i) for i in shard.indices()]
+            if all(line is not None for line in got):
+                atomic_write_bytes(part_path(root, shard), b"".join(got))
+                restored.append(str(part_path(root, shard).relative_to(root)))
+    return restored
+
+
+def _manifest_lines(path: Path, by_index: dict[int, Shard]) -> dict[int, bytes]:
+    """Index -> raw line of the rows of ``path`` whose index is in ``by_index`` (nothing
+    when the manifest is absent or unreadable: it vouches for nothing then)."""
+    found: dict[int, bytes] = {}
+    if not path.is_file():
+        return found
+    try:
+        with open_manifest_bytes(path) as fh:
+            for raw in fh:
+                row = json.loads(raw)
+                index = row.get("index") if isinstance(row, dict) else None
+                if isinstance(index, int) and index in by_index and index not in found:
+                    found[index] = raw if raw.endswith(b"\n") else raw + b"\n"
+    except (OSError, EOFError, ValueError):
+        return {}
+    return found
+
+
+def clean_incomplete(root: str | os.PathLike, shards: Iterable[Shard]) -> list[str]:
+    """Remove the debris of interrupted runs; return what was removed (relative paths,
+    with the reason for a damaged shard).
+
+    Removes temporary shard folders, final folders without a part, parts without a
+    folder, shards that fail :func:`shard_damage` (part and folder, so they are redone)
+    and half-written temporary files in the manifests folders.
+    """
+    root = Path(root)
+    removed: list[str] = []
+    for split in SPLITS:
+        split_dir = root / split
+        if split_dir.is_dir():
+            for tmp in sorted(split_dir.glob(f"{TMP_PREFIX}*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(str(tmp.relative_to(root)))
+    for folder in (root / MANIFEST_DIR, parts_dir(root)):
+        if folder.is_dir():
+            for tmp in sorted(folder.glob(".*.tmp")):
+                tmp.unlink(missing_ok=True)
+                removed.append(str(tmp.relative_to(root)))
+    for shard in shards:
+        part, folder = part_path(root, shard), shard_dir(root, shard)
+        if part.is_file() and not folder.is_dir():
+            part.unlink()
+            removed.append(str(part.relative_to(root)))
+        elif folder.is_dir() and not part.is_file():
+            shutil.rmtree(folder)
+            removed.append(str(folder.relative_to(root)))
+        elif folder.is_dir() and (why := shard_damage(root, shard)) is not None:
+            part.unlink()
+            shutil.rmtree(folder)
+            removed.append(f"{folder.relative_to(root)} ({why}; redone)")
+    return removed
+
+
+def concatenate_parts(root: str | os.PathLike, shards: Sequence[Shard]) -> dict[str, Path]:
+    """Join the parts of every split, in shard order, into ``DIR/manifests/{split}.jsonl``.
+
+    Each manifest is streamed into a temporary file and renamed into place, so it is
+    either absent, the previous version, or complete. Returns split -> manifest path.
+    """
+    root = Path(root)
+    out_dir = root / MANIFEST_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split in SPLITS:
+        split_shards = [s for s in shards if s.split == split]
+        if not split_shards:
+            continue
+        target = out_dir / f"{split}.jsonl"
+        with atomic_writer(target) as dst:
+            for shard in sorted(split_shards, key=lambda s: s.number):
+                with open(part_path(root, shard), "rb") as src:
+                    shutil.copyfileobj(src, dst)
+        written[split] = target
+    return written
