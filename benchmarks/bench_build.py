@@ -49,14 +49,16 @@ args = json.loads(sys.argv[1])
 from rmod.library.catalog import Library
 from rmod.recipe.spec import load_recipe
 from rmod.build.shards import Shard
+import rmod.build.fingerprint as fingerprint
+import rmod.build.task as task_records
 import rmod.build.worker as worker
 lib = Library.load(args["library"])
 recipe = load_recipe(None)
 fields = dict(root="unused", shard=Shard("train", 0, 0, args["n"]), recipe=recipe,
               library_path=args["library"], library_fingerprint=lib.fingerprint, seed=0,
-              audio_format="wav", engine_fingerprint=worker.engine_fingerprint())
+              audio_format="wav", engine_fingerprint=fingerprint.engine_fingerprint())
 new = hasattr(worker, "worker_store")
-task = worker.ShardTask(**fields)
+task = task_records.ShardTask(**fields)
 if new:
     from rmod.example.sample_store import SampleStore
     source = SampleStore(lib, 44100, folder=args["store"])

@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS, SPLITS
-from rmod.example.draw import draw_example, render_example
+from rmod.example.draw import draw_example
+from rmod.example.render import render_example
 from rmod.inspect.overview import onset_snr_db
 from rmod.inspect.quality import (
     audibility_failures,

@@ -16,8 +16,9 @@ from contextlib import contextmanager
 import joblib
 from tqdm import tqdm
 
+from rmod.build.task import ShardResult, ShardTask
+from rmod.build.worker import render_shard
 from rmod.errors import InputError
-from rmod.build.worker import ShardResult, ShardTask, render_shard
 
 BACKENDS = ("loky", "dask")
 #: dask settings of the ``LocalCluster`` that ``--backend dask`` starts without ``--scheduler``

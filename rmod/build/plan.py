@@ -21,14 +21,14 @@ from typing import Any
 import rmod
 from rmod import SPLITS
 from rmod.build.backends import check_backend
+from rmod.build.manifest import BuildInfo
+from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
+from rmod.build.shards import Shard, plan_shards
+from rmod.build.fingerprint import engine_fingerprint
 from rmod.errors import InputError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
-from rmod.build.manifest import BuildInfo
-from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.recipe.spec import load_recipe
-from rmod.build.shards import Shard, plan_shards
-from rmod.build.worker import engine_fingerprint
 
 log = logging.getLogger("rmod.build.run")  # a build's warnings, wherever they arise
 

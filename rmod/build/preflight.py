@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from rmod import DRUMS, SPLITS
-from rmod.errors import InputError
 from rmod.build.manifest import MAX_PER_SPLIT
+from rmod.errors import InputError
 
 #: Shards per split that shard folder names can hold (6 digits).
 MAX_SHARDS_PER_SPLIT = 10**6

@@ -39,6 +39,13 @@ from pathlib import Path
 
 from rmod import SPLITS
 from rmod.build.backends import BACKENDS, run_shards, scheduling
+from rmod.build.manifest import (
+    BUILD_JSON,
+    BuildInfo,
+    ManifestError,
+    read_build_info,
+    write_build_info,
+)
 from rmod.build.plan import (
     BuildOptions,
     BuildPlan,
@@ -46,14 +53,6 @@ from rmod.build.plan import (
     make_build_info,
     plan_build,
     split_counts,
-)
-from rmod.errors import RmodError
-from rmod.build.manifest import (
-    BUILD_JSON,
-    BuildInfo,
-    ManifestError,
-    read_build_info,
-    write_build_info,
 )
 from rmod.build.shards import (
     LOCK_NAME,
@@ -66,8 +65,9 @@ from rmod.build.shards import (
     restore_parts,
     shard_dir,
 )
+from rmod.build.task import ExampleFailed, ShardError, ShardTask
+from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR
-from rmod.build.worker import ExampleFailed, ShardError, ShardTask
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def build_lock(out: Path) -> Iterator[str]:
     kernel when the process ends, even on SIGKILL. The lease, a fresh token written into
     the file while the lock is held, goes with every shard task: a worker commits only
     while the file is still locked and holds its token (see
-    :func:`rmod.build.worker.check_lease`), so workers that outlive a killed build commit
+    :func:`rmod.build.upkeep.check_lease`), so workers that outlive a killed build commit
     nothing. The file is emptied again when the build ends.
     """
     path = out / LOCK_NAME

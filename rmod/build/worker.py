@@ -15,22 +15,13 @@ filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit.
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
-import functools
 import hashlib
-import importlib.metadata
-import importlib.util
-import multiprocessing
 import os
-import resource
 import shutil
 import socket
-import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,220 +29,17 @@ from threadpoolctl import threadpool_limits
 
 from rmod import DRUMS
 from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
-from rmod.errors import RmodError
-from rmod.library.catalog import Library
+from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
-from rmod.build.shards import LOCK_NAME, Shard, commit_shard, make_temp_dir
+from rmod.build.shards import commit_shard, make_temp_dir
+from rmod.build.task import ExampleFailed, ShardError, ShardResult, ShardTask
+from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_allocator
+from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR, SampleStore
-
-#: The modules whose code decides the bytes of a build, given its recipe, library content
-#: and seed: :func:`engine_fingerprint` hashes exactly these. A test renders an example
-#: and fails if it imported an ``rmod`` module that is neither here nor in
-#: :data:`NOT_RENDERING_MODULES`.
-RENDERING_MODULES = (
-    "rmod", "rmod.audio", "rmod.records",
-    "rmod.recipe.spec", "rmod.recipe.checks", "rmod.recipe.distributions",
-    "rmod.library.catalog", "rmod.library.hashing",
-    "rmod.example.draw", "rmod.example.pattern", "rmod.example.groove", "rmod.example.tracks",
-    "rmod.example.mixing", "rmod.example.master", "rmod.example.sample_store", "rmod.example.pitch",
-    "rmod.build.manifest", "rmod.build.worker",
-)  # fmt: skip
-#: ``rmod`` modules a build imports that do not decide its bytes, and why.
-NOT_RENDERING_MODULES = {
-    "rmod.library.builtin": "makes the built-in library, whose content the library fingerprint covers",
-    **{
-        f"rmod.library.builtin.{name}": "as rmod.library.builtin"
-        for name in (
-            "drums",
-            "export",
-            "fonts",
-            "generate",
-            "loops",
-            "phrases",
-            "sf2",
-            "synth",
-            "voice",
-        )
-    },
-    **{
-        f"rmod.{stage}": "a stage package's index: its modules are listed one by one"
-        for stage in ("recipe", "library", "example", "build")
-    },
-    "rmod.errors": "the base classes of rmod's errors",
-    "rmod.library.families": "groups a library's files into families for its splits (library content)",
-    "rmod.library.leaks": "reports near-duplicates across a library's splits",
-    "rmod.build.preflight": "checks a build's numbers and library before any work",
-    "rmod.build.shards": "where a shard's files go and how it commits, not what they hold",
-}
-RENDERING_PACKAGES = (
-    "numpy", "scipy", "soxr", "pedalboard", "soundfile", "miditoolkit"
-)  # fmt: skip
+from rmod.library.catalog import Library
 
 _LIBRARIES: dict[tuple[str | None, str], Any] = {}
 _LIBRARIES_LOCK = threading.Lock()
-
-
-class ExampleFailed(RmodError):
-    """An example that could not be built; names the example and, when known, the file."""
-
-    def __init__(self, example_id: str, reason: str, path: str | None = None):
-        self.example_id = example_id
-        self.reason = reason
-        self.path = path
-        where = f" ({path})" if path else ""
-        super().__init__(f"example {example_id}{where}: {reason}")
-
-    def __reduce__(self):  # keep the fields when the error crosses a process boundary
-        return (type(self), (self.example_id, self.reason, self.path))
-
-
-class ShardError(RmodError):
-    """A shard that could not be built for a reason outside its examples (the library
-    cannot be loaded on this worker, the output folder cannot be written)."""
-
-    def __init__(self, shard: str, reason: str):
-        self.shard = shard
-        self.reason = reason
-        super().__init__(f"shard {shard}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.shard, self.reason))
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything a worker needs to build one shard (small and picklable)."""
-
-    root: str
-    shard: Shard
-    recipe: Any
-    library_path: str | None
-    library_fingerprint: str
-    seed: int
-    audio_format: str
-    engine_fingerprint: str
-    lease: str | None = None
-
-
-def check_lease(task: ShardTask) -> None:
-    """Raise :class:`ShardError` unless the build that sent ``task`` still runs.
-
-    The build holds an exclusive ``flock`` on ``DIR/.rmod-build.lock`` and wrote its
-    lease token into it (:func:`rmod.build.run.build_lock`). A worker that outlives the build
-    (SIGKILL of the parent leaves loky workers and queued tasks behind) finds the lock
-    free or another build's token there, and stops without committing. On a filesystem
-    without ``flock`` the token alone decides. ``lease=None`` (a task made by hand) skips
-    the check.
-    """
-    if task.lease is None:
-        return
-    path = Path(task.root) / LOCK_NAME
-    try:
-        with open(path, "rb") as fh:
-            token = fh.read()
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:  # held by the build, or no flock here: the token decides
-                locked = True
-            else:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-                locked = False
-    except OSError as exc:
-        raise ShardError(task.shard.name, f"cannot read the build's lock ({exc})") from None
-    if not locked or token != task.lease.encode():
-        raise ShardError(
-            task.shard.name,
-            "the rmod-build that started this shard is gone (its lock was released or taken "
-            "over); nothing was committed",
-        )
-
-
-_WATCHED_PARENT: list[int] = []
-PARENT_POLL_SECONDS = 0.2
-
-
-def die_with_build(task: ShardTask) -> None:
-    """In a loky worker that the build process started, watch the parent: a daemon thread
-    ends this process as soon as the build process is gone (its parent pid changes), so
-    no worker lives on after a SIGKILL of ``rmod-build``. Polling the parent pid (not
-    ``PR_SET_PDEATHSIG``, which fires when the *thread* that spawned the worker ends)
-    keeps reused workers alive across builds of one long-lived process. Other workers
-    (dask, the build's own process) are left alone; :func:`check_lease` still keeps them
-    from committing."""
-    if task.lease is None or _WATCHED_PARENT:
-        return
-    if not multiprocessing.current_process().name.startswith("LokyProcess"):
-        return
-    parent = int(task.lease.split(":")[-2])
-    if os.getppid() != parent:
-        return
-    _WATCHED_PARENT.append(parent)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="rmod-parent-watch", daemon=True).start()
-
-
-@dataclass(frozen=True)
-class ShardResult:
-    """What a worker reports back about a committed shard."""
-
-    shard: Shard
-    seconds: float
-    peak_rss_bytes: int
-    worker: str
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process in bytes (``getrusage`` maxrss)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-@functools.lru_cache(maxsize=1)
-def engine_fingerprint() -> str:
-    """SHA-256 of the code that decides the bytes of a build: the rendering modules of
-    ``rmod`` (source text) and the versions of the audio packages they use.
-
-    Recorded in ``build.json``: resuming with changed code is refused, and a worker
-    whose code differs from the planner's refuses to render (mixed renders would break
-    byte-identity silently).
-    """
-    h = hashlib.sha256()
-    for name in RENDERING_MODULES:
-        origin = importlib.util.find_spec(name).origin
-        h.update(name.encode() + b"\0" + Path(origin).read_bytes() + b"\0")
-    for name in RENDERING_PACKAGES:
-        try:
-            version = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            version = "absent"
-        h.update(f"{name}=={version}\n".encode())
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def tune_allocator() -> bool:
-    """Let glibc keep freed memory for reuse in this worker process (once per process).
-
-    dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also
-    freezes glibc's mmap threshold at 128 KiB: every array of a few seconds of audio is then
-    mapped fresh and unmapped on free, and its pages fault in again, zeroed, for the next
-    example (measured: 3x the system time and 40 % more user time than a loky worker on
-    the same shards). Fixed thresholds of 32 MiB (mmap) and 64 MiB (trim) restore heap
-    reuse. Changes no result; False where the C library has no ``mallopt``.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mmap_ok = mallopt(m_mmap_threshold, 32 << 20)
-    trim_ok = mallopt(m_trim_threshold, 64 << 20)
-    return bool(mmap_ok) and bool(trim_ok)
 
 
 def worker_library(path: str | None, fingerprint: str) -> Any:
@@ -294,8 +82,9 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
     Files are written plainly: ``out_dir`` is the shard's temporary folder, published as a
     whole (see the module docstring).
     """
-    from rmod.example.draw import draw_example, example_id, render_example
+    from rmod.example.draw import draw_example, example_id
     from rmod.example.pattern import midi_bytes
+    from rmod.example.render import render_example
 
     split, fmt, shard = task.shard.split, task.audio_format, task.shard
     eid = example_id(split, index)

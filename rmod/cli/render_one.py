@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _render_one(args: argparse.Namespace) -> int:
-    from rmod.example.draw import render_example
+    from rmod.example.render import render_example
     from rmod.inspect.example_folder import (
         check_overwrites,
         claim_folder,

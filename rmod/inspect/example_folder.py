@@ -38,8 +38,9 @@ import numpy as np
 from rmod import DRUMS
 from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
 from rmod.build.manifest import check_example_id, read_build_info
-from rmod.example.draw import ExampleError, ExampleParams, Rendered, example_id
+from rmod.example.draw import ExampleError, ExampleParams, example_id
 from rmod.example.pattern import midi_bytes
+from rmod.example.render import Rendered
 from rmod.recipe.spec import Recipe, RecipeError
 
 #: Files of a render folder that are not listed in ``example.json``'s ``files``.

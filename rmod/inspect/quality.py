@@ -90,7 +90,7 @@ def audibility_failures(rendered: Any) -> list[str]:
 def render_shares(params: Iterable[Any], recipe: Any, library: Any) -> list[float]:
     """High-band share of each example (``ExampleParams``), re-rendered with ``recipe`` and
     ``library`` (the ones the params were drawn with)."""
-    from rmod.example.draw import render_example  # here: pedalboard, only when rendering
+    from rmod.example.render import render_example
 
     shares = []
     for p in params:

@@ -354,7 +354,8 @@ def test_dataset_files_get_the_umask_mode_not_private(reference):
 
 def test_row_params_re_render_to_the_same_bytes(reference, build_kwargs, small_library):
     from rmod.audio import encode_audio
-    from rmod.example.draw import ExampleParams, render_example
+    from rmod.example.draw import ExampleParams
+    from rmod.example.render import render_example
     from rmod.recipe.spec import load_recipe
 
     out, _ = reference
@@ -474,7 +475,8 @@ def test_mismatched_rerun_is_refused_naming_the_difference(reference, build_kwar
     # a worker running other code refuses its shard
     from rmod.build.plan import load_inputs
     from rmod.build.shards import plan_shards as plan
-    from rmod.build.worker import ShardError, ShardTask, render_shard
+    from rmod.build.task import ShardError, ShardTask
+    from rmod.build.worker import render_shard
 
     recipe, library, library_path = load_inputs(BuildOptions(out=other, **build_kwargs))
     task = ShardTask(str(other), plan({"train": 1}, 1)[0], recipe, library_path,
@@ -678,9 +680,10 @@ def test_task_sent_to_workers_is_small(build_kwargs, tmp_path):
     """The task holds the library's path and fingerprint, never entries or audio."""
     import pickle
 
+    from rmod.build.fingerprint import engine_fingerprint
     from rmod.build.plan import load_inputs
     from rmod.build.run import BuildOptions
-    from rmod.build.worker import ShardTask, engine_fingerprint
+    from rmod.build.task import ShardTask
 
     recipe, library, library_path = load_inputs(BuildOptions(out=tmp_path, **build_kwargs))
     shard = plan_shards({"train": 1000}, 100)[0]
@@ -836,15 +839,12 @@ def test_a_worker_commits_only_under_the_lease_of_the_build_that_sent_it(build_k
     (the build died) or another build's token (a new build took over) stops it first."""
     import dataclasses
 
+    from rmod.build.fingerprint import engine_fingerprint
     from rmod.build.plan import load_inputs
     from rmod.build.run import BuildOptions, build_lock
-    from rmod.build.worker import (
-        ShardError,
-        ShardTask,
-        check_lease,
-        engine_fingerprint,
-        render_shard,
-    )
+    from rmod.build.task import ShardError, ShardTask
+    from rmod.build.upkeep import check_lease
+    from rmod.build.worker import render_shard
 
     out = tmp_path / "ds"
     out.mkdir()

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from rmod.build.worker import NOT_RENDERING_MODULES, RENDERING_MODULES, engine_fingerprint
+from rmod.build.fingerprint import NOT_RENDERING_MODULES, RENDERING_MODULES, engine_fingerprint
 
 SCRIPT = """
 import json, sys, tempfile

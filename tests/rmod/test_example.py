@@ -11,16 +11,9 @@ import pytest
 
 from rmod import DRUMS, INSTRUMENTS
 from rmod.audio import encode_audio, peak_db
-from rmod.example.draw import (
-    ExampleError,
-    ExampleParams,
-    draw_example,
-    example_id,
-    example_rng,
-    layered_oneshot,
-    render_example,
-)
+from rmod.example.draw import ExampleError, ExampleParams, draw_example, example_id, example_rng
 from rmod.example.pattern import grid_to_samples, midi_bytes, read_midi_grid
+from rmod.example.render import layered_oneshot, render_example
 from rmod.example.sample_store import SampleStore
 from rmod.inspect.example_folder import write_rendered
 from rmod.inspect.overview import (
@@ -247,8 +240,8 @@ def test_default_levels_keep_drums_audible(paper, builtin_library):
 def test_loud_stems_share_one_gain_and_are_not_clipped(tmp_path):
     import soundfile as sf
 
-    from rmod.example.draw import Rendered
     from rmod.example.pattern import build_midi
+    from rmod.example.render import Rendered
 
     n = 4410
     t = np.arange(n) / 44100.0

@@ -13,8 +13,9 @@ import yaml
 
 from rmod import DRUMS
 from rmod.cli.render_one import main as render_one_main
-from rmod.example.draw import ExampleError, draw_example, render_example
+from rmod.example.draw import ExampleError, draw_example
 from rmod.example.groove import DEFAULT_NOTES, for_recipe, scan_midi_dir
+from rmod.example.render import render_example
 from rmod.library.hashing import split_for_hash
 from rmod.recipe.spec import Recipe, load_recipe
 

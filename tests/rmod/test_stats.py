@@ -11,7 +11,8 @@ import pytest
 
 from rmod.build.manifest import read_manifest
 from rmod.cli.stats import main
-from rmod.example.draw import ExampleParams, render_example
+from rmod.example.draw import ExampleParams
+from rmod.example.render import render_example
 from rmod.inspect.quality import HIGH_BAND_TARGET, high_band_share
 from rmod.inspect.stats import GROUPS, Metric, compute_stats, summarize
 from rmod.recipe.spec import Recipe
