@@ -228,17 +228,14 @@ def evaluate_table(
     start = time.perf_counter()
     check_options(options)
     out = Path(options.out)
-    planned = [
-        (name, *split_rows(path, options.split, options.max_rows))
-        for name, path in options.datasets
-    ]
+    planned = [split_rows(path, options.split, options.max_rows) for _, path in options.datasets]
     embedders, infos = load_embedders(options)
     out.mkdir(parents=True, exist_ok=True)
     keeper = ExampleKeeper(out / "report", options.examples, systems.codec.sample_rate)
     labels = systems.labels
     cells: dict = {}
     all_scores = []
-    for (name, path), (_, split, rows) in zip(options.datasets, planned, strict=True):
+    for (name, _), (split, rows) in zip(options.datasets, planned, strict=True):
         step = (lambda done, total, n=name: progress(n, done, total)) if progress else None
         scores = score_split(name, rows, split, systems, embedders, step, keeper.for_dataset(name))
         all_scores.append(scores)
