@@ -50,7 +50,8 @@ class FadResult:
 
     Attributes:
         fad: the plain distance over all rows.
-        fad_inf: the extrapolation to infinitely many rows (see the module docstring).
+        fad_inf: the extrapolation to infinitely many rows (see the module docstring); nan
+            when the evaluated set is too small for two subset sizes (under 4 rows).
         fad_inf_slope: ``c`` in ``FAD(f) ~ fad_inf + c / f``, ``f`` the fraction of rows used
             (``c`` is the bias of the plain value).
         ci_low, ci_high: the bootstrap interval of ``fad_inf`` (None without bootstrap).
@@ -176,7 +177,8 @@ def fad_infinity(
     a: np.ndarray, b: np.ndarray, rng: np.random.Generator, fractions=FRACTIONS
 ) -> tuple[float, float]:
     """(intercept, slope) of the Fréchet distance of random subsets against ``1 / f``; each
-    subset keeps ``round(f * n)`` rows of each set (at least 2), drawn without replacement."""
+    subset keeps ``round(f * n)`` rows of each set (at least 2), drawn without replacement.
+    (nan, nan) when the sets are too small for two different subset sizes (n_eval < 4)."""
     xs, ys = [], []
     for f in fractions:
         size_a, size_b = (max(2, round(f * len(x))) for x in (a, b))
@@ -184,6 +186,8 @@ def fad_infinity(
         sub_b = b if size_b >= len(b) else b[rng.choice(len(b), size_b, replace=False)]
         xs.append(len(b) / size_b)
         ys.append(_distance(sub_a, sub_b))
+    if len(set(xs)) < 2:
+        return float("nan"), float("nan")
     slope, intercept = np.polyfit(np.asarray(xs), np.asarray(ys), 1)
     return float(intercept), float(slope)
 
