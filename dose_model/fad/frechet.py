@@ -4,7 +4,7 @@
 covariances (``ddof=1``) in float64 over every embedding row pooled (all windows of all files).
 No complex parts and no ``scipy.linalg.sqrtm``: from two embedding sets, the trace of the
 matrix square root is the sum of the singular values of ``F_a F_b^T``, where ``S = F^T F``
-(``F``: the centred rows, or their QR factor; accurate to round-off even for singular
+(``F``: the centred rows, a Cholesky or a QR factor; accurate to round-off even for singular
 covariances); from given covariances (:func:`frechet_from_stats`), the sum of the square roots
 of the eigenvalues of a symmetric PSD matrix similar to ``S_a S_b`` (``L^T S_b L`` with the
 Cholesky factor ``S_a = L L^T``, or ``S_a^1/2 S_b S_a^1/2`` when ``S_a`` is singular; round-off
@@ -81,12 +81,32 @@ class FadResult:
 
 
 def _check(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
-        raise FadError(f"{name}: expected embeddings [n >= 2, dim >= 1], got shape {list(x.shape)}")
-    if not np.isfinite(x).all():
-        raise FadError(f"{name}: embeddings hold non-finite values")
-    return x
+    """``x`` as float64 ``[n >= 2, dim >= 1]`` of finite real numbers, else FadError."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise FadError(f"{name}: embeddings must be a matrix [n, dim], got shape {list(arr.shape)}")
+    if arr.shape[0] < 2:
+        raise FadError(
+            f"{name}: {arr.shape[0]} embedding row(s); a covariance needs at least 2 rows"
+        )
+    if arr.shape[1] < 1:
+        raise FadError(f"{name}: embeddings of dimension 0")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise FadError(f"{name}: embeddings must be real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise FadError(f"{name}: embeddings hold NaN or infinite values")
+    return arr
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, ...]:
+    a, b = _check(a, names[0]), _check(b, names[1])
+    if a.shape[1] != b.shape[1]:
+        raise FadError(
+            f"embedding dimensions differ: {names[0]} has {a.shape[1]}, {names[1]} has "
+            f"{b.shape[1]}; use one embedding model for both sets"
+        )
+    return a, b
 
 
 def gaussian_stats(x: np.ndarray, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -130,9 +150,15 @@ def frechet_from_stats(
 
 def _factor(x: np.ndarray, ddof: int) -> np.ndarray:
     """A matrix ``F`` with ``F^T F`` the covariance of rows ``x [n, d]``: the centred rows
-    scaled by ``1 / sqrt(n - ddof)`` when ``n <= d``, else their ``[d, d]`` QR factor R."""
+    scaled by ``1 / sqrt(n - ddof)`` when ``n <= d``; else ``L^T`` of the covariance's Cholesky
+    factor, or (for a singular covariance) the centred rows' ``[d, d]`` QR factor R."""
     centred = (x - x.mean(axis=0)) / np.sqrt(x.shape[0] - ddof)
-    return centred if x.shape[0] <= x.shape[1] else np.linalg.qr(centred, mode="r")
+    if x.shape[0] <= x.shape[1]:
+        return centred
+    try:
+        return np.linalg.cholesky(centred.T @ centred).T
+    except np.linalg.LinAlgError:  # collinear rows: slower, exact
+        return np.linalg.qr(centred, mode="r")
 
 
 def _distance(a: np.ndarray, b: np.ndarray, ddof: int = 1) -> float:
@@ -166,9 +192,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     sizes may differ). Symmetric; 0 for identical sets. Warns with
     :class:`RankDeficiencyWarning` when ``min(n, m) <= d``; FadError for other shapes or
     non-finite values."""
-    a, b = _check(a, "a"), _check(b, "b")
-    if a.shape[1] != b.shape[1]:
-        raise FadError(f"embedding widths differ: {a.shape[1]} and {b.shape[1]}; use one model")
+    a, b = _check_pair(a, b, ("a", "b"))
     _warn_if_rank_deficient(a.shape[0], b.shape[0], a.shape[1])
     return _distance(a, b)
 
@@ -215,9 +239,7 @@ def fad(
         :class:`FadResult`; warns with :class:`RankDeficiencyWarning` when
         ``min(n_ref, n_eval) <= d``.
     """
-    a, b = _check(ref, "reference"), _check(evaluated, "evaluated")
-    if a.shape[1] != b.shape[1]:
-        raise FadError(f"embedding widths differ: {a.shape[1]} and {b.shape[1]}; use one model")
+    a, b = _check_pair(ref, evaluated, ("reference", "evaluated"))
     if bootstrap < 0 or not 0.0 < level < 1.0:
         raise FadError(f"bootstrap must be >= 0 and level in (0, 1), got {bootstrap} and {level}")
     deficient = _warn_if_rank_deficient(a.shape[0], b.shape[0], a.shape[1])

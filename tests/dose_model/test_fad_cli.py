@@ -112,12 +112,15 @@ def test_cache_entries_are_keyed_by_content_and_model_and_survive_a_bad_entry(tm
     assert cache_key("a" * 64, info) != cache_key("a" * 64, relu)
     cache = EmbeddingCache(tmp_path, info)
     rows = np.arange(256, dtype=np.float32).reshape(2, 128)
-    assert cache.get_or_compute("a" * 64, lambda: rows) is rows or cache.misses == 1
+    np.testing.assert_array_equal(cache.get_or_compute("a" * 64, lambda: rows), rows)
+    assert (cache.hits, cache.misses) == (0, 1)
     np.testing.assert_array_equal(cache.load("a" * 64), rows)
     cache.path("a" * 64).write_bytes(b"truncated")  # unreadable: computed again
     again = cache.get_or_compute("a" * 64, lambda: rows + 1)
     np.testing.assert_array_equal(again, rows + 1)
     assert (cache.hits, cache.misses) == (0, 2)
+    np.testing.assert_array_equal(cache.get_or_compute("a" * 64, lambda: None), rows + 1)
+    assert (cache.hits, cache.misses) == (1, 2)
     assert not list(tmp_path.glob("**/*.tmp"))
 
 

@@ -127,11 +127,15 @@ def test_a_warning_and_a_flag_when_a_set_has_no_more_rows_than_dimensions():
 
 def test_bad_inputs_are_named():
     ok = np.zeros((4, 3))
-    with pytest.raises(FadError, match="widths differ: 3 and 2"):
+    with pytest.raises(FadError, match="dimensions differ: a has 3, b has 2"):
         frechet_distance(ok, np.zeros((4, 2)))
-    with pytest.raises(FadError, match=r"b: expected embeddings \[n >= 2"):
+    with pytest.raises(FadError, match=r"b: 1 embedding row\(s\); .* at least 2 rows"):
         frechet_distance(ok, np.zeros((1, 3)))
-    with pytest.raises(FadError, match="evaluated: embeddings hold non-finite"):
+    with pytest.raises(FadError, match=r"a: embeddings must be a matrix \[n, dim\]"):
+        frechet_distance(np.zeros(4), ok)
+    with pytest.raises(FadError, match="dimension 0"):
+        frechet_distance(np.zeros((4, 0)), np.zeros((4, 0)))
+    with pytest.raises(FadError, match="evaluated: embeddings hold NaN or infinite values"):
         fad(ok, np.full((4, 3), np.nan))
 
 
