@@ -51,7 +51,8 @@ class FadResult:
     Attributes:
         fad: the plain distance over all rows.
         fad_inf: the extrapolation to infinitely many rows (see the module docstring); nan
-            when the evaluated set is too small for two subset sizes (under 4 rows).
+            when the evaluated set is too small for two subset sizes (2 rows). Neither it nor
+            the interval is clipped at 0: an extrapolation can fall below it.
         fad_inf_slope: ``c`` in ``FAD(f) ~ fad_inf + c / f``, ``f`` the fraction of rows used
             (``c`` is the bias of the plain value).
         ci_low, ci_high: the bootstrap interval of ``fad_inf`` (None without bootstrap).
@@ -202,7 +203,7 @@ def fad_infinity(
 ) -> tuple[float, float]:
     """(intercept, slope) of the Fréchet distance of random subsets against ``1 / f``; each
     subset keeps ``round(f * n)`` rows of each set (at least 2), drawn without replacement.
-    (nan, nan) when the sets are too small for two different subset sizes (n_eval < 4)."""
+    (nan, nan) when the evaluated set is too small for two different subset sizes (2 rows)."""
     xs, ys = [], []
     for f in fractions:
         size_a, size_b = (max(2, round(f * len(x))) for x in (a, b))
