@@ -33,15 +33,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from dose_model.errors import DoseError
 from dose_model.fad.embedder import FadError
 
 FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Subset sizes for FAD∞, as fractions of each set (the last is the whole set)."""
 
 
-class RankDeficiencyWarning(UserWarning):
+class RankDeficiencyWarning(DoseError, UserWarning):
     """A set has no more rows than dimensions: its covariance is singular, the distance is
-    mostly bias."""
+    mostly bias. A package error too, so with warnings turned into errors a command line
+    reports it in one line."""
 
 
 @dataclass(frozen=True)
