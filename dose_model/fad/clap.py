@@ -34,17 +34,18 @@ one random 10 s crop of a longer clip; fadtk embeds 10 s windows every 1 s, zero
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dose_model.errors import DoseError
+from dose_model.fad.embedder import EmbedderInfo
 from dose_model.fad.htsat import CLIP_SAMPLES, SAMPLE_RATE, ClapAudioNetwork, HtsatConfig
+from dose_model.fileio import sha256_file
 
 PAD_RULES = ("repeat", "zero")
 """How a window shorter than 10 s is filled: LAION-CLAP's tiling or fadtk's zeros."""
@@ -66,20 +67,6 @@ _FUSION = ("mel_conv1d", "mel_conv2d", "fusion_model")
 
 class ClapWeightsError(DoseError, ValueError):
     """A CLAP weights file that cannot be used; the message names the file and the key."""
-
-
-@dataclass(frozen=True)
-class EmbedderInfo:
-    """What an embedding model is, for results and caches: ``name``, input ``sample_rate`` (Hz),
-    embedding width ``dim``, ``weights_sha256`` of the weights file, ``pad_rule`` for short
-    clips and the other ``options`` that change the numbers."""
-
-    name: str
-    sample_rate: int
-    dim: int
-    weights_sha256: str
-    pad_rule: str
-    options: dict = field(default_factory=dict)
 
 
 def audio_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -210,15 +197,6 @@ def build_network(state: Mapping[str, torch.Tensor], source: str) -> ClapAudioNe
     return network.eval()
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_clap(
     path: str | Path, *, pad: str = "repeat", int16: bool = False, device: str = "cpu"
 ) -> ClapEmbedder:
@@ -247,7 +225,7 @@ def load_clap(
         name="clap",
         sample_rate=SAMPLE_RATE,
         dim=network.config.joint_dim,
-        weights_sha256=file_sha256(path),
+        weights_sha256=sha256_file(path),
         pad_rule=f"{pad}+int16" if int16 else pad,
         options={
             "pad": pad,
