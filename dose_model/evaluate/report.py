@@ -470,7 +470,7 @@ def _table_html(table: TableResult, unranked: tuple[str, ...]) -> str:
         note += f" ({_e(', '.join(unranked))} not ranked)"
     note += (
         "; – no value. FAD cells: the plain Fréchet distance, below it FAD∞ (extrapolated to "
-        "infinitely many samples) and the bootstrap interval of the plain value; † a warning "
+        "infinitely many samples) and the bootstrap interval of FAD∞; † a warning "
         "(hover a cell for it and for n)."
     )
     return (
@@ -585,11 +585,12 @@ def write_report(
 <body>
 <h1>{_e(title)}</h1>
 <p>Datasets: {_e(", ".join(table.datasets)) or MISSING}</p>
-<h2>Settings</h2>
-{_settings_html(settings)}
 <h2>Table I</h2>
 {_table_html(table, unranked)}
 <img class="fig" src="{_url(Path(TABLE_FIGURE))}" alt="Table I as bar charts">
+<details><summary>Settings</summary>
+{_settings_html(settings)}
+</details>
 <h2>Examples</h2>
 <p>Per dataset and drum: the mixture, the ground truth and each system's one-shot; mel
 spectrograms in dB re full scale ({SPECTROGRAM_DB[0]:g} to {SPECTROGRAM_DB[1]:g} dB).</p>

@@ -306,12 +306,26 @@ def _summary(options, systems, table, all_scores, infos, settings, start) -> dic
     }
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (strict JSON has neither; FAD-inf
+    of a set too small to fit is NaN)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _write_outputs(out: Path, table: TableResult, clips: list[ExampleClip], summary: dict) -> None:
     from dose_model.evaluate import report
 
     atomic_write_text(out / "table.md", report.write_table_markdown(table))
     atomic_write_text(out / "table.csv", report.write_table_csv(table))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    text = json.dumps(_finite(summary), indent=2, allow_nan=False)
+    atomic_write_text(out / "summary.json", text + "\n")
     report.plot_table(table, out / "table.png")
     if clips:
-        report.write_report(out / "report", table, clips, summary)
+        settings = {k: v for k, v in summary.items() if k != "cells"}
+        report.write_report(out / "report", table, clips, settings)

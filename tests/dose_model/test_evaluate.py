@@ -59,7 +59,7 @@ def test_table_i_for_two_datasets_has_every_column(setup, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(base_argv(setup, out, tmp_path / "cache")) == 0
     printed = capsys.readouterr().out
-    assert "FAD_vgg" in printed and "FAD_clap" in printed and "drums only" in printed
+    assert "FAD\\_vgg" in printed and "FAD\\_clap" in printed and "drums only" in printed
     cells = read_csv(out / "table.csv")
     keys = {(c["dataset"], c["system"], c["metric"], c["drum"]) for c in cells}
     for dataset in ("rmod", "drums only"):
@@ -104,7 +104,10 @@ def test_table_i_for_two_datasets_has_every_column(setup, tmp_path, capsys):
     assert summary["models"]["DOSE"]["kick"]["sha256"] != summary["models"][
         "DOSE (w/o onset loss)"]["kick"]["sha256"]  # fmt: skip
     fad_cells = [c for c in summary["cells"] if c["metric"] != "MSS"]
-    assert all(c["fad_inf"] is not None and c["ci_low"] is not None for c in fad_cells)
+    rmod_fad = [c for c in fad_cells if c["dataset"] == "rmod"]
+    assert all(c["fad_inf"] is not None and c["ci_low"] is not None for c in rmod_fad)
+    # two rows are too few to fit FAD-inf: null in strict JSON, never NaN
+    assert all(c["fad_inf"] is None for c in fad_cells if c["dataset"] == "drums only")
     assert all(c["warning"] for c in fad_cells)  # 3 rows for 128 / 32 dimensions
     assert (out / "table.png").stat().st_size > 0
     html = (out / "report" / "index.html").read_text()
@@ -115,11 +118,10 @@ def test_table_i_for_two_datasets_has_every_column(setup, tmp_path, capsys):
 def test_fad_cell_is_the_frechet_distance_of_the_embeddings(setup, tmp_path):
     """A FAD cell recomputed by hand: the narrow VGGish on every ground truth and every
     reconstruction of the split, then the Fréchet distance."""
-    from dose_model.fad.embedder import load_embedder
-    from dose_model.fad.frechet import frechet_distance
-
     from dose_model.codec.dac_codec import DacCodec
     from dose_model.evaluate.split import _reconstruct
+    from dose_model.fad.embedder import load_embedder
+    from dose_model.fad.frechet import frechet_distance
 
     root, rmod, drums, codec_path, ckpt, _ = setup
     out = tmp_path / "out"
