@@ -23,7 +23,7 @@ class Cell:
     ``value``: mean MSS over the rows, or the plain Fréchet distance (``None``: nothing to
     score). ``n``: rows (MSS) or estimate embeddings (FAD) it is computed from.
     FAD only: ``fad_inf`` (extrapolated to infinitely many samples), ``ci_low``/``ci_high``
-    (bootstrap interval of the plain value), ``warning`` (e.g. fewer samples than
+    (bootstrap interval of FAD∞), ``warning`` (e.g. fewer samples than
     dimensions: the covariance is rank deficient).
     """
 
