@@ -214,7 +214,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         bar.close()
     from dose_model.evaluate.report import write_table_markdown
 
-    print(write_table_markdown(table))
+    print(write_table_markdown(table, fad_details=False))
     skipped = [(d["name"], s) for d in summary["datasets"] for s in d["skipped"]]
     for name, item in skipped:
         print(f"{PROG}: {name}: skipped row {item['id']}: {item['path']}: {item['reason']}",

@@ -132,11 +132,14 @@ def _md(text: str) -> str:
 
 
 def write_table_markdown(
-    table: TableResult, show_paper: bool = True, unranked: tuple[str, ...] = UNRANKED
+    table: TableResult,
+    show_paper: bool = True,
+    unranked: tuple[str, ...] = UNRANKED,
+    fad_details: bool = True,
 ) -> str:
     """Table I in Markdown: a row per dataset and system, a column per metric and drum; the
-    paper's values beside ours (``show_paper``), then a table of the FAD cells' FAD∞,
-    intervals, sample counts and warnings. Returns the text (ends with a newline)."""
+    paper's values beside ours (``show_paper``), then (``fad_details``) a table of the FAD
+    cells' FAD∞, intervals, sample counts and warnings. Returns the text (ends with a newline)."""
     check_table(table)
     cols = [(m, k) for m in table.metrics for k in table.drums]
     lines = [
@@ -167,9 +170,9 @@ def write_table_markdown(
     note = "Lower is better. Bold: the best of a column within a dataset"
     if unranked:
         note += f" ({', '.join(_md(s) for s in unranked)} not ranked)"
-    note += "; – no value; † see the warning below."
+    note += "; – no value; † a warning" + (" (below)." if fad_details else " (in table.md).")
     lines.append(note)
-    if details:
+    if details and fad_details:
         lines += [
             "",
             "| Dataset | System | Metric | Drum | FAD | FAD∞ | interval | n | warning |",

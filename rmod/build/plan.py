@@ -112,7 +112,9 @@ def load_inputs(options: BuildOptions) -> tuple[Any, Any, str | None]:
     """The recipe (with ``--midi-dir`` recorded in it), the library and the library's
     absolute path (``None`` for the built-in one)."""
     recipe = load_recipe(options.recipe)
-    if options.midi_dir is not None:  # Groove variant: workers read the folder (rmod.example.groove)
+    if (
+        options.midi_dir is not None
+    ):  # Groove variant: workers read the folder (rmod.example.groove)
         recipe = with_midi_dir(recipe, options.midi_dir)
         for path, reason in recipe_grooves(recipe).refused:
             log.warning("skipped %s: %s", path, reason)

@@ -1,5 +1,4 @@
-"""What the build sends a worker and what comes back: the shard task, its result, its errors.
-"""
+"""What the build sends a worker and what comes back: the shard task, its result, its errors."""
 
 from __future__ import annotations
 
