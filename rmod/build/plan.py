@@ -21,10 +21,10 @@ from typing import Any
 import rmod
 from rmod import SPLITS
 from rmod.build.backends import check_backend
+from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import BuildInfo
 from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.build.shards import Shard, plan_shards
-from rmod.build.fingerprint import engine_fingerprint
 from rmod.errors import InputError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
