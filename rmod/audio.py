@@ -23,9 +23,9 @@ import soundfile as sf
 import soxr
 
 from rmod.errors import RmodError
+from rmod_dose_common.pcm import PCM16_SCALE, to_pcm16  # noqa: F401 (rmod.audio.to_pcm16)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
-PCM16_SCALE = 32767.0
 
 
 def _current_umask() -> int:
@@ -119,16 +119,6 @@ def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
         return audio[..., :n]
     pad = [(0, 0)] * (audio.ndim - 1) + [(0, n - have)]
     return np.pad(audio, pad)
-
-
-def to_pcm16(audio: np.ndarray) -> np.ndarray:
-    """Quantize float ``[channels, samples]`` to int16 ``[samples, channels]``.
-
-    Scale is 32767 with round-half-to-even; values beyond [-1, 1] saturate. This is
-    the one place where float audio becomes 16-bit, so equal floats give equal bytes.
-    """
-    scaled = np.round(np.asarray(audio, dtype=np.float64) * PCM16_SCALE)
-    return np.clip(scaled, -32768, 32767).astype(np.int16).T.copy()
 
 
 def encode_audio(audio: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:

@@ -36,6 +36,14 @@ def read_mono(path: Path, sample_rate: int) -> np.ndarray:
         raise RowAudioError(path, "file holds no samples")
     if not np.isfinite(data).all():
         raise RowAudioError(path, "file holds non-finite samples")
+    return mono_at_rate(data, sr, sample_rate)
+
+
+def mono_at_rate(data: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    """Float32 ``[samples, channels]`` at ``sr`` Hz (as a file decodes) -> float32 mono
+    ``[samples']`` at ``sample_rate``: the channel mean, resampled (polyphase) if the rates
+    differ. The one conversion of `read_mono` and of the token sink
+    (:mod:`dose_model.cache.sink`), so both give the codec the same samples."""
     mono = data.mean(axis=1, dtype=np.float32)
     if sr != sample_rate:
         from scipy.signal import resample_poly

@@ -15,11 +15,12 @@ import importlib.util
 from pathlib import Path
 
 #: The modules whose code decides the bytes of a build, given its recipe, library content
-#: and seed: :func:`engine_fingerprint` hashes exactly these. A test renders an example
-#: and fails if it imported an ``rmod`` module that is neither here nor in
+#: and seed: :func:`engine_fingerprint` hashes exactly these, the shared package's modules
+#: that rendering uses included. A test renders an example and fails if it imported an
+#: ``rmod`` or ``rmod_dose_common`` module that is neither here nor in
 #: :data:`NOT_RENDERING_MODULES`.
 RENDERING_MODULES = (
-    "rmod", "rmod.audio", "rmod.records",
+    "rmod", "rmod.audio", "rmod.records", "rmod_dose_common.pcm",
     "rmod.recipe.spec", "rmod.recipe.checks", "rmod.recipe.distributions",
     "rmod.library.catalog", "rmod.library.hashing",
     "rmod.example.draw", "rmod.example.render", "rmod.example.pattern", "rmod.example.groove",
@@ -49,6 +50,7 @@ NOT_RENDERING_MODULES = {
         for stage in ("recipe", "library", "example", "build")
     },
     "rmod.errors": "the base classes of rmod's errors",
+    "rmod_dose_common": "the shared package's index: its modules are listed one by one",
     "rmod.library.families": "groups a library's files into families for its splits (library content)",
     "rmod.library.leaks": "reports near-duplicates across a library's splits",
     "rmod.build.preflight": "checks a build's numbers and library before any work",
