@@ -21,6 +21,12 @@ interrupted run is resumed by running the same command again (finished shards ar
 the rest is redone; the files come out byte-identical). ``index.json`` says
 ``"complete": true`` only once every shard is there. A rerun with other settings, another
 codec or a changed manifest is refused rather than mixed in.
+
+Many processes (``--rank R --world-size W``, or ``torchrun``) each encode their own shards
+and leave the index to one merge (:mod:`dose_model.cache.ranks`); a single process ends
+with the same merge (`assemble_index`), so both write the same bytes. While the codec
+encodes one batch, a thread pool already reads the next batch's audio
+(`_encode_shard`).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from dose_model.cache.index import (
     file_record,
     read_index,
 )
+from dose_model.cache.ranks import TokenizeRank
 from dose_model.codec.dac_codec import DacCodec
 from dose_model.dataset.audio import RowAudioError, load_mono
 from dose_model.dataset.manifest import (
@@ -119,17 +126,26 @@ def _write_json(path: Path, obj: dict) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def _shard_done(shard_dir: Path) -> dict | None:
-    """The meta of a shard an earlier run completed; None when it has none that reads as one
-    (the shard is then encoded again)."""
+def _shard_done(shard_dir: Path, rows: int | None = None) -> dict | None:
+    """The meta of a shard an earlier run (or another rank) completed; None when it has
+    none that reads as one, when its files are not the sizes the meta records, or when it
+    does not account for ``rows`` rows (encoded + skipped). Such a shard is encoded again
+    (or, in a merge, reported missing)."""
     meta = shard_dir / "meta.json"
     if not meta.is_file():
         return None
     try:
         done = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        files = done["files"]
+        for name, record in files.items():
+            if (shard_dir / name).stat().st_size != record["size"]:
+                return None
+        counted = len(done["ids"]) + len(done["skipped"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    return done if isinstance(done, dict) else None
+    if rows is not None and counted != rows:
+        return None
+    return done
 
 
 def _write_shard(
@@ -155,12 +171,16 @@ def _write_shard(
     return meta
 
 
-def _clean_stale(split_dir: Path) -> None:
-    """Remove temporary folders/files left by a run that was killed."""
+def _clean_stale(split_dir: Path, names: set[str] | None = None) -> None:
+    """Remove temporary folders/files left by a run that was killed: all of them, or with
+    ``names`` only those of these shard folders (a rank leaves the other ranks' alone)."""
     if split_dir.is_dir():
         for entry in split_dir.iterdir():
-            if entry.name.startswith(TMP_PREFIX):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if not entry.name.startswith(TMP_PREFIX):
+                continue
+            if names is not None and entry.name[len(TMP_PREFIX) :].split(".")[0] not in names:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 # ------------------------------------------------------------------------- encoding
@@ -175,6 +195,39 @@ def _encode(codec: DacCodec, audio: np.ndarray) -> np.ndarray:
     return codes.to("cpu", torch.int16).numpy()
 
 
+class ShardCodes:
+    """The codes of one shard, encoded batch by batch (`encode`), as the shard's arrays
+    (`arrays`). ``lengths``: samples of a mixture and of a one-shot at the codec's rate.
+    `dose-tokenize` and the token sink of ``rmod-build --tokens``
+    (:mod:`dose_model.cache.sink`) both encode through it, with the same batches, so they
+    write the same codes."""
+
+    def __init__(self, codec: DacCodec, lengths: tuple[int, int]):
+        self.codec = codec
+        self.frames = (codec.frames(lengths[0]), codec.frames(lengths[1]))
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in ("mixture", *DRUMS)}
+
+    def encode(self, good: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Encode one batch of rows, each (mixture [mix_samples], one-shots [3,
+        shot_samples]) float32: their mixtures together, then their 3 x n one-shots."""
+        if not good:
+            return
+        self.parts["mixture"].append(_encode(self.codec, np.stack([m for m, _ in good])))
+        shots = _encode(self.codec, np.concatenate([s for _, s in good]))  # [3n, 9, F]
+        shots = shots.reshape(len(good), len(DRUMS), *shots.shape[1:])
+        for d, drum in enumerate(DRUMS):
+            self.parts[drum].append(shots[:, d])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """name -> int16 codes ``[rows, n_codebooks, frames]`` (mixture, then each drum)."""
+        arrays = {}
+        for name, chunks in self.parts.items():
+            n_frames = self.frames[0] if name == "mixture" else self.frames[1]
+            empty = np.zeros((0, self.codec.n_codebooks, n_frames), dtype=np.int16)
+            arrays[name] = np.ascontiguousarray(np.concatenate(chunks)) if chunks else empty
+        return arrays
+
+
 def _encode_shard(
     codec: DacCodec,
     rows: list[ManifestRow],
@@ -183,12 +236,12 @@ def _encode_shard(
     lengths: tuple[int, int],
     on_batch: Callable[[int], None],
 ) -> tuple[list[str], list[dict], dict[str, np.ndarray]]:
-    """Encode the rows of one shard in batches; audio of the next batch loads meanwhile."""
+    """Encode the rows of one shard in batches. Reading overlaps encoding: the next batch's
+    audio is submitted to the reader threads before the codec starts on this batch."""
     mix_samples, shot_samples = lengths
-    frames = (codec.frames(mix_samples), codec.frames(shot_samples))
     ids: list[str] = []
     skipped: list[dict] = []
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("mixture", *DRUMS)}
+    codes = ShardCodes(codec, lengths)
 
     def submit(batch: list[ManifestRow]) -> list[Future]:
         return [
@@ -207,19 +260,9 @@ def _encode_shard(
             else:
                 ids.append(row.id)
                 good.append(item)
-        if good:
-            parts["mixture"].append(_encode(codec, np.stack([m for m, _ in good])))
-            shots = _encode(codec, np.concatenate([s for _, s in good]))  # [3n, 9, F]
-            shots = shots.reshape(len(good), len(DRUMS), *shots.shape[1:])
-            for d, drum in enumerate(DRUMS):
-                parts[drum].append(shots[:, d])
+        codes.encode(good)
         on_batch(len(batch))
-    arrays = {}
-    for name, chunks in parts.items():
-        n_frames = frames[0] if name == "mixture" else frames[1]
-        empty = np.zeros((0, codec.n_codebooks, n_frames), dtype=np.int16)
-        arrays[name] = np.ascontiguousarray(np.concatenate(chunks)) if chunks else empty
-    return ids, skipped, arrays
+    return ids, skipped, codes.arrays()
 
 
 def cache_config(
@@ -275,6 +318,7 @@ def tokenize_manifest(
     progress: bool = True,
     on_shard: Callable[[str, int], None] | None = None,
     tf32: bool | None = None,
+    rank: TokenizeRank | None = None,
 ) -> TokenizeSummary:
     """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
     splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
@@ -288,8 +332,9 @@ def tokenize_manifest(
     raises TokenizeError for a cache of other settings. Rows with missing or undecodable
     audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
     called after each shard is written. ``tf32`` sets :attr:`DacCodec.tf32` (None: torch's
-    setting; False: strict FP32 on CUDA, codes as on the CPU). Returns a
-    :class:`TokenizeSummary`.
+    setting; False: strict FP32 on CUDA, codes as on the CPU). ``rank`` (None: one process)
+    encodes only this rank's shards and leaves the index to the merge, or with ``merge``
+    is the merge (see :mod:`dose_model.cache.ranks`). Returns a :class:`TokenizeSummary`.
     """
     for option, value in (("--batch-size", batch_size), ("--shard-size", shard_size),
                           ("--workers", workers)):  # fmt: skip
@@ -306,22 +351,104 @@ def tokenize_manifest(
     config = cache_config(codec, manifests, n_rows, mixture_seconds, oneshot_seconds, shard_size)
     _prepare_out(out, config)
     summary = TokenizeSummary(out=str(out))
+    part = rank or TokenizeRank()
+    plan = shard_plan(rows, shard_size)
+    mine = [shard for ordinal, shard in enumerate(plan) if part.owns(ordinal)]
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         tqdm(
-            total=sum(n_rows.values()), desc="dose-tokenize", unit="row", disable=not progress
+            total=sum(len(r) for _, _, r in mine), desc="dose-tokenize", unit="row",
+            disable=not progress,
         ) as bar,
-    ):
+    ):  # fmt: skip
         job = _Job(codec, config, pool, bar, batch_size, summary, on_shard, out)
-        splits = {split: job.split(out, split, split_rows) for split, split_rows in rows.items()}
+        job.clean(mine, everything=part.writes_index)
+        metas = [job.shard(split, i, shard_rows) for split, i, shard_rows in mine]
+    if part.writes_index:
+        splits, summary.skipped = assemble_index(out, rows, shard_size)
+        if part.merge:
+            summary.shards_kept = len(plan)
+    else:
+        summary.skipped = [
+            {"split": split, **item}
+            for (split, _, _), meta in zip(mine, metas, strict=True)
+            for item in meta["skipped"]
+        ]
+    for item in summary.skipped:
+        tqdm.write(f"skipped row {item['id']} ({item['path']}): {item['reason']}", file=sys.stderr)
     summary.rows_skipped = len(summary.skipped)
-    _write_json(
-        out / INDEX_NAME,
-        {"format": FORMAT, "version": VERSION, "complete": True, "config": config}
-        | {"splits": splits, "skipped": summary.skipped},
-    )
+    if part.writes_index:
+        _write_json(
+            out / INDEX_NAME,
+            {"format": FORMAT, "version": VERSION, "complete": True, "config": config}
+            | {"splits": splits, "skipped": summary.skipped},
+        )
     summary.elapsed_s = time.perf_counter() - start
     return summary
+
+
+def shard_plan(
+    rows: dict[str, list[ManifestRow]], shard_size: int
+) -> list[tuple[str, int, list[ManifestRow]]]:
+    """Every shard of a cache in ordinal order: (split, number, its rows). Shard ``i`` of a
+    split holds rows ``[i * shard_size, (i + 1) * shard_size)`` in file order; splits come in
+    the manifests' order."""
+    return [
+        (split, i, split_rows[i * shard_size : (i + 1) * shard_size])
+        for split, split_rows in rows.items()
+        for i in range(math.ceil(len(split_rows) / shard_size))
+    ]
+
+
+class MissingShards(TokenizeError):
+    """A merge found shards that no rank finished; ``missing`` lists their folders."""
+
+    def __init__(self, out: Path, missing: list[str]):
+        self.missing = missing
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        super().__init__(
+            f"{out}: {len(missing)} shard(s) missing or incomplete: {shown}. Rerun the rank that "
+            "owns each (shard ordinal g, counted over the splits in order, belongs to rank "
+            "g % world size), or run dose-tokenize without --merge to encode them here"
+        )
+
+
+def assemble_index(
+    out: Path, rows: dict[str, list[ManifestRow]], shard_size: int
+) -> tuple[dict, list[dict]]:
+    """The merge: read back every shard's ``meta.json`` and build the index's ``splits``
+    and ``skipped`` (each skipped row with its split) from them, in shard order. Every
+    shard must be there, with files of the sizes its meta records and exactly its rows
+    (encoded or skipped), else `MissingShards` names them. A single process and the merge
+    of many ranks both end here, so they write the same index."""
+    splits = {split: {"rows": 0, "skipped": 0, "shards": []} for split in rows}
+    skipped: list[dict] = []
+    missing: list[str] = []
+    for split, i, shard_rows in shard_plan(rows, shard_size):
+        rel = f"{split}/{i:06d}"
+        meta = _shard_done(out / rel, len(shard_rows))
+        if meta is None or not _same_rows(meta, shard_rows):
+            missing.append(rel)
+            continue
+        entry = splits[split]
+        entry["shards"].append({"dir": rel, "rows": len(meta["ids"]), "files": meta.get("files")})
+        entry["rows"] += len(meta["ids"])
+        entry["skipped"] += len(meta["skipped"])
+        skipped += [{"split": split, **item} for item in meta["skipped"]]
+    if missing:
+        raise MissingShards(out, missing)
+    return splits, skipped
+
+
+def _same_rows(meta: dict, rows: list[ManifestRow]) -> bool:
+    """True when a shard's meta lists exactly ``rows``: encoded ids in row order, the rest
+    skipped."""
+    skipped = {item.get("id") for item in meta["skipped"]}
+    return meta["ids"] == [r.id for r in rows if r.id not in skipped] and len(skipped) == len(
+        meta["skipped"]
+    )
 
 
 def _clip_seconds(
@@ -372,30 +499,20 @@ class _Job:
         """Seconds of audio a row holds: its mixture and its one-shots."""
         return self.config["mixture_seconds"] + len(DRUMS) * self.config["oneshot_seconds"]
 
-    def split(self, out: Path, split: str, rows: list[ManifestRow]) -> dict:
-        """Encode (or keep) every shard of one split; returns its index entry."""
-        split_dir = out / split
-        split_dir.mkdir(parents=True, exist_ok=True)
-        _clean_stale(split_dir)
-        shards, skipped = [], []
-        for i in range(math.ceil(len(rows) / self.shard_size)):
-            meta = self.shard(split, i, rows[i * self.shard_size : (i + 1) * self.shard_size])
-            for item in meta["skipped"]:
-                tqdm.write(
-                    f"skipped row {item['id']} ({item['path']}): {item['reason']}",
-                    file=sys.stderr,
-                )
-                skipped.append({"split": split, **item})
-            entry = {"dir": f"{split}/{i:06d}", "rows": len(meta["ids"])}
-            shards.append(entry | {"files": meta.get("files")})
-        self.summary.skipped.extend(skipped)
-        rows_kept = sum(s["rows"] for s in shards)
-        return {"rows": rows_kept, "skipped": len(skipped), "shards": shards}
+    def clean(self, mine: list[tuple[str, int, list[ManifestRow]]], everything: bool) -> None:
+        """Create the split folders of this run's shards and remove what killed runs left in
+        them: every temporary entry, or (``everything`` False: a rank among others) only
+        those of its own shards."""
+        for split in dict.fromkeys(split for split, _, _ in mine):
+            split_dir = self.out / split
+            split_dir.mkdir(parents=True, exist_ok=True)
+            names = None if everything else {f"{i:06d}" for s, i, _ in mine if s == split}
+            _clean_stale(split_dir, names)
 
     def shard(self, split: str, i: int, rows: list[ManifestRow]) -> dict:
         """Shard ``i`` of ``split``: kept when complete, else encoded and written; its meta."""
         shard_dir = self.out / split / f"{i:06d}"
-        meta = _shard_done(shard_dir)
+        meta = _shard_done(shard_dir, len(rows))
         if meta is not None:
             self.summary.shards_kept += 1
             self.bar.update(len(rows))
@@ -427,8 +544,13 @@ def _identity(config: dict) -> dict:
 
 
 def _prepare_out(out: Path, config: dict) -> None:
-    """Create ``out`` or check that the cache already there was made with ``config``."""
+    """Create ``out`` or check that the cache already there was made with ``config``.
+
+    Safe when several ranks start at once: the folder is listed before the index is looked
+    for, and a rank writes the index before any shard folder, so a rank that sees another's
+    folders also sees its index; the index writer's temporary files are not content."""
     index_path = out / INDEX_NAME
+    entries = [p.name for p in out.iterdir()] if out.is_dir() else []
     if index_path.is_file():
         index = read_index(out)
         old, new = _identity(index.get("config", {})), _identity(config)
@@ -438,7 +560,7 @@ def _prepare_out(out: Path, config: dict) -> None:
                 f"{out} holds a token cache made with other settings (differing: "
                 f"{', '.join(differ) or 'version'}); use another --out or delete it"
             )
-    elif out.is_dir() and any(p.name != INDEX_NAME for p in out.iterdir()):
+    elif any(n != INDEX_NAME and not n.startswith(f".{INDEX_NAME}.") for n in entries):
         raise TokenizeError(f"{out} exists, is not empty and holds no {INDEX_NAME}; refusing")
     out.mkdir(parents=True, exist_ok=True)
     _write_json(

@@ -85,6 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=4, help="threads that read audio ahead")
     p.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        help="with --world-size: encode only this rank's shards (shard ordinal g, counted "
+        "over the splits in order, when g %% world size == rank) and write no index; run "
+        "--merge once when every rank is done. If not given: RANK/WORLD_SIZE under torchrun "
+        "(the ranks then wait for each other and rank 0 merges), else one process",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="number of ranks sharing the work (with --rank); all of them use the same "
+        "--manifest, --out and settings",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="encode nothing: check that every shard is there and write TOKDIR/index.json "
+        "(after the ranks; same --manifest, --codec-weights, --out and settings as they "
+        "had); names the missing shards if any",
+    )
+    p.add_argument(
         "--max-skipped",
         type=int,
         default=0,
@@ -114,8 +137,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tokenize(args: argparse.Namespace) -> int:
+    from dose_model.cache.ranks import TokenizeRank, merge_after_barrier, rank_device, rank_from
     from dose_model.cache.tokenize import tokenize_manifest
     from dose_model.codec.dac_codec import default_weights_path
+    from dose_model.train.distributed import dist_env
 
     weights = args.codec_weights or default_weights_path()
     if weights is None:
@@ -125,20 +150,31 @@ def _tokenize(args: argparse.Namespace) -> int:
         )
     if not os.path.isfile(weights):  # before any work: no resume hint for a wrong path
         raise InputError(f"{weights}: DAC weights file not found")
-    summary = tokenize_manifest(
-        args.manifest,
-        weights,
-        args.out,
-        device=args.device,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        mixture_seconds=args.mixture_seconds,
-        oneshot_seconds=args.oneshot_seconds,
-        workers=args.workers,
-        progress=not args.no_progress,
-        tf32=False if args.no_tf32 else None,
-    )
-    print(summary)
+    env = dist_env()
+    part, torchrun = rank_from(args, env)
+
+    def encode(part=part):
+        return tokenize_manifest(
+            args.manifest,
+            weights,
+            args.out,
+            device="cpu" if part.merge else rank_device(args.device, env),
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            mixture_seconds=args.mixture_seconds,
+            oneshot_seconds=args.oneshot_seconds,
+            workers=args.workers,
+            progress=not args.no_progress,
+            tf32=False if args.no_tf32 else None,
+            rank=part,
+        )
+
+    if torchrun:  # the ranks wait for each other, then rank 0 merges
+        summary = merge_after_barrier(part, encode, lambda: encode(TokenizeRank(merge=True)))
+    else:
+        summary = encode()
+    alone = part.world_size == 1 or (torchrun and part.rank == 0)
+    print(summary if alone else f"rank {part.rank} of {part.world_size}: {summary}")
     if summary.rows_skipped > args.max_skipped:
         print(
             f"{PROG}: {summary.rows_skipped} rows skipped (more than --max-skipped "
