@@ -39,6 +39,7 @@ IDENTITY_FIELDS = (
     "shard_size",
     "audio_format",
     "format",
+    "stored",
 )
 
 
@@ -94,7 +95,10 @@ class ManifestRow:
     ``file_channels`` gives each audio role's channels (a one-shot is mono when both of its
     layered sources are; rows written before it existed have every file at ``channels``).
     ``sizes`` (role -> bytes of each file) serves the cheap per-shard check on resume; rows
-    of older builds have none (``None``, left out of :meth:`to_dict`).
+    of older builds have none (``None``, left out of :meth:`to_dict`). ``stored`` False: the
+    files this row names were never written (``rmod-build --tokens``); ``checksums``,
+    ``sizes`` and ``frames`` still describe them, and ``rmod-render-one --from`` renders them
+    again, byte for byte (True, the default, is left out of :meth:`to_dict`).
     """
 
     id: str
@@ -114,6 +118,7 @@ class ManifestRow:
     midi: str | None = None
     sizes: dict[str, int] | None = field(default=None, metadata={"optional": True})
     file_channels: dict[str, int] = field(default_factory=dict)
+    stored: bool = field(default=True, metadata={"optional": True})
 
     def files(self) -> dict[str, str]:
         """Role -> relative path of every file this row points to."""
@@ -218,8 +223,10 @@ class BuildInfo:
     """Content of ``DIR/build.json``: what a dataset was built from.
 
     ``counts`` is examples per split; ``recipe`` is ``Recipe.to_dict()``;
-    ``engine_fingerprint`` names the rendering code and audio package versions. Nothing
-    here depends on how the build ran (workers, backend, time), so it is byte-stable.
+    ``engine_fingerprint`` names the rendering code and audio package versions. ``stored``
+    False: a ``--tokens`` build, whose rows' files were not written (True, the default, is
+    left out of :meth:`to_dict`). Nothing here depends on how the build ran (workers,
+    backend, time), so it is byte-stable.
     """
 
     recipe: dict[str, Any]
@@ -235,6 +242,7 @@ class BuildInfo:
     rmod_version: str
     engine_fingerprint: str
     format: str = field(default=MANIFEST_FORMAT, metadata={"choices": (MANIFEST_FORMAT,)})
+    stored: bool = field(default=True, metadata={"optional": True})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -264,6 +272,9 @@ class BuildInfo:
                         f"this build started (engine {theirs[:12]} -> {mine[:12]}); finish it "
                         "with the original version"
                     )
+                elif name == "stored":
+                    how = {True: "writes audio files", False: "writes tokens only (--tokens)"}
+                    out.append(f"stored: the existing build {how[theirs]}, this one {how[mine]}")
                 else:
                     out.append(f"{name}: existing {theirs!r}, requested {mine!r}")
         return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import BuildInfo
 from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.build.shards import Shard, plan_shards
+from rmod.build.sink import SinkSpec, TokenSink, build_facts, make_sink
 from rmod.errors import InputError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
@@ -44,7 +45,8 @@ class BuildOptions:
     loky and a ``LocalCluster``; every worker thread of a ``--scheduler`` cluster).
     ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's. ``shard_size``:
     examples per shard, ``None`` for :func:`default_shard_size`. ``midi_dir``: MIDI
-    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``).
+    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``). ``tokens``: a
+    token sink fed instead of writing audio files (``--tokens``, :mod:`rmod.build.sink`).
     """
 
     n: int
@@ -59,6 +61,7 @@ class BuildOptions:
     audio_format: str | None = None
     progress: bool = True
     midi_dir: str | os.PathLike | None = None
+    tokens: SinkSpec | None = None
 
 
 def split_counts(recipe: Any, n: int) -> dict[str, int]:
@@ -90,8 +93,10 @@ def make_build_info(
     counts: dict[str, int],
     shard_size: int,
     audio_format: str,
+    stored: bool = True,
 ) -> BuildInfo:
-    """The ``build.json`` record of a build (nothing about how it is run)."""
+    """The ``build.json`` record of a build (nothing about how it is run); ``stored`` False
+    for a ``--tokens`` build."""
     return BuildInfo(
         recipe=recipe.to_dict(),
         recipe_fingerprint=recipe.fingerprint,
@@ -105,6 +110,7 @@ def make_build_info(
         channels=int(recipe.audio.channels),
         rmod_version=rmod.__version__,
         engine_fingerprint=engine_fingerprint(),
+        stored=stored,
     )
 
 
@@ -139,11 +145,26 @@ def check_grooves(recipe: Any, counts: dict[str, int]) -> None:
         )
 
 
+def check_token_dir(out: Path, tokens: str | os.PathLike) -> Path:
+    """``--tokens`` as an absolute path (workers elsewhere get it); refused when it is the
+    dataset folder or lies in one of its split or manifest folders (whose contents the
+    build and ``rmod-verify`` own)."""
+    tokdir = Path(tokens).resolve()
+    owned = [out / name for name in (*SPLITS, "manifests")]
+    if tokdir == out or any(tokdir.is_relative_to(folder) for folder in owned):
+        raise InputError(
+            f"--tokens {tokens}: not the dataset folder or inside its split or manifest "
+            f"folders ({out}); e.g. {out / 'tokens'} or a folder beside it"
+        )
+    return tokdir
+
+
 @dataclass(frozen=True)
 class BuildPlan:
     """What a build makes, checked before any work: the output folder, recipe, library
     (and its path, ``None`` for the built-in one), audio format, ``build.json`` record and
-    shards."""
+    shards; for a ``--tokens`` build its token sink (made, not yet opened) and the spec
+    the workers get."""
 
     out: Path
     recipe: Any
@@ -152,6 +173,8 @@ class BuildPlan:
     audio_format: str
     info: BuildInfo
     shards: list[Shard]
+    sink: TokenSink | None = None
+    sink_spec: SinkSpec | None = None
 
 
 def plan_build(options: BuildOptions) -> BuildPlan:
@@ -172,6 +195,14 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         raise InputError(f"--shard-size must be at least 1, got {shard_size}")
     check_sizes(counts, shard_size)
     check_library_covers(library, counts)
-    info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
+    stored = options.tokens is None
+    info = make_build_info(
+        recipe, library, library_path, options.seed, counts, shard_size, fmt, stored
+    )
     shards = plan_shards(counts, shard_size)
-    return BuildPlan(out, recipe, library, library_path, fmt, info, shards)
+    spec = sink = None
+    if options.tokens is not None:  # the sink checks its options here, before any work
+        tokdir = check_token_dir(out, options.tokens.out)
+        spec = replace(options.tokens, out=str(tokdir), build=build_facts(info, recipe))
+        sink = make_sink(spec)
+    return BuildPlan(out, recipe, library, library_path, fmt, info, shards, sink, spec)

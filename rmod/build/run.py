@@ -17,6 +17,10 @@
 5. concatenate the manifest parts, in order, into ``DIR/manifests/{split}.jsonl``, and
    remove the sample store the workers shared (``DIR/.rmod-store``, see :mod:`rmod.example.sample_store`).
 
+With ``--tokens`` (``BuildOptions.tokens``) the workers write no files: each example goes
+to a token sink (:mod:`rmod.build.sink`), which is opened after step 3, says which shards
+it already holds, and is closed after step 5.
+
 Every example's randomness comes from (seed, split, index) alone, so the dataset is the
 same bytes whatever the number of workers, the backend or the number of resumes.
 """
@@ -91,6 +95,7 @@ class BuildSummary:
     workers: int = 1
     peak_rss_bytes: int = 0
     peak_rss_worker: str = ""
+    tokens: str | None = None
     cleaned: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     error: str | None = None
@@ -117,6 +122,7 @@ class BuildSummary:
             f" {total} examples ({split_text}) in {self.seconds:.1f} s,"
             f" {self.rate:.2f} examples/s, {self.workers} worker(s),"
             f" peak worker RSS {self.peak_rss_bytes / 2**20:.0f} MiB -> {self.out}"
+            + (f" (no audio stored; tokens in {self.tokens})" if self.tokens else "")
         )
 
 
@@ -213,12 +219,23 @@ def recover_parts(out: Path, shards: list[Shard]) -> list[str]:
 def resume_point(plan: BuildPlan, summary: BuildSummary) -> list[Shard]:
     """Steps 2-3 of the module docstring, under the build's lock: write or check
     ``build.json``, repair and clean what earlier runs left; the shards still to render.
-    Records what was restored, cleaned and reused in ``summary``."""
-    out, shards = plan.out, plan.shards
+    Records what was restored, cleaned and reused in ``summary``. A token sink is opened
+    here, and a shard is done only when the sink holds it too."""
+    out, shards, stored = plan.out, plan.shards, plan.info.stored
     prepare_output(out, plan.info)
     summary.restored = recover_parts(out, shards)
-    summary.cleaned = clean_incomplete(out, shards)
-    todo = [s for s in shards if not is_complete(out, s)]
+    summary.cleaned = clean_incomplete(out, shards, stored)
+    if plan.sink is not None:
+        try:
+            plan.sink.open()
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise BuildRefused(f"--tokens: {exc}") from None
+    todo = [
+        s
+        for s in shards
+        if not is_complete(out, s, stored)
+        or (plan.sink is not None and not plan.sink.has_shard(s.split, s.number, s.size))
+    ]
     summary.shards_reused = len(shards) - len(todo)
     summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
     _remove_store(out)  # a store left by an interrupted run is not trusted
@@ -238,6 +255,7 @@ def shard_tasks(plan: BuildPlan, todo: list[Shard], seed: int, lease: str) -> li
             plan.audio_format,
             plan.info.engine_fingerprint,
             lease,
+            plan.sink_spec,
         )
         for s in todo
     ]
@@ -257,6 +275,7 @@ def build(options: BuildOptions) -> BuildSummary:
     check_new_output(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = BuildSummary(out=out, counts=dict(plan.info.counts))
+    summary.tokens = plan.sink_spec.out if plan.sink_spec is not None else None
     with build_lock(out) as lease:
         todo = resume_point(plan, summary)
         tasks = shard_tasks(plan, todo, options.seed, lease)
@@ -265,7 +284,9 @@ def build(options: BuildOptions) -> BuildSummary:
                 with scheduling(options.backend, options.jobs, options.scheduler) as workers:
                     summary.workers = workers
                     _run(tasks, summary, options.progress)
-            concatenate_parts(out, plan.shards)
+            manifests = concatenate_parts(out, plan.shards)
+            if plan.sink is not None:
+                plan.sink.close({split: str(path) for split, path in manifests.items()})
             _remove_store(out)  # a cache: the build is complete
         except (ExampleFailed, ShardError) as exc:
             summary.error = str(exc)

@@ -13,7 +13,10 @@ Commit protocol (what makes a build resumable after a kill at any moment):
 
 The part is the commit record: a shard is *complete* exactly when its part exists, its
 folder exists and the folder holds every file the part lists, at the recorded sizes (a
-cheap check: one listing and one ``stat`` per file, no decoding). A folder whose part is
+cheap check: one listing and one ``stat`` per file, no decoding). A build that stores no
+files (``--tokens``: its token sink commits the shard instead, then the part is written)
+has no shard folders: there the part alone is the record, and the sink says whether it
+holds the shard (:mod:`rmod.build.sink`). A folder whose part is
 gone but whose rows the final manifest ``DIR/manifests/{split}.jsonl`` still holds gets
 its part back from those lines (:func:`restore_parts`), so deleting ``manifests/parts/``
 never costs finished work. Anything else found at start-up (temporary folders, a folder
@@ -106,9 +109,9 @@ def part_path(root: str | os.PathLike, shard: Shard) -> Path:
     return parts_dir(root) / f"{shard.name}.jsonl"
 
 
-def is_complete(root: str | os.PathLike, shard: Shard) -> bool:
-    """True when the shard was committed (its part and its folder both exist)."""
-    return part_path(root, shard).is_file() and shard_dir(root, shard).is_dir()
+def is_complete(root: str | os.PathLike, shard: Shard, stored: bool = True) -> bool:
+    """True when the shard was committed (its part and, with ``stored``, its folder exist)."""
+    return part_path(root, shard).is_file() and (not stored or shard_dir(root, shard).is_dir())
 
 
 def make_temp_dir(root: str | os.PathLike, shard: Shard) -> Path:
@@ -121,16 +124,18 @@ def make_temp_dir(root: str | os.PathLike, shard: Shard) -> Path:
 
 
 def commit_shard(
-    root: str | os.PathLike, shard: Shard, tmp_dir: Path, rows: Sequence[ManifestRow]
+    root: str | os.PathLike, shard: Shard, tmp_dir: Path | None, rows: Sequence[ManifestRow]
 ) -> None:
-    """Publish a fully written temporary folder as the shard, then write its part.
+    """Publish a fully written temporary folder as the shard, then write its part (with
+    ``tmp_dir`` None, a build that stores no files: the part only).
 
     A leftover final folder without a part (from an interrupted run) is replaced.
     """
-    final = shard_dir(root, shard)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp_dir, final)
+    if tmp_dir is not None:
+        final = shard_dir(root, shard)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp_dir, final)
     write_manifest(part_path(root, shard), rows)
 
 
@@ -148,6 +153,9 @@ def shard_damage(root: str | os.PathLike, shard: Shard) -> str | None:
         return f"its manifest part cannot be read ({exc})"
     if [r.index for r in rows] != list(shard.indices()):
         return "its manifest part does not list the shard's examples"
+    rows = [r for r in rows if r.stored]  # a row of a --tokens build has no files
+    if not rows:
+        return None
     try:
         present = {e.name: e for e in os.scandir(shard_dir(root, shard))}
     except OSError as exc:
@@ -209,13 +217,16 @@ def _manifest_lines(path: Path, by_index: dict[int, Shard]) -> dict[int, bytes]:
     return found
 
 
-def clean_incomplete(root: str | os.PathLike, shards: Iterable[Shard]) -> list[str]:
+def clean_incomplete(
+    root: str | os.PathLike, shards: Iterable[Shard], stored: bool = True
+) -> list[str]:
     """Remove the debris of interrupted runs; return what was removed (relative paths,
     with the reason for a damaged shard).
 
     Removes temporary shard folders, final folders without a part, parts without a
-    folder, shards that fail :func:`shard_damage` (part and folder, so they are redone)
-    and half-written temporary files in the manifests folders.
+    folder (with ``stored``; a build that stores no files has no folders), shards that
+    fail :func:`shard_damage` (part and folder, so they are redone) and half-written
+    temporary files in the manifests folders.
     """
     root = Path(root)
     removed: list[str] = []
@@ -232,15 +243,19 @@ def clean_incomplete(root: str | os.PathLike, shards: Iterable[Shard]) -> list[s
                 removed.append(str(tmp.relative_to(root)))
     for shard in shards:
         part, folder = part_path(root, shard), shard_dir(root, shard)
-        if part.is_file() and not folder.is_dir():
+        if stored and part.is_file() and not folder.is_dir():
             part.unlink()
             removed.append(str(part.relative_to(root)))
         elif folder.is_dir() and not part.is_file():
             shutil.rmtree(folder)
             removed.append(str(folder.relative_to(root)))
-        elif folder.is_dir() and (why := shard_damage(root, shard)) is not None:
-            part.unlink()
-            shutil.rmtree(folder)
+        elif (
+            part.is_file()
+            and (folder.is_dir() or not stored)
+            and (why := shard_damage(root, shard)) is not None
+        ):
+            part.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
             removed.append(f"{folder.relative_to(root)} ({why}; redone)")
     return removed
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmod.build.shards import Shard
+from rmod.build.sink import SinkSpec
 from rmod.errors import RmodError
 
 
@@ -38,7 +39,8 @@ class ShardError(RmodError):
 
 @dataclass(frozen=True)
 class ShardTask:
-    """Everything a worker needs to build one shard (small and picklable)."""
+    """Everything a worker needs to build one shard (small and picklable); ``sink``: the
+    token sink that takes the examples instead of files (``--tokens``), or None."""
 
     root: str
     shard: Shard
@@ -49,6 +51,7 @@ class ShardTask:
     audio_format: str
     engine_fingerprint: str
     lease: str | None = None
+    sink: SinkSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ examples.
 
 Files of a shard are written plainly into its temporary folder (the folder is published
 by one rename, so a half-written file is never visible), then made durable with one
-filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit.
+filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit. A
+``--tokens`` build writes no files: each example goes to the task's token sink
+(:mod:`rmod.build.sink`), which commits the shard before its manifest part is written.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
 from rmod.build.shards import commit_shard, make_temp_dir
+from rmod.build.sink import TokenSink, make_sink
 from rmod.build.task import ExampleFailed, ShardError, ShardResult, ShardTask
 from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_allocator
 from rmod.errors import RmodError
@@ -76,11 +79,15 @@ def _level(value: float) -> float | None:
     return None if value == float("-inf") else round(float(value), 3)
 
 
-def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> ManifestRow:
+def build_example(
+    task: ShardTask, store: Any, index: int, out_dir: Path | None, sink: TokenSink | None = None
+) -> ManifestRow:
     """Draw and render example ``index`` of the shard's split into ``out_dir``; its row.
 
     Files are written plainly: ``out_dir`` is the shard's temporary folder, published as a
-    whole (see the module docstring).
+    whole (see the module docstring). With a ``sink`` (``out_dir`` None), nothing is
+    written: the row (``stored`` False; its checksums and sizes those of the files'
+    bytes, encoded in memory) and the rendered audio go to the sink.
     """
     from rmod.example.draw import draw_example, example_id
     from rmod.example.pattern import midi_bytes
@@ -97,7 +104,8 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
     for role, data in audio.items():
         name = f"{eid}.{role}.{fmt}"
         encoded, checksums[role] = encode_audio_file(data, sr, fmt)
-        _write(out_dir / name, encoded)
+        if out_dir is not None:
+            _write(out_dir / name, encoded)
         sizes[role] = len(encoded)
         paths[role] = f"{rel_dir}/{name}"
         frames[role] = int(data.shape[-1])
@@ -106,11 +114,12 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
         loudness[f"{role}_rms_db"] = _level(rms_db(data))
     midi_name = f"{eid}.pattern.mid"
     midi_data = midi_bytes(rendered.midi)
-    _write(out_dir / midi_name, midi_data)
+    if out_dir is not None:
+        _write(out_dir / midi_name, midi_data)
     checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
     sizes["midi"] = len(midi_data)
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
-    return ManifestRow(
+    row = ManifestRow(
         id=eid,
         split=split,
         index=index,
@@ -128,7 +137,11 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
         midi=f"{rel_dir}/{midi_name}",
         sizes=sizes,
         file_channels=channels,
+        stored=out_dir is not None,
     )
+    if sink is not None:
+        sink.add(row.to_dict(), audio)
+    return row
 
 
 class OutputError(RmodError, OSError):
@@ -144,7 +157,8 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def render_shard(task: ShardTask) -> ShardResult:
-    """Build every example of ``task.shard`` in a temporary folder and commit it.
+    """Build every example of ``task.shard`` in a temporary folder (or into the task's
+    token sink) and commit it.
 
     Raises :class:`ExampleFailed` naming the first example that failed (and the file,
     for an unreadable library file), :class:`ShardError` when the library cannot be
@@ -165,9 +179,13 @@ def render_shard(task: ShardTask) -> ShardResult:
         store = worker_store(task)
     except Exception as exc:
         raise ShardError(task.shard.name, f"cannot load the library: {_text(exc)}") from None
+    tmp, sink = None, None
     try:
-        tmp = make_temp_dir(task.root, task.shard)
-    except OSError as exc:
+        if task.sink is None:
+            tmp = make_temp_dir(task.root, task.shard)
+        else:
+            sink = make_sink(task.sink)  # a fresh one per shard: it holds only this shard
+    except (OSError, RmodError) as exc:
         raise ShardError(task.shard.name, f"cannot write the output: {_text(exc)}") from None
     rows = []
     # One thread per worker in numeric libraries: a worker is one core's worth of work, and
@@ -178,7 +196,7 @@ def render_shard(task: ShardTask) -> ShardResult:
         for index in task.shard.indices():
             check_lease(task)  # an orphaned worker stops within one example
             try:
-                rows.append(build_example(task, store, index, tmp))
+                rows.append(build_example(task, store, index, tmp, sink))
             except AudioFileError as exc:
                 raise ExampleFailed(_eid(task, index), exc.reason, exc.path) from None
             except OutputError as exc:
@@ -186,14 +204,20 @@ def render_shard(task: ShardTask) -> ShardResult:
             except Exception as exc:
                 raise ExampleFailed(_eid(task, index), _text(exc)) from None
         check_lease(task)
+        if sink is not None:  # the sink's shard first: the part is the commit record
+            try:
+                sink.commit_shard(task.shard.split, task.shard.number)
+            except Exception as exc:
+                raise ShardError(task.shard.name, f"the token sink: {_text(exc)}") from None
         try:
-            sync_folder(tmp)
+            if tmp is not None:
+                sync_folder(tmp)
             commit_shard(task.root, task.shard, tmp, rows)
         except OSError as exc:
             raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
         limits.restore_original_limits()
-        if tmp.exists():  # not committed: leave nothing half-built behind
+        if tmp is not None and tmp.exists():  # not committed: leave nothing half-built behind
             shutil.rmtree(tmp, ignore_errors=True)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return ShardResult(task.shard, time.perf_counter() - start, peak_rss_bytes(), worker)

@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from rmod.build.run import BACKENDS, BuildOptions, BuildSummary, build
+from rmod.build.sink import SinkSpec
 from rmod.cli import run
+from rmod.errors import InputError
 from rmod_dose_common.cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "rmod-build"
@@ -92,6 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of General MIDI drum files for a Groove recipe (rmod-groove): their 4 s "
         "windows are the drum patterns",
     )
+    p.add_argument(
+        "--tokens",
+        default=None,
+        metavar="TOKDIR",
+        help="write no audio: encode each rendered example with the token sink (see "
+        "--token-sink; dac: dose_model's DAC token cache, as dose-tokenize writes it, one "
+        "token shard per build shard) into TOKDIR; DIR gets build.json and the manifests, "
+        "whose rows say "
+        '"stored": false (rmod-render-one --from renders any of them again). If not given: '
+        "audio files, no tokens",
+    )
+    p.add_argument(
+        "--codec-weights",
+        default=None,
+        metavar="W",
+        help="with --tokens: the DAC weights file; if not given: the reference package's "
+        "cache file ~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth when it exists",
+    )
+    p.add_argument(
+        "--token-device",
+        default="cpu",
+        help="with --tokens: torch device each worker encodes on (cpu, cuda, cuda:1)",
+    )
+    p.add_argument(
+        "--token-sink",
+        default="dac",
+        metavar="NAME",
+        help="with --tokens: the token sink, by its entry point name in rmod.token_sinks",
+    )
     add_common(p)
     return p
 
@@ -100,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; 0 when the dataset is complete, 1 when the build stopped with failed
     shards (finished ones are kept), 2 on bad input or a refused build (see :mod:`rmod.cli`)."""
     return run(PROG, _build, build_parser().parse_args(argv))
+
+
+def _token_sink(args: argparse.Namespace) -> SinkSpec | None:
+    """The token sink ``--tokens`` asks for (None without it)."""
+    if args.tokens is None:
+        if args.codec_weights is not None:
+            raise InputError("--codec-weights needs --tokens TOKDIR")
+        return None
+    options = {"device": args.token_device}
+    if args.codec_weights is not None:
+        options["codec_weights"] = args.codec_weights
+    return SinkSpec(args.token_sink, args.tokens, options)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -116,6 +159,7 @@ def _build(args: argparse.Namespace) -> int:
         audio_format=args.audio_format,
         progress=not args.no_progress,
         midi_dir=args.midi_dir,
+        tokens=_token_sink(args),
     )
     with sigterm_as_interrupt():
         summary = build(options)

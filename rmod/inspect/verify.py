@@ -17,6 +17,11 @@ Checks, each reported as a :class:`Problem` naming the file or row:
 * the split folders hold nothing else (no stray files, no temporary or empty shard
   folders), ``manifests/`` nothing but the split manifests and the parts of this build's
   shards; unreadable files and folders are reported as such.
+
+A ``--tokens`` build (``build.json`` and its rows say ``"stored": false``) has no files:
+everything above is checked but the files themselves (their names still must be the ones
+``rmod-build`` gives), and every row must say what ``build.json`` says. Its token cache is
+the sink's to check (``dose-tokenize --verify TOKDIR`` for the DAC cache).
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class VerifyReport:
     root: Path
     rows: int = 0
     files: int = 0
+    unstored: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -83,7 +89,16 @@ class VerifyReport:
     def line(self) -> str:
         """One-line summary."""
         status = "OK" if self.ok else f"FAILED, {len(self.problems)} problem(s)"
-        return f"rmod-verify {status}: {self.rows} rows, {self.files} files checked in {self.root}"
+        unstored = (
+            f" ({self.unstored} rows not stored: a --tokens build; rmod-render-one --from "
+            "renders them)"
+            if self.unstored
+            else ""
+        )
+        return (
+            f"rmod-verify {status}: {self.rows} rows, {self.files} files checked in "
+            f"{self.root}{unstored}"
+        )
 
 
 def check_file(
@@ -175,10 +190,16 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
     # the recipe parsed before the walk: its audio section is there
     expected_mix = int(round(float(info.recipe["audio"]["mixture_seconds"]) * info.sample_rate))
     expected = _expected_files(row, info)
+    if row.stored != info.stored:
+        say = {True: "are stored", False: "are not stored"}
+        what = f"row says its files {say[row.stored]}, build.json says {say[info.stored][4:]}"
+        out.append(Problem(row.id, what))
     for role, rel in row.files().items():
         why = path_problem(root, rel, expected.get(role) if expected else None)
         if why is not None:
             out.append(Problem(str(rel), f"{row.id}: {why}"))
+            continue
+        if not row.stored:  # a --tokens build: the name is checked, there is no file
             continue
         if role == "midi":
             raw, why = _read_bytes(root / rel)
@@ -340,6 +361,9 @@ class _RowWalk:
         self.seen.setdefault(row.id, f"{split} manifest")
         for sid in row.source_ids():
             self.used_by[sid].add(split)
+        if not row.stored:
+            self.report.unstored += 1
+            return before
         self.report.files += len(row.files())
         for rel in row.files().values():
             if isinstance(rel, str):
