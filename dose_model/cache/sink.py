@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dose_model import DRUMS
 from dose_model.cache.index import FORMAT, INDEX_NAME, VERSION, read_index
@@ -75,6 +76,26 @@ def _load_codec(weights: str, device: str) -> DacCodec:
     return codec
 
 
+def _flag(value: Any) -> bool | None:
+    """A boolean option as given in code or on a command line (true/false/none)."""
+    if value is None or isinstance(value, bool):
+        return value
+    words = {"true": True, "false": False, "none": None}
+    if str(value).lower() not in words:
+        raise ValueError(f"expected true, false or none, got {value!r}")
+    return words[str(value).lower()]
+
+
+def _option(options: Mapping[str, Any], key: str, default: Any, parse: Any) -> Any:
+    """``options[key]`` parsed (the command line gives strings); InputError naming it."""
+    if key not in options:
+        return default
+    try:
+        return parse(options[key])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"option {key}: {exc}") from None
+
+
 class DacTokenSink:
     """The ``dac`` token sink (see the module docstring). ``out``: the token cache folder;
     ``options``: `OPTIONS`; ``build``: what rmod tells a sink of the build (``sample_rate``
@@ -96,8 +117,8 @@ class DacTokenSink:
         self.out = Path(out)
         self.weights = str(Path(weights).resolve())
         self.device = str(options.get("device", "cpu"))
-        self.batch_size = int(options.get("batch_size", 8))
-        self.tf32 = options.get("tf32")
+        self.batch_size = _option(options, "batch_size", 8, int)
+        self.tf32 = _option(options, "tf32", None, _flag)
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         self.rate = int(build["sample_rate"])
@@ -175,8 +196,14 @@ class DacTokenSink:
 
     # ------------------------------------------------------------- worker
     def add(self, row: dict[str, Any], audio: dict[str, np.ndarray]) -> None:
-        """Take one rendered example; every `batch_size` rows are encoded together."""
+        """Take one rendered example; every `batch_size` rows are encoded together.
+
+        On the CPU a worker encodes on one thread: a build worker is one core's worth of
+        work (rmod's workers limit their numeric libraries the same way), and torch's own
+        pool beside the other workers would only oversubscribe the cores."""
         codec = self._codec()
+        if codec.device.type == "cpu" and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
         if self._codes is None:
             mix, shot = (round(s * codec.sample_rate) for s in self.seconds)
             self._lengths = (mix, shot)

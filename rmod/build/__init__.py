@@ -6,4 +6,5 @@
 - `upkeep`: the build's lease, dying with the build, the allocator.  `shards`: the shard commit protocol.
 - `fingerprint`: which code decides the bytes (the engine fingerprint).
 - `manifest`: manifest rows and `build.json`, the format `dose_model` reads.
+- `sink`: the token sink protocol of `--tokens` (found by entry point, never imported).
 """

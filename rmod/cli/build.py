@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="with --tokens: the token sink, by its entry point name in rmod.token_sinks",
     )
+    p.add_argument(
+        "--token-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --tokens: a setting of the sink, repeatable (dac: batch_size=8, "
+        "tf32=false for strict FP32 on CUDA, codes equal to CPU encoding)",
+    )
     add_common(p)
     return p
 
@@ -136,12 +144,17 @@ def main(argv: list[str] | None = None) -> int:
 def _token_sink(args: argparse.Namespace) -> SinkSpec | None:
     """The token sink ``--tokens`` asks for (None without it)."""
     if args.tokens is None:
-        if args.codec_weights is not None:
-            raise InputError("--codec-weights needs --tokens TOKDIR")
+        if args.codec_weights is not None or args.token_option:
+            raise InputError("--codec-weights and --token-option need --tokens TOKDIR")
         return None
     options = {"device": args.token_device}
     if args.codec_weights is not None:
         options["codec_weights"] = args.codec_weights
+    for item in args.token_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--token-option {item!r}: expected KEY=VALUE")
+        options[key] = value
     return SinkSpec(args.token_sink, args.tokens, options)
 
 

@@ -59,6 +59,12 @@ def test_options_and_folder_are_checked_before_any_work(tmp_path):
         DacTokenSink(str(tmp_path / "t"), {"codec_weights": str(weights), "colour": 1}, BUILD)
     with pytest.raises(ValueError, match="missing.pth: DAC weights file not found"):
         DacTokenSink(str(tmp_path / "t"), {"codec_weights": str(tmp_path / "missing.pth")}, BUILD)
+    with pytest.raises(ValueError, match="option tf32: expected true, false or none"):
+        DacTokenSink(str(tmp_path / "t"), {"codec_weights": str(weights), "tf32": "maybe"}, BUILD)
+    sink = DacTokenSink(
+        str(tmp_path / "t"), {"codec_weights": str(weights), "tf32": "False"}, BUILD
+    )
+    assert sink.tf32 is False and sink.batch_size == 8
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty and holds no index.json"):

@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,6 +123,14 @@ def test_tokens_equal_dose_tokenize_on_the_stored_build(stored, tokens, weights,
             m.pop("path"), m.pop("sha256")
     assert mine["config"] == theirs["config"]
     assert len(TokenDataset(tok, "train", "kick")) == 3
+    # dose-tokenize's own shard and batch sizes give the same codes, row for row (on the CPU)
+    default = tmp_path / "default"
+    tokenize_manifest(stored, weights, default, progress=False)
+    for split, n_shards in (("train", 2), ("valid", 1), ("test", 1)):
+        for name in ("mixture", "kick", "snare", "hihat"):
+            mine = [np.load(tok / split / f"{i:06d}" / f"{name}.npy") for i in range(n_shards)]
+            theirs = np.load(default / split / "000000" / f"{name}.npy")
+            assert np.array_equal(np.concatenate(mine), theirs)
 
 
 def test_any_row_renders_again_to_the_files_it_records(stored, tokens, tmp_path):
@@ -234,8 +243,12 @@ def test_refusals(kw, weights, tokens, tmp_path, capsys):
             )
         )
     assert build_cli(["--n", "1", "--out", str(tmp_path / "z"), "--codec-weights", "w"]) == 2
-    assert "--codec-weights needs --tokens" in capsys.readouterr().err
+    assert "--codec-weights and --token-option need --tokens" in capsys.readouterr().err
     args = ["--n", "1", "--out", str(tmp_path / "z"), "--tokens", str(tmp_path / "t")]
     assert build_cli([*args, "--codec-weights", str(tmp_path / "missing.pth")]) == 2
     assert "missing.pth: DAC weights file not found" in capsys.readouterr().err
+    assert (
+        build_cli([*args, "--token-option", "batch_size=x", "--codec-weights", str(weights)]) == 2
+    )
+    assert "option batch_size: invalid literal" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()  # refused before anything was written
