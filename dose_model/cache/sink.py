@@ -140,8 +140,7 @@ class DacTokenSink:
 
     def _config(self, manifests: dict[str, Path], rows: dict[str, int]) -> dict:
         """The cache's settings (:func:`cache_config`) plus the build it comes from."""
-        codec = _load_codec(self.weights, "cpu")  # settings only: no device needed
-        codec.tf32 = self.tf32
+        codec = self._codec()  # the workers' own codec: no second copy on another device
         config = cache_config(codec, manifests, rows, *self.seconds, self.shard_size)
         return config | {"source": {"rmod_build": self.identity}}
 

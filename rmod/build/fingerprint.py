@@ -58,6 +58,7 @@ NOT_RENDERING_MODULES = {
     "rmod.build.task": "the task record sent to a worker and its result; data, not rendering",
     "rmod.build.upkeep": "process upkeep (lease, parent watch, allocator); changes no result",
     "rmod.build.shards": "where a shard's files go and how it commits, not what they hold",
+    "rmod.build.sink": "the token sink protocol and its lookup: it receives rendered audio",
 }
 RENDERING_PACKAGES = (
     "numpy", "scipy", "soxr", "pedalboard", "soundfile", "miditoolkit"

@@ -90,8 +90,8 @@ class VerifyReport:
         """One-line summary."""
         status = "OK" if self.ok else f"FAILED, {len(self.problems)} problem(s)"
         unstored = (
-            f" ({self.unstored} rows not stored: a --tokens build; rmod-render-one --from "
-            "renders them)"
+            f" ({self.unstored} rows not stored: a tokens-only build; rmod-render-one renders "
+            "any of them again from its row)"
             if self.unstored
             else ""
         )

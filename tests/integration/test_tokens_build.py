@@ -252,3 +252,20 @@ def test_refusals(kw, weights, tokens, tmp_path, capsys):
     )
     assert "option batch_size: invalid literal" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()  # refused before anything was written
+
+
+def test_a_damaged_token_shard_is_rendered_again(kw, weights, tokens, tmp_path):
+    """A committed shard whose token file was cut short (a disk fault) is not trusted on a
+    rerun: that shard alone is rendered and encoded again, and the cache is whole."""
+    import shutil
+
+    ds, tok = tmp_path / "ds", tmp_path / "tok"
+    shutil.copytree(tokens[0], ds)
+    shutil.copytree(tokens[1], tok)
+    kick = tok / "train" / "000001" / "kick.npy"
+    kick.write_bytes(kick.read_bytes()[:-5])
+    spec = SinkSpec("dac", str(tok), {"codec_weights": str(weights)})
+    summary = build(BuildOptions(out=ds, tokens=spec, **kw))
+    assert summary.ok and summary.rendered == 1 and summary.shards_rendered == 1
+    assert kick.read_bytes() == (tokens[1] / "train" / "000001" / "kick.npy").read_bytes()
+    assert read_index(tok)["complete"] is True
