@@ -1,6 +1,6 @@
 """The sample store inside builds: the same bytes with any cap, the peak under the cap, a
 store that is the build's own or absent (a link is removed, anything else refused, poison
-never read)."""
+never read), and ``rmod-verify`` naming a store left in a dataset."""
 
 from __future__ import annotations
 
@@ -176,3 +176,24 @@ def test_cli_refuses_a_file_in_place_of_the_store_and_bad_sizes(
     assert main([*args, "--store-max", "2MB"]) == 0
     assert "store hit rate" in capsys.readouterr().out
     assert tree_bytes(out) == tree_bytes(reference)
+
+
+@pytest.mark.parametrize("left", ["link to /etc", "store folder", "file", "other link"])
+def test_verify_reports_a_store_or_link_left_in_a_dataset(reference, tmp_path, capsys, left):
+    from rmod.cli.verify import main
+
+    ds = Path(shutil.copytree(reference, tmp_path / "ds"))
+    where = ds / (STORE_DIR if left != "other link" else "extra")
+    if left in ("link to /etc", "other link"):
+        where.symlink_to("/etc")
+    elif left == "store folder":
+        create_store(ds, 10**6, "a-killed-run")
+    else:
+        where.write_text("x")
+    assert main([str(ds), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert f"{where.name}: " in out and "FAILED" in out
+    if left == "link to /etc":
+        assert "symbolic link to /etc" in out
+    where.unlink() if left != "store folder" else shutil.rmtree(where)
+    assert main([str(ds), "--no-progress"]) == 0
