@@ -288,7 +288,9 @@ def build(options: BuildOptions) -> BuildSummary:
     with build_lock(out) as lease:
         todo = resume_point(plan, summary)
         tasks = shard_tasks(plan, todo, options.seed, lease)
-        cap = default_store_max(out) if options.store_max is None else options.store_max
+        cap = options.store_max
+        if cap is None:
+            cap = default_store_max(out, _dataset_bytes(plan.recipe, sum(s.size for s in todo)))
         # what an earlier run left at DIR/.rmod-store is removed, or refused (StoreError)
         create_store(out, cap if tasks else 0, lease)
         summary.store_cap_bytes = cap if tasks else None
@@ -321,6 +323,15 @@ def _run(tasks: list[ShardTask], summary: BuildSummary, progress: bool) -> None:
         if result.peak_rss_bytes > summary.peak_rss_bytes:
             summary.peak_rss_bytes = result.peak_rss_bytes
             summary.peak_rss_worker = result.worker
+
+
+def _dataset_bytes(recipe, examples: int) -> int:
+    """An upper bound of the bytes ``examples`` examples add to a dataset: 16-bit WAV of the
+    mixture and the three one-shot targets, all at the recipe's channel count (FLAC and mono
+    targets write less; MIDI and manifests are small)."""
+    a = recipe.audio
+    seconds = float(a.mixture_seconds) + 3 * float(a.target_seconds)
+    return int(examples * seconds * int(a.sample_rate) * int(a.channels) * 2)
 
 
 def _remove_store(out: Path) -> None:

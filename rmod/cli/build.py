@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap of the sample store DIR/.rmod-store, the pitched loops and decoded sources "
         "the workers share during a run (least recently used out, recomputed when needed: "
         "the dataset's bytes do not depend on it), e.g. 20MB, 4GB, 512MiB; 0: no store; "
-        "if not given: 16 GB, or a quarter of the free space of DIR's disk when that is "
-        "less (not recorded in build.json: a resume may use another value)",
+        "if not given: half of the free space of DIR's disk less what the run will still "
+        "write (not recorded in build.json: a resume may use another value)",
     )
     add_common(p)
     return p

@@ -26,16 +26,18 @@ by this run's workers. A store that is absent, or not this run's, is not used (t
 are computed instead: the same bytes).
 
 **A size cap, least recently used out.** The marker's cap bounds the bytes of all entries
-together (:func:`parse_size`, ``rmod-build --store-max``). Every entry is written under one
-exclusive ``flock`` on :data:`LOCK` in the store, which also holds the store's usage record
-(bytes, peak bytes, hits, misses, evictions; :class:`StoreUsage`): a publisher that would
-pass the cap first removes the least recently used entries (file ``mtime``, which each read
-refreshes) down to :data:`EVICT_TO` of the cap, then writes the entry under a temporary name
-and renames it into place, all under the lock. So the store never holds more than the cap,
-whatever the number of workers or machines sharing it; reads take no lock (a file is never
-changed once in place: a reader that opened it keeps reading it even if it is evicted, and
-one that finds it gone computes it again, the same float32 samples). An entry larger than
-the whole cap is not kept. Renders are exact, so the dataset's bytes never depend on the
+together (:func:`parse_size`, ``rmod-build --store-max``). One shared store, one lock: every
+change of the store's content is made under an exclusive ``flock`` on :data:`LOCK` in it,
+which also holds the store's usage record (bytes, peak bytes, hits, misses, evictions;
+:class:`StoreUsage`). A worker that keeps an entry first reserves its bytes in the record,
+removing the least recently used entries (file ``mtime``, which each read refreshes) down
+to :data:`EVICT_TO` of the cap when the reservation would pass it; it then writes the entry
+under a temporary name without the lock, and renames it into place under the lock. Bytes
+count from their reservation, so entries and temporary files together never pass the cap,
+whatever the number of workers or machines sharing the store, and no worker waits on
+another's writing. Reads take no lock: a file is never changed once in place, so a reader
+that opened it keeps reading it even if it is evicted, and one that finds it gone computes
+it again (the same float32 samples). An entry larger than the whole cap is not kept. Renders are exact, so the dataset's bytes never depend on the
 cap, only the time spent pitching again.
 
 A store that cannot be written (full disk) is logged once per process and only read from.
@@ -79,10 +81,9 @@ MARKER = "STORE.json"
 #: The lock file (``flock``) that every write takes; it holds the usage record (JSON).
 LOCK = ".lock"
 STORE_FORMAT = "rmod-sample-store-1"
-#: The default cap: at most this many bytes ...
-DEFAULT_STORE_MAX = 16 * 10**9
-#: ... and at most this share of the free space of the output's filesystem at the start.
-DEFAULT_FREE_SHARE = 0.25
+#: The default cap is this share of the disk space the run leaves free (see
+#: :func:`default_store_max`).
+DEFAULT_SPARE_SHARE = 0.5
 #: A publisher that would pass the cap evicts down to this share of it (fewer scans).
 EVICT_TO = 0.9
 _ENTRY_SUFFIX = ".f32"
@@ -134,18 +135,23 @@ def format_size(n: int | float) -> str:
     return f"{n:.0f} B"
 
 
-def default_store_max(out: str | os.PathLike) -> int:
-    """The cap when ``--store-max`` is not given: :data:`DEFAULT_STORE_MAX` (16 GB), or
-    :data:`DEFAULT_FREE_SHARE` (a quarter) of the free space of ``out``'s filesystem now when
-    that is less."""
+def default_store_max(out: str | os.PathLike, to_write: int = 0) -> int:
+    """The cap when ``--store-max`` is not given: half (:data:`DEFAULT_SPARE_SHARE`) of the
+    space that ``out``'s filesystem has free now less ``to_write``, the bytes the run will
+    still write into the dataset; 0 (no store) when that leaves nothing.
+
+    So the store never fills the disk the dataset needs, on a laptop or a server, and a
+    large build on a large disk keeps its whole working set (recomputing a pitched loop
+    costs ~40-55 ms; see ``docs/store.md``). The cap does not change the dataset's bytes.
+    """
     path = Path(out)
     while not path.exists() and path != path.parent:
         path = path.parent
     try:
         free = shutil.disk_usage(path).free
     except OSError:
-        return DEFAULT_STORE_MAX
-    return int(min(DEFAULT_STORE_MAX, free * DEFAULT_FREE_SHARE))
+        return 0
+    return int(max(0, free - int(to_write)) * DEFAULT_SPARE_SHARE)
 
 
 # ---------------------------------------------------------------------------- usage
@@ -631,74 +637,91 @@ class _locked:
         os.close(self.fd)  # releases the flock
 
 
+def _entry_size(s: _Open, name: str) -> tuple[bool, int]:
+    """(whether ``name`` exists in the store, its size when it is a regular file, else 0)."""
+    try:
+        st = os.stat(name, dir_fd=s.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False, 0
+    return True, st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
 def _publish(s: _Open, name: str, array: np.ndarray) -> None:
-    """Keep ``array``'s float32 bytes as entry ``name`` of the open store ``s``, under its
-    lock: evict least recently used entries first when the cap needs it, write under a
-    temporary name, rename into place, account the bytes. An entry already there at its
-    size (another worker's, equal) is kept; one larger than the cap is not kept."""
+    """Keep ``array``'s float32 bytes as entry ``name`` of the open store ``s``.
+
+    Three steps, so that the lock is never held while data is written: under the lock,
+    reserve the entry's bytes in the usage record (evicting least recently used entries
+    first when the cap needs it; nothing is kept when even that leaves no room); write the
+    bytes under a temporary name; under the lock, rename it into place. Reserved bytes
+    count from the reservation on, so the entries and the temporary files together never
+    pass the cap. An entry already there at its size (another worker's, equal) is kept.
+    """
     data = np.ascontiguousarray(array, dtype=np.float32)
     size = data.nbytes
-    if size > s.cap:
+    exists, old = _entry_size(s, name)
+    if size > s.cap or (exists and old == size):
         return
     with _locked(s) as lock_fd:
         rec = _read_record(lock_fd)
-        try:
-            old = os.stat(name, dir_fd=s.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            old = None
-        if old is not None and stat.S_ISREG(old.st_mode) and old.st_size == size:
-            return
         total = _int(rec, "bytes")
-        if old is not None:  # a wrong-size file (or something else) is replaced
-            os.unlink(name, dir_fd=s.fd)
-            if stat.S_ISREG(old.st_mode):
-                total = max(0, total - old.st_size)
         if total + size > s.cap:
-            total, evicted = _evict(s, target=max(0, int(s.cap * EVICT_TO) - size))
+            total, evicted = _evict(s, total, target=max(0, int(s.cap * EVICT_TO) - size))
             rec["evicted"] = _int(rec, "evicted") + evicted
-        tmp = f".{name}.{os.getpid()}{_TMP_SUFFIX}"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-            dir_fd=s.fd,
-        )  # fmt: skip
+        if total + size > s.cap:  # what fills the cap is being written by others
+            rec["bytes"] = total
+            _write_record(lock_fd, rec)
+            return
+        rec["bytes"] = total + size
+        rec["peak_bytes"] = max(_int(rec, "peak_bytes"), total + size)
+        _write_record(lock_fd, rec)
+    tmp = f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{_TMP_SUFFIX}"
+    published = False
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=s.fd)  # fmt: skip
         try:
-            try:
-                view = memoryview(data).cast("B")
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.rename(tmp, name, src_dir_fd=s.fd, dst_dir_fd=s.fd)
-        except BaseException:
+            view = memoryview(data).cast("B")
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        with _locked(s) as lock_fd:
+            rec = _read_record(lock_fd)
+            exists, old = _entry_size(s, name)
+            if exists and old == size:  # another worker's, equal: keep it, drop ours
+                os.unlink(tmp, dir_fd=s.fd)
+                rec["bytes"] = max(0, _int(rec, "bytes") - size)
+            else:  # a wrong-size file (or something else) is replaced
+                if exists:
+                    os.unlink(name, dir_fd=s.fd)
+                    rec["bytes"] = max(0, _int(rec, "bytes") - old)
+                os.rename(tmp, name, src_dir_fd=s.fd, dst_dir_fd=s.fd)
+            published = True
+            _write_record(lock_fd, rec)
+    finally:
+        if not published:  # give the reservation back
             try:
                 os.unlink(tmp, dir_fd=s.fd)
             except OSError:
                 pass
-            raise
-        rec["bytes"] = total + size
-        rec["peak_bytes"] = max(_int(rec, "peak_bytes"), total + size)
-        _write_record(lock_fd, rec)
+            with _locked(s) as lock_fd:
+                rec = _read_record(lock_fd)
+                rec["bytes"] = max(0, _int(rec, "bytes") - size)
+                _write_record(lock_fd, rec)
 
 
-def _evict(s: _Open, target: int) -> tuple[int, int]:
-    """Under the lock: remove least recently used entries until at most ``target`` bytes
-    remain (and any temporary file, which can only be debris of a killed worker here);
-    the bytes that remain and the number of entries removed."""
+def _evict(s: _Open, total: int, target: int) -> tuple[int, int]:
+    """Under the lock: remove least recently used entries (oldest ``mtime`` first) until at
+    most ``target`` of the ``total`` bytes the usage record counts remain, or no entry is
+    left (bytes reserved by writers in flight stay counted); the bytes that remain and the
+    number of entries removed."""
     entries = []
     with os.scandir(s.fd) as it:
         for e in it:
-            if e.name.endswith(_TMP_SUFFIX) and e.name.startswith("."):
-                try:
-                    os.unlink(e.name, dir_fd=s.fd)
-                except OSError:
-                    pass
-                continue
-            if not e.name.endswith(_ENTRY_SUFFIX) or not e.is_file(follow_symlinks=False):
-                continue
-            st = e.stat(follow_symlinks=False)
-            entries.append((st.st_mtime_ns, e.name, st.st_size))
+            if e.name.endswith(_ENTRY_SUFFIX) and e.is_file(follow_symlinks=False):
+                st = e.stat(follow_symlinks=False)
+                entries.append((st.st_mtime_ns, e.name, st.st_size))
     entries.sort()
-    total = sum(size for _, _, size in entries)
     evicted = 0
     for _, name, size in entries:
         if total <= target:
@@ -706,8 +729,8 @@ def _evict(s: _Open, target: int) -> tuple[int, int]:
         try:
             os.unlink(name, dir_fd=s.fd)
         except FileNotFoundError:
-            pass
-        total -= size
+            continue
+        total = max(0, total - size)
         evicted += 1
     return total, evicted
 

@@ -330,3 +330,14 @@ def test_processes_sharing_a_capped_store_keep_it_under_the_cap(small_library, t
     assert usage.hits + usage.misses >= 3 * 12  # each request at least once
     lock = json.loads((out / STORE_DIR / LOCK).read_text())
     assert lock["bytes"] == usage.bytes
+
+
+def test_the_default_cap_is_half_the_space_the_dataset_leaves(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from rmod.example.sample_store import default_store_max
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 100 * 10**9))
+    assert default_store_max(tmp_path / "new" / "ds", 30 * 10**9) == 35 * 10**9
+    assert default_store_max(tmp_path, 200 * 10**9) == 0  # no room: no store
