@@ -60,8 +60,13 @@ fields = dict(root="unused", shard=Shard("train", 0, 0, args["n"]), recipe=recip
 new = hasattr(worker, "worker_store")
 task = task_records.ShardTask(**fields)
 if new:
-    from rmod.example.sample_store import SampleStore
-    source = SampleStore(lib, 44100, folder=args["store"])
+    import rmod.example.sample_store as st
+    if hasattr(st, "create_store"):  # the store must be made as rmod-build makes it
+        Path(args["store"]).mkdir(parents=True, exist_ok=True)
+        st.create_store(args["store"], 10**15, "bench")
+        source = st.SampleStore(lib, 44100, folder=Path(args["store"]) / st.STORE_DIR, token="bench")
+    else:
+        source = st.SampleStore(lib, 44100, folder=args["store"])
 else:
     source = lib
 stages, active = {}, set()

@@ -30,6 +30,7 @@ for the wall times; the CPU times hold on a shared one.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -112,12 +113,14 @@ def run(script: str, args: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def files(root: Path) -> dict[str, bytes]:
-    """Audio, MIDI and manifest files of a dataset (``build.json`` is the same too)."""
+def files(root: Path) -> dict[str, str]:
+    """SHA-256 of every file of a dataset (``build.json`` included: the cap is not in it).
+    Hashes, not bytes: this process stays small (a child's peak RSS starts from its parent's
+    size on Linux, so the builds' own figures stay comparable)."""
     return {
-        str(p.relative_to(root)): p.read_bytes()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and ".rmod-store" not in p.parts
+        if p.is_file()
     }
 
 
