@@ -45,6 +45,8 @@ class BuildOptions:
     ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's. ``shard_size``:
     examples per shard, ``None`` for :func:`default_shard_size`. ``midi_dir``: MIDI
     files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``).
+    ``store_max``: the sample store's cap in bytes (0: no store; ``None``:
+    :func:`rmod.example.sample_store.default_store_max`); not part of ``build.json``.
     """
 
     n: int
@@ -59,6 +61,7 @@ class BuildOptions:
     audio_format: str | None = None
     progress: bool = True
     midi_dir: str | os.PathLike | None = None
+    store_max: int | None = None
 
 
 def split_counts(recipe: Any, n: int) -> dict[str, int]:

@@ -64,11 +64,12 @@ def worker_library(path: str | None, fingerprint: str) -> Any:
 
 def worker_store(task: ShardTask) -> Any:
     """The :class:`rmod.example.sample_store.SampleStore` of the task's library at the recipe's rate, in
-    the build's folder (``DIR/.rmod-store``)."""
+    the build's folder (``DIR/.rmod-store``), used only when it is the store this run made
+    (its marker carries the task's lease); close it after the shard (it reports its hits)."""
     library = worker_library(task.library_path, task.library_fingerprint)
     rate = int(task.recipe.audio.sample_rate)
     folder = Path(task.root) / STORE_DIR
-    return SampleStore(library, rate, folder=folder)
+    return SampleStore(library, rate, folder=folder, token=task.lease)
 
 
 def _level(value: float) -> float | None:
@@ -193,6 +194,7 @@ def render_shard(task: ShardTask) -> ShardResult:
             raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
         limits.restore_original_limits()
+        store.close()  # adds its hits and misses to the store's usage record
         if tmp.exists():  # not committed: leave nothing half-built behind
             shutil.rmtree(tmp, ignore_errors=True)
     worker = f"{socket.gethostname()}:{os.getpid()}"

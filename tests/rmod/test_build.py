@@ -378,27 +378,30 @@ def test_jobs2_loky_is_byte_identical(reference, build_kwargs, tmp_path):
 def test_the_sample_store_is_emptied_at_start_and_removed_at_the_end(
     reference, build_kwargs, tmp_path, monkeypatch
 ):
-    """A store left by an interrupted run is not trusted (emptied before work), the workers
+    """A store left by an interrupted run is not trusted (made anew before work), the workers
     keep pitched loops in the build's own store, and it is gone once the build is complete;
     the bytes are the reference's."""
     from rmod.build.run import BuildOptions, build
-    from rmod.example.sample_store import STORE_DIR, SampleStore
+    from rmod.example.sample_store import STORE_DIR, SampleStore, create_store
 
     out = tmp_path / "ds"
     shutil.copytree(reference[0], out)  # a finished build, then its last train shard lost
     (out / "manifests" / "parts" / "train-000003.jsonl").unlink()
     shutil.rmtree(out / "train" / "000003")
-    stale = out / STORE_DIR / "ab" / "stale.f32"
-    stale.parent.mkdir(parents=True)
+    create_store(out, 10**9, "an-earlier-run")
+    stale = out / STORE_DIR / "stale.f32"
     stale.write_bytes(b"junk")
     kept = []
     keep = SampleStore._keep
-    monkeypatch.setattr(SampleStore, "_keep", lambda self, p, a: kept.append(p) or keep(self, p, a))
+    monkeypatch.setattr(
+        SampleStore, "_keep", lambda self, n, a: kept.append((self.folder, n)) or keep(self, n, a)
+    )
     summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
     assert summary.ok, summary.error
     assert tree_bytes(out) == tree_bytes(reference[0])
-    assert any("-p" in p.name and p.is_relative_to(out / STORE_DIR) for p in kept)
-    assert not (out / STORE_DIR).exists()
+    assert any("-p" in n and folder == out / STORE_DIR for folder, n in kept)
+    assert summary.store.misses > 0 and summary.store.peak_bytes > 0
+    assert not (out / STORE_DIR).exists() and not stale.exists()
 
 
 def test_dask_local_cluster_is_byte_identical(reference, build_kwargs, tmp_path):
