@@ -18,7 +18,8 @@ minus the rows whose audio is missing or undecodable: those are skipped, reporte
 and path, and listed in ``meta.json`` and ``index.json``. A shard is written in a
 temporary folder and renamed into place, so a shard folder is always complete: an
 interrupted run is resumed by running the same command again (finished shards are kept,
-the rest is redone; the files come out byte-identical). ``index.json`` says
+the rest is redone; the files come out byte-identical). A shard's files are ``fsync``-ed
+before its folder is renamed into place, and the rename before the next step. ``index.json`` says
 ``"complete": true`` only once every shard is there. A rerun with other settings, another
 codec or a changed manifest is refused rather than mixed in.
 """
@@ -59,7 +60,7 @@ from dose_model.dataset.manifest import (
 )
 from dose_model.device import resolve_device
 from dose_model.errors import DoseError, InputError
-from dose_model.fileio import atomic_write_text
+from rmod_dose_common.fileio import atomic_write_text, replace_durably, sync_folder
 
 TMP_PREFIX = ".tmp-"
 PAPER_MIXTURE_SECONDS = 4.0
@@ -135,7 +136,9 @@ def _shard_done(shard_dir: Path) -> dict | None:
 def _write_shard(
     shard_dir: Path, ids: list[str], skipped: list[dict], arrays: dict[str, np.ndarray]
 ) -> dict:
-    """Write one shard into a temporary folder beside it, then rename it into place."""
+    """Write one shard into a temporary folder beside it, make its files durable, then
+    rename it into place durably: a shard that an index or a resumed run finds is whole on
+    disk, even after a power cut (the commit of rmod's shards, :mod:`rmod_dose_common.fileio`)."""
     tmp = shard_dir.with_name(f"{TMP_PREFIX}{shard_dir.name}.{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -148,7 +151,8 @@ def _write_shard(
         meta = {"ids": ids, "skipped": skipped, "files": files}
         text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
         (tmp / "meta.json").write_text(text, encoding="utf-8")
-        os.replace(tmp, shard_dir)
+        sync_folder(tmp)
+        replace_durably(tmp, shard_dir)
     except BaseException:  # a full disk or Ctrl-C: leave no half-written shard behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise

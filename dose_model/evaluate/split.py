@@ -47,7 +47,7 @@ from dose_model.evaluate.baseline import baseline_oneshots
 from dose_model.evaluate.metrics import mss_distance
 from dose_model.extract.extractor import GREEDY, WINDOW_S, Extractor, Sampling, oneshot_frames
 from dose_model.extract.shaping import wav_bytes
-from dose_model.fileio import atomic_write_bytes, atomic_write_text
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text
 
 SCORES = ("mss_model", "mss_baseline", "mss_dac", "mss_silence")
 ROW_FIELDS = ("id", "drum", "frames", "ended", "score", *SCORES)

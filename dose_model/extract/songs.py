@@ -47,7 +47,7 @@ from dose_model.extract.shaping import (
     peak_dbfs,
     wav_bytes,
 )
-from dose_model.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 
 GRID_S = 0.5
 """Step between the candidate clip starts of the window search."""

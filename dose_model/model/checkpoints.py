@@ -25,10 +25,11 @@ from typing import Any
 import torch
 
 from dose_model.errors import DoseError
-from dose_model.fileio import atomic_write, load_weights_only
+from dose_model.fileio import load_weights_only
 from dose_model.model.config import ConfigError, ModelConfig
 from dose_model.model.transformer import DoseTransformer
 from dose_model.records import plain_problem, to_plain
+from rmod_dose_common.fileio import atomic_write
 
 FORMAT = "dose-train-v1"
 PREFIX = "inst_decoder."

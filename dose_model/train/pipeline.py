@@ -17,13 +17,13 @@ from dose_model.cache.index import CacheError, read_index
 from dose_model.cache.tokenize import tokenize_manifest
 from dose_model.dataset.manifest import ManifestError, find_manifests, manifest_sha256
 from dose_model.device import resolve_device
-from dose_model.fileio import sha256_file
 from dose_model.model.checkpoints import CheckpointError, read_state
 from dose_model.model.config import ConfigError, ModelConfig, TrainConfig
 from dose_model.train.batches import TokenDataset
 from dose_model.train.distributed import dist_env
 from dose_model.train.loader import TrainingError
 from dose_model.train.loop import TrainResult, train
+from rmod_dose_common.fileio import sha256_file
 
 
 def dataset_root(manifest: str | Path) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from rmod import DRUMS
-from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
+from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
 from rmod.build.shards import commit_shard, make_temp_dir
@@ -37,6 +37,7 @@ from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_
 from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR, SampleStore
 from rmod.library.catalog import Library
+from rmod_dose_common.fileio import sync_folder
 
 _LIBRARIES: dict[tuple[str | None, str], Any] = {}
 _LIBRARIES_LOCK = threading.Lock()

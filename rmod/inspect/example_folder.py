@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from rmod import DRUMS
-from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
+from rmod.audio import write_audio
 from rmod.build.manifest import check_example_id, read_build_info
 from rmod.example.draw import ExampleError, ExampleParams, example_id
 from rmod.example.pattern import midi_bytes
 from rmod.example.render import Rendered
 from rmod.recipe.spec import Recipe, RecipeError
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 
 #: Files of a render folder that are not listed in ``example.json``'s ``files``.
 OWN_FILES = ("example.json", "overview.png")

@@ -47,7 +47,6 @@ import numpy as np
 from tqdm import tqdm
 
 from rmod import SPLITS
-from rmod.audio import atomic_write_text
 from rmod.build.manifest import (
     BUILD_JSON,
     ManifestError,
@@ -62,6 +61,7 @@ from rmod.library.catalog import Library, LibraryError
 from rmod.library.hashing import family_key
 from rmod.recipe.distributions import NAMES, parse_distribution
 from rmod.recipe.spec import Recipe
+from rmod_dose_common.fileio import atomic_write_text
 
 EXPECTED_DRAWS = 5000
 EXPECTED_SEED = 0

@@ -23,6 +23,7 @@ from dose_model.codec.dac_codec import DacCodec
 from dose_model.dataset.audio import load_mono
 from dose_model.dataset.manifest import ManifestError, find_manifests, read_rows
 from dose_model.train.batches import TokenDataset
+from rmod_dose_common import fileio
 from tests.dose_fixtures import write_fake_rmod, write_tiny_codec
 
 SHOT_S = 0.5  # one-shot length encoded in these tests: 22050 samples -> 44 frames
@@ -130,6 +131,43 @@ def test_an_unreadable_shard_meta_is_encoded_again(tmp_path, dataset, weights, r
     summary = tokenize_manifest(dataset, weights, out, **SETTINGS)
     assert summary.shards_written == 1 and summary.rows_encoded == 1
     assert tree_bytes(out) == tree_bytes(reference_cache)
+
+
+def test_shards_are_synced_before_their_rename_and_the_index(
+    tmp_path, dataset, weights, reference_cache, monkeypatch
+):
+    """Each shard's files are fsync-ed before its folder is renamed into place, the split
+    folder after the rename, and all of it before the final index says "complete"."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(fileio, "_syncfs", lambda fd: False)  # one fsync per file, seen here
+    out = tmp_path / "tok"
+    tokenize_manifest(dataset, weights, out, **SETTINGS)
+    assert tree_bytes(out) == tree_bytes(reference_cache)
+    renames = [i for i, (kind, dst) in enumerate(events) if kind == "replace"]
+    shards = [i for i in renames if Path(events[i][1]).parent.name in ("train", "valid")]
+    assert len(shards) == 3
+    for i in shards:
+        final = Path(events[i][1])
+        temp = f".tmp-{final.name}."
+        synced = [Path(p) for kind, p in events[:i] if kind == "fsync"]
+        files = {p.name for p in synced if p.parent.name.startswith(temp)}
+        assert files == {"mixture.npy", "kick.npy", "snare.npy", "hihat.npy", "meta.json"}
+        assert synced[-1].name.startswith(temp)  # the folder itself, last
+        assert events[i + 1] == ("fsync", str(final.parent))
+    assert events[renames[-1]] == ("replace", str(out / "index.json"))
+    assert renames[-1] > max(shards)
 
 
 def test_cli_run_rerun_and_refusal(tmp_path, dataset, weights, reference_cache, capsys):

@@ -135,7 +135,7 @@ def test_files_that_are_not_the_earlier_renders_are_never_overwritten_or_deleted
     assert "kick.wav: exists and is not a file the earlier render recorded" in err
     assert {n: (used / n).read_bytes() for n in _files(used)} == before
     # example.json that lists files outside the folder (with their true hashes): untouched
-    from rmod.audio import sha256_file
+    from rmod_dose_common.fileio import sha256_file
 
     outside = tmp_path / "outside.wav"
     outside.write_bytes(b"not yours")
