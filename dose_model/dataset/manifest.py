@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dose_model import DRUMS
 from dose_model.errors import DoseError
-from dose_model.records import plain_problem
+from rmod_dose_common.records import plain_problem
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -191,7 +191,7 @@ class _RowFields:
 
 
 def _row_fields(obj: dict, path: Path, line: int) -> _RowFields:
-    """The typed fields of one row (:mod:`dose_model.records`), then what types cannot say:
+    """The typed fields of one row (:mod:`rmod_dose_common.records`), then what types cannot say:
     the id's form, a one-shot per drum, a positive rate, no negative frame count."""
     row_id = obj.get("id")
     if not isinstance(row_id, str) or not ID_PATTERN.fullmatch(row_id):
