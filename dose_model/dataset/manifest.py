@@ -15,7 +15,6 @@ refused with a `ManifestError` naming the file, line, row and path).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from dose_model import DRUMS
 from dose_model.errors import DoseError
+from rmod_dose_common.fileio import sha256_file
 from rmod_dose_common.records import plain_problem
 
 SPLITS = ("train", "valid", "test")
@@ -107,7 +107,7 @@ def find_manifests(path: str | os.PathLike) -> dict[str, Path]:
 
 def manifest_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of the manifest file's bytes (recorded so a cache knows its source)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 class _Containment:
