@@ -26,6 +26,7 @@ codec or a changed manifest is refused rather than mixed in.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -49,7 +50,7 @@ from dose_model.cache.index import (
     file_record,
     read_index,
 )
-from dose_model.codec.dac_codec import DacCodec
+from dose_model.codec.dac_codec import DacCodec, default_weights_path
 from dose_model.dataset.audio import RowAudioError, load_mono
 from dose_model.dataset.manifest import (
     ManifestRow,
@@ -266,57 +267,101 @@ def cache_config(
     }
 
 
-def tokenize_manifest(
-    manifest: str | os.PathLike,
-    codec_weights: str | os.PathLike,
-    out: str | os.PathLike,
-    device: str = "cpu",
-    batch_size: int = 8,
-    shard_size: int = 1024,
-    mixture_seconds: float | None = None,
-    oneshot_seconds: float | None = None,
-    workers: int = 4,
-    progress: bool = True,
-    on_shard: Callable[[str, int], None] | None = None,
-    tf32: bool | None = None,
-) -> TokenizeSummary:
-    """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
-    splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
+@dataclass(frozen=True)
+class TokenizeOptions:
+    """What `tokenize_manifest` encodes, and how (the `dose-tokenize` options).
 
-    ``mixture_seconds`` / ``oneshot_seconds`` None take the lengths of the first row's files
-    (its documented ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s
-    (the paper). ``batch_size`` rows are encoded at once (their mixtures,
-    then their 3 x batch_size one-shots); ``workers`` threads read audio ahead.
+    ``manifest``: a ``.jsonl`` file or a dataset DIR (all its splits); ``codec_weights``:
+    the DAC weights file; ``out``: the token cache folder. ``device``: where to encode.
+    ``batch_size`` rows are encoded at once (their mixtures, then their 3 x batch_size
+    one-shots); ``shard_size`` rows form a shard (the unit of resume). ``mixture_seconds``
+    / ``oneshot_seconds`` None take the lengths of the first row's files (its documented
+    ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s (the paper).
+    ``workers`` threads read audio ahead. ``tf32`` sets :attr:`DacCodec.tf32` (None:
+    torch's setting; False: strict FP32 on CUDA, codes as on the CPU).
+    """
+
+    manifest: str | os.PathLike
+    codec_weights: str | os.PathLike
+    out: str | os.PathLike
+    device: str = "cpu"
+    batch_size: int = 8
+    shard_size: int = 1024
+    mixture_seconds: float | None = None
+    oneshot_seconds: float | None = None
+    workers: int = 4
+    progress: bool = True
+    tf32: bool | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TokenizeOptions:
+        """The options `dose-tokenize`'s parsed arguments ask for; ``--codec-weights``
+        defaults to the reference package's cache file (InputError when there is none, or
+        when the file named is not there: before any work)."""
+        weights = args.codec_weights or default_weights_path()
+        if weights is None:
+            raise InputError(
+                "no --codec-weights given and no cached DAC weights found "
+                "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)"
+            )
+        if not os.path.isfile(weights):
+            raise InputError(f"{weights}: DAC weights file not found")
+        return cls(
+            manifest=args.manifest,
+            codec_weights=weights,
+            out=args.out,
+            device=args.device,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            mixture_seconds=args.mixture_seconds,
+            oneshot_seconds=args.oneshot_seconds,
+            workers=args.workers,
+            progress=not args.no_progress,
+            tf32=False if args.no_tf32 else None,
+        )
+
+
+def tokenize_manifest(
+    options: TokenizeOptions, on_shard: Callable[[str, int], None] | None = None
+) -> TokenizeSummary:
+    """Encode every row of ``options.manifest`` with the DAC weights at
+    ``options.codec_weights`` into the token cache ``options.out`` (see `TokenizeOptions`).
 
     Resumes a cache of the same settings (codec, lengths, shard size, manifest contents);
     raises TokenizeError for a cache of other settings. Rows with missing or undecodable
     audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
-    called after each shard is written. ``tf32`` sets :attr:`DacCodec.tf32` (None: torch's
-    setting; False: strict FP32 on CUDA, codes as on the CPU). Returns a
-    :class:`TokenizeSummary`.
+    called after each shard is written. Returns a :class:`TokenizeSummary`.
     """
-    for option, value in (("--batch-size", batch_size), ("--shard-size", shard_size),
-                          ("--workers", workers)):  # fmt: skip
+    for option, value in (("--batch-size", options.batch_size),
+                          ("--shard-size", options.shard_size),
+                          ("--workers", options.workers)):  # fmt: skip
         if value < 1:
             raise InputError(f"{option} must be at least 1, got {value}")
     start = time.perf_counter()
-    out = Path(out)
-    manifests = find_manifests(manifest)
+    out = Path(options.out)
+    manifests = find_manifests(options.manifest)
     rows = {split: read_rows(path) for split, path in manifests.items()}
-    mixture_seconds, oneshot_seconds = _clip_seconds(rows, mixture_seconds, oneshot_seconds)
-    codec = DacCodec.load(codec_weights, device=resolve_device(device))
-    codec.tf32 = tf32
+    mixture_seconds, oneshot_seconds = _clip_seconds(
+        rows, options.mixture_seconds, options.oneshot_seconds
+    )
+    codec = DacCodec.load(options.codec_weights, device=resolve_device(options.device))
+    codec.tf32 = options.tf32
     n_rows = {s: len(r) for s, r in rows.items()}
-    config = cache_config(codec, manifests, n_rows, mixture_seconds, oneshot_seconds, shard_size)
+    config = cache_config(
+        codec, manifests, n_rows, mixture_seconds, oneshot_seconds, options.shard_size
+    )
     _prepare_out(out, config)
     summary = TokenizeSummary(out=str(out))
     with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
+        ThreadPoolExecutor(max_workers=options.workers) as pool,
         tqdm(
-            total=sum(n_rows.values()), desc="dose-tokenize", unit="row", disable=not progress
+            total=sum(n_rows.values()),
+            desc="dose-tokenize",
+            unit="row",
+            disable=not options.progress,
         ) as bar,
     ):
-        job = _Job(codec, config, pool, bar, batch_size, summary, on_shard, out)
+        job = _Job(codec, config, pool, bar, options.batch_size, summary, on_shard, out)
         splits = {split: job.split(out, split, split_rows) for split, split_rows in rows.items()}
     summary.rows_skipped = len(summary.skipped)
     _write_json(
