@@ -13,7 +13,7 @@ import sys
 from tqdm import tqdm
 
 from dose_model.cli import run
-from dose_model.cli.extract import add_model_arguments, check_model_arguments, load_extractor
+from dose_model.cli.extract import add_model_arguments, check_model_arguments
 from rmod_dose_common.cli import new_parser
 
 PROG = "dose-eval"
@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from dose_model.evaluate.split import evaluate_split
+    from dose_model.extract.extractor import ExtractOptions, load_extractor
 
-    extractor, sampling, _ = load_extractor(args)
+    options = ExtractOptions.from_args(args)
+    extractor = load_extractor(options)
     with tqdm(desc=PROG, unit="row", disable=args.no_progress) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -89,7 +91,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             max_rows=args.max_rows,
             save_audio=args.save_audio,
             progress=progress,
-            sampling=sampling,
+            sampling=options.sampling,
         )
     print(summary.table())
     for item in summary.skipped:

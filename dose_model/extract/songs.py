@@ -32,15 +32,13 @@ import numpy as np
 
 from dose_model.dataset.audio import RowAudioError, clip, read_mono
 from dose_model.extract.extractor import (
-    GREEDY,
     WINDOW_S,
     ExtractError,
+    ExtractOptions,
     Extractor,
     OneShot,
-    Sampling,
 )
 from dose_model.extract.shaping import (
-    DEFAULT_FINISH,
     MIXTURE_PEAK_DBFS,
     Finish,
     normalize_peak,
@@ -240,17 +238,17 @@ def extract_songs(
     songs: Sequence[Song],
     extractor: Extractor,
     out: str | Path,
-    sampling: Sampling = GREEDY,
-    finish: Finish = DEFAULT_FINISH,
-    windows: int = 1,
-    start_s: float | None = None,
-    normalize_input: bool = True,
+    options: ExtractOptions,
     record: dict | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[SongResult | ExtractError]:
     """Extract ``songs`` into ``out``, batching the clips of several songs per decode; yields
     each song's `SongResult`, or the `ExtractError` that skipped it, in song order.
-    ``record`` is added to every sidecar (checkpoints, ...); ``progress(n)`` after n songs."""
+    ``options`` gives the sampling, the clips (``windows``, ``start_s``,
+    ``normalize_input``) and the finish; ``record`` is added to every sidecar
+    (checkpoints, ...); ``progress(n)`` after n songs."""
+    sampling, finish, windows = options.sampling, options.finish, options.windows
+    start_s, normalize_input = options.start_s, options.normalize_input
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sr = extractor.codec.sample_rate
