@@ -1,13 +1,12 @@
-"""What the build sends a worker and what comes back: the shard task, its result, its errors.
-"""
+"""What the build sends a worker and what comes back: the shard task, its result, its errors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rmod.build.shards import Shard
 from rmod.errors import RmodError
+from rmod.recipe.spec import Recipe
 
 
 class ExampleFailed(RmodError):
@@ -43,7 +42,7 @@ class ShardTask:
 
     root: str
     shard: Shard
-    recipe: Any
+    recipe: Recipe
     library_path: str | None
     library_fingerprint: str
     seed: int

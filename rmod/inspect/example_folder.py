@@ -31,18 +31,21 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rmod import DRUMS
 from rmod.audio import write_audio
 from rmod.build.manifest import check_example_id, read_build_info
-from rmod.example.draw import ExampleError, ExampleParams, example_id
+from rmod.example.draw import ExampleError, ExampleParams, InstrumentParams, example_id
 from rmod.example.pattern import midi_bytes
 from rmod.example.render import Rendered
 from rmod.recipe.spec import Recipe, RecipeError
 from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from rmod.library.catalog import Library
 
 #: Files of a render folder that are not listed in ``example.json``'s ``files``.
 OWN_FILES = ("example.json", "overview.png")
@@ -51,7 +54,7 @@ OWN_FILES = ("example.json", "overview.png")
 # ----------------------------------------------------------------------------- parameters
 
 
-def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list[str]:
+def params_problems(params: ExampleParams, recipe: Recipe, library: Library) -> list[str]:
     """What in ``params`` the recipe and the library could not have produced; one
     ``'field: why'`` line per problem (empty list when rendering is safe)."""
     out = []
@@ -89,7 +92,7 @@ def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list
     return out
 
 
-def _sample_problems(ids: tuple[Any, ...], cls: str, split: str, library: Any) -> list[str]:
+def _sample_problems(ids: tuple[str, ...], cls: str, split: str, library: Library) -> list[str]:
     out = []
     for sid in ids:
         if sid not in library:
@@ -115,7 +118,9 @@ def _weight_problems(where: str, weights: tuple[float, float], recipe: Recipe) -
     return []
 
 
-def _slice_problems(where: str, inst: Any, recipe: Recipe, library: Any) -> list[str]:
+def _slice_problems(
+    where: str, inst: InstrumentParams, recipe: Recipe, library: Library
+) -> list[str]:
     sr = recipe.audio.sample_rate
     seg_n = int(round(inst.segment_seconds * sr))
     loop_n = int(math.floor(library.entry(inst.loop_id).duration * sr))

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from rmod import SPLITS
 from rmod.build.manifest import (
     BUILD_JSON,
+    BuildInfo,
     ManifestError,
     ManifestRow,
     iter_manifest,
@@ -57,7 +58,7 @@ from rmod.build.manifest import (
 )
 from rmod.inspect.plots import is_log_spec, plot_groups
 from rmod.inspect.quality import HIGH_BAND_TARGET, build_shares, share_summary
-from rmod.library.catalog import Library, LibraryError
+from rmod.library.catalog import Library, LibraryEntry, LibraryError
 from rmod.library.hashing import family_key
 from rmod.recipe.distributions import NAMES, parse_distribution
 from rmod.recipe.spec import Recipe
@@ -123,7 +124,7 @@ def is_spec(node: Any) -> bool:
 class Collector:
     """Walks rows' params alongside the recipe dict and accumulates :class:`Metric` s."""
 
-    def __init__(self, recipe: dict[str, Any], library: Any = None):
+    def __init__(self, recipe: dict[str, Any], library: Library | None = None):
         self.recipe = recipe
         self.metrics: dict[str, Metric] = {}
         self.library = library
@@ -220,7 +221,7 @@ class Collector:
                     kw = {"reference": mean, "reference_label": "library mean (uniform draws)"}
                     self.metric(f"sources.{name}.{cls}", "sources", **kw).add(value)
 
-    def _source_figures(self, entry: Any) -> tuple[float, float]:
+    def _source_figures(self, entry: LibraryEntry) -> tuple[float, float]:
         """(1.0 if recorded from a soundfont else 0.0, the size of the entry's family)."""
         recorded = 1.0 if entry.source.startswith("sf2:") else 0.0
         return recorded, float(self._family_size[family_key(entry)])
@@ -236,7 +237,7 @@ class Collector:
         return self._expected[cls]
 
 
-def _library_of(info: Any) -> Any:
+def _library_of(info: BuildInfo) -> Library | None:
     """The build's library when it can be read without generating anything, else None."""
     path = info.library_path
     if path is None:
