@@ -234,7 +234,7 @@ def _convert(tp: Any, value: Any, where: str, meta: Mapping[str, Any], rules: _R
         return value
     if tp in rules.parsers:
         return rules.parsers[tp](value, where, meta)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _record(tp, value, where, rules)
     if origin is dict:
         if not isinstance(value, dict):
@@ -251,8 +251,7 @@ def _convert(tp: Any, value: Any, where: str, meta: Mapping[str, Any], rules: _R
 def _sequence(
     origin: type, args: tuple, value: Any, where: str, meta: Mapping[str, Any], rules: _Rules
 ) -> Any:
-    wanted = origin if rules.exact else (list, tuple)
-    if not isinstance(value, wanted):
+    if not isinstance(value, (list, tuple)) or (rules.exact and not isinstance(value, origin)):
         expected = f"a {origin.__name__}" if rules.exact else "a list"
         raise _Misfit(where, f"expected {expected}, got {_type_name(value)}")
     if origin is list or (len(args) == 2 and args[1] is Ellipsis):

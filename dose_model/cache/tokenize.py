@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -426,7 +427,8 @@ class _Job:
         split_dir = out / split
         split_dir.mkdir(parents=True, exist_ok=True)
         _clean_stale(split_dir)
-        shards, skipped = [], []
+        shards: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
         for i in range(math.ceil(len(rows) / self.shard_size)):
             meta = self.shard(split, i, rows[i * self.shard_size : (i + 1) * self.shard_size])
             for item in meta["skipped"]:

@@ -98,7 +98,7 @@ def element_seed(seed: int, key: str, drum: str, candidate: int = 0) -> int:
 
 
 def load_codec_and_models(
-    checkpoints: dict[str, str],
+    checkpoints: Mapping[str, str | Path],
     codec_weights: str | Path,
     num_heads: int = 16,
     device: str | torch.device = "auto",
@@ -340,7 +340,7 @@ def load_extractor(options: ExtractOptions) -> Extractor:
     its precision and batch size resolved for the device. Raises a DoseError or OSError
     naming the file or device."""
     codec, models = load_codec_and_models(
-        dict(options.checkpoints), options.codec_weights, options.heads, options.device
+        options.checkpoints, options.codec_weights, options.heads, options.device
     )
     cuda = codec.device.type == "cuda"
     precision = options.precision

@@ -162,7 +162,9 @@ def plan_song(
         raise ExtractError(str(err)) from None
     window = int(round(WINDOW_S * sample_rate))
     if start_s is None:
-        picked = [(s, a, "activity") for s, a in pick_windows(audio, sample_rate, windows)]
+        picked: list[tuple[int, float | None, str]] = [
+            (s, a, "activity") for s, a in pick_windows(audio, sample_rate, windows)
+        ]
     else:
         duration = audio.shape[0] / sample_rate
         if not 0.0 <= start_s < duration:

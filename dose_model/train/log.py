@@ -44,7 +44,7 @@ class MetricsLog:
         self.window[4] += 1
         self.examples += examples
 
-    def train_row(self, step: int, lr: float) -> dict[str, str]:
+    def train_row(self, step: int, lr: float) -> dict[str, object]:
         """Means of the window (summed over ranks); resets it."""
         sums = self.window.clone()
         if self.env.world > 1:

@@ -28,6 +28,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -199,7 +200,7 @@ def _build(state: TrainState, env: DistEnv, dev: torch.device, compile: bool, **
             net, device_ids=[dev.index] if dev.type == "cuda" else None
         )
     if compile:
-        net = torch.compile(net)
+        net = cast(nn.Module, torch.compile(net))  # an OptimizedModule
     return _Run(state, cfg, model, optimizer, net, env, dev, **kw)
 
 
@@ -319,7 +320,7 @@ def _loop(run: _Run, loader: BatchLoader, valid_set, collate, progress, stop_aft
             bar.update(1)
             if row is not None:
                 bar.set_postfix(loss=f"{log.last_loss:.4f}", ex_s=f"{log.rate:.1f}")
-            if stop.requested(env, run.device, logging):
+            if stop.requested(env, run.device, logging) and stop.signum is not None:
                 interrupted = signal.Signals(stop.signum).name
             ending = interrupted or (stop_after is not None and state.step - start >= stop_after)
             saving = validating or state.stopped or bool(ending) or state.step == cfg.max_steps

@@ -139,7 +139,7 @@ def _stored_train_config(last: Path) -> TrainConfig:
 
 
 def _datasets(
-    tokens: Path, index: dict, drum: str, frames: int
+    tokens: Path, index: dict, drum: str, frames: int | None
 ) -> tuple[TokenDataset, TokenDataset | None]:
     """The drum's training set and, when the cache has that split, its validation set;
     targets ``frames`` long. A cache that cannot serve them raises CacheError or
