@@ -1,4 +1,4 @@
-"""Evaluation metrics of the DOSE paper: multi-scale spectral distance (MSS) and Fréchet distance.
+"""The DOSE paper's multi-scale spectral distance (MSS); its FAD lives in `dose_model.fad`.
 
 MSS. The paper (Sec. V-C) says: "we first transform the generated and reference signals into
 spectrograms at multiple scales, specifically using FFT window lengths of 2048, 1024, 512, 256,
@@ -22,16 +22,8 @@ defaults with the paper's MSE::
   (RMOD test set, kick / snare / hi-hat): DAC reconstruction 1.832 / 1.880 / 1.530, DOSE 3.700 /
   4.135 / 2.056, LarsNet 5.153 / 6.191 / 5.840.
 
-FAD. The Fréchet distance between Gaussians fitted to two sets of embeddings ``a [n, d]`` and
-``b [m, d]`` (sample mean, covariance with ``n - 1`` normalization)::
-
-    FD = ||mu_a - mu_b|| ** 2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b) ** 0.5)
-
-The paper uses VGGish and CLAP embeddings of the generated one-shots against those of the
-ground-truth one-shots; no embedding model ships here, only the distance. The trace of the
-matrix square root is computed as ``tr((R S_b R) ** 0.5)`` with ``R = S_a ** 0.5``: both square
-roots are of symmetric positive semi-definite matrices, taken from ``numpy.linalg.eigh`` with
-round-off negative eigenvalues clipped to 0, so no complex parts ever arise.
+FAD (`dose_model.fad.frechet`): the Fréchet distance between Gaussians fitted to the VGGish
+or CLAP embeddings of two sets, with FAD-inf and a bootstrap interval.
 """
 
 from __future__ import annotations
@@ -124,58 +116,3 @@ def mss_distance(
         diff = _magnitude_spectrogram(x, int(n)) - _magnitude_spectrogram(y, int(n))
         total += float(np.mean(diff**2))
     return total
-
-
-def _check_embeddings(x: np.ndarray, name: str) -> np.ndarray:
-    """Return ``x`` as a float64 [n, dim] array with n >= 2, or raise ValueError."""
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be an embedding matrix [n, dim], got shape {arr.shape}")
-    if arr.shape[0] < 2:
-        raise ValueError(
-            f"{name} has {arr.shape[0]} embedding(s); a covariance needs at least 2 rows"
-        )
-    if arr.shape[1] < 1:
-        raise ValueError(f"{name} has embedding dimension 0")
-    return _finite_float64(arr, name, "values")
-
-
-def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix (round-off negatives -> 0)."""
-    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two embedding sets (FAD when the rows are
-    audio embeddings, e.g. VGGish or CLAP).
-
-    Args:
-        a: [n, dim] embeddings of one set (e.g. generated one-shots), n >= 2.
-        b: [m, dim] embeddings of the other set (e.g. ground-truth one-shots), m >= 2; the
-            set sizes may differ, the dimensions may not.
-
-    Returns:
-        ``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` with covariances normalized
-        by ``n - 1``; a real number >= 0 (round-off below 0 is clipped), symmetric in a, b.
-
-    Raises:
-        ValueError: not 2-D, fewer than 2 rows, dimensions that differ, or non-finite values.
-    """
-    a = _check_embeddings(a, "a")
-    b = _check_embeddings(b, "b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"embedding dimensions differ: a has {a.shape[1]}, b has {b.shape[1]}; "
-            "use the same embedding model for both sets"
-        )
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a = np.cov(a, rowvar=False, ddof=1).reshape(a.shape[1], a.shape[1])
-    cov_b = np.cov(b, rowvar=False, ddof=1).reshape(b.shape[1], b.shape[1])
-    root_a = _psd_sqrt(cov_a)
-    middle = root_a @ cov_b @ root_a
-    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2.0)
-    trace_sqrt = float(np.sum(np.sqrt(np.clip(eigenvalues, 0.0, None))))
-    mean_term = float(np.sum((mu_a - mu_b) ** 2))
-    value = mean_term + float(np.trace(cov_a) + np.trace(cov_b)) - 2.0 * trace_sqrt
-    return max(value, 0.0)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from dose_model.evaluate.metrics import FFT_SIZES, frechet_distance, mss_distance
+from dose_model.evaluate.metrics import FFT_SIZES, mss_distance
+from dose_model.fad.frechet import frechet_distance
 
 SR = 44100
 

@@ -82,9 +82,10 @@ def _explained_options(text: str) -> dict[str, bool]:
 
 
 def _readme_options(name: str) -> set[str]:
-    """Long options written after ``name`` in the README's code blocks (commands and the
-    indented continuation lines of a usage block)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Long options written after ``name`` in the code blocks of the README and of every page
+    of docs/ (commands and the indented continuation lines of a usage block)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
     options: set[str] = set()
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
         current = False
@@ -102,7 +103,7 @@ def _readme_options(name: str) -> set[str]:
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_every_option_is_explained_and_the_readme_uses_real_ones(name, capsys):
     """Each command (and subcommand) answers --help; every option it has carries a
-    description; every option the README writes after the command exists."""
+    description; every option the README or docs/ write after the command exists."""
     texts = _helps(name, capsys)
     assert all("usage:" in t for t in texts)
     options: dict[str, bool] = {}
@@ -112,7 +113,7 @@ def test_every_option_is_explained_and_the_readme_uses_real_ones(name, capsys):
     unexplained = sorted(o for o, ok in options.items() if not ok and o != "--help")
     assert not unexplained, f"{name}: options without a description: {unexplained}"
     unknown = sorted(_readme_options(name) - set(options))
-    assert not unknown, f"README uses {name} options that do not exist: {unknown}"
+    assert not unknown, f"README/docs use {name} options that do not exist: {unknown}"
 
 
 def test_torch_requirement_admits_the_on_disk_build():
