@@ -33,7 +33,7 @@ import soundfile as sf
 
 from dose_model.errors import DoseError
 from dose_model.evaluate.results import Cell, CellKey, ExampleClip, TableResult
-from dose_model.fileio import atomic_write, atomic_write_text
+from rmod_dose_common.fileio import atomic_write, atomic_write_text
 
 UNRANKED = ("Reconstruction",)
 MISSING = "–"

@@ -32,22 +32,20 @@ import numpy as np
 
 from dose_model.dataset.audio import RowAudioError, clip, read_mono
 from dose_model.extract.extractor import (
-    GREEDY,
     WINDOW_S,
     ExtractError,
+    ExtractOptions,
     Extractor,
     OneShot,
-    Sampling,
 )
 from dose_model.extract.shaping import (
-    DEFAULT_FINISH,
     MIXTURE_PEAK_DBFS,
     Finish,
     normalize_peak,
     peak_dbfs,
     wav_bytes,
 )
-from dose_model.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 
 GRID_S = 0.5
 """Step between the candidate clip starts of the window search."""
@@ -164,7 +162,9 @@ def plan_song(
         raise ExtractError(str(err)) from None
     window = int(round(WINDOW_S * sample_rate))
     if start_s is None:
-        picked = [(s, a, "activity") for s, a in pick_windows(audio, sample_rate, windows)]
+        picked: list[tuple[int, float | None, str]] = [
+            (s, a, "activity") for s, a in pick_windows(audio, sample_rate, windows)
+        ]
     else:
         duration = audio.shape[0] / sample_rate
         if not 0.0 <= start_s < duration:
@@ -240,17 +240,17 @@ def extract_songs(
     songs: Sequence[Song],
     extractor: Extractor,
     out: str | Path,
-    sampling: Sampling = GREEDY,
-    finish: Finish = DEFAULT_FINISH,
-    windows: int = 1,
-    start_s: float | None = None,
-    normalize_input: bool = True,
+    options: ExtractOptions,
     record: dict | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[SongResult | ExtractError]:
     """Extract ``songs`` into ``out``, batching the clips of several songs per decode; yields
     each song's `SongResult`, or the `ExtractError` that skipped it, in song order.
-    ``record`` is added to every sidecar (checkpoints, ...); ``progress(n)`` after n songs."""
+    ``options`` gives the sampling, the clips (``windows``, ``start_s``,
+    ``normalize_input``) and the finish; ``record`` is added to every sidecar
+    (checkpoints, ...); ``progress(n)`` after n songs."""
+    sampling, finish, windows = options.sampling, options.finish, options.windows
+    start_s, normalize_input = options.start_s, options.normalize_input
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sr = extractor.codec.sample_rate

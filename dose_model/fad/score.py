@@ -28,7 +28,7 @@ import soundfile as sf
 from dose_model.fad.cache import EmbeddingCache, atomic_save_npy
 from dose_model.fad.embedder import Embedder, EmbedderInfo, FadError
 from dose_model.fad.frechet import FadResult, fad
-from dose_model.fileio import sha256_file
+from rmod_dose_common.fileio import sha256_file
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 RMOD_PREFIX = "rmod:"

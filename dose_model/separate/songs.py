@@ -23,8 +23,8 @@ import soundfile as sf
 
 from dose_model.errors import DoseError
 from dose_model.extract.songs import Song, output_path
-from dose_model.fileio import atomic_write
 from dose_model.separate.larsnet import SAMPLE_RATE, LarsNet, LarsNetError, resample
+from rmod_dose_common.fileio import atomic_write
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmod.audio import atomic_write_bytes
 from rmod.errors import RmodError
 from rmod.records import RecordError, from_plain, to_plain
+from rmod_dose_common.fileio import atomic_write_bytes
 
 MANIFEST_FORMAT = "rmod-manifest/1"
 BUILD_JSON = "build.json"

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmod import SPLITS
-from rmod.audio import atomic_write_bytes, atomic_writer
 from rmod.build.manifest import (
     MANIFEST_DIR,
     PARTS_DIR,
@@ -45,6 +44,7 @@ from rmod.build.manifest import (
     read_manifest,
     write_manifest,
 )
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_writer, replace_durably
 
 TMP_PREFIX = ".tmp-"
 #: Lock file of a dataset folder (see :func:`rmod.build.run.build_lock`).
@@ -125,12 +125,14 @@ def commit_shard(
 ) -> None:
     """Publish a fully written temporary folder as the shard, then write its part.
 
-    A leftover final folder without a part (from an interrupted run) is replaced.
+    ``tmp_dir`` must already be durable (:func:`rmod_dose_common.fileio.sync_folder`); the
+    rename is made durable here, before the part that records it. A leftover final folder
+    without a part (from an interrupted run) is replaced.
     """
     final = shard_dir(root, shard)
     if final.exists():
         shutil.rmtree(final)
-    os.replace(tmp_dir, final)
+    replace_durably(tmp_dir, final)
     write_manifest(part_path(root, shard), rows)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from rmod import DRUMS
-from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
+from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
 from rmod.build.shards import commit_shard, make_temp_dir
@@ -37,12 +37,13 @@ from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_
 from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR, SampleStore
 from rmod.library.catalog import Library
+from rmod_dose_common.fileio import sync_folder
 
-_LIBRARIES: dict[tuple[str | None, str], Any] = {}
+_LIBRARIES: dict[tuple[str | None, str], Library] = {}
 _LIBRARIES_LOCK = threading.Lock()
 
 
-def worker_library(path: str | None, fingerprint: str) -> Any:
+def worker_library(path: str | None, fingerprint: str) -> Library:
     """The library at ``path`` (``None`` = built-in), loaded once per process.
 
     Raises ``RuntimeError`` when the library this worker sees is not the one the build
@@ -77,7 +78,7 @@ def _level(value: float) -> float | None:
     return None if value == float("-inf") else round(float(value), 3)
 
 
-def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> ManifestRow:
+def build_example(task: ShardTask, store: SampleStore, index: int, out_dir: Path) -> ManifestRow:
     """Draw and render example ``index`` of the shard's split into ``out_dir``; its row.
 
     Files are written plainly: ``out_dir`` is the shard's temporary folder, published as a
