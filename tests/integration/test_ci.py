@@ -1,4 +1,4 @@
-"""`.ci/run` lints before it tests, and each lint fails on what it is there to catch: an
+"""`.ci/run` runs the README's test command, then lints, and each lint fails on what it is there to catch: an
 unused import (ruff check), a badly laid out file (ruff format --check), an untyped
 function in a strictly typed module (mypy, with pyproject.toml's config)."""
 
@@ -24,7 +24,7 @@ def _has(module: str) -> bool:
     return _tool(module, "--version", cwd=ROOT).returncode == 0
 
 
-def test_ci_runs_the_lints_after_the_install_and_before_the_tests():
+def test_ci_runs_the_readme_test_command_then_the_lints():
     last = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     steps = [step.strip() for step in last.split("&&")]
     assert steps == [
@@ -32,11 +32,13 @@ def test_ci_runs_the_lints_after_the_install_and_before_the_tests():
         ". .venv/bin/activate",
         "pip install torch==2.13.0",
         "pip install -e '.[test]'",
+        "python -m pytest -q tests",
         "ruff check .",
         "ruff format --check .",
         "mypy",
-        "python -m pytest -q tests",
     ]
+    readme = (ROOT / "README.md").read_text()
+    assert " && ".join(steps[:5]) in readme  # the README's test command, verbatim
 
 
 @pytest.fixture
