@@ -4,7 +4,8 @@ Per song: stream it as mono at the codec's rate (`dose_model.dataset.audio.mono_
 choose ``windows`` 4 s clips by drum activity (or one at a given start) and decode them; scale
 each clip to the training mixtures' peak (`dose_model.extract.shaping.MIXTURE_PEAK_DBFS`);
 let every drum's model produce ``candidates`` samples per clip; rank a drum's candidates of all
-the song's clips by confidence (mean token log-probability); finish them (tail trim, fade, peak: `dose_model.extract.shaping.Finish`); write
+the song's clips by confidence (mean token log-probability); finish them (tail trim, fade,
+peak: `dose_model.extract.shaping.Finish`); write
 
     OUT/<name>.<drum>.wav                     the best candidate
     OUT/candidates/<name>.<drum>.<rank>.wav   the others, rank 2, 3, ... (with K x N > 1)
