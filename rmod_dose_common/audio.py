@@ -122,6 +122,8 @@ def open_regular(path: str | os.PathLike, error: type[AudioReadError] = AudioRea
         raise error(path, "file not found") from None
     except OSError as exc:
         raise error(path, f"cannot read ({exc.strerror or exc})") from None
+    except ValueError:  # a NUL byte in the name
+        raise error(repr(os.fspath(path)), "not a file name (it holds a NUL byte)") from None
     if not stat.S_ISREG(before.st_mode):
         raise error(path, f"not a regular file ({_kind(before.st_mode)})")
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
