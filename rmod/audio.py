@@ -1,4 +1,4 @@
-"""Audio file I/O shared by every stage: decode anything, write 16-bit atomically.
+"""Audio file I/O shared by every stage: decode (bounded), write 16-bit atomically.
 
 Arrays are float32 ``[channels, samples]`` in the range [-1, 1]. Files are written
 under a temporary name in the destination folder and renamed into place, so a
@@ -17,59 +17,35 @@ import soundfile as sf
 import soxr
 
 from rmod.errors import RmodError
+from rmod_dose_common import audio as common_audio
+from rmod_dose_common.audio import AudioReadError
 from rmod_dose_common.fileio import atomic_write_bytes
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
 PCM16_SCALE = 32767.0
 
 
-class AudioFileError(RmodError):
+class AudioFileError(RmodError, AudioReadError):
     """A file that cannot be used as audio. ``str(err)`` names the path and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode an audio file to float32 ``[channels, samples]`` and its sample rate (Hz).
 
-    Raises :class:`AudioFileError` (naming the path) for undecodable, empty or
-    non-finite files instead of a library-specific traceback.
+    The bounded reader of `rmod_dose_common.audio` (regular files only; rate, channels and
+    length checked from the header before anything is allocated). Raises
+    :class:`AudioFileError` (naming the path) for unreadable, undecodable, empty, over-long
+    or non-finite files instead of a library-specific traceback.
     """
-    check_readable(path)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for bad input
-        raise AudioFileError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
-    if data.shape[0] == 0:
-        raise AudioFileError(path, "file holds no samples")
-    audio = np.ascontiguousarray(data.T)
-    if not np.isfinite(audio).all():
-        raise AudioFileError(path, "file holds non-finite samples (NaN or Inf)")
-    return audio, int(sr)
-
-
-def check_readable(path: str | os.PathLike) -> None:
-    """:class:`AudioFileError` with the system's reason (e.g. "Permission denied") when
-    ``path`` cannot be opened for reading; libsndfile would only say "System error"."""
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise AudioFileError(path, f"cannot read ({exc.strerror or exc})") from None
+    return common_audio.read_audio(path, AudioFileError)
 
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     """``(frames, sample_rate, channels)`` from the file's header, without decoding it;
-    :class:`AudioFileError` naming the path when it cannot be read or parsed."""
-    check_readable(path)
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # soundfile raises several types for bad input
-        raise AudioFileError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
-    return int(info.frames), int(info.samplerate), int(info.channels)
+    :class:`AudioFileError` naming the path when it cannot be read, parsed or is out of
+    bounds (`rmod_dose_common.audio.check_header`)."""
+    header = common_audio.read_header(path, AudioFileError)
+    return header.frames, header.sample_rate, header.channels
 
 
 def native_channels(audio: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@
   one durable rename, file hashes.
 - `records`: the converter between records (dataclasses) and plain values, with the
   caller's error class.
+- `audio`: the one bounded audio reader (regular files only, header limits, block decoding).
 
 ``tests/integration/test_plumbing.py`` fails when either package grows its own copy again.
 """

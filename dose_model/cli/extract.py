@@ -32,6 +32,8 @@ all 9 codebooks of every generated row up to its end row); closer to 0 is more c
 drum activity: mean positive spectral flux over the clip (sum over bins of the dB rises from
 one STFT frame to the next); onsets score high, sustained sounds low.
 a song that cannot be read is reported by path and skipped; the exit status is then 1.
+a folder search leaves out OUT (when it lies inside the folder) and skips, with a report, a
+link to a file out of the folder; a song folder that is OUT or lies inside it is refused.
 with --strategy top-p each candidate samples from its own seed (--seed, song, clip, drum,
 candidate), whatever the batch.
 """
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from dose_model.extract.songs import find_songs
 
     try:
-        args.songs = find_songs(args.songs)
+        args.songs = find_songs(args.songs, args.out)
     except ExtractError as err:
         parser.error(str(err))
     check_model_arguments(parser, args)

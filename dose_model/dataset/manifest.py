@@ -236,7 +236,8 @@ def read_rows(path: str | os.PathLike, keep_extra: bool = False) -> list[Manifes
                     continue
                 try:
                     obj = json.loads(text)
-                except ValueError as exc:  # JSONDecodeError, or an integer too long to parse
+                except (ValueError, RecursionError) as exc:  # JSONDecodeError, an integer too
+                    # long to parse, or arrays nested too deep for the decoder
                     reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                     raise ManifestError(path, f"invalid JSON ({reason})", line_no) from None
                 row = parse_row(obj, path, line_no, split, root, keep_extra, inside)

@@ -26,7 +26,7 @@ RENDERING_MODULES = (
     "rmod.example.draw", "rmod.example.render", "rmod.example.pattern", "rmod.example.groove",
     "rmod.example.tracks", "rmod.example.mixing", "rmod.example.master",
     "rmod.example.sample_store", "rmod.example.pitch",
-    "rmod.build.manifest", "rmod.build.worker",
+    "rmod.build.manifest", "rmod.build.worker", "rmod_dose_common.audio",
 )  # fmt: skip
 #: ``rmod`` and ``rmod_dose_common`` modules a build imports that do not decide its bytes,
 #: and why.

@@ -241,6 +241,29 @@ def test_bad_rows_are_skipped_reported_and_indexed(tmp_path, dataset, weights, c
     assert tokenize_cli([*args, "--max-skipped", "2"]) == 0
 
 
+def test_rows_whose_headers_would_exhaust_memory_are_skipped(tmp_path, dataset, weights, capsys):
+    """A WAV declaring 2**31 - 1 Hz once asked for 320 GiB (exit 3) and one declaring 1 Hz
+    resampled to gigabytes; now each is a skipped row naming the limit."""
+    from tests.hostile_audio import wav_bytes
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    rows = read_rows(data / "manifests" / "train.jsonl")
+    rows[0].mixture.write_bytes(wav_bytes(2**31 - 1, data=b"\0" * 4000))
+    rows[1].oneshots["kick"].write_bytes(wav_bytes(1, data=b"\0" * 10))
+    out = tmp_path / "tok"
+    args = ["--manifest", str(data / "manifests" / "train.jsonl"), "--out", str(out)]
+    args += ["--codec-weights", str(weights), "--oneshot-seconds", str(SHOT_S), "--no-progress"]
+    assert tokenize_cli(args) == 1
+    err = capsys.readouterr().err
+    assert "train-000000" in err and "train-000001" in err and "Traceback" not in err
+    skipped = {s["id"]: s for s in read_index(out)["skipped"]}
+    assert skipped["train-000000"]["path"] == str(rows[0].mixture)
+    assert "is above MAX_SAMPLE_RATE = 384,000 Hz" in skipped["train-000000"]["reason"]
+    assert skipped["train-000001"]["path"] == str(rows[1].oneshots["kick"])
+    assert "is below MIN_SAMPLE_RATE = 8,000 Hz" in skipped["train-000001"]["reason"]
+
+
 def test_load_mono_resamples_crops_and_pads(tmp_path):
     sr = 22050
     t = np.arange(sr) / sr  # 1 s of a 1 kHz tone, stereo
