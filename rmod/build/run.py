@@ -49,6 +49,7 @@ from rmod.build.manifest import (
 from rmod.build.plan import (
     BuildOptions,
     BuildPlan,
+    BuildRefused,
     default_shard_size,
     make_build_info,
     plan_build,
@@ -66,15 +67,9 @@ from rmod.build.shards import (
     shard_dir,
 )
 from rmod.build.task import ExampleFailed, ShardError, ShardTask
-from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR
 
 log = logging.getLogger(__name__)
-
-
-class BuildRefused(RmodError):
-    """The output folder holds a different build (the message lists what differs), or
-    another build is running on it."""
 
 
 @dataclass
