@@ -18,8 +18,9 @@ exists on every machine.
 A file ``$RMOD_SOUNDFONTS`` names (or finds in a folder it names) must be a readable
 soundfont: a link loop, a FIFO or device, or a file the sampler refuses (it is parsed once
 per version, see below) is a one-line :class:`rmod.library.builtin.sf2.SoundFontError`
-naming it, for every command that uses the built-in library. In the system folders such a
-file is passed over with a warning.
+naming it, for every command that uses the built-in library. In the system folders a known
+file that cannot be opened (a link loop, a FIFO) is passed over with a warning; one the
+sampler refuses stops the library's generation with one line naming it.
 
 ``espeak-ng`` (spoken vocal loops) is used when it is on the PATH, unless
 ``$RMOD_ESPEAK`` is ``0`` (or ``off``, ``no``, ``false``): the switch that tests use to make
