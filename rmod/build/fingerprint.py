@@ -51,6 +51,7 @@ NOT_RENDERING_MODULES = {
         for stage in ("recipe", "library", "example", "build")
     },
     "rmod.errors": "the base classes of rmod's errors",
+    "rmod.limits": "size limits and file-type checks of untrusted input: it refuses, never changes, what is read",
     "rmod.library.families": "groups a library's files into families for its splits (library content)",
     "rmod.library.leaks": "reports near-duplicates across a library's splits",
     "rmod.build.preflight": "checks a build's numbers and library before any work",

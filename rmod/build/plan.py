@@ -21,12 +21,19 @@ import rmod
 from rmod import SPLITS
 from rmod.build.backends import check_backend
 from rmod.build.fingerprint import engine_fingerprint
-from rmod.build.manifest import BuildInfo
+from rmod.build.manifest import (
+    BUILD_JSON,
+    BuildInfo,
+    ManifestError,
+    changed_inputs,
+    read_build_info,
+)
 from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.build.shards import Shard, plan_shards
-from rmod.errors import InputError
+from rmod.errors import InputError, RmodError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
+from rmod.limits import real_path
 from rmod.recipe.spec import Recipe, load_recipe
 
 log = logging.getLogger("rmod.build.run")  # a build's warnings, wherever they arise
@@ -84,6 +91,11 @@ def default_shard_size(n: int) -> int:
     return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
 
 
+class BuildRefused(RmodError):
+    """The output folder holds a different build (the message lists what differs), or
+    another build is running on it."""
+
+
 def make_build_info(
     recipe: Recipe,
     library: Library,
@@ -92,8 +104,13 @@ def make_build_info(
     counts: dict[str, int],
     shard_size: int,
     audio_format: str,
+    library_sources: dict[str, str] | None = None,
 ) -> BuildInfo:
-    """The ``build.json`` record of a build (nothing about how it is run)."""
+    """The ``build.json`` record of a build (nothing about how it is run): with the MIDI
+    files of a Groove recipe (``recipe.groove.midi_files``) and, for the built-in library,
+    the ``library_sources`` it was generated from."""
+    groove = recipe.groove
+    midi = None if groove is None or groove.midi_files is None else dict(groove.midi_files)
     return BuildInfo(
         recipe=recipe.to_dict(),
         recipe_fingerprint=recipe.fingerprint,
@@ -107,15 +124,18 @@ def make_build_info(
         channels=int(recipe.audio.channels),
         rmod_version=rmod.__version__,
         engine_fingerprint=engine_fingerprint(),
+        midi_files=midi,
+        library_sources=library_sources if library_path is None else None,
     )
 
 
 def load_inputs(options: BuildOptions) -> tuple[Recipe, Library, str | None]:
-    """The recipe (with ``--midi-dir`` recorded in it), the library and the library's
-    absolute path (``None`` for the built-in one)."""
+    """The recipe (with ``--midi-dir`` and its files recorded in it), the library and the
+    library's absolute path (``None`` for the built-in one)."""
     recipe = load_recipe(options.recipe)
-    # A Groove variant: workers read the MIDI folder (rmod.example.groove).
-    if options.midi_dir is not None:
+    if (
+        options.midi_dir is not None
+    ):  # Groove variant: workers read the folder (rmod.example.groove)
         recipe = with_midi_dir(recipe, options.midi_dir)
         for path, reason in recipe_grooves(recipe).refused:
             log.warning("skipped %s: %s", path, reason)
@@ -123,8 +143,31 @@ def load_inputs(options: BuildOptions) -> tuple[Recipe, Library, str | None]:
         raise InputError(
             f"recipe {recipe.name} takes its drum patterns from MIDI files: --midi-dir"
         )
-    library_path = str(Path(options.library).resolve()) if options.library else None
+    library_path = str(real_path(options.library, "--library")) if options.library else None
     return recipe, Library.load(library_path), library_path
+
+
+def builtin_sources(out: Path) -> dict[str, str]:
+    """What the built-in library is made from on this machine
+    (:meth:`rmod.library.builtin.generate.Sources.record`). When ``out`` already holds a
+    build of the built-in library made from other sources, :class:`BuildRefused` names the
+    first that differs, before the library is generated for the new ones."""
+    from rmod.library.builtin.generate import Sources
+
+    found = Sources.detect().record()
+    try:
+        existing = read_build_info(out) if (out / BUILD_JSON).exists() else None
+    except ManifestError:
+        existing = None  # prepare_output reports it
+    if existing is not None and existing.library_path is None:
+        if existing.library_sources is not None and existing.library_sources != found:
+            raise BuildRefused(
+                f"{out} already holds a different build; refusing to mix them.\n  "
+                + changed_inputs("library_sources", existing.library_sources, found)
+                + "\nRestore the original sources (RMOD_SOUNDFONTS, espeak-ng) to resume, or "
+                "choose another --out."
+            )
+    return found
 
 
 def check_grooves(recipe: Recipe, counts: dict[str, int]) -> None:
@@ -161,7 +204,8 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     serve the build."""
     check_numbers(options.n, options.seed, options.jobs)
     check_backend(options.backend, options.scheduler)
-    out = Path(options.out).resolve()
+    out = real_path(options.out, "--out")
+    sources = builtin_sources(out) if not options.library else None
     recipe, library, library_path = load_inputs(options)
     fmt = (options.audio_format or recipe.audio.format).lower()
     if fmt not in ("wav", "flac"):
@@ -173,6 +217,8 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         raise InputError(f"--shard-size must be at least 1, got {shard_size}")
     check_sizes(counts, shard_size)
     check_library_covers(library, counts)
-    info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
+    info = make_build_info(
+        recipe, library, library_path, options.seed, counts, shard_size, fmt, sources
+    )
     shards = plan_shards(counts, shard_size)
     return BuildPlan(out, recipe, library, library_path, fmt, info, shards)

@@ -50,6 +50,7 @@ from rmod.build.manifest import (
 from rmod.build.plan import (
     BuildOptions,
     BuildPlan,
+    BuildRefused,
     default_shard_size,
     make_build_info,
     plan_build,
@@ -67,7 +68,7 @@ from rmod.build.shards import (
     shard_dir,
 )
 from rmod.build.task import ExampleFailed, ShardError, ShardTask
-from rmod.errors import InputError, RmodError
+from rmod.errors import InputError
 from rmod.example.sample_store import (
     StoreError,
     StoreUsage,
@@ -79,11 +80,6 @@ from rmod.example.sample_store import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class BuildRefused(RmodError):
-    """The output folder holds a different build (the message lists what differs), or
-    another build is running on it."""
 
 
 @dataclass

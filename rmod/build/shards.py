@@ -29,6 +29,7 @@ import os
 import posixpath
 import shutil
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from rmod.build.manifest import (
     read_manifest,
     write_manifest,
 )
+from rmod.limits import bounded_lines
 from rmod_dose_common.fileio import atomic_write_bytes, atomic_writer, replace_durably
 
 TMP_PREFIX = ".tmp-"
@@ -201,12 +203,12 @@ def _manifest_lines(path: Path, by_index: dict[int, Shard]) -> dict[int, bytes]:
         return found
     try:
         with open_manifest_bytes(path) as fh:
-            for raw in fh:
+            for _, raw in bounded_lines(fh, str(path)):  # one bounded line at a time
                 row = json.loads(raw)
                 index = row.get("index") if isinstance(row, dict) else None
                 if isinstance(index, int) and index in by_index and index not in found:
                     found[index] = raw if raw.endswith(b"\n") else raw + b"\n"
-    except (OSError, EOFError, ValueError):
+    except (OSError, EOFError, ValueError, RecursionError, zlib.error):
         return {}
     return found
 

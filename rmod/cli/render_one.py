@@ -18,6 +18,7 @@ from rmod.errors import InputError
 from rmod.example.groove import for_recipe
 from rmod.inspect.overview import contribution_db, onset_snr_db, plot_overview
 from rmod.library.catalog import Library
+from rmod.limits import real_path
 from rmod.recipe.spec import load_recipe
 from rmod_dose_common.cli import add_common, new_parser
 
@@ -128,7 +129,7 @@ def _render_one(args: argparse.Namespace) -> int:
     t_render = time.perf_counter() - t1
     fmt = fmt or recipe.audio.format
     check_overwrites(out, previous, planned_files(rendered, fmt))
-    lib_path = str(Path(lib_path).resolve()) if lib_path else None
+    lib_path = str(real_path(lib_path, "--library")) if lib_path else None
     files = save_example(
         out, params, recipe, rendered, lib_path, library.fingerprint, fmt, previous
     )

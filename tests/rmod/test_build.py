@@ -827,11 +827,10 @@ def test_library_without_a_class_in_a_split_is_refused_before_any_work(
 ):
     from rmod.cli.build import main
 
-    lines = small_library.path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = json.dumps(dict(json.loads(lines[0]), root=str(small_library.root))) + "\n"
+    lines = copy_library(small_library, tmp_path).read_text(encoding="utf-8").splitlines(True)
     kept = [ln for ln in lines[1:] if not ('"cls": "snare"' in ln and '"split": "test"' in ln)]
     lib = tmp_path / "no-test-snare.rmodlib.jsonl"
-    lib.write_text(header + "".join(kept), encoding="utf-8")
+    lib.write_text(lines[0] + "".join(kept), encoding="utf-8")
     out = tmp_path / "ds"
     assert main(cli_args(dict(build_kwargs, library=str(lib)), out)) == 2
     err = capsys.readouterr().err

@@ -427,12 +427,13 @@ def test_nothing_outside_the_library_folder_is_read(small_library, tmp_path):
             "../" * 12 + str(outside).lstrip("/"),
             str(link.relative_to(root)),
         ):
-            path = tmp_path / "lib.jsonl"
+            path = small_library.path.parent / "bad.jsonl"  # a manifest reads below its folder
             path.write_text("\n".join([lines[0], json.dumps({**first, "path": bad})]) + "\n")
             with pytest.raises(LibraryError, match=f"{path}:2: .* leaves the library folder"):
                 read_library(path)
     finally:
         link.unlink()
+        (small_library.path.parent / "bad.jsonl").unlink(missing_ok=True)
     src = tmp_path / "src"
     (src / "kick").mkdir(parents=True)
     (src / "kick" / "out.wav").symlink_to(outside)
