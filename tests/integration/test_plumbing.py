@@ -48,6 +48,13 @@ ALLOWED = {
     ("rmod/build/fingerprint.py", "hashlib.sha256()"): (
         "hashes module sources and package versions into one engine fingerprint"
     ),
+    ("rmod/library/catalog.py", "hashlib.sha256()"): (
+        "the library fingerprint: the bytes after the header line, hashed as the lines stream"
+    ),
+    ("rmod/library/builtin/fonts.py", "hashlib.sha256()"): (
+        "hashes a soundfont through rmod.limits.open_regular (a path from RMOD_SOUNDFONTS may "
+        "be a FIFO or a device)"
+    ),
     ("rmod/inspect/verify.py", "hashlib.sha256()"): (
         "hashes several manifest parts, gzipped or not, as one stream"
     ),
