@@ -34,6 +34,8 @@ MAX_MIDI_BYTES = 1 << 20
 #: Most mapped drum notes one MIDI file may hold.
 MAX_MIDI_NOTES = 100_000
 #: Latest onset of a mapped drum note (seconds of the file's own timeline, tempo map applied).
+MAX_INFO_CSV_BYTES = 16 << 20
+"""Bytes of a Groove folder's ``info.csv`` (the Groove MIDI Dataset's is 0.2 MB)."""
 MAX_MIDI_SECONDS = 3600.0
 
 # --- SoundFont 2 files (rmod.library.builtin.sf2) ------------------------------------

@@ -11,8 +11,11 @@ A folder of MIDI files (the Groove MIDI Dataset, or any GM drum tracks) becomes 
   :data:`rmod.limits.MAX_MIDI_NOTES` drum notes or one later than
   :data:`rmod.limits.MAX_MIDI_SECONDS`, or its mapped notes span less than one window.
   Each kept file gets its SHA-256 (:attr:`GrooveSet.hashes`, which ``build.json``
-  records) and a split drawn from it (:func:`rmod.library.hashing.split_for_hash` of
-  ``"midi:" + sha256``): a file's windows all land in one split, never spread over two.
+  records) and a split: the dataset's own when the folder holds the Groove MIDI Dataset's
+  ``info.csv`` naming the file (:func:`dataset_splits`; GMD's test performances are then the
+  test split, and the table's hash is recorded with the files), else one drawn from the hash
+  (:func:`rmod.library.hashing.split_for_hash` of ``"midi:" + sha256``): a file's windows
+  all land in one split, never spread over two.
 * The drum notes are mapped to classes by the recipe's ``groove.notes`` (defaults:
   :data:`DEFAULT_NOTES`, kick 35/36, snare 37/38/40, hi-hat 42/44/46 plus 22/26, where the
   Roland kit that recorded the Groove MIDI Dataset writes hi-hat edge hits); other notes
@@ -32,6 +35,7 @@ A folder of MIDI files (the Groove MIDI Dataset, or any GM drum tracks) becomes 
 from __future__ import annotations
 
 import bisect
+import csv
 import dataclasses
 import hashlib
 import io
@@ -45,6 +49,7 @@ from rmod import DRUMS, SPLITS
 from rmod.errors import InputError
 from rmod.library.hashing import DEFAULT_SPLIT_FRACTIONS, split_for_hash
 from rmod.limits import (
+    MAX_INFO_CSV_BYTES,
     MAX_MIDI_BYTES,
     MAX_MIDI_NOTES,
     MAX_MIDI_SECONDS,
@@ -283,6 +288,9 @@ def scan_midi_dir(
         raise FileNotFoundError(f"{midi_dir}: no such folder (--midi-dir)")
     notes_map = notes_map or DEFAULT_NOTES
     out = GrooveSet(windows={s: [] for s in SPLITS})
+    given = dataset_splits(root)
+    if given is not None:
+        out.hashes[INFO_CSV] = given.sha256  # a resume with an edited info.csv is refused
     for path in _midi_files(root, out.refused):
         rel = path.relative_to(root).as_posix()
         try:
@@ -299,11 +307,62 @@ def scan_midi_dir(
         if not windows:
             out.refused.append((str(path), "no window holds a kick, a snare and a hi-hat"))
             continue
-        split = split_for_hash("midi:" + windows[0].sha256, fractions)
+        split = given.splits.get(rel) if given is not None else None
+        split = split or split_for_hash("midi:" + windows[0].sha256, fractions)
         out.files[rel] = split
         out.hashes[rel] = windows[0].sha256
         out.windows[split].extend(windows)
     return out
+
+
+INFO_CSV = "info.csv"
+#: The Groove MIDI Dataset's split names (``info.csv``, column ``split``) -> ours.
+GMD_SPLITS = {"train": "train", "validation": "valid", "valid": "valid", "test": "test"}
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """The split of each MIDI file a folder's ``info.csv`` names (relative path -> split)
+    and the file's SHA-256."""
+
+    splits: dict[str, str]
+    sha256: str
+
+
+def dataset_splits(root: Path) -> DatasetSplits | None:
+    """The dataset's own split, when ``root/info.csv`` exists (the Groove MIDI Dataset's
+    table: columns ``midi_filename``, a path relative to the folder, and ``split``, one of
+    train / validation / test): so GMD's test performances are the test split. None
+    without the file. A file that is not a regular file, is larger than
+    `MAX_INFO_CSV_BYTES`, lacks a column or names another split is refused
+    (`InputError` naming the file and line)."""
+    path = root / INFO_CSV
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        data = read_regular(path, MAX_INFO_CSV_BYTES, "MAX_INFO_CSV_BYTES", what="Groove info.csv")
+        text = data.decode("utf-8-sig")
+    except FileRefused as exc:
+        raise InputError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"midi_filename", "split"} - set(reader.fieldnames or ())
+    if missing:
+        raise InputError(
+            f"{path}: no {' or '.join(sorted(missing))} column (Groove MIDI Dataset format)"
+        )
+    splits = {}
+    for row in reader:
+        name, split = (row.get("midi_filename") or "").strip(), (row.get("split") or "").strip()
+        if split.lower() not in GMD_SPLITS:
+            raise InputError(
+                f"{path}: line {reader.line_num}: split {split!r} is not one of "
+                f"{', '.join(sorted(GMD_SPLITS))}"
+            )
+        if name:
+            splits[Path(name).as_posix()] = GMD_SPLITS[split.lower()]
+    return DatasetSplits(splits, hashlib.sha256(data).hexdigest())
 
 
 def _midi_files(root: Path, refused: list[tuple[str, str]]) -> list[Path]:
