@@ -318,7 +318,7 @@ def _sources(monkeypatch, fonts: list[Path], espeak: bool) -> Sources:
 
 
 LOOP_SOURCES = _combinations(kits=False)
-ALL_SOURCES = _combinations(kits=True)
+ALL_SOURCES = _combinations(kits=True)  # benchmarks/source_combinations.py builds each
 
 
 def test_the_espeak_switch(monkeypatch, tmp_path):
@@ -362,27 +362,3 @@ def test_quietest_window_sees_a_gap_anywhere_in_the_loop():
     gap[: int(0.6 * SR)] = 0  # 1.4 s of silence across the loop's end
     assert quietest_window_db(gap, SR) < -100
     assert quietest_window_db(np.zeros(100), SR) == -np.inf
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("RMOD_TEST_ALL_SOURCES") != "1",
-    reason="generates a whole library per source combination (~2 min each on 2 cores): "
-    "RMOD_TEST_ALL_SOURCES=1 runs it",
-)
-@pytest.mark.parametrize(("name", "fonts", "espeak"), ALL_SOURCES, ids=_id)
-def test_whole_library_of_each_source_combination_passes_its_checks(
-    monkeypatch, tmp_path, name, fonts, espeak
-):
-    """The whole built-in library of every combination this machine can make passes the
-    checks test_builtin applies to the machine's own library (1.5-2 min each on 2 cores;
-    add fonts this machine lacks with RMOD_TEST_SOUNDFONTS=FILE:FILE)."""
-    import tests.rmod.test_builtin as checks
-    from rmod.library.builtin import builtin_manifest_path
-    from rmod.library.catalog import Library
-
-    _sources(monkeypatch, fonts, espeak)
-    lib = Library.load(builtin_manifest_path(tmp_path, jobs=2, progress=False))
-    checks.test_builtin_counts_and_formats(lib)
-    checks.test_builtin_oneshots_are_percussive(lib)
-    checks.test_builtin_loops_are_sound_all_along(lib)
