@@ -12,7 +12,9 @@ Why the codes equal those of ``dose-tokenize`` on a stored build of the same rec
 seed: each rendered array is quantized to 16 bits by the writer's own function
 (:func:`rmod_dose_common.pcm.to_pcm16`), turned back into the floats libsndfile gives
 when ``dose-tokenize`` reads that file (:func:`rmod_dose_common.pcm.pcm16_as_float`), made
-mono and resampled by the reader's own function (:func:`dose_model.dataset.audio.mono_at_rate`),
+mono and resampled by the bounded reader's own conversion
+(:func:`dose_model.dataset.audio.mono_at_rate`: the channel mean and streaming resampler of
+``mono_blocks``, fed in the reader's blocks),
 cropped or padded like a file (:func:`dose_model.dataset.audio.clip`), and encoded in the
 same batches by the same code (:class:`dose_model.cache.tokenize.ShardCodes`).
 

@@ -18,7 +18,8 @@ minus the rows whose audio is missing or undecodable: those are skipped, reporte
 and path, and listed in ``meta.json`` and ``index.json``. A shard is written in a
 temporary folder and renamed into place, so a shard folder is always complete: an
 interrupted run is resumed by running the same command again (finished shards are kept,
-the rest is redone; the files come out byte-identical). ``index.json`` says
+the rest is redone; the files come out byte-identical). A shard's files are ``fsync``-ed
+before its folder is renamed into place, and the rename before the next step. ``index.json`` says
 ``"complete": true`` only once every shard is there. A rerun with other settings, another
 codec or a changed manifest is refused rather than mixed in.
 
@@ -31,6 +32,7 @@ encodes one batch, a thread pool already reads the next batch's audio
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -41,6 +43,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +57,8 @@ from dose_model.cache.index import (
     file_record,
     read_index,
 )
-from dose_model.cache.ranks import TokenizeRank
-from dose_model.codec.dac_codec import DacCodec
+from dose_model.cache.ranks import TokenizeRank, rank_device, rank_from
+from dose_model.codec.dac_codec import DacCodec, default_weights_path
 from dose_model.dataset.audio import RowAudioError, load_mono
 from dose_model.dataset.manifest import (
     ManifestRow,
@@ -66,7 +69,8 @@ from dose_model.dataset.manifest import (
 )
 from dose_model.device import resolve_device
 from dose_model.errors import DoseError, InputError
-from dose_model.fileio import atomic_write_text
+from dose_model.train.distributed import DistEnv, dist_env
+from rmod_dose_common.fileio import atomic_write_text, replace_durably, sync_folder
 
 TMP_PREFIX = ".tmp-"
 PAPER_MIXTURE_SECONDS = 4.0
@@ -151,7 +155,9 @@ def _shard_done(shard_dir: Path, rows: int | None = None) -> dict | None:
 def _write_shard(
     shard_dir: Path, ids: list[str], skipped: list[dict], arrays: dict[str, np.ndarray]
 ) -> dict:
-    """Write one shard into a temporary folder beside it, then rename it into place."""
+    """Write one shard into a temporary folder beside it, make its files durable, then
+    rename it into place durably: a shard that an index or a resumed run finds is whole on
+    disk, even after a power cut (the commit of rmod's shards, :mod:`rmod_dose_common.fileio`)."""
     tmp = shard_dir.with_name(f"{TMP_PREFIX}{shard_dir.name}.{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -164,7 +170,8 @@ def _write_shard(
         meta = {"ids": ids, "skipped": skipped, "files": files}
         text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
         (tmp / "meta.json").write_text(text, encoding="utf-8")
-        os.replace(tmp, shard_dir)
+        sync_folder(tmp)
+        replace_durably(tmp, shard_dir)
     except BaseException:  # a full disk or Ctrl-C: leave no half-written shard behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -305,67 +312,139 @@ def cache_config(
     }
 
 
-def tokenize_manifest(
-    manifest: str | os.PathLike,
-    codec_weights: str | os.PathLike,
-    out: str | os.PathLike,
-    device: str = "cpu",
-    batch_size: int = 8,
-    shard_size: int = 1024,
-    mixture_seconds: float | None = None,
-    oneshot_seconds: float | None = None,
-    workers: int = 4,
-    progress: bool = True,
-    on_shard: Callable[[str, int], None] | None = None,
-    tf32: bool | None = None,
-    rank: TokenizeRank | None = None,
-) -> TokenizeSummary:
-    """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
-    splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
+@dataclass(frozen=True)
+class TokenizeOptions:
+    """What `tokenize_manifest` encodes, and how (the `dose-tokenize` options).
 
-    ``mixture_seconds`` / ``oneshot_seconds`` None take the lengths of the first row's files
-    (its documented ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s
-    (the paper). ``batch_size`` rows are encoded at once (their mixtures,
-    then their 3 x batch_size one-shots); ``workers`` threads read audio ahead.
+    ``manifest``: a ``.jsonl`` file or a dataset DIR (all its splits); ``codec_weights``:
+    the DAC weights file; ``out``: the token cache folder. ``device``: where to encode.
+    ``batch_size`` rows are encoded at once (their mixtures, then their 3 x batch_size
+    one-shots); ``shard_size`` rows form a shard (the unit of resume). ``mixture_seconds``
+    / ``oneshot_seconds`` None take the lengths of the first row's files (its documented
+    ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s (the paper).
+    ``workers`` threads read audio ahead. ``tf32`` sets :attr:`DacCodec.tf32` (None:
+    torch's setting; False: strict FP32 on CUDA, codes as on the CPU).
+
+    ``rank`` of ``world_size``: this process encodes only the shards of ordinal ``g`` with
+    ``g % world_size == rank`` and writes no index; ``merge``: encode nothing, check every
+    shard and write the index (:mod:`dose_model.cache.ranks`; `part` is the three as a
+    `TokenizeRank`, checked on construction). ``torchrun``: the ranks were started by
+    torchrun, so `dose-tokenize` makes them wait for each other and rank 0 merge.
+    """
+
+    manifest: str | os.PathLike
+    codec_weights: str | os.PathLike
+    out: str | os.PathLike
+    device: str = "cpu"
+    batch_size: int = 8
+    shard_size: int = 1024
+    mixture_seconds: float | None = None
+    oneshot_seconds: float | None = None
+    workers: int = 4
+    progress: bool = True
+    tf32: bool | None = None
+    rank: int = 0
+    world_size: int = 1
+    merge: bool = False
+    torchrun: bool = False
+
+    def __post_init__(self) -> None:
+        """InputError for a rank outside ``0 .. world_size - 1`` or a merge among ranks."""
+        TokenizeRank(self.rank, self.world_size, self.merge)
+
+    @property
+    def part(self) -> TokenizeRank:
+        """``rank``, ``world_size`` and ``merge`` as this process's part of the run."""
+        return TokenizeRank(self.rank, self.world_size, self.merge)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: DistEnv | None = None) -> TokenizeOptions:
+        """The options `dose-tokenize`'s parsed arguments ask for; ``--codec-weights``
+        defaults to the reference package's cache file (InputError when there is none, or
+        when the file named is not there: before any work). The part comes from ``--rank
+        --world-size --merge`` or else from the torchrun environment ``env`` (default: this
+        process's, :func:`dose_model.train.distributed.dist_env`), where a bare ``--device
+        cuda`` becomes ``cuda:LOCAL_RANK``; a merge loads the codec on the CPU."""
+        weights = args.codec_weights or default_weights_path()
+        if weights is None:
+            raise InputError(
+                "no --codec-weights given and no cached DAC weights found "
+                "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)"
+            )
+        if not os.path.isfile(weights):
+            raise InputError(f"{weights}: DAC weights file not found")
+        env = env if env is not None else dist_env()
+        part, torchrun = rank_from(args, env)
+        return cls(
+            manifest=args.manifest,
+            codec_weights=weights,
+            out=args.out,
+            device="cpu" if part.merge else rank_device(args.device, env),
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            mixture_seconds=args.mixture_seconds,
+            oneshot_seconds=args.oneshot_seconds,
+            workers=args.workers,
+            progress=not args.no_progress,
+            tf32=False if args.no_tf32 else None,
+            rank=part.rank,
+            world_size=part.world_size,
+            merge=part.merge,
+            torchrun=torchrun,
+        )
+
+
+def tokenize_manifest(
+    options: TokenizeOptions, on_shard: Callable[[str, int], None] | None = None
+) -> TokenizeSummary:
+    """Encode every row of ``options.manifest`` with the DAC weights at
+    ``options.codec_weights`` into the token cache ``options.out`` (see `TokenizeOptions`).
 
     Resumes a cache of the same settings (codec, lengths, shard size, manifest contents);
     raises TokenizeError for a cache of other settings. Rows with missing or undecodable
     audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
-    called after each shard is written. ``tf32`` sets :attr:`DacCodec.tf32` (None: torch's
-    setting; False: strict FP32 on CUDA, codes as on the CPU). ``rank`` (None: one process)
-    encodes only this rank's shards and leaves the index to the merge, or with ``merge``
-    is the merge (see :mod:`dose_model.cache.ranks`). Returns a :class:`TokenizeSummary`.
+    called after each shard is written. ``options.rank`` / ``world_size`` / ``merge``
+    (`TokenizeOptions.part`): a rank among others encodes only its shards and leaves the
+    index to the merge, which encodes nothing (see :mod:`dose_model.cache.ranks`). Returns a
+    :class:`TokenizeSummary`.
     """
-    for option, value in (("--batch-size", batch_size), ("--shard-size", shard_size),
-                          ("--workers", workers)):  # fmt: skip
+    for option, value in (("--batch-size", options.batch_size),
+                          ("--shard-size", options.shard_size),
+                          ("--workers", options.workers)):  # fmt: skip
         if value < 1:
             raise InputError(f"{option} must be at least 1, got {value}")
     start = time.perf_counter()
-    out = Path(out)
-    manifests = find_manifests(manifest)
+    out = Path(options.out)
+    manifests = find_manifests(options.manifest)
     rows = {split: read_rows(path) for split, path in manifests.items()}
-    mixture_seconds, oneshot_seconds = _clip_seconds(rows, mixture_seconds, oneshot_seconds)
-    codec = DacCodec.load(codec_weights, device=resolve_device(device))
-    codec.tf32 = tf32
+    mixture_seconds, oneshot_seconds = _clip_seconds(
+        rows, options.mixture_seconds, options.oneshot_seconds
+    )
+    codec = DacCodec.load(options.codec_weights, device=resolve_device(options.device))
+    codec.tf32 = options.tf32
     n_rows = {s: len(r) for s, r in rows.items()}
-    config = cache_config(codec, manifests, n_rows, mixture_seconds, oneshot_seconds, shard_size)
+    config = cache_config(
+        codec, manifests, n_rows, mixture_seconds, oneshot_seconds, options.shard_size
+    )
     _prepare_out(out, config)
     summary = TokenizeSummary(out=str(out))
-    part = rank or TokenizeRank()
-    plan = shard_plan(rows, shard_size)
+    part = options.part
+    plan = shard_plan(rows, options.shard_size)
     mine = [shard for ordinal, shard in enumerate(plan) if part.owns(ordinal)]
     with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
+        ThreadPoolExecutor(max_workers=options.workers) as pool,
         tqdm(
-            total=sum(len(r) for _, _, r in mine), desc="dose-tokenize", unit="row",
-            disable=not progress,
+            total=sum(len(r) for _, _, r in mine),
+            desc="dose-tokenize",
+            unit="row",
+            disable=not options.progress,
         ) as bar,
-    ):  # fmt: skip
-        job = _Job(codec, config, pool, bar, batch_size, summary, on_shard, out)
+    ):
+        job = _Job(codec, config, pool, bar, options.batch_size, summary, on_shard, out)
         job.clean(mine, everything=part.writes_index)
         metas = [job.shard(split, i, shard_rows) for split, i, shard_rows in mine]
     if part.writes_index:
-        splits, summary.skipped = assemble_index(out, rows, shard_size)
+        splits, summary.skipped = assemble_index(out, rows, options.shard_size)
         if part.merge:
             summary.shards_kept = len(plan)
     else:
@@ -423,7 +502,9 @@ def assemble_index(
     shard must be there, with files of the sizes its meta records and exactly its rows
     (encoded or skipped), else `MissingShards` names them. A single process and the merge
     of many ranks both end here, so they write the same index."""
-    splits = {split: {"rows": 0, "skipped": 0, "shards": []} for split in rows}
+    splits: dict[str, dict[str, Any]] = {
+        split: {"rows": 0, "skipped": 0, "shards": []} for split in rows
+    }
     skipped: list[dict] = []
     missing: list[str] = []
     for split, i, shard_rows in shard_plan(rows, shard_size):

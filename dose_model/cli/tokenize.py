@@ -7,12 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from dose_model.cache.index import verify_cache
 from dose_model.cli import run
-from dose_model.errors import InputError
 from rmod_dose_common.cli import add_common, new_parser
 
 PROG = "dose-tokenize"
@@ -137,43 +135,23 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tokenize(args: argparse.Namespace) -> int:
-    from dose_model.cache.ranks import TokenizeRank, merge_after_barrier, rank_device, rank_from
-    from dose_model.cache.tokenize import tokenize_manifest
-    from dose_model.codec.dac_codec import default_weights_path
-    from dose_model.train.distributed import dist_env
+    import dataclasses
 
-    weights = args.codec_weights or default_weights_path()
-    if weights is None:
-        raise InputError(
-            "no --codec-weights given and no cached DAC weights found "
-            "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)"
+    from dose_model.cache.ranks import merge_after_barrier
+    from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
+
+    options = TokenizeOptions.from_args(args)
+    if options.torchrun:  # the ranks wait for each other, then rank 0 merges
+        merge = dataclasses.replace(
+            options, rank=0, world_size=1, merge=True, device="cpu", torchrun=False
         )
-    if not os.path.isfile(weights):  # before any work: no resume hint for a wrong path
-        raise InputError(f"{weights}: DAC weights file not found")
-    env = dist_env()
-    part, torchrun = rank_from(args, env)
-
-    def encode(part=part):
-        return tokenize_manifest(
-            args.manifest,
-            weights,
-            args.out,
-            device="cpu" if part.merge else rank_device(args.device, env),
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
-            mixture_seconds=args.mixture_seconds,
-            oneshot_seconds=args.oneshot_seconds,
-            workers=args.workers,
-            progress=not args.no_progress,
-            tf32=False if args.no_tf32 else None,
-            rank=part,
+        summary = merge_after_barrier(
+            options.part, lambda: tokenize_manifest(options), lambda: tokenize_manifest(merge)
         )
-
-    if torchrun:  # the ranks wait for each other, then rank 0 merges
-        summary = merge_after_barrier(part, encode, lambda: encode(TokenizeRank(merge=True)))
     else:
-        summary = encode()
-    alone = part.world_size == 1 or (torchrun and part.rank == 0)
+        summary = tokenize_manifest(options)
+    part = options.part
+    alone = part.world_size == 1 or (options.torchrun and part.rank == 0)
     print(summary if alone else f"rank {part.rank} of {part.world_size}: {summary}")
     if summary.rows_skipped > args.max_skipped:
         print(

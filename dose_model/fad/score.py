@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from dose_model.fad.cache import EmbeddingCache, atomic_save_npy
 from dose_model.fad.embedder import Embedder, EmbedderInfo, FadError
 from dose_model.fad.frechet import FadResult, fad
-from dose_model.fileio import sha256_file
+from rmod_dose_common.audio import AudioReadError
+from rmod_dose_common.audio import read_audio as read_bounded
+from rmod_dose_common.fileio import sha256_file
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 RMOD_PREFIX = "rmod:"
@@ -88,21 +89,15 @@ def _rmod_items(source: str) -> list[AudioItem]:
     ]
 
 
+class FadAudioError(AudioReadError, FadError):
+    """An audio file of a FAD set cannot be used (``path``, ``reason``)."""
+
+
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """float32 ``[channels, samples]`` and the rate of a whole audio file; FadError naming
-    the file when it is missing, undecodable, empty or holds non-finite samples."""
-    if not Path(path).is_file():
-        raise FadError(f"{path}: no such audio file")
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FadError(f"{path}: cannot decode audio ({reason})") from None
-    if data.shape[0] == 0:
-        raise FadError(f"{path}: audio file holds no samples")
-    if not np.isfinite(data).all():
-        raise FadError(f"{path}: audio file holds non-finite samples")
-    return np.ascontiguousarray(data.T), int(rate)
+    """float32 ``[channels, samples]`` and the rate of a whole audio file, through the bounded
+    reader (`rmod_dose_common.audio`); `FadAudioError` naming the file when it is missing,
+    refused, undecodable, empty or holds non-finite samples."""
+    return read_bounded(path, FadAudioError)
 
 
 def embed_items(

@@ -20,15 +20,16 @@ from pathlib import Path
 #: ``rmod`` or ``rmod_dose_common`` module that is neither here nor in
 #: :data:`NOT_RENDERING_MODULES`.
 RENDERING_MODULES = (
-    "rmod", "rmod.audio", "rmod.records", "rmod_dose_common.pcm",
+    "rmod", "rmod.audio", "rmod.records", "rmod_dose_common.records", "rmod_dose_common.pcm",
     "rmod.recipe.spec", "rmod.recipe.checks", "rmod.recipe.distributions",
     "rmod.library.catalog", "rmod.library.hashing",
     "rmod.example.draw", "rmod.example.render", "rmod.example.pattern", "rmod.example.groove",
     "rmod.example.tracks", "rmod.example.mixing", "rmod.example.master",
     "rmod.example.sample_store", "rmod.example.pitch",
-    "rmod.build.manifest", "rmod.build.worker",
+    "rmod.build.manifest", "rmod.build.worker", "rmod_dose_common.audio",
 )  # fmt: skip
-#: ``rmod`` modules a build imports that do not decide its bytes, and why.
+#: ``rmod`` and ``rmod_dose_common`` modules a build imports that do not decide its bytes,
+#: and why.
 NOT_RENDERING_MODULES = {
     "rmod.library.builtin": "makes the built-in library, whose content the library fingerprint covers",
     **{
@@ -50,7 +51,7 @@ NOT_RENDERING_MODULES = {
         for stage in ("recipe", "library", "example", "build")
     },
     "rmod.errors": "the base classes of rmod's errors",
-    "rmod_dose_common": "the shared package's index: its modules are listed one by one",
+    "rmod.limits": "size limits and file-type checks of untrusted input: it refuses, never changes, what is read",
     "rmod.library.families": "groups a library's files into families for its splits (library content)",
     "rmod.library.leaks": "reports near-duplicates across a library's splits",
     "rmod.build.preflight": "checks a build's numbers and library before any work",
@@ -59,6 +60,8 @@ NOT_RENDERING_MODULES = {
     "rmod.build.upkeep": "process upkeep (lease, parent watch, allocator); changes no result",
     "rmod.build.shards": "where a shard's files go and how it commits, not what they hold",
     "rmod.build.sink": "the token sink protocol and its lookup: it receives rendered audio",
+    "rmod_dose_common": "the shared package's index: its modules are listed one by one",
+    "rmod_dose_common.fileio": "writes files durably and hashes them; decides no bytes",
 }
 RENDERING_PACKAGES = (
     "numpy", "scipy", "soxr", "pedalboard", "soundfile", "miditoolkit"

@@ -12,18 +12,19 @@ rows always give equal bytes.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from rmod.audio import atomic_write_bytes
 from rmod.errors import RmodError
+from rmod.limits import MAX_JSON_BYTES, FileRefused, bounded_lines, open_stream, read_regular
 from rmod.records import RecordError, from_plain, to_plain
+from rmod_dose_common.fileio import atomic_write_bytes
 
 MANIFEST_FORMAT = "rmod-manifest/1"
 BUILD_JSON = "build.json"
@@ -40,6 +41,8 @@ IDENTITY_FIELDS = (
     "audio_format",
     "format",
     "stored",
+    "midi_files",
+    "library_sources",
 )
 
 
@@ -151,38 +154,42 @@ class ManifestRow:
         return dumps_row(self.to_dict())
 
 
-def open_manifest_bytes(path: Path) -> io.BufferedIOBase:
-    """A manifest file (``.jsonl`` or ``.jsonl.gz``) opened for reading bytes."""
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+def open_manifest_bytes(path: Path) -> BinaryIO:
+    """A manifest file (``.jsonl`` or ``.jsonl.gz``) opened for reading bytes; only a
+    regular file is opened (:class:`rmod.limits.FileRefused` otherwise)."""
+    return open_stream(path, what="manifest")
 
 
 def iter_manifest(path: str | os.PathLike) -> Iterator[ManifestRow]:
-    """Yield the rows of a ``.jsonl`` or ``.jsonl.gz`` manifest, in file order.
+    """Yield the rows of a ``.jsonl`` or ``.jsonl.gz`` manifest, in file order, one line
+    in memory at a time.
 
     Raises :class:`ManifestError` naming the file and line of a malformed row, of bytes
-    that are not UTF-8, or where a damaged gzip stream stops; ``OSError`` if the file
-    cannot be opened.
+    that are not UTF-8, of a line longer than :data:`rmod.limits.MAX_LINE_BYTES` (or more
+    than :data:`rmod.limits.MAX_BLANK_LINES` blank lines), or where a damaged gzip stream
+    stops; :class:`rmod.limits.FileRefused` for a path that is not a regular file;
+    ``OSError`` if the file cannot be opened.
     """
     path = Path(path)
     with open_manifest_bytes(path) as fh:
+        lines = bounded_lines(fh, str(path))
         lineno = 0
         while True:
             try:
-                raw = fh.readline()
-            except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
+                lineno, raw = next(lines, (lineno, b""))
+            except FileRefused as exc:
+                raise ManifestError(str(exc)) from None
+            except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt .gz
                 raise ManifestError(f"{path}:{lineno + 1}: cannot read ({exc})") from None
             if not raw:
                 return
-            lineno += 1
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ManifestError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
-            if not line.strip():
-                continue
             try:
                 row = ManifestRow.from_dict(json.loads(line))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:  # Recursion: nested too deep
                 raise ManifestError(f"{path}:{lineno}: {exc}") from None
             yield row
 
@@ -227,6 +234,13 @@ class BuildInfo:
     False: a ``--tokens`` build, whose rows' files were not written (True, the default, is
     left out of :meth:`to_dict`). Nothing here depends on how the build ran (workers,
     backend, time), so it is byte-stable.
+
+    Two optional fields (left out when ``None``, so older ``build.json`` files read as they
+    are): ``midi_files``, ``{relative path: SHA-256}`` of the MIDI files a Groove build draws
+    its windows from; ``library_sources``, what the built-in library was generated from
+    (``{"sf2:<file name>": SHA-256, "espeak-ng": version}``, see
+    :meth:`rmod.library.builtin.generate.Sources.record`). A resume whose inputs differ is
+    refused naming the first file that differs.
     """
 
     recipe: dict[str, Any]
@@ -243,6 +257,8 @@ class BuildInfo:
     engine_fingerprint: str
     format: str = field(default=MANIFEST_FORMAT, metadata={"choices": (MANIFEST_FORMAT,)})
     stored: bool = field(default=True, metadata={"optional": True})
+    midi_files: dict[str, str] | None = field(default=None, metadata={"optional": True})
+    library_sources: dict[str, str] | None = field(default=None, metadata={"optional": True})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -266,6 +282,8 @@ class BuildInfo:
                 if name == "recipe_fingerprint":
                     keys = _changed_keys(self.recipe, other.recipe)
                     out.append(f"recipe differs (fields: {', '.join(keys) or 'unknown'})")
+                elif name in ("midi_files", "library_sources"):
+                    out.append(changed_inputs(name, theirs, mine))
                 elif name == "engine_fingerprint":
                     out.append(
                         "the rmod rendering code or an audio package version changed since "
@@ -278,6 +296,25 @@ class BuildInfo:
                 else:
                     out.append(f"{name}: existing {theirs!r}, requested {mine!r}")
         return out
+
+
+def changed_inputs(name: str, recorded: dict | None, found: dict | None) -> str:
+    """One line naming the first input file (by name) that differs between the recorded
+    set and the one found now (``name``: ``midi_files`` or ``library_sources``)."""
+    what = "MIDI files (--midi-dir)" if name == "midi_files" else "sources of the built-in library"
+    recorded, found = recorded or {}, found or {}
+    for key in sorted(set(recorded) | set(found)):
+        old, new = recorded.get(key), found.get(key)
+        if old == new:
+            continue
+        if old is None:
+            change = "added"
+        elif new is None:
+            change = "removed (or no longer usable)"
+        else:
+            change = f"changed ({old[:16]} -> {new[:16]})"
+        return f"{name}: the {what} differ from this build's: first {key}: {change}"
+    return f"{name}: recorded {len(recorded)}, found {len(found)}"
 
 
 def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -300,8 +337,11 @@ def read_build_info(root: str | os.PathLike) -> BuildInfo:
     """Read ``DIR/build.json``; :class:`ManifestError` names the file when it is unusable."""
     path = Path(root) / BUILD_JSON
     try:
-        return BuildInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        data = read_regular(path, MAX_JSON_BYTES, "MAX_JSON_BYTES")
+        return BuildInfo.from_dict(json.loads(data.decode("utf-8")))
     except FileNotFoundError:
         raise ManifestError(f"{path}: no build.json (is this an rmod dataset folder?)") from None
-    except (ValueError, TypeError) as exc:
+    except FileRefused as exc:
+        raise ManifestError(str(exc)) from None
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ManifestError(f"{path}: {exc}") from None

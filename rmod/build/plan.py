@@ -16,20 +16,26 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import rmod
 from rmod import SPLITS
 from rmod.build.backends import check_backend
 from rmod.build.fingerprint import engine_fingerprint
-from rmod.build.manifest import BuildInfo
+from rmod.build.manifest import (
+    BUILD_JSON,
+    BuildInfo,
+    ManifestError,
+    changed_inputs,
+    read_build_info,
+)
 from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.build.shards import Shard, plan_shards
 from rmod.build.sink import SinkSpec, TokenSink, build_facts, make_sink
-from rmod.errors import InputError
+from rmod.errors import InputError, RmodError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
-from rmod.recipe.spec import load_recipe
+from rmod.limits import real_path
+from rmod.recipe.spec import Recipe, load_recipe
 
 log = logging.getLogger("rmod.build.run")  # a build's warnings, wherever they arise
 
@@ -47,6 +53,8 @@ class BuildOptions:
     examples per shard, ``None`` for :func:`default_shard_size`. ``midi_dir``: MIDI
     files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``). ``tokens``: a
     token sink fed instead of writing audio files (``--tokens``, :mod:`rmod.build.sink`).
+    ``store_max``: the sample store's cap in bytes (0: no store; ``None``:
+    :func:`rmod.example.sample_store.default_store_max`); not part of ``build.json``.
     """
 
     n: int
@@ -62,9 +70,10 @@ class BuildOptions:
     progress: bool = True
     midi_dir: str | os.PathLike | None = None
     tokens: SinkSpec | None = None
+    store_max: int | None = None
 
 
-def split_counts(recipe: Any, n: int) -> dict[str, int]:
+def split_counts(recipe: Recipe, n: int) -> dict[str, int]:
     """Examples per split: ``n`` training; valid/test are the recipe's fractions of ``n``,
     rounded half up, at least ``max(1, recipe.splits.min_per_split)`` each."""
     if n < 1:
@@ -85,18 +94,28 @@ def default_shard_size(n: int) -> int:
     return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
 
 
+class BuildRefused(RmodError):
+    """The output folder holds a different build (the message lists what differs), or
+    another build is running on it."""
+
+
 def make_build_info(
-    recipe: Any,
-    library: Any,
+    recipe: Recipe,
+    library: Library,
     library_path: str | None,
     seed: int,
     counts: dict[str, int],
     shard_size: int,
     audio_format: str,
+    library_sources: dict[str, str] | None = None,
     stored: bool = True,
 ) -> BuildInfo:
-    """The ``build.json`` record of a build (nothing about how it is run); ``stored`` False
-    for a ``--tokens`` build."""
+    """The ``build.json`` record of a build (nothing about how it is run): with the MIDI
+    files of a Groove recipe (``recipe.groove.midi_files``) and, for the built-in library,
+    the ``library_sources`` it was generated from; ``stored`` False for a ``--tokens``
+    build."""
+    groove = recipe.groove
+    midi = None if groove is None or groove.midi_files is None else dict(groove.midi_files)
     return BuildInfo(
         recipe=recipe.to_dict(),
         recipe_fingerprint=recipe.fingerprint,
@@ -110,13 +129,15 @@ def make_build_info(
         channels=int(recipe.audio.channels),
         rmod_version=rmod.__version__,
         engine_fingerprint=engine_fingerprint(),
+        midi_files=midi,
+        library_sources=library_sources if library_path is None else None,
         stored=stored,
     )
 
 
-def load_inputs(options: BuildOptions) -> tuple[Any, Any, str | None]:
-    """The recipe (with ``--midi-dir`` recorded in it), the library and the library's
-    absolute path (``None`` for the built-in one)."""
+def load_inputs(options: BuildOptions) -> tuple[Recipe, Library, str | None]:
+    """The recipe (with ``--midi-dir`` and its files recorded in it), the library and the
+    library's absolute path (``None`` for the built-in one)."""
     recipe = load_recipe(options.recipe)
     if (
         options.midi_dir is not None
@@ -128,11 +149,34 @@ def load_inputs(options: BuildOptions) -> tuple[Any, Any, str | None]:
         raise InputError(
             f"recipe {recipe.name} takes its drum patterns from MIDI files: --midi-dir"
         )
-    library_path = str(Path(options.library).resolve()) if options.library else None
+    library_path = str(real_path(options.library, "--library")) if options.library else None
     return recipe, Library.load(library_path), library_path
 
 
-def check_grooves(recipe: Any, counts: dict[str, int]) -> None:
+def builtin_sources(out: Path) -> dict[str, str]:
+    """What the built-in library is made from on this machine
+    (:meth:`rmod.library.builtin.generate.Sources.record`). When ``out`` already holds a
+    build of the built-in library made from other sources, :class:`BuildRefused` names the
+    first that differs, before the library is generated for the new ones."""
+    from rmod.library.builtin.generate import Sources
+
+    found = Sources.detect().record()
+    try:
+        existing = read_build_info(out) if (out / BUILD_JSON).exists() else None
+    except ManifestError:
+        existing = None  # prepare_output reports it
+    if existing is not None and existing.library_path is None:
+        if existing.library_sources is not None and existing.library_sources != found:
+            raise BuildRefused(
+                f"{out} already holds a different build; refusing to mix them.\n  "
+                + changed_inputs("library_sources", existing.library_sources, found)
+                + "\nRestore the original sources (RMOD_SOUNDFONTS, espeak-ng) to resume, or "
+                "choose another --out."
+            )
+    return found
+
+
+def check_grooves(recipe: Recipe, counts: dict[str, int]) -> None:
     """A Groove build needs MIDI windows in every split it renders (ValueError if not)."""
     grooves = recipe_grooves(recipe)
     if grooves is None:
@@ -149,7 +193,7 @@ def check_token_dir(out: Path, tokens: str | os.PathLike) -> Path:
     """``--tokens`` as an absolute path (workers elsewhere get it); refused when it is the
     dataset folder or lies in one of its split or manifest folders (whose contents the
     build and ``rmod-verify`` own)."""
-    tokdir = Path(tokens).resolve()
+    tokdir = real_path(tokens, "--tokens")
     owned = [out / name for name in (*SPLITS, "manifests")]
     if tokdir == out or any(tokdir.is_relative_to(folder) for folder in owned):
         raise InputError(
@@ -167,8 +211,8 @@ class BuildPlan:
     the workers get."""
 
     out: Path
-    recipe: Any
-    library: Any
+    recipe: Recipe
+    library: Library
     library_path: str | None
     audio_format: str
     info: BuildInfo
@@ -183,7 +227,8 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     serve the build."""
     check_numbers(options.n, options.seed, options.jobs)
     check_backend(options.backend, options.scheduler)
-    out = Path(options.out).resolve()
+    out = real_path(options.out, "--out")
+    sources = builtin_sources(out) if not options.library else None
     recipe, library, library_path = load_inputs(options)
     fmt = (options.audio_format or recipe.audio.format).lower()
     if fmt not in ("wav", "flac"):
@@ -195,9 +240,16 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         raise InputError(f"--shard-size must be at least 1, got {shard_size}")
     check_sizes(counts, shard_size)
     check_library_covers(library, counts)
-    stored = options.tokens is None
     info = make_build_info(
-        recipe, library, library_path, options.seed, counts, shard_size, fmt, stored
+        recipe,
+        library,
+        library_path,
+        options.seed,
+        counts,
+        shard_size,
+        fmt,
+        sources,
+        stored=options.tokens is None,
     )
     shards = plan_shards(counts, shard_size)
     spec = sink = None

@@ -32,12 +32,12 @@ import os
 import posixpath
 import shutil
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rmod import SPLITS
-from rmod.audio import atomic_write_bytes, atomic_writer
 from rmod.build.manifest import (
     MANIFEST_DIR,
     PARTS_DIR,
@@ -48,6 +48,8 @@ from rmod.build.manifest import (
     read_manifest,
     write_manifest,
 )
+from rmod.limits import bounded_lines
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_writer, replace_durably
 
 TMP_PREFIX = ".tmp-"
 #: Lock file of a dataset folder (see :func:`rmod.build.run.build_lock`).
@@ -129,13 +131,15 @@ def commit_shard(
     """Publish a fully written temporary folder as the shard, then write its part (with
     ``tmp_dir`` None, a build that stores no files: the part only).
 
-    A leftover final folder without a part (from an interrupted run) is replaced.
+    ``tmp_dir`` must already be durable (:func:`rmod_dose_common.fileio.sync_folder`); the
+    rename is made durable here, before the part that records it. A leftover final folder
+    without a part (from an interrupted run) is replaced.
     """
     if tmp_dir is not None:
         final = shard_dir(root, shard)
         if final.exists():
             shutil.rmtree(final)
-        os.replace(tmp_dir, final)
+        replace_durably(tmp_dir, final)
     write_manifest(part_path(root, shard), rows)
 
 
@@ -207,12 +211,12 @@ def _manifest_lines(path: Path, by_index: dict[int, Shard]) -> dict[int, bytes]:
         return found
     try:
         with open_manifest_bytes(path) as fh:
-            for raw in fh:
+            for _, raw in bounded_lines(fh, str(path)):  # one bounded line at a time
                 row = json.loads(raw)
                 index = row.get("index") if isinstance(row, dict) else None
                 if isinstance(index, int) and index in by_index and index not in found:
                     found[index] = raw if raw.endswith(b"\n") else raw + b"\n"
-    except (OSError, EOFError, ValueError):
+    except (OSError, EOFError, ValueError, RecursionError, zlib.error):
         return {}
     return found
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rmod.build.shards import Shard
 from rmod.build.sink import SinkSpec
 from rmod.errors import RmodError
+from rmod.recipe.spec import Recipe
 
 
 class ExampleFailed(RmodError):
@@ -44,7 +44,7 @@ class ShardTask:
 
     root: str
     shard: Shard
-    recipe: Any
+    recipe: Recipe
     library_path: str | None
     library_fingerprint: str
     seed: int

@@ -30,7 +30,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from rmod import DRUMS
-from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
+from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
 from rmod.build.shards import commit_shard, make_temp_dir
@@ -40,12 +40,13 @@ from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_
 from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR, SampleStore
 from rmod.library.catalog import Library
+from rmod_dose_common.fileio import sync_folder
 
-_LIBRARIES: dict[tuple[str | None, str], Any] = {}
+_LIBRARIES: dict[tuple[str | None, str], Library] = {}
 _LIBRARIES_LOCK = threading.Lock()
 
 
-def worker_library(path: str | None, fingerprint: str) -> Any:
+def worker_library(path: str | None, fingerprint: str) -> Library:
     """The library at ``path`` (``None`` = built-in), loaded once per process.
 
     Raises ``RuntimeError`` when the library this worker sees is not the one the build
@@ -67,11 +68,12 @@ def worker_library(path: str | None, fingerprint: str) -> Any:
 
 def worker_store(task: ShardTask) -> Any:
     """The :class:`rmod.example.sample_store.SampleStore` of the task's library at the recipe's rate, in
-    the build's folder (``DIR/.rmod-store``)."""
+    the build's folder (``DIR/.rmod-store``), used only when it is the store this run made
+    (its marker carries the task's lease); close it after the shard (it reports its hits)."""
     library = worker_library(task.library_path, task.library_fingerprint)
     rate = int(task.recipe.audio.sample_rate)
     folder = Path(task.root) / STORE_DIR
-    return SampleStore(library, rate, folder=folder)
+    return SampleStore(library, rate, folder=folder, token=task.lease)
 
 
 def _level(value: float) -> float | None:
@@ -80,7 +82,11 @@ def _level(value: float) -> float | None:
 
 
 def build_example(
-    task: ShardTask, store: Any, index: int, out_dir: Path | None, sink: TokenSink | None = None
+    task: ShardTask,
+    store: SampleStore,
+    index: int,
+    out_dir: Path | None,
+    sink: TokenSink | None = None,
 ) -> ManifestRow:
     """Draw and render example ``index`` of the shard's split into ``out_dir``; its row.
 
@@ -217,6 +223,7 @@ def render_shard(task: ShardTask) -> ShardResult:
             raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
         limits.restore_original_limits()
+        store.close()  # adds its hits and misses to the store's usage record
         if tmp is not None and tmp.exists():  # not committed: leave nothing half-built behind
             shutil.rmtree(tmp, ignore_errors=True)
     worker = f"{socket.gethostname()}:{os.getpid()}"

@@ -17,8 +17,8 @@ from rmod.cli import run
 from rmod.errors import InputError
 from rmod.example.groove import for_recipe
 from rmod.inspect.overview import contribution_db, onset_snr_db, plot_overview
-from rmod.inspect.stats import params_outside_recipe
 from rmod.library.catalog import Library
+from rmod.limits import real_path
 from rmod.recipe.spec import load_recipe
 from rmod_dose_common.cli import add_common, new_parser
 
@@ -129,7 +129,7 @@ def _render_one(args: argparse.Namespace) -> int:
     t_render = time.perf_counter() - t1
     fmt = fmt or recipe.audio.format
     check_overwrites(out, previous, planned_files(rendered, fmt))
-    lib_path = str(Path(lib_path).resolve()) if lib_path else None
+    lib_path = str(real_path(lib_path, "--library")) if lib_path else None
     files = save_example(
         out, params, recipe, rendered, lib_path, library.fingerprint, fmt, previous
     )
@@ -210,7 +210,6 @@ def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
     from rmod.inspect.example_folder import params_problems
 
     wrong = params_problems(params, recipe, library)
-    wrong += params_outside_recipe(params.to_dict(), recipe.to_dict())
     if args.id is not None and params.id != args.id:
         wrong.insert(0, f"id: the row's parameters are of {params.id}, not {args.id}")
     if wrong:

@@ -10,8 +10,8 @@ Parameters read with ``--from`` (a hand-edited ``example.json`` or a manifest ro
 checked against the recipe and the library before anything renders
 (:func:`params_problems`): the record's seed and id, the tracks it names, the library samples it
 uses (present, of the right class and split), the layer weights (a pair the recipe can
-draw), the loop slices (inside their loop). Distribution bounds are checked by
-:func:`rmod.inspect.stats.params_outside_recipe`.
+draw), the loop slices (inside their loop), and every drawn value against the bounds of
+its recipe distribution (:func:`rmod.recipe.checks.params_outside_recipe`).
 
 The output folder is the user's: a render writes into a new or empty folder, or into one
 that holds an earlier render (its ``example.json`` lists the files it wrote, with their
@@ -24,24 +24,38 @@ folder once resolved (:func:`inside`).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rmod import DRUMS
-from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
+from rmod.audio import write_audio
 from rmod.build.manifest import check_example_id, read_build_info
-from rmod.example.draw import ExampleError, ExampleParams, example_id
+from rmod.example.draw import ExampleError, ExampleParams, InstrumentParams, example_id
 from rmod.example.pattern import midi_bytes
 from rmod.example.render import Rendered
+from rmod.limits import (
+    MAX_JSON_BYTES,
+    MAX_SLICE_SAMPLES,
+    FileRefused,
+    bounded_lines,
+    open_stream,
+    read_regular,
+    real_path,
+)
+from rmod.recipe.checks import params_outside_recipe
 from rmod.recipe.spec import Recipe, RecipeError
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from rmod.library.catalog import Library
 
 #: Files of a render folder that are not listed in ``example.json``'s ``files``.
 OWN_FILES = ("example.json", "overview.png")
@@ -50,9 +64,11 @@ OWN_FILES = ("example.json", "overview.png")
 # ----------------------------------------------------------------------------- parameters
 
 
-def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list[str]:
+def params_problems(params: ExampleParams, recipe: Recipe, library: Library) -> list[str]:
     """What in ``params`` the recipe and the library could not have produced; one
-    ``'field: why'`` line per problem (empty list when rendering is safe)."""
+    ``'field: why'`` line per problem (empty list when rendering is safe): the record's own
+    consistency, its samples against the library, then every drawn value against the
+    recipe (:func:`rmod.recipe.checks.params_outside_recipe`)."""
     out = []
     if params.seed < 0:  # rmod-build's --seed and example_rng take non-negative seeds only
         out.append(f"seed: {params.seed} is negative (rmod-build draws with seeds >= 0)")
@@ -85,10 +101,10 @@ def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list
     playing = list(params.drums) + [n for n, p in params.instruments.items() if p.plays]
     if list(params.mix) != playing:
         out.append(f"mix: expected tracks {playing}, got {list(params.mix)}")
-    return out
+    return out + params_outside_recipe(params.to_dict(), recipe.to_dict())
 
 
-def _sample_problems(ids: tuple[Any, ...], cls: str, split: str, library: Any) -> list[str]:
+def _sample_problems(ids: tuple[str, ...], cls: str, split: str, library: Library) -> list[str]:
     out = []
     for sid in ids:
         if sid not in library:
@@ -114,9 +130,17 @@ def _weight_problems(where: str, weights: tuple[float, float], recipe: Recipe) -
     return []
 
 
-def _slice_problems(where: str, inst: Any, recipe: Recipe, library: Any) -> list[str]:
+def _slice_problems(
+    where: str, inst: InstrumentParams, recipe: Recipe, library: Library
+) -> list[str]:
     sr = recipe.audio.sample_rate
-    seg_n = int(round(inst.segment_seconds * sr))
+    seg = inst.segment_seconds * sr
+    if not math.isfinite(seg) or not 0 < seg <= MAX_SLICE_SAMPLES:
+        return [
+            f"{where}.segment_seconds: {inst.segment_seconds} is not a loop slice length "
+            f"(0 < samples <= MAX_SLICE_SAMPLES = {MAX_SLICE_SAMPLES})"
+        ]
+    seg_n = int(round(seg))
     loop_n = int(math.floor(library.entry(inst.loop_id).duration * sr))
     last = max(0, loop_n - seg_n)
     if not 0 <= inst.start_sample <= last:
@@ -283,34 +307,32 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
     a manifest ``.jsonl``/``.jsonl.gz`` (then ``example`` names the row id; recipe and library come from
     ``build.json`` in the manifest's grandparent folder when present).
 
-    Raises :class:`ExampleError` naming the file for anything unreadable or missing.
+    Only a regular file is read: ``example.json`` whole (at most
+    :data:`rmod.limits.MAX_JSON_BYTES`), a manifest line by line (each at most
+    :data:`rmod.limits.MAX_LINE_BYTES`, decompressed as it is read), so no file, however it
+    is made, takes more memory than one line. Raises :class:`ExampleError` naming the file
+    (and line) for anything unreadable or missing.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ExampleError(
-            f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})"
-        ) from None
     build: dict[str, Any] = {}
-    is_manifest = path.name.endswith((".jsonl", ".jsonl.gz"))
     try:
-        if is_manifest or (example is not None and "\n" in text.strip()):
+        many = example is not None and _many_lines(path)
+        if path.name.endswith((".jsonl", ".jsonl.gz")) or many:
             if example is None:
                 raise ExampleError(f"{path}: a manifest holds many examples; name one with --id")
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            found = [r for r in rows if r.get("id") == example]
-            if not found:
-                raise ExampleError(f"{path}: no row with id {example!r}")
-            doc = found[0]
-            build_json = path.resolve().parent.parent / "build.json"
+            doc = _manifest_row(path, example)
+            build_json = real_path(path, "--from").parent.parent / "build.json"
             if build_json.exists():
                 build = _build_of(build_json.parent)
         else:
-            doc = json.loads(text)
-    except ValueError as exc:  # not JSON, or an integer too long to parse
+            doc = json.loads(_document_bytes(path).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # not JSON, or an integer too long to parse
         raise ExampleError(f"{path}: not valid JSON ({exc})") from None
+    except FileRefused as exc:
+        raise ExampleError(str(exc)) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ExampleError(f"{path}: cannot read ({reason})") from None
     if not isinstance(doc, dict) or "params" not in doc:
         raise ExampleError(f"{path}: no 'params' object (expected example.json or a manifest row)")
     try:
@@ -337,6 +359,49 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
     if "library_path" in build:
         return ExampleSource(params, recipe, build["library_path"], fmt)
     return ExampleSource(params, recipe, None, fmt)
+
+
+def _document_bytes(path: Path) -> bytes:
+    """The bytes of a JSON document (gunzipped for ``.gz``), at most
+    :data:`rmod.limits.MAX_JSON_BYTES` of them."""
+    if path.suffix != ".gz":
+        return read_regular(path, MAX_JSON_BYTES, "MAX_JSON_BYTES", "--from")
+    with open_stream(path, what="--from") as fh:
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise FileRefused(f"{path}: more than MAX_JSON_BYTES = {MAX_JSON_BYTES} bytes unpacked")
+    return data
+
+
+def _open_text_lines(path: Path):
+    """``(line number, raw line)`` of a JSON Lines file, gzip or not (bounded lines)."""
+    fh = open_stream(path, what="--from")
+    return fh, bounded_lines(fh, str(path))
+
+
+def _many_lines(path: Path) -> bool:
+    """Whether the file holds more than one non-blank line (a manifest, not a document)."""
+    fh, lines = _open_text_lines(path)
+    with fh:
+        return next(lines, None) is not None and next(lines, None) is not None
+
+
+def _manifest_row(path: Path, example: str) -> Any:
+    """The row of ``path`` (JSON Lines, gzip or not) whose ``id`` is ``example``, read a line
+    at a time; :class:`ExampleError` naming the line of one that is not a JSON object."""
+    fh, lines = _open_text_lines(path)
+    with fh:
+        for lineno, raw in lines:
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError) as exc:
+                raise ExampleError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict):
+                what = f"a JSON {type(row).__name__}" if row is not None else "null"
+                raise ExampleError(f"{path}:{lineno}: expected a JSON object (a row), got {what}")
+            if row.get("id") == example:
+                return row
+    raise ExampleError(f"{path}: no row with id {example!r}")
 
 
 def _build_of(root: Path) -> dict[str, Any]:

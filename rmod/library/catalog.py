@@ -42,7 +42,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,12 @@ from typing import Any
 import numpy as np
 
 from rmod import CLASSES, SPLITS
-from rmod.audio import AudioFileError, atomic_write_text, native_channels, read_audio, resample
+from rmod.audio import AudioFileError, native_channels, read_audio, resample
 from rmod.errors import RmodError
 from rmod.library.hashing import content_hash
+from rmod.limits import MAX_LIBRARY_BYTES, FileRefused, bounded_lines, open_regular, real_path
 from rmod.records import from_plain, to_plain
+from rmod_dose_common.fileio import atomic_write_text
 
 FORMAT_NAME = "rmod-library"
 FORMAT_VERSION = 1
@@ -124,36 +126,46 @@ def _fingerprint(body: str) -> str:
 def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str]:
     """Parse a manifest: ``(root folder, entries with absolute paths, fingerprint)``.
 
-    Raises :class:`LibraryError` naming the file (and line) when it is missing or malformed.
+    Only a regular file of at most :data:`rmod.limits.MAX_LIBRARY_BYTES` is read, line by
+    line (each at most :data:`rmod.limits.MAX_LINE_BYTES`). The header's ``root`` must be
+    the manifest's own folder or a folder inside it (resolved), so the untrusted file
+    cannot choose where its samples are read from. Raises :class:`LibraryError` naming
+    the file (and line) when it is missing, not a regular file, too big or malformed.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LibraryError(f"{path}: cannot read library manifest ({exc})") from None
-    lines = text.split("\n")
-    try:
-        header = json.loads(lines[0])
-    except ValueError as exc:  # not JSON, or an integer too long to parse
-        raise LibraryError(f"{path}:1: header is not JSON ({exc})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise LibraryError(f"{path}:1: not an rmod library manifest (no format={FORMAT_NAME!r})")
-    if header.get("version") != FORMAT_VERSION:
+        with open_regular(path, MAX_LIBRARY_BYTES, "MAX_LIBRARY_BYTES", "library manifest") as fh:
+            return _parse_library(path, bounded_lines(fh, str(path), blank=True))
+    except FileRefused as exc:
+        raise LibraryError(str(exc)) from None
+    except OSError as exc:
         raise LibraryError(
-            f"{path}:1: manifest version {header.get('version')!r}, this code reads {FORMAT_VERSION}"
-        )
-    root = Path(str(header.get("root", ".")))
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
+            f"{path}: cannot read library manifest ({exc.strerror or exc})"
+        ) from None
+
+
+def _parse_library(
+    path: Path, lines: Iterator[tuple[int, bytes]]
+) -> tuple[Path, list[LibraryEntry], str]:
+    """:func:`read_library` over ``(line number, raw bytes)`` pairs."""
+    body = hashlib.sha256()  # the fingerprint: every byte after the header line
+    _, first = next(lines, (1, b""))
+    header = _header(path, first)
+    root = _library_root(path, header)
     entries: list[LibraryEntry] = []
     seen: set[str] = set()
     inside = _Containment(root)
-    for lineno, line in enumerate(lines[1:], start=2):
+    for lineno, raw in lines:
+        body.update(raw)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LibraryError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
         if not line.strip():
             continue
         try:
             entry = LibraryEntry.from_dict(json.loads(line))
-        except (json.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise LibraryError(f"{path}:{lineno}: bad entry ({exc})") from None
         if entry.id in seen:
             raise LibraryError(f"{path}:{lineno}: duplicate id {entry.id}")
@@ -165,8 +177,40 @@ def read_library(path: str | os.PathLike) -> tuple[Path, list[LibraryEntry], str
                 "(absolute, '..' or a symbolic link out): not read"
             )
         entries.append(_with_path(entry, str(full)))
-    body = text.split("\n", 1)[1] if "\n" in text else ""
-    return root, entries, _fingerprint(body)
+    return root, entries, body.hexdigest()
+
+
+def _header(path: Path, raw: bytes) -> dict:
+    """The header line, checked (:class:`LibraryError` naming the file otherwise)."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # not JSON/UTF-8, or an integer too long
+        raise LibraryError(f"{path}:1: header is not JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise LibraryError(f"{path}:1: not an rmod library manifest (no format={FORMAT_NAME!r})")
+    if header.get("version") != FORMAT_VERSION:
+        raise LibraryError(
+            f"{path}:1: manifest version {header.get('version')!r}, this code reads {FORMAT_VERSION}"
+        )
+    return header
+
+
+def _library_root(path: Path, header: dict) -> Path:
+    """The folder entry paths are relative to: the header's ``root`` (relative to the
+    manifest's folder), which must resolve to that folder or inside it."""
+    text = header.get("root", ".")
+    if not isinstance(text, str) or not text or "\0" in text:
+        raise LibraryError(f"{path}:1: root: expected a folder path, got {text!r}")
+    folder = real_path(path.parent, "library manifest's folder")
+    root = Path(text)
+    root = real_path(root if root.is_absolute() else path.parent / root, "library root")
+    if not root.is_relative_to(folder):
+        raise LibraryError(
+            f"{path}:1: root {text!r} is outside the manifest's folder {folder}; a library "
+            "manifest lives in its sample folder or a folder above it (index it again with "
+            "--out there)"
+        )
+    return root
 
 
 class _Containment:
@@ -243,7 +287,7 @@ class Library:
             )
 
             path = builtin_manifest_path()
-        path = Path(path).resolve()
+        path = real_path(path, "library")
         root, entries, fingerprint = read_library(path)
         return cls(path=path, root=root, fingerprint=fingerprint, entries=tuple(entries))
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from rmod import CLASSES, DRUMS, INSTRUMENTS, SPLITS
 from rmod.audio import AUDIO_EXTENSIONS, AudioFileError, audio_info, peak_db, read_audio
+from rmod.errors import InputError
 from rmod.library.catalog import LibraryEntry, write_library
 from rmod.library.hashing import (
     DEFAULT_SPLIT_FRACTIONS,
@@ -27,6 +28,7 @@ from rmod.library.hashing import (
     split_for_hash,
     split_key,
 )
+from rmod.limits import real_path
 
 #: Most samples (frames x channels) ``index_library`` decodes from one file (1 GiB as float32).
 MAX_DECODED_SAMPLES = 2**28
@@ -145,6 +147,7 @@ def check_output_file(path: str | os.PathLike) -> None:
     naming it when it exists and is not a regular file, or when its folder cannot be
     created or written (a temporary file is made there and removed)."""
     path = Path(path)
+    real_path(path, "--out")  # a link loop is a one-line error
     if path.is_dir() or (path.exists() and not path.is_file()):
         raise IsADirectoryError(f"{path}: exists and is not a file; name the manifest to write")
     try:
@@ -170,14 +173,22 @@ def index_library(
     outside a class folder) are listed in the report with their reason and never enter
     the library; of duplicates the first by sorted relative path is kept. Splits follow
     families (``limits.group_by``). The manifest
-    root is the absolute path of ``src_dir``. Written atomically, even if empty.
+    root is the absolute path of ``src_dir``, which must be the manifest's folder or inside
+    it (:class:`rmod.errors.InputError` before any work otherwise: a manifest reads samples
+    from its own folder only). Written atomically, even if empty.
     """
     limits = limits or IndexLimits()
     check_limits(limits)
-    src = Path(src_dir).resolve()
+    src = real_path(src_dir, "SRC_DIR")
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
     check_output_file(out_path)
+    folder = real_path(Path(out_path).parent, "--out's folder")
+    if not src.is_relative_to(folder):
+        raise InputError(
+            f"{out_path}: a library manifest must lie in its sample folder {src} or a folder "
+            "above it (a manifest reads samples from its own folder only)"
+        )
     found, refused = _scan(src)
     entries: list[LibraryEntry] = []
     first_by_hash: dict[str, str] = {}  # content hash -> relative path of the kept file

@@ -252,6 +252,12 @@ class GrooveSpec:
     notes: GrooveNotes = _f(kind="section")
     # Set by ``rmod-build --midi-dir`` (absolute path), so workers find the MIDI files.
     midi_dir: str | None = field(default=None, metadata={"kind": "str", "optional": True})
+    # Set with midi_dir: (relative path, SHA-256) of the usable files the build was planned
+    # with, so workers refuse a folder that changed since (rmod.example.groove.recipe_grooves).
+    # Not part of the recipe's plain form (build.json records them as midi_files).
+    midi_files: tuple[tuple[str, str], ...] | None = field(
+        default=None, compare=False, metadata={"skip": True}
+    )
 
 
 @dataclass(frozen=True)

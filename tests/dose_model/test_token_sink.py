@@ -76,3 +76,18 @@ def test_options_and_folder_are_checked_before_any_work(tmp_path):
     other = dict(BUILD, identity={"seed": 2, "counts": {"train": 2}})
     with pytest.raises(ValueError, match="another build or other settings .*source"):
         DacTokenSink(str(tmp_path / "t"), {"codec_weights": str(weights)}, other)
+
+
+def test_as_read_equals_a_file_the_reader_decodes_in_several_blocks(tmp_path):
+    """A render longer than one of the bounded reader's blocks (here 3 blocks of stereo at
+    48 kHz, resampled to 44.1 kHz as a whole): the sink's samples equal load_mono's from the
+    written file, every one of them (the conversion is `mono_blocks`' own, fed in the
+    reader's blocks)."""
+    frames = 300_000  # BLOCK_SAMPLES = 2**18 samples = 131,072 stereo frames per block
+    audio = signal(2, frames, seed=11)
+    path = tmp_path / "long.wav"
+    sf.write(path, to_pcm16(audio), 48000, subtype="PCM_16")
+    n = -(-frames * 44100 // 48000)  # the whole file at 44.1 kHz
+    expected = load_mono(path, 44100, n)
+    got = as_read(audio, 48000, 44100, n)
+    assert got.shape == (n,) and np.array_equal(got, expected)

@@ -18,7 +18,7 @@ import torch
 import dose_model.cache.tokenize as T
 from dose_model.cache.index import read_index
 from dose_model.cache.ranks import TokenizeRank
-from dose_model.cache.tokenize import MissingShards, tokenize_manifest
+from dose_model.cache.tokenize import MissingShards, TokenizeOptions, tokenize_manifest
 from tests.dose_fixtures import one_thread, write_fake_rmod, write_tiny_codec  # noqa: F401
 
 SHOT_S = 0.25
@@ -45,7 +45,7 @@ def reference(tmp_path_factory, dataset, weights) -> Path:
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as one_thread, which a module fixture runs before
     try:
-        tokenize_manifest(dataset, weights, out, **SETTINGS)
+        tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS))
     finally:
         torch.set_num_threads(before)
     return out
@@ -118,25 +118,29 @@ def test_two_rank_processes_then_merge_equal_one_process(tmp_path, dataset, weig
 
 def test_a_merge_names_the_shards_no_rank_finished(tmp_path, dataset, weights, reference):
     out = tmp_path / "tok"
-    summary = tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(0, 2))
+    summary = tokenize_manifest(
+        TokenizeOptions(dataset, weights, out, **SETTINGS, rank=0, world_size=2)
+    )
     assert summary.shards_written == 3 and summary.rows_encoded == 3
     assert sorted(p.name for p in (out / "train").iterdir()) == ["000000", "000002"]
     assert [p.name for p in (out / "valid").iterdir()] == ["000001"]
     with pytest.raises(MissingShards, match="2 shard") as err:
-        tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(merge=True))
+        tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS, merge=True))
     assert err.value.missing == ["train/000001", "valid/000000"]
     assert read_index(out)["complete"] is False
     # a shard file cut short is not a finished shard either
-    tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(1, 2))
+    tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS, rank=1, world_size=2))
     kick = out / "train" / "000002" / "kick.npy"
     kick.write_bytes(kick.read_bytes()[:-7])
     with pytest.raises(MissingShards) as err:
-        tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(merge=True))
+        tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS, merge=True))
     assert err.value.missing == ["train/000002"]
     # rank 0 again redoes just that shard, then the merge gives the one-process bytes
-    again = tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(0, 2))
+    again = tokenize_manifest(
+        TokenizeOptions(dataset, weights, out, **SETTINGS, rank=0, world_size=2)
+    )
     assert again.shards_written == 1 and again.shards_kept == 2
-    tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(merge=True))
+    tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS, merge=True))
     assert tree_bytes(out) == tree_bytes(reference)
 
 
@@ -193,7 +197,7 @@ def test_reader_threads_run_ahead_of_the_codec(tmp_path, dataset, weights, monke
     monkeypatch.setattr(T, "_encode", tracked_encode)
     train = dataset / "manifests" / "train.jsonl"
     settings = SETTINGS | {"shard_size": 4}
-    tokenize_manifest(train, weights, tmp_path / "tok", **settings, workers=2)
+    tokenize_manifest(TokenizeOptions(train, weights, tmp_path / "tok", **settings, workers=2))
     first_end = next(t for t, kind, _ in events if kind == "encode-end")
     ahead = next(t for t, kind, rid in events if kind == "load" and rid == "train-000002")
     assert ahead < first_end
@@ -206,10 +210,10 @@ def test_a_rank_removes_only_its_own_leftovers(tmp_path, dataset, weights):
     """What a killed rank left (a temporary shard folder) is removed by that rank's rerun;
     another rank, perhaps still writing its own, leaves it alone."""
     out = tmp_path / "tok"
-    tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(0, 2))
+    tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS, rank=0, world_size=2))
     leftover = out / "train" / f"{T.TMP_PREFIX}000001.4242"  # shard ordinal 1: rank 1's
     leftover.mkdir()
-    tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(0, 2))
+    tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS, rank=0, world_size=2))
     assert leftover.is_dir()
-    tokenize_manifest(dataset, weights, out, **SETTINGS, rank=TokenizeRank(1, 2))
+    tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS, rank=1, world_size=2))
     assert not leftover.exists()

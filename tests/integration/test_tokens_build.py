@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from dose_model.cache.index import read_index
-from dose_model.cache.tokenize import tokenize_manifest
+from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
 from dose_model.train.batches import TokenDataset
 from rmod.build.run import BuildOptions, BuildRefused, build
 from rmod.build.sink import SinkSpec
@@ -111,7 +111,7 @@ def test_tokens_equal_dose_tokenize_on_the_stored_build(stored, tokens, weights,
         assert [r.pop("stored") for r in mine] == [False] * len(mine)
         assert mine == rows(stored, split)
     ref = tmp_path / "ref"
-    tokenize_manifest(stored, weights, ref, shard_size=SHARD, progress=False)
+    tokenize_manifest(TokenizeOptions(stored, weights, ref, shard_size=SHARD, progress=False))
     shards = {k: v for k, v in tree_bytes(ref).items() if k != "index.json"}
     assert len(shards) == 4 * 5  # 4 shards: mixture, kick, snare, hihat codes + meta
     assert {k: v for k, v in tree_bytes(tok).items() if k != "index.json"} == shards
@@ -125,7 +125,7 @@ def test_tokens_equal_dose_tokenize_on_the_stored_build(stored, tokens, weights,
     assert len(TokenDataset(tok, "train", "kick")) == 3
     # dose-tokenize's own shard and batch sizes give the same codes, row for row (on the CPU)
     default = tmp_path / "default"
-    tokenize_manifest(stored, weights, default, progress=False)
+    tokenize_manifest(TokenizeOptions(stored, weights, default, progress=False))
     for split, n_shards in (("train", 2), ("valid", 1), ("test", 1)):
         for name in ("mixture", "kick", "snare", "hihat"):
             mine = [np.load(tok / split / f"{i:06d}" / f"{name}.npy") for i in range(n_shards)]

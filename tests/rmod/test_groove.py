@@ -221,3 +221,48 @@ def test_rmod_build_with_midi_dir(tmp_path, small_library, capsys, caplog):
     assert "0 rendered + " in capsys.readouterr().out
     assert build_main(argv) == 2
     assert "--midi-dir" in capsys.readouterr().err
+
+
+def test_the_groove_midi_datasets_own_split_wins_over_the_hash(tmp_path):
+    """With the Groove MIDI Dataset's info.csv, a file's split is GMD's (validation -> valid);
+    files it does not name keep the hash split; the table's hash is part of the inputs."""
+    from rmod.errors import InputError
+
+    folder = tmp_path / "gmd"
+    (folder / "drummer1").mkdir(parents=True)
+    for k in range(3):
+        _write_midi(folder / "drummer1" / f"take{k}.mid", GOOD + [(2.5 + k / 1000, 42)])
+    _write_midi(folder / "extra.mid", GOOD)
+    hashed = {
+        name: split_for_hash("midi:" + hashlib.sha256((folder / name).read_bytes()).hexdigest())
+        for name in ("drummer1/take0.mid", "drummer1/take1.mid", "drummer1/take2.mid", "extra.mid")
+    }
+    # give every listed file a split its hash would not give it
+    other = {"train": "test", "valid": "train", "test": "validation"}
+    rows = [(f"drummer1/take{k}.mid", other[hashed[f"drummer1/take{k}.mid"]]) for k in range(3)]
+    table = "drummer,session,id,midi_filename,split\n" + "".join(
+        f"drummer1,s,{k},{name},{split}\n" for k, (name, split) in enumerate(rows)
+    )
+    (folder / "info.csv").write_text(table)
+    groove = scan_midi_dir(folder, window_s=1.0, sample_rate=22050)
+    ours = {"train": "train", "validation": "valid", "test": "test"}
+    for name, split in rows:
+        assert groove.files[name] == ours[split] != hashed[name]
+        assert all(
+            w.path != name for s, ws in groove.windows.items() if s != ours[split] for w in ws
+        )
+    assert groove.files["extra.mid"] == hashed["extra.mid"]  # not in the table: by hash
+    assert groove.hashes["info.csv"] == hashlib.sha256(table.encode()).hexdigest()
+    without = tmp_path / "plain"
+    (without / "drummer1").mkdir(parents=True)
+    for name in ("drummer1/take0.mid", "extra.mid"):
+        (without / name).write_bytes((folder / name).read_bytes())
+    plain = scan_midi_dir(without, window_s=1.0, sample_rate=22050)
+    assert plain.files == {n: hashed[n] for n in ("drummer1/take0.mid", "extra.mid")}
+    assert "info.csv" not in plain.hashes
+    (folder / "info.csv").write_text(table + "drummer1,s,9,drummer1/take0.mid,holdout\n")
+    with pytest.raises(InputError, match=r"info.csv: line 5: split 'holdout'"):
+        scan_midi_dir(folder, window_s=1.0, sample_rate=22050)
+    (folder / "info.csv").write_text("drummer,filename\nx,y\n")
+    with pytest.raises(InputError, match="no midi_filename or split column"):
+        scan_midi_dir(folder, window_s=1.0, sample_rate=22050)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmod.library.builtin.fonts import Font
-from rmod.library.builtin.sf2 import load_soundfont, render_note
+from rmod.library.builtin.sf2 import SoundFontError, load_soundfont, render_note
 
 DRUM_KEYS = {"kick": (35, 36), "snare": (38, 39, 40), "hihat": (42, 44, 46)}
 #: (font file, kit, key) whose sound is not of the class: TimGM6mb's timpani, ocean wave.
@@ -136,6 +136,11 @@ def sampled_oneshot(
         sf, base.bank, base.program, base.key, base.velocity, note_s, sr, cents=cents, tail_s=0.3
     )
     x = x[: int(2.0 * sr)]
+    if not np.any(x) or not np.all(np.isfinite(x)):
+        raise SoundFontError(
+            f"{base.font}: kit {base.bank}:{base.program} key {base.key} velocity "
+            f"{base.velocity} renders silence"
+        )
     if variant > 0:
         t = np.arange(x.size) / sr
         x = x * np.exp(-t * rng.uniform(0.0, 12.0))

@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS
-from rmod.audio import atomic_write_bytes, encode_audio
+from rmod.audio import encode_audio
 from rmod.library.builtin.drums import drum_bases, sampled_oneshot
 from rmod.library.builtin.fonts import Font
-from rmod.library.builtin.loops import PROGRAMS, program_loop
-from rmod.library.builtin.sf2 import load_soundfont
+from rmod.library.builtin.loops import PROGRAMS, program_loop, until_sound
+from rmod.library.builtin.sf2 import SoundFontError, load_soundfont
+from rmod.limits import real_path
+from rmod_dose_common.fileio import atomic_write_bytes
 
 
 @dataclass
@@ -68,10 +70,11 @@ def export_soundfont(
 
     Raises :class:`rmod.library.builtin.sf2.SoundFontError` naming the file when it cannot be read.
     """
-    path = str(Path(sf2).resolve())
+    path = str(real_path(sf2, "SF2"))
     sf = load_soundfont(path)
     role = "gm" if any(bank == 128 for bank, _ in sf.names) else "kits"
     font = Font(path, role, 0, os.path.getsize(path))
+    out_dir = real_path(out_dir, "--out")
     out = Path(out_dir)
     report = ExportReport({c: 0 for c in DRUMS + INSTRUMENTS})
     for cls in DRUMS:
@@ -92,10 +95,19 @@ def export_soundfont(
             folder = out / cls / f"p{program:03d}-{_slug(sf.names[(0, program)])}"
             for k in range(loops_per_program):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, program, k]))
+
+                def loop(cls=cls, rng=rng, program=program):
+                    return program_loop(cls, rng, path, program, min_loop_s, sample_rate)
+
                 try:
-                    x, _ = program_loop(cls, rng, path, program, min_loop_s, sample_rate)
-                except RuntimeError as exc:
-                    report.skipped.append(f"{cls} program {program}: {exc}")
+                    x, _ = until_sound(loop, f"{path}: {cls} program {program}", sample_rate)
+                except SoundFontError as exc:
+                    why = (
+                        str(exc)
+                        .removeprefix(f"{path}: ")
+                        .removeprefix(f"{cls} program {program}: ")
+                    )
+                    report.skipped.append(f"{cls} program {program}: {why}")
                     break
                 _write(folder / f"{cls}-{k}.flac", _level(x), sample_rate)
                 report.counts[cls] += 1

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 #: Bump whenever the generated audio changes: the cache folder is named after it, so an
 #: older cache is never mistaken for the current library (tests/rmod/test_builtin.py pins a
 #: summary of a few items to catch a change that forgot the bump).
-BUILTIN_VERSION = 4
+BUILTIN_VERSION = 5
 MANIFEST_NAME = "library.jsonl"
 
 
@@ -76,6 +76,14 @@ class Sources:
     def tag(self) -> str:
         """Ten hex digits naming the sources (see :func:`rmod.library.builtin.fonts.sources_tag`)."""
         return sources_tag(self.fonts, self.espeak)
+
+    def record(self) -> dict[str, str]:
+        """What ``build.json`` records of the sources (``library_sources``): each font as
+        ``"sf2:<file name>": SHA-256`` and ``"espeak-ng": version`` when it is used."""
+        out = {f"sf2:{f.name}": f.sha256 or f"{f.size} bytes" for f in self.fonts}
+        if self.espeak is not None:
+            out["espeak-ng"] = self.espeak
+        return out
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,14 @@ groups, a phrase (:mod:`rmod.library.builtin.phrases`) and, per class:
   (:func:`exciter`): the upper mids saturated into harmonics above 4-6 kHz and mixed in,
   as a production brightens keys, guitars and vocals (the issue 12 high-band target).
 
+**No silent stretch**, whatever the sources: every :data:`LOOP_WINDOW_S` window of a loop
+(hop a quarter of it, wrapping around the loop's end) must have an RMS at most
+:data:`QUIET_WINDOW_DB` below the loop's peak (:func:`quietest_window_db`). A loop that
+fails (a phrase with a long rest, a program whose samples miss some keys) is drawn again
+from the same generator, up to :data:`MAX_LOOP_TRIES` times, so the library stays the same
+for the same sources; a font that never passes is a one-line
+:class:`rmod.library.builtin.sf2.SoundFontError`.
+
 The melodic soundfont is the best General MIDI font found (lowest rank) that holds a program
 of the class. Note tails past
 the loop end wrap to its start so the loop repeats seamlessly.
@@ -27,7 +35,7 @@ import numpy as np
 from scipy.signal import butter, lfilter, resample_poly, sosfilt
 
 from rmod.library.builtin.phrases import random_phrase
-from rmod.library.builtin.sf2 import load_soundfont, render_note
+from rmod.library.builtin.sf2 import SoundFontError, load_soundfont, render_note
 from rmod.library.builtin.voice import speech_loop
 
 #: Program groups per class: (weight, GM programs).
@@ -45,6 +53,46 @@ DRIVE_P = 0.9
 SPEECH_P = 0.9
 AIR_P = 0.9
 EXCITER_P = {"piano": 0.9, "guitar": 0.85, "vocal": 0.9}
+#: The no-silent-stretch rule: window length (s), and how far below the loop's peak (dB)
+#: a window's RMS may be. The built-in library's loops peak at -6..-1 dBFS, so every
+#: second of one is louder than -44 dBFS.
+LOOP_WINDOW_S = 1.0
+QUIET_WINDOW_DB = 38.0
+MAX_LOOP_TRIES = 8
+
+
+def quietest_window_db(x: np.ndarray, sr: int, window_s: float = LOOP_WINDOW_S) -> float:
+    """RMS (dB) of the quietest ``window_s`` window of loop ``x`` (mono, ``sr`` Hz) re its
+    peak; windows start every quarter window and wrap around the loop's end (-inf for
+    silence; a loop shorter than a window is one window)."""
+    x = np.asarray(x, dtype=np.float64)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak == 0.0 or not np.isfinite(peak):
+        return -np.inf
+    n = min(x.size, max(1, int(round(window_s * sr))))
+    hop = max(1, n // 4)
+    power = np.concatenate([[0.0], np.cumsum(np.concatenate([x, x[: n - 1]]) ** 2)])
+    starts = np.arange(0, x.size, hop)
+    rms = np.sqrt(np.maximum(power[starts + n] - power[starts], 0.0) / n)
+    return float(20 * np.log10(max(float(rms.min()), 1e-300) / peak))
+
+
+def until_sound(make, what: str, sr: int) -> tuple[np.ndarray, str]:
+    """The first of up to :data:`MAX_LOOP_TRIES` loops ``make()`` gives (``(audio, how)``)
+    that has no silent stretch (:func:`quietest_window_db` >= -:data:`QUIET_WINDOW_DB`);
+    :class:`SoundFontError` naming ``what`` when none has."""
+    worst = -np.inf
+    for _ in range(MAX_LOOP_TRIES):
+        x, how = make()
+        quiet = quietest_window_db(x, sr)
+        if quiet >= -QUIET_WINDOW_DB:
+            return x, how
+        worst = max(worst, quiet)
+    raise SoundFontError(
+        f"{what}: no loop without a silent stretch in {MAX_LOOP_TRIES} tries (best: a "
+        f"{LOOP_WINDOW_S:g} s window {-worst:.0f} dB below the peak; QUIET_WINDOW_DB = "
+        f"{QUIET_WINDOW_DB:g})"
+    )
 
 
 def high_shelf(x: np.ndarray, freq: float, gain_db: float, sr: int) -> np.ndarray:
@@ -116,15 +164,20 @@ def _program(cls: str, rng: np.random.Generator, sf) -> int:
 def render_loop(
     cls: str, rng: np.random.Generator, font: str, min_s: float, sr: int, speech: bool
 ) -> tuple[np.ndarray, str]:
-    """A seamless loop of instrument ``cls``: ``(float mono audio, what played it)``.
+    """A seamless loop of instrument ``cls`` without a silent stretch (module docstring):
+    ``(float mono audio, what played it)``.
 
     ``font``: the melodic soundfont's path; ``speech``: whether espeak-ng may be used.
     """
-    if cls == "vocal" and speech and rng.random() < SPEECH_P:
-        phrase = random_phrase(cls, rng, min_s)
-        return _finish(cls, speech_loop(rng, phrase.duration, sr), rng, sr), "espeak-ng"
-    program = _program(cls, rng, load_soundfont(font))
-    return program_loop(cls, rng, font, program, min_s, sr)
+
+    def one() -> tuple[np.ndarray, str]:
+        if cls == "vocal" and speech and rng.random() < SPEECH_P:
+            phrase = random_phrase(cls, rng, min_s)
+            return _finish(cls, speech_loop(rng, phrase.duration, sr), rng, sr), "espeak-ng"
+        program = _program(cls, rng, load_soundfont(font))
+        return program_loop(cls, rng, font, program, min_s, sr)
+
+    return until_sound(one, f"{font}: {cls}", sr)
 
 
 def program_loop(
@@ -145,8 +198,8 @@ def program_loop(
         first = min(x.size, n - start)
         out[start : start + first] += x[:first]
         out[: x.size - first] += x[first:]
-    if not np.any(out):
-        raise RuntimeError(f"program {program} rendered silence for {cls}")
+    if not np.any(out) or not np.all(np.isfinite(out)):
+        raise SoundFontError(f"{font}: program {program} rendered silence for {cls}")
     how = f"program {program}"
     if cls == "guitar" and rng.random() < DRIVE_P:
         out = overdrive(out, rng, sr)

@@ -9,7 +9,8 @@ rendered audio loops seamlessly. Styles per instrument:
 * guitar: strummed chords ringing until the next strum (strings staggered 8-25 ms,
   down/up on eighths) or a
   pentatonic single-note riff.
-* vocal: a legato melody of scale tones with rests (vibrato is added by the renderer).
+* vocal: a legato melody of scale tones with short rests, never two in a row nor at the
+  start (vibrato is added by the renderer).
 """
 
 from __future__ import annotations
@@ -154,12 +155,16 @@ def _vocal(rng, chords, beat, n_bars, tonic, scale_steps) -> list[Note]:
     t = 0.0
     total = n_bars * 4 * beat
     idx = int(rng.integers(2, len(keys) - 2))
+    rested = True  # no rest at the start: the loop's end may already be a gap
     while t < total - beat / 2:
         length = beat * float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0, 3.0]))
         length = min(length, total - t)
-        if rng.random() < 0.15:  # a short rest (at most a beat: a loop never goes quiet)
+        rest = rng.random() < 0.15  # drawn every time: the draws stay in step
+        if rest and not rested:  # a short rest: at most a beat, never two in a row
             t += min(length, beat)
+            rested = True
             continue
+        rested = False
         idx = int(np.clip(idx + rng.integers(-2, 3), 0, len(keys) - 1))
         notes.append(Note(t, length * 0.97, keys[idx], _vel(rng, 75, 110)))
         t += length

@@ -10,12 +10,26 @@ modulation envelope and custom modulators are ignored; SF3 (compressed) samples 
 refused. Notes are rendered by reading the zone's sample at a fractional position
 (linear interpolation), wrapping inside the loop when the zone loops, low-pass
 filtering and multiplying by the envelope. Sample data stay on disk (memory-mapped).
+
+What it trusts: nothing in the file. Only a regular file is opened; the header block
+(``pdta``) may hold at most :data:`rmod.limits.MAX_SF2_PDTA_BYTES`; its records must point
+forward (bags, generators and modulators in order), so each is read once; presets may
+define at most :data:`rmod.limits.MAX_SF2_ZONES` distinct zones in all (preset zones with
+equal generators over one instrument are built once, so their cost is that of one); a
+sample a zone plays must lie inside the sample data and declare a rate from
+:data:`rmod.limits.MIN_SF2_SAMPLE_RATE` to :data:`rmod.limits.MAX_SF2_SAMPLE_RATE`. Each refusal
+is a :class:`SoundFontError` naming the file (and the sample or limit). Generator values
+are clamped to the ranges of the SoundFont 2.04 specification (section 8.1.3), as players
+do; zones whose sample is empty are left out, and :meth:`SoundFont.zones` passes over those
+whose sample is silent.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from rmod.errors import RmodError
+from rmod.limits import (
+    MAX_SF2_PDTA_BYTES,
+    MAX_SF2_SAMPLE_RATE,
+    MAX_SF2_ZONES,
+    MIN_SF2_SAMPLE_RATE,
+    FileRefused,
+    open_regular,
+)
 
 # Generator operator numbers of the SoundFont 2.04 specification.
 _START_LOOP_OFS, _END_LOOP_OFS = 2, 3
@@ -35,6 +57,22 @@ _FILTER_FC, _FILTER_Q = 8, 9
 #: Generators a preset zone adds to its instrument zones' values (SF2.04 section 9.4).
 _ADDITIVE = (_ATTENUATION, _COARSE_TUNE, _FINE_TUNE, _FILTER_FC, _FILTER_Q)
 _ADDITIVE += (_ATTACK, _HOLD, _DECAY, _SUSTAIN, _RELEASE)
+#: Allowed range of each generator's value (SoundFont 2.04 section 8.1.3; instrument and
+#: preset values summed first): values outside are clamped.
+_RANGES = {
+    _ATTENUATION: (0, 1440),
+    _COARSE_TUNE: (-120, 120),
+    _FINE_TUNE: (-99, 99),
+    _SCALE_TUNING: (0, 1200),
+    _ATTACK: (-12000, 8000),
+    _HOLD: (-12000, 5000),
+    _DECAY: (-12000, 8000),
+    _SUSTAIN: (0, 1440),
+    _RELEASE: (-12000, 8000),
+    _FILTER_FC: (1500, 13500),
+    _FILTER_Q: (0, 960),
+}
+_INSTRUMENT, _MAX_CHUNKS = 41, 64
 _FC_OPEN = 13500  # cents (about 20 kHz): the default, no filtering
 _VEL_TO_FC = -2400  # cents at velocity 0 (the default modulator), zones with a filter only
 _TIMECENT_DEFAULT = -12000  # about 1 ms
@@ -93,7 +131,8 @@ def _short(gens: dict, oper: int, default: int) -> int:
     if oper in _ADDITIVE and "preset" in gens:
         pgen = gens["preset"].get(oper)
         value += 0 if pgen is None else pgen.short
-    return value
+    lo, hi = _RANGES.get(oper, (value, value))
+    return min(hi, max(lo, value))
 
 
 def _range(gens: dict, oper: int) -> tuple[int, int]:
@@ -120,28 +159,46 @@ class SoundFont:
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)  # sf2utils warns about harmless quirks of most files
         try:
-            with open(self.path, "rb") as fh:
+            with open_regular(self.path, what="soundfont") as fh:
+                smpl = _layout(fh, os.fstat(fh.fileno()).st_size, self.path)
+                fh.seek(0)
                 sf = Sf2File(fh)
+                _check_hydra(sf.raw.pdta, self.path)
                 presets = [p for p in sf.presets if p.name != "EOP"]
                 samples = [s for s in sf.samples if s.name != "EOS"]
                 headers = sf.raw.pdta["Shdr"]
-                offset = sf.raw.smpl_offset
                 if any(h.sample_type & 0x10 for h in headers):
                     raise SoundFontError(f"{self.path}: compressed (SF3) samples are not supported")
-                if not samples or offset is None:
+                if not samples or smpl is None:
                     raise SoundFontError(f"{self.path}: the soundfont holds no samples")
+                offset, n_bytes = smpl
+                self.pool = np.memmap(
+                    self.path, dtype="<i2", mode="r", offset=offset, shape=(max(1, n_bytes // 2),)
+                )
+                self._silent: dict[tuple[int, int], bool] = {}
+                self._n_samples = n_bytes // 2
+                self._built: dict[tuple, list[Zone]] = {}
+                self._count = 0
                 self.names = {(p.bank, p.preset): p.name for p in presets}
                 self._zones = {(p.bank, p.preset): self._preset_zones(p) for p in presets}
         except SoundFontError:
             raise
+        except FileRefused as exc:
+            raise SoundFontError(str(exc)) from None
         except Exception as exc:  # sf2utils raises many kinds on a damaged file
-            raise SoundFontError(f"{self.path}: not a readable SoundFont 2 file ({exc})") from None
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SoundFontError(
+                f"{self.path}: not a readable SoundFont 2 file ({detail})"
+            ) from None
         finally:
             logging.disable(previous)
-        n = max(s.end for s in samples) + 1
-        self.pool = np.memmap(self.path, dtype="<i2", mode="r", offset=offset, shape=(n,))
+        del self._built
 
     def _preset_zones(self, preset) -> list[Zone]:
+        """The zones of a preset. Zones of one instrument under equal preset generators are
+        built once per font (the same records serve every preset zone that repeats them);
+        what is built and what each preset plays count towards
+        :data:`rmod.limits.MAX_SF2_ZONES`."""
         zones: list[Zone] = []
         preset_global: dict = {}
         for pbag in preset.bags:
@@ -150,20 +207,53 @@ class SoundFont:
                 preset_global = dict(pbag.gens)
                 continue
             pgens = {**preset_global, **pbag.gens}
-            pkeys, pvels = _range(pgens, _KEY_RANGE), _range(pgens, _VEL_RANGE)
-            global_gens: dict = {}
-            for ibag in inst.bags:
-                if _SAMPLE_ID not in ibag.gens:
-                    global_gens = dict(ibag.gens)
-                    continue
-                gens = {**global_gens, **ibag.gens, "preset": pgens}
-                keys, vels = _range(gens, _KEY_RANGE), _range(gens, _VEL_RANGE)
-                keys = (max(keys[0], pkeys[0]), min(keys[1], pkeys[1]))
-                vels = (max(vels[0], pvels[0]), min(vels[1], pvels[1]))
-                if keys[0] > keys[1] or vels[0] > vels[1]:
-                    continue
-                zones.append(self._zone(ibag, gens, keys, vels))
+            key = (id(inst), tuple(sorted((o, g.amount) for o, g in pgens.items())))
+            if key not in self._built:
+                self._spend(len(inst.bags))
+                self._built[key] = self._instrument_zones(inst, pgens)
+            self._spend(len(self._built[key]))
+            zones += self._built[key]
         return zones
+
+    def _spend(self, n: int) -> None:
+        self._count += n
+        if self._count > MAX_SF2_ZONES:
+            raise SoundFontError(f"{self.path}: more than MAX_SF2_ZONES = {MAX_SF2_ZONES} zones")
+
+    def _instrument_zones(self, inst, pgens: dict) -> list[Zone]:
+        """The zones of instrument ``inst`` under preset generators ``pgens``."""
+        pkeys, pvels = _range(pgens, _KEY_RANGE), _range(pgens, _VEL_RANGE)
+        zones: list[Zone] = []
+        global_gens: dict = {}
+        for ibag in inst.bags:
+            if _SAMPLE_ID not in ibag.gens:
+                global_gens = dict(ibag.gens)
+                continue
+            gens = {**global_gens, **ibag.gens, "preset": pgens}
+            keys, vels = _range(gens, _KEY_RANGE), _range(gens, _VEL_RANGE)
+            keys = (max(keys[0], pkeys[0]), min(keys[1], pkeys[1]))
+            vels = (max(vels[0], pvels[0]), min(vels[1], pvels[1]))
+            if keys[0] > keys[1] or vels[0] > vels[1] or not self._plays(ibag):
+                continue
+            zones.append(self._zone(ibag, gens, keys, vels))
+        return zones
+
+    def _plays(self, ibag) -> bool:
+        """Whether the zone's sample can sound: inside the sample data (else
+        :class:`SoundFontError`), at an allowed rate (else too), not empty."""
+        s = ibag.sample
+        if not 0 <= s.start <= s.end <= self._n_samples:
+            raise SoundFontError(
+                f"{self.path}: sample {s.name!r} ({s.start}..{s.end}) lies outside the "
+                f"sample data ({self._n_samples} samples)"
+            )
+        if not MIN_SF2_SAMPLE_RATE <= s.sample_rate <= MAX_SF2_SAMPLE_RATE:
+            raise SoundFontError(
+                f"{self.path}: sample {s.name!r} declares {s.sample_rate} Hz, outside "
+                f"MIN_SF2_SAMPLE_RATE..MAX_SF2_SAMPLE_RATE = "
+                f"{MIN_SF2_SAMPLE_RATE}..{MAX_SF2_SAMPLE_RATE}"
+            )
+        return s.end - s.start >= 2
 
     def _zone(self, ibag, gens: dict, keys: tuple[int, int], vels: tuple[int, int]) -> Zone:
         s = ibag.sample
@@ -178,7 +268,7 @@ class SoundFont:
                 loop = (int(ls), int(le))
         root = _short(gens, _ROOT_KEY, -1)
         if not 0 <= root <= 127:
-            root = s.original_pitch
+            root = min(127, max(0, s.original_pitch))
         tune = 100.0 * _short(gens, _COARSE_TUNE, 0) + _short(gens, _FINE_TUNE, 0)
         return Zone(
             name=s.name,
@@ -195,10 +285,10 @@ class SoundFont:
             attack_s=_timecents(gens, _ATTACK),
             hold_s=_timecents(gens, _HOLD),
             decay_s=_timecents(gens, _DECAY),
-            sustain_db=min(100.0, max(0.0, _short(gens, _SUSTAIN, 0) / 10.0)),
+            sustain_db=min(100.0, _short(gens, _SUSTAIN, 0) / 10.0),
             release_s=min(MAX_RELEASE_S, _timecents(gens, _RELEASE)),
-            filter_fc_cents=float(min(_FC_OPEN, max(1500, _short(gens, _FILTER_FC, _FC_OPEN)))),
-            filter_q_db=min(96.0, max(0.0, _short(gens, _FILTER_Q, 0) / 10.0)),
+            filter_fc_cents=float(_short(gens, _FILTER_FC, _FC_OPEN)),
+            filter_q_db=_short(gens, _FILTER_Q, 0) / 10.0,
         )
 
     def zones(self, bank: int, program: int, key: int, velocity: int | None = 100) -> list[Zone]:
@@ -208,7 +298,16 @@ class SoundFont:
             for z in self._zones.get((bank, program), [])
             if z.key_range[0] <= key <= z.key_range[1]
             and (velocity is None or z.vel_range[0] <= velocity <= z.vel_range[1])
+            and not self._is_silent(z)
         ]
+
+    def _is_silent(self, zone: Zone) -> bool:
+        """Whether the zone's sample is all zeros (such zones never sound; checked when first
+        asked, so only the samples that are played are read)."""
+        key = (zone.start, zone.end)
+        if key not in self._silent:
+            self._silent[key] = not np.any(self.pool[zone.start : zone.end])
+        return self._silent[key]
 
     def has_preset(self, bank: int, program: int) -> bool:
         """Whether the soundfont defines preset (bank, program)."""
@@ -217,6 +316,59 @@ class SoundFont:
     def sample(self, zone: Zone) -> np.ndarray:
         """The zone's raw sample, float32 mono, at ``zone.sample_rate``."""
         return np.asarray(self.pool[zone.start : zone.end], dtype=np.float32) / np.float32(32768)
+
+
+def _layout(fh, size: int, path: Path) -> tuple[int, int] | None:
+    """Offset and size (bytes) of the sample data (``smpl``), from the RIFF chunk headers;
+    :class:`SoundFontError` for a file that is no SoundFont 2 or whose header block
+    (``pdta``) is bigger than :data:`rmod.limits.MAX_SF2_PDTA_BYTES`."""
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"sfbk":
+        raise SoundFontError(f"{path}: not a SoundFont 2 file (no RIFF sfbk header)")
+    end = min(size, 8 + struct.unpack("<I", head[4:8])[0])
+    pos, smpl = 12, None
+    for _ in range(_MAX_CHUNKS):
+        fh.seek(pos)
+        chunk = fh.read(12)
+        if pos + 8 > end or len(chunk) < 8:
+            break
+        tag, n = struct.unpack("<4sI", chunk[:8])
+        if tag == b"LIST" and chunk[8:] == b"pdta" and n > MAX_SF2_PDTA_BYTES:
+            raise SoundFontError(
+                f"{path}: a header block of {n} bytes, more than MAX_SF2_PDTA_BYTES = "
+                f"{MAX_SF2_PDTA_BYTES}"
+            )
+        if tag == b"LIST" and chunk[8:] == b"sdta":
+            sub, sub_end = pos + 12, min(end, pos + 8 + n)
+            for _ in range(_MAX_CHUNKS):
+                fh.seek(sub)
+                sub_head = fh.read(8)
+                if sub + 8 > sub_end or len(sub_head) < 8:
+                    break
+                sub_tag, sub_n = struct.unpack("<4sI", sub_head)
+                if sub_tag == b"smpl":
+                    smpl = (sub + 8, max(0, min(sub_n, size - sub - 8)))
+                sub += 8 + sub_n + (sub_n & 1)
+        pos += 8 + n + (n & 1)
+    return smpl
+
+
+def _check_hydra(pdta: dict, path: Path) -> None:
+    """Refuse header records that point backwards or past their lists (each bag, generator
+    and modulator then belongs to one preset or instrument, read once)."""
+    pairs = (("Phdr", "bag", "Pbag"), ("Inst", "bag", "Ibag"))
+    pairs += (("Pbag", "gen", "Pgen"), ("Pbag", "mod", "Pmod"))
+    pairs += (("Ibag", "gen", "Igen"), ("Ibag", "mod", "Imod"))
+    for records, field_name, target in pairs:
+        index = [getattr(r, field_name) for r in pdta.get(records, [])]
+        size = len(pdta.get(target, []))
+        if any(b < a for a, b in zip(index, index[1:], strict=False)) or (
+            index and index[-1] > size
+        ):
+            raise SoundFontError(
+                f"{path}: not a readable SoundFont 2 file ({records} records point out of "
+                f"order or past the {size} {target} records)"
+            )
 
 
 @functools.lru_cache(maxsize=8)
