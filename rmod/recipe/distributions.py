@@ -44,6 +44,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value: Any) -> bool:
+    """A number (not a bool) that is finite as a float: an integer beyond a float's range
+    (YAML reads one of 400 digits) is not."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _freeze(value: Any) -> Any:
     """Lists become tuples (recursively) so drawn values are hashable and immutable."""
     if isinstance(value, (list, tuple)):
@@ -255,7 +266,7 @@ def _pair(value: Any, where: str, what: str, integer: bool = False) -> tuple[flo
     for v in (lo, hi):
         if integer and not (isinstance(v, int) and not isinstance(v, bool)):
             raise DistributionError(where, f"{what} needs integers, got {v!r}")
-        if not _is_number(v) or not math.isfinite(v):
+        if not _finite(v):
             raise DistributionError(where, f"{what} needs finite numbers, got {v!r}")
     if lo > hi:
         raise DistributionError(where, f"low {lo} > high {hi}")
@@ -270,7 +281,7 @@ def parse_distribution(spec: Any, where: str) -> Distribution:
     a probability outside [0, 1], an empty choice or a non-positive log-uniform bound.
     """
     if isinstance(spec, bool) or _is_number(spec):
-        if _is_number(spec) and not math.isfinite(spec):
+        if _is_number(spec) and not _finite(spec):
             raise DistributionError(where, f"constant must be finite, got {spec!r}")
         return Constant(spec)
     if not isinstance(spec, dict):
@@ -366,7 +377,7 @@ def _pair_any(value: Any, where: str) -> tuple[float, float]:
     if (
         not isinstance(value, (list, tuple))
         or len(value) != 2
-        or not all(_is_number(v) and math.isfinite(v) for v in value)
+        or not all(_finite(v) for v in value)
     ):
         raise DistributionError(where, f"normal needs [mu, sigma], got {value!r}")
     return float(value[0]), float(value[1])
