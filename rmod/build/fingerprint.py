@@ -26,6 +26,7 @@ RENDERING_MODULES = (
     "rmod.example.tracks", "rmod.example.mixing", "rmod.example.master",
     "rmod.example.sample_store", "rmod.example.pitch",
     "rmod.build.manifest", "rmod.build.worker",
+    "rmod.build.tar_layout", "rmod_dose_common.tar_shards",
 )  # fmt: skip
 #: ``rmod`` modules a build imports that do not decide its bytes, and why.
 NOT_RENDERING_MODULES = {
@@ -56,6 +57,7 @@ NOT_RENDERING_MODULES = {
     "rmod.build.task": "the task record sent to a worker and its result; data, not rendering",
     "rmod.build.upkeep": "process upkeep (lease, parent watch, allocator); changes no result",
     "rmod.build.shards": "where a shard's files go and how it commits, not what they hold",
+    "rmod_dose_common": "the shared package's index: its modules are listed one by one",
 }
 RENDERING_PACKAGES = (
     "numpy", "scipy", "soxr", "pedalboard", "soundfile", "miditoolkit"

@@ -5,8 +5,8 @@ derives the split sizes (valid/test are recipe fractions of the training size, a
 1 each) and the shard size, refuses sizes past the format's limits, a library that lacks
 a drum class in a split to be built and a Groove MIDI folder without windows in one, and
 returns the :class:`BuildPlan`: the ``build.json`` record and the shards. It writes nothing;
-bad options (numbers, ``--backend``/``--scheduler``, ``--format``, ``--shard-size``) are
-refused first.
+bad options (numbers, ``--backend``/``--scheduler``, ``--format``, ``--layout``,
+``--shard-size``) are refused first.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import rmod
 from rmod import SPLITS
 from rmod.build.backends import check_backend
 from rmod.build.fingerprint import engine_fingerprint
-from rmod.build.manifest import BuildInfo
+from rmod.build.manifest import LAYOUTS, BuildInfo
 from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.build.shards import Shard, plan_shards
+from rmod.build.tar_layout import DEFAULT_TAR_SHARD_SIZE
 from rmod.errors import InputError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
@@ -44,7 +45,9 @@ class BuildOptions:
     loky and a ``LocalCluster``; every worker thread of a ``--scheduler`` cluster).
     ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's. ``shard_size``:
     examples per shard, ``None`` for :func:`default_shard_size`. ``midi_dir``: MIDI
-    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``).
+    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``). ``layout``:
+    ``folder`` (a folder of files per shard) or ``tar`` (one WebDataset tar per shard,
+    :mod:`rmod.build.tar_layout`).
     """
 
     n: int
@@ -59,6 +62,7 @@ class BuildOptions:
     audio_format: str | None = None
     progress: bool = True
     midi_dir: str | os.PathLike | None = None
+    layout: str = "folder"
 
 
 def split_counts(recipe: Any, n: int) -> dict[str, int]:
@@ -75,10 +79,14 @@ def split_counts(recipe: Any, n: int) -> dict[str, int]:
     }
 
 
-def default_shard_size(n: int) -> int:
-    """``n // 50`` clamped to 1..100: about 50 training shards for small builds (fine
-    progress, balanced workers), 100-example shards from 5,000 examples up. Depends on
-    ``n`` only, so rerunning the same command finds the same layout."""
+def default_shard_size(n: int, layout: str = "folder") -> int:
+    """Folders: ``n // 50`` clamped to 1..100: about 50 training shards for small builds
+    (fine progress, balanced workers), 100-example shards from 5,000 examples up. Tars:
+    :data:`rmod.build.tar_layout.DEFAULT_TAR_SHARD_SIZE` (at most one file per 500 examples,
+    ~0.6 GB per tar at the paper's lengths). Depends on ``n`` and the layout only, so
+    rerunning the same command finds the same shards."""
+    if layout == "tar":
+        return DEFAULT_TAR_SHARD_SIZE
     return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
 
 
@@ -90,6 +98,7 @@ def make_build_info(
     counts: dict[str, int],
     shard_size: int,
     audio_format: str,
+    layout: str = "folder",
 ) -> BuildInfo:
     """The ``build.json`` record of a build (nothing about how it is run)."""
     return BuildInfo(
@@ -105,6 +114,7 @@ def make_build_info(
         channels=int(recipe.audio.channels),
         rmod_version=rmod.__version__,
         engine_fingerprint=engine_fingerprint(),
+        layout=layout,
     )
 
 
@@ -165,13 +175,19 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     fmt = (options.audio_format or recipe.audio.format).lower()
     if fmt not in ("wav", "flac"):
         raise InputError(f"unsupported --format {fmt!r} (use wav or flac)")
+    if options.layout not in LAYOUTS:
+        raise InputError(f"unknown --layout {options.layout!r} (use {' or '.join(LAYOUTS)})")
     counts = split_counts(recipe, options.n)
     check_grooves(recipe, counts)
-    shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
+    shard_size = options.shard_size
+    if shard_size is None:
+        shard_size = default_shard_size(options.n, options.layout)
     if shard_size < 1:
         raise InputError(f"--shard-size must be at least 1, got {shard_size}")
     check_sizes(counts, shard_size)
     check_library_covers(library, counts)
-    info = make_build_info(recipe, library, library_path, options.seed, counts, shard_size, fmt)
-    shards = plan_shards(counts, shard_size)
+    info = make_build_info(
+        recipe, library, library_path, options.seed, counts, shard_size, fmt, options.layout
+    )
+    shards = plan_shards(counts, shard_size, options.layout)
     return BuildPlan(out, recipe, library, library_path, fmt, info, shards)

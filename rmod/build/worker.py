@@ -10,14 +10,15 @@ examples.
 
 Files of a shard are written plainly into its temporary folder (the folder is published
 by one rename, so a half-written file is never visible), then made durable with one
-filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit.
+filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit. In the tar
+layout they are streamed into the shard's temporary tar instead, which is fsynced and
+renamed the same way (:mod:`rmod.build.tar_layout`); the bytes of every file are the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import threading
 import time
@@ -28,10 +29,10 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from rmod import DRUMS
-from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db, sync_folder
+from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
-from rmod.build.shards import commit_shard, make_temp_dir
+from rmod.build.shards import FolderShardWriter, open_shard_writer
 from rmod.build.task import ExampleFailed, ShardError, ShardResult, ShardTask
 from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_allocator
 from rmod.errors import RmodError
@@ -76,11 +77,12 @@ def _level(value: float) -> float | None:
     return None if value == float("-inf") else round(float(value), 3)
 
 
-def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> ManifestRow:
-    """Draw and render example ``index`` of the shard's split into ``out_dir``; its row.
+def build_example(task: ShardTask, store: Any, index: int, out: Any) -> ManifestRow:
+    """Draw and render example ``index`` of the shard's split into ``out``; its row.
 
-    Files are written plainly: ``out_dir`` is the shard's temporary folder, published as a
-    whole (see the module docstring).
+    ``out`` is the shard's writer (:func:`rmod.build.shards.open_shard_writer`: its
+    temporary folder or tar, published as a whole, see the module docstring), or a folder to
+    write the files into plainly.
     """
     from rmod.example.draw import draw_example, example_id
     from rmod.example.pattern import midi_bytes
@@ -91,23 +93,24 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
     params = draw_example(task.recipe, store, task.seed, split, index)
     rendered = render_example(params, task.recipe, store)
     sr = int(task.recipe.audio.sample_rate)
-    rel_dir = f"{split}/{shard.number:06d}"
+    if isinstance(out, (str, os.PathLike)):
+        out = FolderShardWriter(Path(out), f"{split}/{shard.number:06d}")
     audio = {"mixture": rendered.mixture, **{c: rendered.oneshots[c] for c in DRUMS}}
     paths, frames, checksums, loudness, channels, sizes = {}, {}, {}, {}, {}, {}
     for role, data in audio.items():
         name = f"{eid}.{role}.{fmt}"
         encoded, checksums[role] = encode_audio_file(data, sr, fmt)
-        _write(out_dir / name, encoded)
+        _write(out, name, encoded, checksums[role])
         sizes[role] = len(encoded)
-        paths[role] = f"{rel_dir}/{name}"
+        paths[role] = out.location(name)
         frames[role] = int(data.shape[-1])
         channels[role] = int(data.shape[0])
         loudness[f"{role}_peak_db"] = _level(peak_db(data))
         loudness[f"{role}_rms_db"] = _level(rms_db(data))
     midi_name = f"{eid}.pattern.mid"
     midi_data = midi_bytes(rendered.midi)
-    _write(out_dir / midi_name, midi_data)
     checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
+    _write(out, midi_name, midi_data, checksums["midi"])
     sizes["midi"] = len(midi_data)
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
     return ManifestRow(
@@ -125,7 +128,7 @@ def build_example(task: ShardTask, store: Any, index: int, out_dir: Path) -> Man
         sources=sources,
         params=params.to_dict(),
         loudness=loudness,
-        midi=f"{rel_dir}/{midi_name}",
+        midi=out.location(midi_name),
         sizes=sizes,
         file_channels=channels,
     )
@@ -135,12 +138,13 @@ class OutputError(RmodError, OSError):
     """A file of a shard that could not be written (full disk, lost mount): names the path."""
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` in a shard's temporary folder (published with the folder)."""
+def _write(out: Any, name: str, data: bytes, sha256: str | None = None) -> None:
+    """Write file ``name`` through a shard's writer (published with the shard)."""
     try:
-        path.write_bytes(data)
+        out.write(name, data, sha256)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        where = getattr(out, "tmp", None) or getattr(out, "folder", "")
+        raise OutputError(f"cannot write {name} in {where}: {exc.strerror or exc}") from None
 
 
 def render_shard(task: ShardTask) -> ShardResult:
@@ -166,10 +170,11 @@ def render_shard(task: ShardTask) -> ShardResult:
     except Exception as exc:
         raise ShardError(task.shard.name, f"cannot load the library: {_text(exc)}") from None
     try:
-        tmp = make_temp_dir(task.root, task.shard)
+        out = open_shard_writer(task.root, task.shard)
     except OSError as exc:
         raise ShardError(task.shard.name, f"cannot write the output: {_text(exc)}") from None
     rows = []
+    committed = False
     # One thread per worker in numeric libraries: a worker is one core's worth of work, and
     # idle BLAS/OpenMP threads spinning beside other workers cost system time (loky limits
     # them for its own workers; dask workers otherwise keep one pool per core).
@@ -178,23 +183,26 @@ def render_shard(task: ShardTask) -> ShardResult:
         for index in task.shard.indices():
             check_lease(task)  # an orphaned worker stops within one example
             try:
-                rows.append(build_example(task, store, index, tmp))
+                rows.append(build_example(task, store, index, out))
+                out.add_row(rows[-1])
             except AudioFileError as exc:
                 raise ExampleFailed(_eid(task, index), exc.reason, exc.path) from None
             except OutputError as exc:
                 raise ShardError(task.shard.name, str(exc)) from None
+            except OSError as exc:  # add_row's write
+                raise ShardError(task.shard.name, f"cannot write: {_text(exc)}") from None
             except Exception as exc:
                 raise ExampleFailed(_eid(task, index), _text(exc)) from None
         check_lease(task)
         try:
-            sync_folder(tmp)
-            commit_shard(task.root, task.shard, tmp, rows)
+            out.commit(rows)
+            committed = True
         except OSError as exc:
             raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
         limits.restore_original_limits()
-        if tmp.exists():  # not committed: leave nothing half-built behind
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not committed:  # leave nothing half-built behind
+            out.discard()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return ShardResult(task.shard, time.perf_counter() - start, peak_rss_bytes(), worker)
 

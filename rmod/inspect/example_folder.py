@@ -279,15 +279,18 @@ class ExampleSource:
 
 
 def load_example_source(path: str | os.PathLike, example: str | None = None) -> ExampleSource:
-    """Read drawn params (+ recipe, library) from ``example.json``, a one-row JSON file, or
-    a manifest ``.jsonl``/``.jsonl.gz`` (then ``example`` names the row id; recipe and library come from
-    ``build.json`` in the manifest's grandparent folder when present).
+    """Read drawn params (+ recipe, library) from ``example.json``, a one-row JSON file, a
+    manifest ``.jsonl``/``.jsonl.gz`` or a tar shard of a tar build (then ``example`` names
+    the row id; recipe and library come from ``build.json`` in the manifest's or tar's
+    grandparent folder when present).
 
-    Raises :class:`ExampleError` naming the file for anything unreadable or missing.
+    Raises :class:`ExampleError` naming the file for anything unreadable or missing (for a
+    tar, a truncated shard or a row member whose bytes no longer match its index).
     """
     path = Path(path)
+    is_tar = path.suffix == ".tar"
     try:
-        raw = path.read_bytes()
+        raw = _tar_row(path, example) if is_tar else path.read_bytes()
         text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ExampleError(
@@ -309,6 +312,8 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
                 build = _build_of(build_json.parent)
         else:
             doc = json.loads(text)
+            if is_tar and (path.resolve().parent.parent / "build.json").exists():
+                build = _build_of(path.resolve().parent.parent)
     except ValueError as exc:  # not JSON, or an integer too long to parse
         raise ExampleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or "params" not in doc:
@@ -337,6 +342,22 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
     if "library_path" in build:
         return ExampleSource(params, recipe, build["library_path"], fmt)
     return ExampleSource(params, recipe, None, fmt)
+
+
+def _tar_row(path: Path, example: str | None) -> bytes:
+    """The ``{id}.json`` member (the manifest row) of example ``example`` in tar shard
+    ``path``, read through the shard's index and checked against its SHA-256."""
+    from rmod_dose_common.tar_shards import TarShardError, read_index, read_member
+
+    if example is None:
+        raise ExampleError(f"{path}: a tar shard holds many examples; name one with --id")
+    try:
+        entry = read_index(path).entry(f"{example}.json")
+        if entry is None:
+            raise ExampleError(f"{path}: no example {example!r} in this shard")
+        return read_member(path, entry)
+    except TarShardError as exc:
+        raise ExampleError(str(exc)) from None
 
 
 def _build_of(root: Path) -> dict[str, Any]:
