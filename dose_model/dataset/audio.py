@@ -1,14 +1,21 @@
 """Audio as the model sees it: a whole file read as float32 mono at the codec's rate, then
-cropped or zero-padded. Used by `dose-tokenize`, `dose-extract` and `dose-eval`."""
+cropped or zero-padded. Used by `dose-tokenize`, `dose-extract` and `dose-eval`.
+
+A source is a file path or a member of a tar shard (:class:`~dose_model.dataset.members.TarMember`,
+what the manifest reader gives for a ``--layout tar`` build): the member's bytes are read
+through its shard's index and decoded from memory; a member that cannot be trusted is a
+`RowAudioError` naming the shard and key."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from dose_model.dataset.members import MemberError, TarMember
 from dose_model.errors import DoseError
 
 
@@ -21,15 +28,27 @@ class RowAudioError(DoseError):
         super().__init__(f"{path}: {reason}")
 
 
-def read_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """Read a whole audio file as float32 mono: channel mean, resampled to ``sample_rate`` if
-    needed (polyphase). Raises `RowAudioError` naming the file if it is missing, undecodable,
-    empty or holds non-finite samples."""
-    path = Path(path)
-    if not path.is_file():
+def _source(path: Path | TarMember) -> str | io.BytesIO:
+    """What ``soundfile`` reads for ``path``: the file's name, or a tar member's bytes."""
+    if isinstance(path, TarMember):
+        try:
+            return path.open()
+        except MemberError as exc:
+            raise RowAudioError(path, str(exc)) from None
+    if not Path(path).is_file():
         raise RowAudioError(path, "file not found")
+    return str(path)
+
+
+def read_mono(path: Path | TarMember, sample_rate: int) -> np.ndarray:
+    """Read a whole audio file (or tar member) as float32 mono: channel mean, resampled to
+    ``sample_rate`` if needed (polyphase). Raises `RowAudioError` naming the file if it is
+    missing, undecodable, empty or holds non-finite samples (a tar member: also when its
+    shard or bytes cannot be trusted, naming the shard and key)."""
+    path = path if isinstance(path, TarMember) else Path(path)
+    source = _source(path)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad files
         raise RowAudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
     if data.shape[0] == 0:
@@ -53,6 +72,6 @@ def clip(audio: np.ndarray, start: int, length: int) -> np.ndarray:
     return out
 
 
-def load_mono(path: Path, sample_rate: int, samples: int) -> np.ndarray:
+def load_mono(path: Path | TarMember, sample_rate: int, samples: int) -> np.ndarray:
     """`read_mono`, then cropped or zero-padded at the end to ``[samples]``."""
     return clip(read_mono(path, sample_rate), 0, samples)

@@ -83,18 +83,28 @@ def _rmod_items(source: str) -> list[AudioItem]:
     root = Path(folder).resolve()
     rows = read_rows(manifests[split])
     return [
-        AudioItem(row.oneshots[drum].relative_to(root).as_posix(), row.oneshots[drum])
-        for row in rows
+        AudioItem(
+            shot.relative_to(root).as_posix() if isinstance(shot, Path) else str(shot), shot
+        )  # a tar build's member: "{shard}#{member}"
+        for shot in (row.oneshots[drum] for row in rows)
     ]
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """float32 ``[channels, samples]`` and the rate of a whole audio file; FadError naming
-    the file when it is missing, undecodable, empty or holds non-finite samples."""
-    if not Path(path).is_file():
+    """float32 ``[channels, samples]`` and the rate of a whole audio file (or tar member of an
+    RMOD tar build); FadError naming the file when it is missing, undecodable, empty or holds
+    non-finite samples (a member: also when its shard cannot be trusted)."""
+    from dose_model.dataset.members import MemberError, TarMember
+
+    member = isinstance(path, TarMember)
+    if not member and not Path(path).is_file():
         raise FadError(f"{path}: no such audio file")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        source = path.open() if member else str(path)
+    except MemberError as exc:
+        raise FadError(f"{path}: {exc}") from None
+    try:
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FadError(f"{path}: cannot decode audio ({reason})") from None

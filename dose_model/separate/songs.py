@@ -50,12 +50,17 @@ def outside(songs: Sequence[Song], out: str | Path) -> tuple[list[Song], list[So
 def read_stereo(path: str | Path) -> np.ndarray:
     """A whole audio file as float32 ``[2, samples]`` at 44.1 kHz (see the module text).
     Raises `LarsNetError` naming the file if it is missing, undecodable, empty, has more than
-    two channels or holds non-finite samples."""
-    path = Path(path)
-    if not path.is_file():
+    two channels or holds non-finite samples. ``path`` may also be a tar member of an RMOD tar
+    build (:class:`dose_model.dataset.members.TarMember`, whose errors pass through)."""
+    from dose_model.dataset.members import TarMember
+
+    member = isinstance(path, TarMember)
+    path = path if member else Path(path)
+    if not member and not path.is_file():
         raise LarsNetError(f"{path}: file not found")
+    source = path.open() if member else str(path)  # a member: MemberError, a DoseError
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
         raise LarsNetError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from None
     if data.shape[0] == 0:
