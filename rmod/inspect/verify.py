@@ -440,6 +440,18 @@ def _walk_manifest(walk: _RowWalk, split: str) -> None:
         problems.append(Problem(rel_manifest, f"{n} rows, build.json says {expected}"))
 
 
+def check_tars(root: Path, info: BuildInfo, jobs: int, progress: bool) -> list[Problem]:
+    """Every tar of a tar build, beyond its rows (:func:`rmod.inspect.tar_check.check_tar_shard`),
+    in ``jobs`` threads; problems in shard order."""
+    shards = [(s, k) for s in SPLITS for k in range(_shard_count(info, s))]
+    out: list[Problem] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        found = pool.map(lambda shard: check_tar_shard(root, info, *shard), shards)
+        for pairs in tqdm(found, total=len(shards), desc="rmod-verify tars", disable=not progress):
+            out += [Problem(where, what) for where, what in pairs]
+    return out
+
+
 def check_disjoint(used_by: dict[str, set[str]]) -> list[Problem]:
     """Library sources used by more than one split (``used_by``: source id -> splits)."""
     out = []
@@ -478,10 +490,7 @@ def verify_dataset(
     finally:  # also on an error or Ctrl-C: no thread keeps checking
         walk.close()
     if info.layout == "tar":
-        for split in SPLITS:
-            for number in range(_shard_count(info, split)):
-                found = check_tar_shard(root, info, split, number)
-                report.problems += [Problem(where, what) for where, what in found]
+        report.problems += check_tars(root, info, jobs, progress)
         report.problems += [Problem(w, what) for w, what in check_tar_strays(root, info)]
     else:
         report.problems += check_strays(root, walk.referenced)
