@@ -60,8 +60,13 @@ fields = dict(root="unused", shard=Shard("train", 0, 0, args["n"]), recipe=recip
 new = hasattr(worker, "worker_store")
 task = task_records.ShardTask(**fields)
 if new:
-    from rmod.example.sample_store import SampleStore
-    source = SampleStore(lib, 44100, folder=args["store"])
+    import rmod.example.sample_store as st
+    if hasattr(st, "create_store"):  # the store must be made as rmod-build makes it
+        Path(args["store"]).mkdir(parents=True, exist_ok=True)
+        st.create_store(args["store"], 10**15, "bench")
+        source = st.SampleStore(lib, 44100, folder=Path(args["store"]) / st.STORE_DIR, token="bench")
+    else:
+        source = st.SampleStore(lib, 44100, folder=args["store"])
 else:
     source = lib
 stages, active = {}, set()
@@ -79,15 +84,15 @@ def timed(module, name, stage):
             stages[stage] = stages.get(stage, 0.0) + time.process_time() - t
     setattr(module, name, wrapper)
 if new:
-    import rmod.example.draw as ex, rmod.example.sample_store as st, rmod.example.mixing as mx
+    import rmod.example.draw as ex, rmod.example.render as rd, rmod.example.sample_store as st
     timed(ex, "draw_example", "draw")
     timed(st, "pitch_shift_loop", "pitch")
     timed(st.SampleStore, "audio", "load")
     timed(st.SampleStore, "loop_segment", "load")
-    timed(ex, "process_track", "chains")
-    timed(ex, "send", "chains")
-    timed(ex, "process_buses", "buses")
-    timed(ex, "apply_master", "master")
+    timed(rd, "process_track", "chains")
+    timed(rd, "send", "chains")
+    timed(rd, "process_buses", "buses")
+    timed(rd, "apply_master", "master")
     timed(worker, "encode_audio_file", "encode")
     timed(ex.ExampleParams, "to_dict", "manifest")
 out = Path(tempfile.mkdtemp(dir=args["tmp"]))

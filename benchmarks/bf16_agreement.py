@@ -40,6 +40,7 @@ from dose_model.model.config import ModelConfig, TrainConfig
 from dose_model.model.decode import StaticDecoder
 from dose_model.model.generate import Generation, generate
 from dose_model.train.loop import train
+from dose_model.train.options import TrainOptions
 
 SR = 44100
 CODEC_KWARGS = {"encoder_dim": 1, "decoder_dim": 16}  # tests/dose_fixtures.TINY_CODEC_KWARGS
@@ -115,7 +116,7 @@ def trained_model(args: argparse.Namespace, data: list, out: str):
         save_every=args.steps,
         seed=args.seed,
     )
-    train(cfg, tcfg, data, None, out, device="cpu", precision="fp32", progress=False)
+    train(data, None, TrainOptions(out, cfg, tcfg, device="cpu", precision="fp32", progress=False))
     from dose_model.model.checkpoints import load_model
 
     return load_model(f"{out}/last.ckpt").eval()

@@ -1,4 +1,4 @@
-"""Audio file I/O shared by every stage: decode anything, write 16-bit atomically.
+"""Audio file I/O shared by every stage: decode (bounded), write 16-bit atomically.
 
 Arrays are float32 ``[channels, samples]`` in the range [-1, 1]. Files are written
 under a temporary name in the destination folder and renamed into place, so a
@@ -7,83 +7,45 @@ reader never sees a half-written file.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import errno
 import hashlib
 import io
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from rmod.errors import RmodError
+from rmod_dose_common import audio as common_audio
+from rmod_dose_common.audio import AudioReadError
+from rmod_dose_common.fileio import atomic_write_bytes
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
 PCM16_SCALE = 32767.0
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-class AudioFileError(RmodError):
+class AudioFileError(RmodError, AudioReadError):
     """A file that cannot be used as audio. ``str(err)`` names the path and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode an audio file to float32 ``[channels, samples]`` and its sample rate (Hz).
 
-    Raises :class:`AudioFileError` (naming the path) for undecodable, empty or
-    non-finite files instead of a library-specific traceback.
+    The bounded reader of `rmod_dose_common.audio` (regular files only; rate, channels and
+    length checked from the header before anything is allocated). Raises
+    :class:`AudioFileError` (naming the path) for unreadable, undecodable, empty, over-long
+    or non-finite files instead of a library-specific traceback.
     """
-    check_readable(path)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for bad input
-        raise AudioFileError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
-    if data.shape[0] == 0:
-        raise AudioFileError(path, "file holds no samples")
-    audio = np.ascontiguousarray(data.T)
-    if not np.isfinite(audio).all():
-        raise AudioFileError(path, "file holds non-finite samples (NaN or Inf)")
-    return audio, int(sr)
-
-
-def check_readable(path: str | os.PathLike) -> None:
-    """:class:`AudioFileError` with the system's reason (e.g. "Permission denied") when
-    ``path`` cannot be opened for reading; libsndfile would only say "System error"."""
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise AudioFileError(path, f"cannot read ({exc.strerror or exc})") from None
+    return common_audio.read_audio(path, AudioFileError)
 
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     """``(frames, sample_rate, channels)`` from the file's header, without decoding it;
-    :class:`AudioFileError` naming the path when it cannot be read or parsed."""
-    check_readable(path)
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # soundfile raises several types for bad input
-        raise AudioFileError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
-    return int(info.frames), int(info.samplerate), int(info.channels)
+    :class:`AudioFileError` naming the path when it cannot be read, parsed or is out of
+    bounds (`rmod_dose_common.audio.check_header`)."""
+    header = common_audio.read_header(path, AudioFileError)
+    return header.frames, header.sample_rate, header.channels
 
 
 def native_channels(audio: np.ndarray) -> np.ndarray:
@@ -141,41 +103,6 @@ def encode_audio(audio: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes
     return buf.getvalue()
 
 
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open a binary file that appears at ``path`` only once the ``with`` block succeeds.
-
-    It is written under a temporary name in the same folder, flushed to disk, then
-    renamed into place; on an error the temporary file is removed and ``path`` is left as
-    it was. The file gets the usual umask-based mode (``mkstemp`` alone makes it 0600,
-    unreadable to the other users of a shared filesystem).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
-    with atomic_writer(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def write_audio(
     path: str | os.PathLike, audio: np.ndarray, sample_rate: int, fmt: str | None = None
 ) -> str:
@@ -194,52 +121,6 @@ def encode_audio_file(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[by
     """Encoded 16-bit bytes of ``audio`` (see :func:`encode_audio`) and their SHA-256."""
     data = encode_audio(audio, sample_rate, fmt)
     return data, hashlib.sha256(data).hexdigest()
-
-
-def sync_folder(folder: str | os.PathLike) -> None:
-    """Make every file written in ``folder`` durable, with one flush instead of one per file.
-
-    On Linux one ``syncfs`` flushes the folder's filesystem (an error, e.g. EIO, is raised,
-    not ignored); where it does not exist each file is ``fsync``-ed. The folder itself is
-    ``fsync``-ed last, so the names are durable too. Used before a folder of plainly written
-    files is published by one rename. (Linux before 5.8 does not report write-back errors
-    through ``syncfs``, and FUSE before 5.15 ignores it: there, prefer a local disk.)
-    """
-    folder = Path(folder)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        if not _syncfs(fd):
-            for path in folder.iterdir():
-                if path.is_file():
-                    with open(path, "rb") as fh:
-                        os.fsync(fh.fileno())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _syncfs(fd: int) -> bool:
-    """``syncfs(fd)`` through libc: True when done, False where the call does not exist;
-    raises ``OSError`` when it fails."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return False
-    if fn(fd) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err == errno.ENOSYS:
-        return False
-    raise OSError(err, f"syncfs failed: {os.strerror(err)}")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def peak_db(audio: np.ndarray) -> float:

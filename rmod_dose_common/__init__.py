@@ -1,4 +1,11 @@
 """What `rmod` and `dose_model` both need, in one copy; imports neither of them.
 
 - `cli`: how every command-line tool ends (exit statuses, `--debug`, the help formatter).
+- `fileio`: atomic writes with ``fsync`` of the file and its folder, a folder published by
+  one durable rename, file hashes.
+- `records`: the converter between records (dataclasses) and plain values, with the
+  caller's error class.
+- `audio`: the one bounded audio reader (regular files only, header limits, block decoding).
+
+``tests/integration/test_plumbing.py`` fails when either package grows its own copy again.
 """

@@ -25,6 +25,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 INDEX_FORMAT = "rmod-tar-index/1"
 #: Bytes of a tar block: every header is one block, every member's data is padded to blocks.
@@ -53,8 +54,19 @@ class TarShardError(ValueError):
         where = f"shard {self.shard}" + (f", key {key}" if key else "")
         super().__init__(f"{where}: {reason}")
 
-    def __reduce__(self):  # keep the fields when the error crosses a process boundary
+    def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]:  # across processes
         return (type(self), (self.shard, self.reason, self.key))
+
+
+@runtime_checkable
+class MemberSource(Protocol):
+    """A member of a tar shard that a reader can decode (e.g.
+    ``dose_model.dataset.members.TarMember``): ``read_bytes()`` returns its bytes, read through
+    the shard's index, or raises :class:`TarShardError`; ``str()`` is ``{shard}#{member}``."""
+
+    def read_bytes(self) -> bytes: ...
+
+    def tar_member(self) -> tuple[str, str]: ...
 
 
 def member_key(name: str) -> str:
@@ -124,7 +136,12 @@ class TarIndex:
         tar, size, sha = doc.get("tar"), doc.get("size"), doc.get("sha256")
         if not isinstance(tar, str) or not TAR_NAME.fullmatch(tar):
             raise TarShardError(shard, f"its index names the tar {tar!r}, not a shard file name")
-        if not _count(size) or not _hex64(sha):
+        if (
+            not isinstance(size, int)
+            or not _count(size)
+            or not isinstance(sha, str)
+            or not _hex64(sha)
+        ):
             raise TarShardError(shard, "its index's 'size' or 'sha256' is not valid")
         raw = doc.get("members")
         if not isinstance(raw, list):

@@ -1,5 +1,5 @@
 """The token cache: a dataset encoded once with DAC.
 
-- `tokenize`: `dose-tokenize`, encoding a dataset into token shards.
+- `tokenize`: `dose-tokenize` (`TokenizeOptions`), encoding a dataset into token shards.
 - `index`: the cache's `index.json`, its checksums and `--verify`.
 """

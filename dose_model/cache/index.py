@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dose_model.errors import DoseError
-from dose_model.fileio import sha256_file
+from rmod_dose_common.fileio import sha256_file
 
 FORMAT = "dose-token-cache"
 VERSION = 2  # 2: shard files carry sizes and checksums

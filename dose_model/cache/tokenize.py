@@ -18,13 +18,15 @@ minus the rows whose audio is missing or undecodable: those are skipped, reporte
 and path, and listed in ``meta.json`` and ``index.json``. A shard is written in a
 temporary folder and renamed into place, so a shard folder is always complete: an
 interrupted run is resumed by running the same command again (finished shards are kept,
-the rest is redone; the files come out byte-identical). ``index.json`` says
+the rest is redone; the files come out byte-identical). A shard's files are ``fsync``-ed
+before its folder is renamed into place, and the rename before the next step. ``index.json`` says
 ``"complete": true`` only once every shard is there. A rerun with other settings, another
 codec or a changed manifest is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -35,6 +37,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +51,7 @@ from dose_model.cache.index import (
     file_record,
     read_index,
 )
-from dose_model.codec.dac_codec import DacCodec
+from dose_model.codec.dac_codec import DacCodec, default_weights_path
 from dose_model.dataset.audio import RowAudioError, load_mono
 from dose_model.dataset.manifest import (
     ManifestRow,
@@ -59,7 +62,7 @@ from dose_model.dataset.manifest import (
 )
 from dose_model.device import resolve_device
 from dose_model.errors import DoseError, InputError
-from dose_model.fileio import atomic_write_text
+from rmod_dose_common.fileio import atomic_write_text, replace_durably, sync_folder
 
 TMP_PREFIX = ".tmp-"
 PAPER_MIXTURE_SECONDS = 4.0
@@ -135,7 +138,9 @@ def _shard_done(shard_dir: Path) -> dict | None:
 def _write_shard(
     shard_dir: Path, ids: list[str], skipped: list[dict], arrays: dict[str, np.ndarray]
 ) -> dict:
-    """Write one shard into a temporary folder beside it, then rename it into place."""
+    """Write one shard into a temporary folder beside it, make its files durable, then
+    rename it into place durably: a shard that an index or a resumed run finds is whole on
+    disk, even after a power cut (the commit of rmod's shards, :mod:`rmod_dose_common.fileio`)."""
     tmp = shard_dir.with_name(f"{TMP_PREFIX}{shard_dir.name}.{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -148,7 +153,8 @@ def _write_shard(
         meta = {"ids": ids, "skipped": skipped, "files": files}
         text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
         (tmp / "meta.json").write_text(text, encoding="utf-8")
-        os.replace(tmp, shard_dir)
+        sync_folder(tmp)
+        replace_durably(tmp, shard_dir)
     except BaseException:  # a full disk or Ctrl-C: leave no half-written shard behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -262,57 +268,101 @@ def cache_config(
     }
 
 
-def tokenize_manifest(
-    manifest: str | os.PathLike,
-    codec_weights: str | os.PathLike,
-    out: str | os.PathLike,
-    device: str = "cpu",
-    batch_size: int = 8,
-    shard_size: int = 1024,
-    mixture_seconds: float | None = None,
-    oneshot_seconds: float | None = None,
-    workers: int = 4,
-    progress: bool = True,
-    on_shard: Callable[[str, int], None] | None = None,
-    tf32: bool | None = None,
-) -> TokenizeSummary:
-    """Encode every row of ``manifest`` (a ``.jsonl`` file or a dataset DIR = all its
-    splits) with the DAC weights at ``codec_weights`` into the token cache ``out``.
+@dataclass(frozen=True)
+class TokenizeOptions:
+    """What `tokenize_manifest` encodes, and how (the `dose-tokenize` options).
 
-    ``mixture_seconds`` / ``oneshot_seconds`` None take the lengths of the first row's files
-    (its documented ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s
-    (the paper). ``batch_size`` rows are encoded at once (their mixtures,
-    then their 3 x batch_size one-shots); ``workers`` threads read audio ahead.
+    ``manifest``: a ``.jsonl`` file or a dataset DIR (all its splits); ``codec_weights``:
+    the DAC weights file; ``out``: the token cache folder. ``device``: where to encode.
+    ``batch_size`` rows are encoded at once (their mixtures, then their 3 x batch_size
+    one-shots); ``shard_size`` rows form a shard (the unit of resume). ``mixture_seconds``
+    / ``oneshot_seconds`` None take the lengths of the first row's files (its documented
+    ``frames`` / ``sample_rate``; the longest one-shot), else 4.0 s / 2.0 s (the paper).
+    ``workers`` threads read audio ahead. ``tf32`` sets :attr:`DacCodec.tf32` (None:
+    torch's setting; False: strict FP32 on CUDA, codes as on the CPU).
+    """
+
+    manifest: str | os.PathLike
+    codec_weights: str | os.PathLike
+    out: str | os.PathLike
+    device: str = "cpu"
+    batch_size: int = 8
+    shard_size: int = 1024
+    mixture_seconds: float | None = None
+    oneshot_seconds: float | None = None
+    workers: int = 4
+    progress: bool = True
+    tf32: bool | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TokenizeOptions:
+        """The options `dose-tokenize`'s parsed arguments ask for; ``--codec-weights``
+        defaults to the reference package's cache file (InputError when there is none, or
+        when the file named is not there: before any work)."""
+        weights = args.codec_weights or default_weights_path()
+        if weights is None:
+            raise InputError(
+                "no --codec-weights given and no cached DAC weights found "
+                "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)"
+            )
+        if not os.path.isfile(weights):
+            raise InputError(f"{weights}: DAC weights file not found")
+        return cls(
+            manifest=args.manifest,
+            codec_weights=weights,
+            out=args.out,
+            device=args.device,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            mixture_seconds=args.mixture_seconds,
+            oneshot_seconds=args.oneshot_seconds,
+            workers=args.workers,
+            progress=not args.no_progress,
+            tf32=False if args.no_tf32 else None,
+        )
+
+
+def tokenize_manifest(
+    options: TokenizeOptions, on_shard: Callable[[str, int], None] | None = None
+) -> TokenizeSummary:
+    """Encode every row of ``options.manifest`` with the DAC weights at
+    ``options.codec_weights`` into the token cache ``options.out`` (see `TokenizeOptions`).
 
     Resumes a cache of the same settings (codec, lengths, shard size, manifest contents);
     raises TokenizeError for a cache of other settings. Rows with missing or undecodable
     audio are skipped and listed in the summary and index. ``on_shard(split, i)`` is
-    called after each shard is written. ``tf32`` sets :attr:`DacCodec.tf32` (None: torch's
-    setting; False: strict FP32 on CUDA, codes as on the CPU). Returns a
-    :class:`TokenizeSummary`.
+    called after each shard is written. Returns a :class:`TokenizeSummary`.
     """
-    for option, value in (("--batch-size", batch_size), ("--shard-size", shard_size),
-                          ("--workers", workers)):  # fmt: skip
+    for option, value in (("--batch-size", options.batch_size),
+                          ("--shard-size", options.shard_size),
+                          ("--workers", options.workers)):  # fmt: skip
         if value < 1:
             raise InputError(f"{option} must be at least 1, got {value}")
     start = time.perf_counter()
-    out = Path(out)
-    manifests = find_manifests(manifest)
+    out = Path(options.out)
+    manifests = find_manifests(options.manifest)
     rows = {split: read_rows(path) for split, path in manifests.items()}
-    mixture_seconds, oneshot_seconds = _clip_seconds(rows, mixture_seconds, oneshot_seconds)
-    codec = DacCodec.load(codec_weights, device=resolve_device(device))
-    codec.tf32 = tf32
+    mixture_seconds, oneshot_seconds = _clip_seconds(
+        rows, options.mixture_seconds, options.oneshot_seconds
+    )
+    codec = DacCodec.load(options.codec_weights, device=resolve_device(options.device))
+    codec.tf32 = options.tf32
     n_rows = {s: len(r) for s, r in rows.items()}
-    config = cache_config(codec, manifests, n_rows, mixture_seconds, oneshot_seconds, shard_size)
+    config = cache_config(
+        codec, manifests, n_rows, mixture_seconds, oneshot_seconds, options.shard_size
+    )
     _prepare_out(out, config)
     summary = TokenizeSummary(out=str(out))
     with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
+        ThreadPoolExecutor(max_workers=options.workers) as pool,
         tqdm(
-            total=sum(n_rows.values()), desc="dose-tokenize", unit="row", disable=not progress
+            total=sum(n_rows.values()),
+            desc="dose-tokenize",
+            unit="row",
+            disable=not options.progress,
         ) as bar,
     ):
-        job = _Job(codec, config, pool, bar, batch_size, summary, on_shard, out)
+        job = _Job(codec, config, pool, bar, options.batch_size, summary, on_shard, out)
         splits = {split: job.split(out, split, split_rows) for split, split_rows in rows.items()}
     summary.rows_skipped = len(summary.skipped)
     _write_json(
@@ -377,7 +427,8 @@ class _Job:
         split_dir = out / split
         split_dir.mkdir(parents=True, exist_ok=True)
         _clean_stale(split_dir)
-        shards, skipped = [], []
+        shards: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
         for i in range(math.ceil(len(rows) / self.shard_size)):
             meta = self.shard(split, i, rows[i * self.shard_size : (i + 1) * self.shard_size])
             for item in meta["skipped"]:

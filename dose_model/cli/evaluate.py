@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from dose_model import DRUMS
 from dose_model.cli import run
-from dose_model.cli.extract import add_model_arguments, check_model_arguments, load_extractor
+from dose_model.cli.extract import add_model_arguments, check_model_arguments
 from rmod_dose_common.cli import float_in, new_parser
+
+if TYPE_CHECKING:  # loads torch; the work imports it where used
+    from dose_model.evaluate.split import Systems
 
 PROG = "dose-eval"
 DEFAULT_LABEL = "DOSE"
@@ -138,14 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     return run(PROG, _evaluate, args)
 
 
-def _systems(args: argparse.Namespace):
+def _systems(args: argparse.Namespace) -> tuple[Systems, dict[str, Any]]:
     """The `Systems` to score and the settings to record (checkpoints and their hashes)."""
     from dose_model.evaluate.split import Systems
-    from dose_model.extract.extractor import Extractor, check_model_fits
-    from dose_model.fileio import sha256_file
+    from dose_model.extract.extractor import (
+        ExtractOptions,
+        Extractor,
+        check_model_fits,
+        load_extractor,
+    )
     from dose_model.model.checkpoints import load_any_model
+    from rmod_dose_common.fileio import sha256_file
 
-    extractor, sampling, checkpoints = load_extractor(args)
+    options = ExtractOptions.from_args(args)
+    extractor = load_extractor(options)
+    sampling, checkpoints = options.sampling, dict(options.checkpoints)
     models = {args.label: extractor}
     recorded = {
         args.label: {d: {"path": p, "sha256": sha256_file(p)} for d, p in checkpoints.items()}

@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from dose_model import DRUMS
 from dose_model.cli import run
-from dose_model.extract.shaping import Finish
 from rmod_dose_common.cli import add_common, float_in, new_parser
 
 PROG = "dose-extract"
@@ -33,6 +32,8 @@ all 9 codebooks of every generated row up to its end row); closer to 0 is more c
 drum activity: mean positive spectral flux over the clip (sum over bins of the dB rises from
 one STFT frame to the next); onsets score high, sustained sounds low.
 a song that cannot be read is reported by path and skipped; the exit status is then 1.
+a folder search leaves out OUT (when it lies inside the folder) and skips, with a report, a
+link to a file out of the folder; a song folder that is OUT or lies inside it is refused.
 with --strategy top-p each candidate samples from its own seed (--seed, song, clip, drum,
 candidate), whatever the batch.
 """
@@ -117,22 +118,6 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error("--candidates above 1 needs --strategy top-p (greedy gives one)")
 
 
-def load_extractor(args: argparse.Namespace):
-    """(Extractor, Sampling, {drum: checkpoint path}) from the shared options (checked by
-    :func:`check_model_arguments`). Raises a DoseError or OSError naming the file or device."""
-    from dose_model.extract.extractor import Extractor, Sampling, load_codec_and_models
-
-    checkpoints = {d: getattr(args, d) for d in DRUMS if getattr(args, d)}
-    codec, models = load_codec_and_models(checkpoints, args.codec_weights, args.heads, args.device)
-    cuda = codec.device.type == "cuda"
-    precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
-    batch = args.batch_size or (64 if cuda else 8)
-    sampling = Sampling(args.strategy, args.top_p, args.temperature, args.seed, args.candidates)
-    concurrent = {"auto": None, "on": True, "off": False}[args.concurrent_drums]
-    extractor = Extractor(codec, models, precision, batch, concurrent)
-    return extractor, sampling, checkpoints
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dose-extract` (every option with its default)."""
     p = new_parser(
@@ -193,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from dose_model.extract.songs import find_songs
 
     try:
-        args.songs = find_songs(args.songs)
+        args.songs = find_songs(args.songs, args.out)
     except ExtractError as err:
         parser.error(str(err))
     check_model_arguments(parser, args)
@@ -201,27 +186,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from dose_model.extract.extractor import ExtractError
+    from dose_model.extract.extractor import ExtractError, ExtractOptions, load_extractor
     from dose_model.extract.songs import extract_songs
 
-    finish = Finish(
-        trim_db=None if args.no_trim else args.trim_db,
-        fade_ms=None if args.no_fade or args.fade_ms == 0 else args.fade_ms,
-        peak_db=None if args.no_normalize else args.peak_db,
-    )
-    extractor, sampling, checkpoints = load_extractor(args)
+    options = ExtractOptions.from_args(args)
+    extractor = load_extractor(options)
     songs, failed = args.songs, 0
     with tqdm(total=len(songs), desc=PROG, unit="song", disable=args.no_progress) as bar:
         results = extract_songs(
             songs,
             extractor,
             args.out,
-            sampling,
-            finish,
-            windows=args.windows,
-            start_s=args.start,
-            normalize_input=not args.no_input_normalize,
-            record={"checkpoints": checkpoints},
+            options,
+            record={"checkpoints": dict(options.checkpoints)},
             progress=lambda n: bar.update(n - bar.n),
         )
         for result in results:

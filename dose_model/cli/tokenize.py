@@ -7,12 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from dose_model.cache.index import verify_cache
 from dose_model.cli import run
-from dose_model.errors import InputError
 from rmod_dose_common.cli import add_common, new_parser
 
 PROG = "dose-tokenize"
@@ -114,30 +112,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tokenize(args: argparse.Namespace) -> int:
-    from dose_model.cache.tokenize import tokenize_manifest
-    from dose_model.codec.dac_codec import default_weights_path
+    from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
 
-    weights = args.codec_weights or default_weights_path()
-    if weights is None:
-        raise InputError(
-            "no --codec-weights given and no cached DAC weights found "
-            "(~/.cache/descript/dac/weights_44khz_8kbps_0.0.1.pth)"
-        )
-    if not os.path.isfile(weights):  # before any work: no resume hint for a wrong path
-        raise InputError(f"{weights}: DAC weights file not found")
-    summary = tokenize_manifest(
-        args.manifest,
-        weights,
-        args.out,
-        device=args.device,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        mixture_seconds=args.mixture_seconds,
-        oneshot_seconds=args.oneshot_seconds,
-        workers=args.workers,
-        progress=not args.no_progress,
-        tf32=False if args.no_tf32 else None,
-    )
+    summary = tokenize_manifest(TokenizeOptions.from_args(args))
     print(summary)
     if summary.rows_skipped > args.max_skipped:
         print(

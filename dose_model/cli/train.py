@@ -11,7 +11,6 @@ import sys
 
 from dose_model import DRUMS
 from dose_model.cli import run
-from dose_model.model.config import load_config
 from rmod_dose_common.cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "dose-train"
@@ -131,30 +130,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dose_model.codec.dac_codec import default_weights_path
     from dose_model.train.distributed import dist_env
+    from dose_model.train.options import TrainOptions
     from dose_model.train.pipeline import train_from_manifest
 
-    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seed", args.seed))
-                 if v is not None}  # fmt: skip
-    model_cfg, train_cfg = load_config(args.config) if args.config else (None, None)
+    options = TrainOptions.from_args(args)
     with sigterm_as_interrupt():  # while tokenizing; training saves, then stops, on its own
-        result = train_from_manifest(
-            args.manifest,
-            args.drum,
-            args.out,
-            codec_weights=args.codec_weights or (None if args.tokens else default_weights_path()),
-            tokens=args.tokens,
-            model_cfg=model_cfg,
-            train_cfg=train_cfg,
-            device=args.device,
-            precision=args.precision,
-            resume=args.resume,
-            max_steps=args.max_steps,
-            progress=not args.no_progress,
-            compile=args.compile,
-            overrides=overrides,
-        )
+        result = train_from_manifest(options)
     if not dist_env().main:
         return 0  # under torchrun, rank 0 reports
     if result.interrupted:

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from dose_model.codec.dac_network import DAC, DacConfig, skip_init
 from dose_model.errors import DoseError
-from dose_model.fileio import atomic_write_bytes, load_weights_only, sha256_file
+from dose_model.fileio import load_weights_only
+from rmod_dose_common.fileio import atomic_write_bytes, sha256_file
 
 DAC_CACHE_PATH = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8kbps_0.0.1.pth"
 """Where the reference package (descript-audio-codec >= 1.0) caches the 44 kHz weights."""

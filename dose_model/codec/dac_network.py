@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dose_model.records import from_plain, to_plain
+from rmod_dose_common.records import check_plain, to_plain
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class DacConfig:
                 if k.endswith("_rates") and isinstance(v, list)
             }
             kwargs = {**kwargs, **rates}
-        return from_plain(cls, kwargs, "DAC kwargs")
+        return check_plain(cls, kwargs, "DAC kwargs")
 
     def to_kwargs(self) -> dict:
         """The kwargs dict as the released file stores it (lists, not tuples)."""

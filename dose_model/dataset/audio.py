@@ -1,67 +1,149 @@
-"""Audio as the model sees it: a whole file read as float32 mono at the codec's rate, then
-cropped or zero-padded. Used by `dose-tokenize`, `dose-extract` and `dose-eval`.
+"""Audio as the model sees it: float32 mono at the codec's rate, decoded block by block.
 
-A source is a file path or a member of a tar shard (:class:`~dose_model.dataset.members.TarMember`,
-what the manifest reader gives for a ``--layout tar`` build): the member's bytes are read
-through its shard's index and decoded from memory; a member that cannot be trusted is a
-`RowAudioError` naming the shard and key."""
+Files are opened and decoded by the bounded reader of `rmod_dose_common.audio` (regular files
+only; the declared rate, channels and length checked before anything is allocated; errors as
+:class:`RowAudioError` naming the file). A block becomes mono as the mean of its channels, and
+is resampled to the codec's rate with :class:`Resampler`, a streaming form of
+``scipy.signal.resample_poly`` whose output is bit for bit that of one call on the whole file.
+So memory stays at a few blocks however long a file is, and only the part a caller needs is
+decoded: `load_mono` stops after its ``samples``, `read_clips` after its last clip. Used by
+`dose-tokenize`, `dose-extract` and `dose-eval`.
+
+A ``path`` may also be a member of a tar shard (:class:`~dose_model.dataset.members.TarMember`,
+what the manifest reader gives for a ``--layout tar`` build): the bounded reader reads it
+through the shard's index and decodes it from memory; a member that cannot be trusted is a
+`RowAudioError` naming the shard and key.
+"""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import math
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from dose_model.dataset.members import MemberError, TarMember
+from dose_model.dataset.members import TarMember
 from dose_model.errors import DoseError
+from rmod_dose_common.audio import (
+    MAX_SAMPLES,
+    MAX_STREAM_SAMPLES,
+    AudioReader,
+    AudioReadError,
+    Limit,
+)
 
 
-class RowAudioError(DoseError):
-    """One row's audio cannot be used; carries the file path and the reason."""
-
-    def __init__(self, path: Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
+class RowAudioError(DoseError, AudioReadError):
+    """One row's audio cannot be used; carries the file ``path`` and the ``reason``."""
 
 
-def _source(path: Path | TarMember) -> str | io.BytesIO:
-    """What ``soundfile`` reads for ``path``: the file's name, or a tar member's bytes."""
-    if isinstance(path, TarMember):
-        try:
-            return path.open()
-        except MemberError as exc:
-            raise RowAudioError(path, str(exc)) from None
-    if not Path(path).is_file():
-        raise RowAudioError(path, "file not found")
-    return str(path)
+class Resampler:
+    """Streaming polyphase resampling from ``sr_in`` to ``sr_out`` Hz: feed float32 mono blocks
+    to :meth:`push`, then call :meth:`finish`; the outputs joined are exactly
+    ``resample_poly(whole, up, down)`` (same filter: Kaiser-windowed sinc, beta 5, 10 zero
+    crossings per side; length ``ceil(n * up / down)``).
 
+    Each output sample depends on the inputs within ``reach`` samples of its position, so
+    :meth:`push` returns the outputs whose inputs have all arrived, computed over a buffer that
+    starts on a multiple of ``down`` (so its polyphase phase is the whole signal's) and keeps
+    ``reach`` samples of history.
+    """
 
-def read_mono(path: Path | TarMember, sample_rate: int) -> np.ndarray:
-    """Read a whole audio file (or tar member) as float32 mono: channel mean, resampled to
-    ``sample_rate`` if needed (polyphase). Raises `RowAudioError` naming the file if it is
-    missing, undecodable, empty or holds non-finite samples (a tar member: also when its
-    shard or bytes cannot be trusted, naming the shard and key)."""
-    path = path if isinstance(path, TarMember) else Path(path)
-    source = _source(path)
-    try:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for bad files
-        raise RowAudioError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from None
-    if data.shape[0] == 0:
-        raise RowAudioError(path, "file holds no samples")
-    if not np.isfinite(data).all():
-        raise RowAudioError(path, "file holds non-finite samples")
-    mono = data.mean(axis=1, dtype=np.float32)
-    if sr != sample_rate:
+    def __init__(self, sr_in: int, sr_out: int) -> None:
+        g = math.gcd(int(sr_in), int(sr_out))
+        self.up, self.down = int(sr_out) // g, int(sr_in) // g
+        half = 10 * max(self.up, self.down)
+        self.same = self.up == self.down == 1
+        if not self.same:  # resample_poly's own filter, designed once instead of per call
+            from scipy.signal import firwin
+
+            self._taps = firwin(2 * half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))
+            self._taps = self._taps.astype(np.float32)
+        self.reach = half // self.up + 2
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._start = 0  # input index of _buf[0], a multiple of down
+        self._seen = 0  # inputs received
+        self._next = 0  # index of the next output to return
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Take the next float32 input samples; return the outputs now complete (maybe none)."""
+        block = np.asarray(block, dtype=np.float32)
+        self._seen += block.shape[0]
+        if self.same:
+            self._next = self._seen
+            return block
+        self._buf = np.concatenate([self._buf, block])
+        return self._emit(((self._seen - self.reach) * self.up) // self.down)
+
+    def finish(self) -> np.ndarray:
+        """The remaining outputs, up to ``ceil(inputs * up / down)`` in all."""
+        if self.same:
+            return np.zeros(0, dtype=np.float32)
+        return self._emit(-(-self._seen * self.up // self.down))
+
+    def _emit(self, end: int) -> np.ndarray:
+        if end <= self._next or self._buf.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
         from scipy.signal import resample_poly
 
-        g = math.gcd(int(sr), int(sample_rate))
-        mono = resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
-    return mono
+        out = resample_poly(self._buf, self.up, self.down, window=self._taps)
+        base = self._start * self.up // self.down
+        out = out[self._next - base : end - base].astype(np.float32, copy=False)
+        self._next = end
+        first_needed = max(0, self._next * self.down // self.up - self.reach)
+        start = first_needed // self.down * self.down
+        if start > self._start:
+            self._buf = self._buf[start - self._start :]
+            self._start = start
+        return out
+
+
+def mono_blocks(
+    path: str | Path | TarMember, sample_rate: int, max_samples: Limit = MAX_STREAM_SAMPLES
+) -> Generator[np.ndarray, None, None]:
+    """The file as consecutive float32 mono blocks at ``sample_rate`` (channel mean, then
+    `Resampler`); joined, they are the whole file. Raises `RowAudioError` naming the file when
+    it is refused or fails to decode (possibly after some blocks). Close the generator (or
+    use it up) to close the file."""
+    with AudioReader(path, RowAudioError, max_samples) as reader:
+        resampler = Resampler(reader.header.sample_rate, sample_rate)
+        for block in reader.blocks():
+            out = resampler.push(block.mean(axis=1, dtype=np.float32))
+            if out.shape[0]:
+                yield out
+        tail = resampler.finish()
+        if tail.shape[0]:
+            yield tail
+
+
+def read_mono(path: str | Path | TarMember, sample_rate: int) -> np.ndarray:
+    """A whole file as float32 mono ``[samples]`` at ``sample_rate`` (at most ``MAX_SAMPLES``
+    declared samples); `RowAudioError` naming the file if it is missing, refused, undecodable,
+    empty or holds non-finite samples."""
+    return np.concatenate(list(mono_blocks(path, sample_rate, MAX_SAMPLES)))
+
+
+def read_clips(
+    path: str | Path | TarMember, sample_rate: int, starts: Sequence[int], length: int
+) -> tuple[np.ndarray, int, bool]:
+    """``clip(audio, s, length)`` for each of ``starts`` (samples at ``sample_rate``), as
+    float32 ``[len(starts), length]``, decoding only up to the end of the last clip. Also
+    returns the samples decoded and whether that is the whole file."""
+    clips = np.zeros((len(starts), length), dtype=np.float32)
+    stop = max(starts, default=0) + length
+    at = 0
+    with contextlib.closing(mono_blocks(path, sample_rate)) as blocks:
+        for block in blocks:
+            for row, start in enumerate(starts):
+                lo, hi = max(start, at), min(start + length, at + block.shape[0])
+                if lo < hi:
+                    clips[row, lo - start : hi - start] = block[lo - at : hi - at]
+            at += block.shape[0]
+            if at >= stop:
+                return clips, at, False
+    return clips, at, True
 
 
 def clip(audio: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -72,6 +154,7 @@ def clip(audio: np.ndarray, start: int, length: int) -> np.ndarray:
     return out
 
 
-def load_mono(path: Path | TarMember, sample_rate: int, samples: int) -> np.ndarray:
-    """`read_mono`, then cropped or zero-padded at the end to ``[samples]``."""
-    return clip(read_mono(path, sample_rate), 0, samples)
+def load_mono(path: str | Path | TarMember, sample_rate: int, samples: int) -> np.ndarray:
+    """The first ``samples`` of the file as float32 mono at ``sample_rate``, zero-padded at the
+    end (the same values as `read_mono` then `clip`, but only that part is decoded)."""
+    return read_clips(path, sample_rate, [0], samples)[0][0]

@@ -22,7 +22,6 @@ would): ``read_bytes()`` reads it through the shard's index, and the audio reade
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -32,7 +31,8 @@ from pathlib import Path
 from dose_model import DRUMS
 from dose_model.dataset.members import MemberError, TarMember
 from dose_model.errors import DoseError
-from dose_model.records import plain_problem
+from rmod_dose_common.fileio import sha256_file
+from rmod_dose_common.records import plain_problem
 from rmod_dose_common.tar_shards import split_location
 
 __all__ = ["ManifestError", "ManifestRow", "MemberError", "TarMember", "find_manifests",
@@ -119,7 +119,7 @@ def find_manifests(path: str | os.PathLike) -> dict[str, Path]:
 
 def manifest_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of the manifest file's bytes (recorded so a cache knows its source)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 class _Containment:
@@ -226,7 +226,7 @@ class _RowFields:
 
 
 def _row_fields(obj: dict, path: Path, line: int) -> _RowFields:
-    """The typed fields of one row (:mod:`dose_model.records`), then what types cannot say:
+    """The typed fields of one row (:mod:`rmod_dose_common.records`), then what types cannot say:
     the id's form, a one-shot per drum, a positive rate, no negative frame count."""
     row_id = obj.get("id")
     if not isinstance(row_id, str) or not ID_PATTERN.fullmatch(row_id):
@@ -275,7 +275,8 @@ def read_rows(
                     continue
                 try:
                     obj = json.loads(text)
-                except ValueError as exc:  # JSONDecodeError, or an integer too long to parse
+                except (ValueError, RecursionError) as exc:  # JSONDecodeError, an integer too
+                    # long to parse, or arrays nested too deep for the decoder
                     reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                     raise ManifestError(path, f"invalid JSON ({reason})", line_no) from None
                 row = parse_row(obj, path, line_no, split, root, keep_extra, inside, verify_members)

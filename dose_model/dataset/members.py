@@ -38,12 +38,10 @@ from rmod_dose_common.tar_shards import (
 CACHED_INDEXES = 64
 
 
-class MemberError(DoseError, ValueError):
-    """A tar member that cannot be read or trusted; ``str(err)`` names the shard and key."""
-
-    def __init__(self, shard: str, reason: str, key: str | None = None):
-        self.shard, self.reason, self.key = shard, reason, key
-        super().__init__(str(TarShardError(shard, reason, key)))
+class MemberError(DoseError, TarShardError):
+    """A tar member that cannot be read or trusted; ``str(err)`` names the shard and key (a
+    :class:`~rmod_dose_common.tar_shards.TarShardError`, which the audio reader refuses as a
+    bad file)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,11 @@ class TarMember:
         """True when the tar exists (as ``Path.is_file`` for a folder build's files)."""
         return self.tar.is_file()
 
+    def tar_member(self) -> tuple[str, str]:
+        """(the tar as named in messages, the member's name): marks a
+        :class:`~rmod_dose_common.tar_shards.MemberSource` for the audio reader."""
+        return self.shard or str(self.tar), self.name
+
     def read_bytes(self) -> bytes:
         """The member's bytes; :class:`MemberError` naming the shard and key when the tar,
         its index or the member cannot be trusted (see the module docstring)."""
@@ -80,6 +83,18 @@ class TarMember:
             return read_member(self.tar, entry, self.verify, shard)
         except TarShardError as exc:
             raise MemberError(exc.shard, exc.reason, exc.key or self.key) from None
+
+    def sha256(self) -> str:
+        """The SHA-256 its shard's index records for the member (what a file hash of an
+        unchanged member gives; read without reading the member)."""
+        shard = self.shard or str(self.tar)
+        try:
+            entry = tar_index(self.tar, shard).entry(self.name)
+        except TarShardError as exc:
+            raise MemberError(exc.shard, exc.reason, exc.key or self.key) from None
+        if entry is None:
+            raise MemberError(shard, f"{self.name} is not in its index", self.key)
+        return entry.sha256
 
     def open(self) -> io.BytesIO:
         """The member's bytes as a binary file object (what ``soundfile`` reads)."""

@@ -29,11 +29,11 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-import soundfile as sf
 
 from dose_model.errors import DoseError
 from dose_model.evaluate.results import Cell, CellKey, ExampleClip, TableResult
-from dose_model.fileio import atomic_write, atomic_write_text
+from rmod_dose_common.audio import AudioReadError, read_audio, read_header
+from rmod_dose_common.fileio import atomic_write, atomic_write_text
 
 UNRANKED = ("Reconstruction",)
 MISSING = "–"
@@ -48,6 +48,10 @@ TABLE_FIGURE = "table.png"
 
 class ReportError(DoseError, ValueError):
     """The report cannot be written as asked; the message names the cell, example or file."""
+
+
+class ReportAudioError(AudioReadError, ReportError):
+    """A clip of the report cannot be read (``path``, ``reason``)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,11 +349,8 @@ def write_spectrogram(wav: Path, png: Path) -> Path:
     dB re full scale, :data:`SPECTROGRAM_DB`), time in seconds and frequency ticks in Hz."""
     from matplotlib.figure import Figure
 
-    try:
-        audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's problem
-        raise ReportError(f"{wav}: cannot decode audio ({type(exc).__name__}: {exc})") from None
-    db, hop = mel_db(audio.mean(axis=1), sr)
+    audio, sr = read_audio(wav, ReportAudioError)
+    db, hop = mel_db(audio.mean(axis=0), sr)
     w, h = SPECTROGRAM_PX
     fig = Figure(figsize=(w / 100, h / 100), dpi=100)
     ax = fig.add_axes((0.13, 0.16, 0.85, 0.8))
@@ -494,9 +495,9 @@ def _resolve_clip(folder: Path, clip: ExampleClip, what: str, rel: Path) -> Path
     if not path.is_file():
         raise ReportError(f"{where}: {folder / rel} does not exist")
     try:
-        subtype = sf.info(str(path)).subtype
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's problem
-        raise ReportError(f"{where}: {folder / rel}: cannot decode audio ({exc})") from None
+        subtype = read_header(path, ReportAudioError).subtype
+    except ReportAudioError as err:
+        raise ReportError(f"{where}: {err}") from None
     if subtype == "DOUBLE":  # Chromium refuses them ("media error 4"); float32 plays
         raise ReportError(f"{where}: {folder / rel} is 64-bit float, which browsers do not play")
     return path

@@ -49,7 +49,7 @@ from dose_model.evaluate.split import (
     split_rows,
 )
 from dose_model.extract.shaping import wav_bytes
-from dose_model.fileio import atomic_write_bytes, atomic_write_text
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text
 
 #: Embedding model name -> its column in Table I.
 FAD_METRICS = {"vggish": "FAD_vgg", "clap": "FAD_clap"}

@@ -18,8 +18,9 @@ choice and files are `dose_model.extract.songs`.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dose_model import DRUMS
 from dose_model.codec.dac_codec import DacCodec
 from dose_model.codec.tokens import mixture_sequence, revert_target, target_lengths
 from dose_model.device import resolve_device
 from dose_model.errors import DoseError
+from dose_model.extract.shaping import DEFAULT_FINISH, Finish
 from dose_model.model.checkpoints import load_any_model
 from dose_model.model.config import ModelConfig
 from dose_model.model.decode import StaticDecoder
@@ -95,7 +98,7 @@ def element_seed(seed: int, key: str, drum: str, candidate: int = 0) -> int:
 
 
 def load_codec_and_models(
-    checkpoints: dict[str, str],
+    checkpoints: Mapping[str, str | Path],
     codec_weights: str | Path,
     num_heads: int = 16,
     device: str | torch.device = "auto",
@@ -137,6 +140,68 @@ class Sampling:
 
 GREEDY = Sampling()
 """The default: greedy tokens, one candidate."""
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What `dose-extract` is asked to do, in one record (`dose-eval` uses its model fields).
+
+    The models (:func:`load_extractor`): ``checkpoints`` (drum -> a ``dose-train`` checkpoint
+    or a published DOSE ``.ckpt``), ``codec_weights`` (the DAC weights the models' tokens
+    were made with), ``heads`` (attention heads of published checkpoints, which do not store
+    it), ``device`` ("auto": cuda when available), ``precision`` ("auto": bf16 on cuda, fp32
+    on the CPU), ``batch_size`` (clips x candidates generated together; None: 64 on cuda, 8
+    on the CPU), ``concurrent`` (the drums of a batch at the same time; None: on cuda only).
+    The tokens: ``sampling``. The songs (`dose_model.extract.songs.extract_songs`):
+    ``windows`` (4 s clips per song, the most active), ``start_s`` (the one clip's start in
+    seconds instead), ``normalize_input`` (clips to the training mixtures' peak), ``finish``
+    (trim, fade and level of each one-shot).
+    """
+
+    checkpoints: Mapping[str, str | Path]
+    codec_weights: str | Path
+    heads: int = 16
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    concurrent: bool | None = None
+    sampling: Sampling = GREEDY
+    windows: int = 1
+    start_s: float | None = None
+    normalize_input: bool = True
+    finish: Finish = DEFAULT_FINISH
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExtractOptions:
+        """The options parsed arguments ask for: the model options `dose-extract` and
+        `dose-eval` share, and `dose-extract`'s song options where the namespace has them
+        (else their defaults)."""
+        songs = {}
+        if hasattr(args, "windows"):  # dose-extract
+            finish = Finish(
+                trim_db=None if args.no_trim else args.trim_db,
+                fade_ms=None if args.no_fade or args.fade_ms == 0 else args.fade_ms,
+                peak_db=None if args.no_normalize else args.peak_db,
+            )
+            songs = {
+                "windows": args.windows,
+                "start_s": args.start,
+                "normalize_input": not args.no_input_normalize,
+                "finish": finish,
+            }
+        return cls(
+            checkpoints={d: getattr(args, d) for d in DRUMS if getattr(args, d)},
+            codec_weights=args.codec_weights,
+            heads=args.heads,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            concurrent={"auto": None, "on": True, "off": False}[args.concurrent_drums],
+            sampling=Sampling(
+                args.strategy, args.top_p, args.temperature, args.seed, args.candidates
+            ),
+            **songs,
+        )
 
 
 def _on_own_stream(fn: Callable, arg, device: torch.device):
@@ -268,6 +333,21 @@ class Extractor:
         if codes.shape[-1] == 0:
             return np.zeros(0, dtype=np.float32)
         return self.codec.decode(codes).cpu().numpy()[0, 0].astype(np.float32)
+
+
+def load_extractor(options: ExtractOptions) -> Extractor:
+    """The codec and the models that ``options`` name, loaded once, in an `Extractor` with
+    its precision and batch size resolved for the device. Raises a DoseError or OSError
+    naming the file or device."""
+    codec, models = load_codec_and_models(
+        options.checkpoints, options.codec_weights, options.heads, options.device
+    )
+    cuda = codec.device.type == "cuda"
+    precision = options.precision
+    if precision == "auto":
+        precision = "bf16" if cuda else "fp32"
+    batch = options.batch_size or (64 if cuda else 8)
+    return Extractor(codec, models, precision, batch, options.concurrent)
 
 
 def extract_clips(

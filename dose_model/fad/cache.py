@@ -8,8 +8,9 @@ SHA-256 of a key that lists, explicitly, everything the embedding depends on:
   width, the weight file's SHA-256, the pad rule and every option;
 - :data:`CACHE_FORMAT`, bumped when the code computes other numbers for the same key.
 
-Entries are written atomically (a temporary file in the same folder, flushed and fsynced, then
-renamed over the name), so a reader or an interrupted run never sees half of one. An entry that
+Entries are written atomically (:mod:`rmod_dose_common.fileio`: a temporary file in the same
+folder, fsynced, renamed over the name, the folder fsynced), so a reader or an interrupted run
+never sees half of one. An entry that
 cannot be read back, or has another width, is treated as missing and written again.
 """
 
@@ -18,35 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from dose_model.fad.embedder import EmbedderInfo
+from rmod_dose_common.fileio import atomic_writer
 
 CACHE_FORMAT = 1
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` as ``.npy`` at ``path`` (parents created): temporary file in the same
-    folder, fsync, rename. On any error the temporary file is removed and ``path`` untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``array`` as ``.npy`` at ``path`` (parents created), atomically and durably
+    (:func:`rmod_dose_common.fileio.atomic_writer`). On any error ``path`` is untouched."""
+    with atomic_writer(path) as fh:
+        np.save(fh, array, allow_pickle=False)
 
 
 def cache_key(audio_sha256: str, info: EmbedderInfo) -> str:

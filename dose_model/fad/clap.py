@@ -45,7 +45,7 @@ import torch
 from dose_model.errors import DoseError
 from dose_model.fad.embedder import EmbedderInfo
 from dose_model.fad.htsat import CLIP_SAMPLES, SAMPLE_RATE, ClapAudioNetwork, HtsatConfig
-from dose_model.fileio import sha256_file
+from rmod_dose_common.fileio import sha256_file
 
 PAD_RULES = ("repeat", "zero")
 """How a window shorter than 10 s is filled: LAION-CLAP's tiling or fadtk's zeros."""

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
+from dose_model.dataset.members import MemberError, TarMember
 from dose_model.fad.cache import EmbeddingCache, atomic_save_npy
 from dose_model.fad.embedder import Embedder, EmbedderInfo, FadError
 from dose_model.fad.frechet import FadResult, fad
-from dose_model.fileio import sha256_file
+from rmod_dose_common.audio import AudioReadError
+from rmod_dose_common.audio import read_audio as read_bounded
+from rmod_dose_common.fileio import sha256_file
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 RMOD_PREFIX = "rmod:"
@@ -41,7 +43,7 @@ class AudioItem:
     ``path`` (where to read it)."""
 
     rel: str
-    path: Path
+    path: Path | TarMember  # a member of an RMOD --layout tar build's shard
 
 
 def list_audio(source: str) -> list[AudioItem]:
@@ -90,29 +92,16 @@ def _rmod_items(source: str) -> list[AudioItem]:
     ]
 
 
-def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """float32 ``[channels, samples]`` and the rate of a whole audio file (or tar member of an
-    RMOD tar build); FadError naming the file when it is missing, undecodable, empty or holds
-    non-finite samples (a member: also when its shard cannot be trusted)."""
-    from dose_model.dataset.members import MemberError, TarMember
+class FadAudioError(AudioReadError, FadError):
+    """An audio file of a FAD set cannot be used (``path``, ``reason``)."""
 
-    member = isinstance(path, TarMember)
-    if not member and not Path(path).is_file():
-        raise FadError(f"{path}: no such audio file")
-    try:
-        source = path.open() if member else str(path)
-    except MemberError as exc:
-        raise FadError(f"{path}: {exc}") from None
-    try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FadError(f"{path}: cannot decode audio ({reason})") from None
-    if data.shape[0] == 0:
-        raise FadError(f"{path}: audio file holds no samples")
-    if not np.isfinite(data).all():
-        raise FadError(f"{path}: audio file holds non-finite samples")
-    return np.ascontiguousarray(data.T), int(rate)
+
+def read_audio(path: Path | TarMember) -> tuple[np.ndarray, int]:
+    """float32 ``[channels, samples]`` and the rate of a whole audio file (or a tar member of an
+    RMOD tar build), through the bounded reader (`rmod_dose_common.audio`); `FadAudioError`
+    naming the file when it is missing, refused, undecodable, empty or holds non-finite
+    samples (a member: also when its shard or bytes cannot be trusted)."""
+    return read_bounded(path, FadAudioError)
 
 
 def embed_items(
@@ -134,7 +123,14 @@ def embed_items(
         else:
             if not item.path.is_file():
                 raise FadError(f"{item.path}: no such audio file")
-            out.append(cache.get_or_compute(sha256_file(item.path), compute))
+            if isinstance(item.path, TarMember):  # its index holds its SHA-256
+                try:
+                    key = item.path.sha256()
+                except MemberError as exc:
+                    raise FadError(str(exc)) from None
+            else:
+                key = sha256_file(item.path)
+            out.append(cache.get_or_compute(key, compute))
         if progress is not None:
             progress(done, len(items))
     return out

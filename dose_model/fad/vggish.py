@@ -35,7 +35,7 @@ from torch import nn
 
 from dose_model.fad import logmel
 from dose_model.fad.embedder import EmbedderInfo, FadError
-from dose_model.fileio import sha256_file
+from rmod_dose_common.fileio import sha256_file
 
 CONV_KEYS = (0, 3, 6, 8, 11, 13)
 """Indices of the convolutions in ``features``; a max-pool follows those at 0, 3, 8 and 13."""

@@ -25,10 +25,11 @@ from typing import Any
 import torch
 
 from dose_model.errors import DoseError
-from dose_model.fileio import atomic_write, load_weights_only
+from dose_model.fileio import load_weights_only
 from dose_model.model.config import ConfigError, ModelConfig
 from dose_model.model.transformer import DoseTransformer
-from dose_model.records import plain_problem, to_plain
+from rmod_dose_common.fileio import atomic_write
+from rmod_dose_common.records import plain_problem, to_plain
 
 FORMAT = "dose-train-v1"
 PREFIX = "inst_decoder."
@@ -212,7 +213,7 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint dict (plain types and tensors: weights_only-safe)."""
-        return {"format": FORMAT, **to_plain(self)}
+        return {"format": FORMAT, **to_plain(self, deep=False)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str | Path) -> TrainState:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; the package supports 3.10
+    from typing_extensions import Self
 
 import yaml
 
 from dose_model.errors import DoseError
-from dose_model.records import from_plain, to_plain, type_problem
+from rmod_dose_common.records import check_plain, to_plain, type_problem
 
 POSITION_KINDS = ("learned", "none")
 SIZE_LIMITS = {
@@ -46,7 +49,7 @@ class ConfigError(DoseError, ValueError):
 
 
 class _Section:
-    """A config section: its plain dict and back through `dose_model.records`."""
+    """A config section: its plain dict and back through `rmod_dose_common.records`."""
 
     SECTION: ClassVar[str]  # the section's name in a config file, and in error messages
 
@@ -59,7 +62,7 @@ class _Section:
         """Build from a dict, rejecting unknown fields and wrong types (`ConfigError` naming
         ``where.field``, ``where`` defaulting to the section); absent fields keep their
         defaults."""
-        return from_plain(cls, data, where or cls.SECTION, ConfigError)
+        return check_plain(cls, data, where or cls.SECTION, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,6 @@ def load_config(path: str | Path | None) -> tuple[ModelConfig, TrainConfig]:
 def _check_types(record: Any, where: str) -> None:
     """ConfigError naming the first field whose value does not fit its type (ints are
     accepted where floats are expected; bools are not ints)."""
-    problem = type_problem(type(record), to_plain(record), where)
+    problem = type_problem(type(record), to_plain(record, deep=False), where)
     if problem is not None:
         raise ConfigError(problem)

@@ -23,8 +23,9 @@ import soundfile as sf
 
 from dose_model.errors import DoseError
 from dose_model.extract.songs import Song, output_path
-from dose_model.fileio import atomic_write
 from dose_model.separate.larsnet import SAMPLE_RATE, LarsNet, LarsNetError, resample
+from rmod_dose_common.audio import AudioReadError, read_audio
+from rmod_dose_common.fileio import atomic_write
 
 
 @dataclass(frozen=True)
@@ -47,29 +48,19 @@ def outside(songs: Sequence[Song], out: str | Path) -> tuple[list[Song], list[So
     return kept, inside
 
 
-def read_stereo(path: str | Path) -> np.ndarray:
-    """A whole audio file as float32 ``[2, samples]`` at 44.1 kHz (see the module text).
-    Raises `LarsNetError` naming the file if it is missing, undecodable, empty, has more than
-    two channels or holds non-finite samples. ``path`` may also be a tar member of an RMOD tar
-    build (:class:`dose_model.dataset.members.TarMember`, whose errors pass through)."""
-    from dose_model.dataset.members import TarMember
+class SongAudioError(AudioReadError, LarsNetError):
+    """A song cannot be read for separation (``path``, ``reason``)."""
 
-    member = isinstance(path, TarMember)
-    path = path if member else Path(path)
-    if not member and not path.is_file():
-        raise LarsNetError(f"{path}: file not found")
-    source = path.open() if member else str(path)  # a member: MemberError, a DoseError
-    try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
-        raise LarsNetError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from None
-    if data.shape[0] == 0:
-        raise LarsNetError(f"{path}: file holds no samples")
-    if data.shape[1] > 2:
-        raise LarsNetError(f"{path}: {data.shape[1]} channels; LarsNet takes mono or stereo")
-    if not np.isfinite(data).all():
-        raise LarsNetError(f"{path}: file holds non-finite samples")
-    audio = np.repeat(data.T, 2 // data.shape[1], axis=0)
+
+def read_stereo(path: str | Path) -> np.ndarray:
+    """A whole audio file as float32 ``[2, samples]`` at 44.1 kHz (see the module text),
+    through the bounded reader (`rmod_dose_common.audio`). Raises `SongAudioError` (a
+    `LarsNetError`) naming the file if it is missing, refused, undecodable, empty, has more
+    than two channels or holds non-finite samples."""
+    data, rate = read_audio(path, SongAudioError)
+    if data.shape[0] > 2:
+        raise SongAudioError(path, f"{data.shape[0]} channels; LarsNet takes mono or stereo")
+    audio = np.repeat(data, 2 // data.shape[0], axis=0)
     return resample(audio, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else audio
 
 

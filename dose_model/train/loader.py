@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 import torch
@@ -50,14 +51,16 @@ def rank_share(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
     return indices[rank * per : (rank + 1) * per]
 
 
-def load_batch(dataset, indices: Sequence[int], collate: Callable | None = None) -> Batch:
+def load_batch(
+    dataset, indices: Sequence[int] | np.ndarray, collate: Callable | None = None
+) -> Batch:
     """The batch of ``indices`` on the CPU: ``dataset.batch(indices)`` (one gather, the delay
     pattern for the whole batch) when the dataset has it and no ``collate`` is given, else
     ``collate`` (default `dose_model.train.batches.collate`) of the items."""
     if collate is None and hasattr(dataset, "batch"):
         return dataset.batch(np.asarray(indices))
     batch = (collate or default_collate)([dataset[int(i)] for i in indices])
-    return tuple(batch[:3])  # type: ignore[return-value]
+    return tuple(batch[:3])
 
 
 class BatchLoader:
@@ -84,8 +87,8 @@ class BatchLoader:
     def _build(self, step: int) -> Batch:
         batch = load_batch(self.dataset, self.indices(step), self.collate)
         if self.device.type == "cuda":
-            batch = tuple(x.pin_memory() for x in batch)
-        return batch  # type: ignore[return-value]
+            return cast(Batch, tuple(x.pin_memory() for x in batch))
+        return batch
 
     def get(self, step: int) -> Batch:
         """The batch of ``step`` on the device; starts building ``step + 1``."""

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dose_model.fileio import atomic_write_text
 from dose_model.model.checkpoints import TrainState
 from dose_model.train.distributed import DistEnv
+from rmod_dose_common.fileio import atomic_write_text
 
 METRIC_FIELDS = tuple(
     "step lr train_loss full_loss onset_loss token_accuracy valid_loss valid_full_loss "
@@ -44,7 +44,7 @@ class MetricsLog:
         self.window[4] += 1
         self.examples += examples
 
-    def train_row(self, step: int, lr: float) -> dict[str, str]:
+    def train_row(self, step: int, lr: float) -> dict[str, object]:
         """Means of the window (summed over ranks); resets it."""
         sums = self.window.clone()
         if self.env.world > 1:

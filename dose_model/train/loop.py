@@ -28,6 +28,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from dose_model.train.loader import (
     load_batch,
 )
 from dose_model.train.log import MetricsLog, fmt
+from dose_model.train.options import TrainOptions
 from dose_model.train.state import (
     check_shapes,
     initial_state,
@@ -198,7 +200,7 @@ def _build(state: TrainState, env: DistEnv, dev: torch.device, compile: bool, **
             net, device_ids=[dev.index] if dev.type == "cuda" else None
         )
     if compile:
-        net = torch.compile(net)
+        net = cast(nn.Module, torch.compile(net))  # an OptimizedModule
     return _Run(state, cfg, model, optimizer, net, env, dev, **kw)
 
 
@@ -251,62 +253,42 @@ def _validate(run: _Run, valid_set, collate, best_path: Path, window) -> dict[st
 
 # ----------------------------------------------------------------------------- the loop
 def train(
-    model_cfg: ModelConfig | None,
-    train_cfg: TrainConfig | None,
-    train_set,
-    valid_set,
-    out: str | Path,
-    device: str = "auto",
-    precision: str = "auto",
-    resume: bool = False,
-    collate: Callable | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-    max_steps: int | None = None,
-    compile: bool | None = None,
+    train_set, valid_set, options: TrainOptions, collate: Callable | None = None
 ) -> TrainResult:
     """Train a `DoseTransformer` and write ``metrics.csv``, ``last.ckpt``, ``best.ckpt``.
 
     Args:
-        model_cfg, train_cfg: configurations (stored in the checkpoints); None = the defaults,
-            or when resuming the stored ones.
         train_set, valid_set: indexable datasets of ``(mixture [M, K], target [L, K])`` long
             tensors (with a ``batch(indices)`` method, as `TokenDataset`, batches are read
             whole; an ``identity`` dict is recorded as the checkpoint's ``data``);
             ``valid_set`` may be None or empty (no validation, no early stopping).
-        out: run folder (created).
-        device: "auto", "cpu", "cuda", "cuda:1", ... (under torchrun: cuda:LOCAL_RANK).
-        precision: "auto" (bf16 autocast on cuda, fp32 elsewhere), "bf16" or "fp32".
-        resume: continue from ``out/last.ckpt``. Given configs (but ``max_steps``) and the
-            data's identity must equal the stored ones (TrainingError naming each difference).
-            Without it, an ``out`` that already holds ``last.ckpt`` is refused.
-        max_steps: override ``train_cfg.max_steps`` (also when resuming; the cosine schedule
-            follows it, so an unchanged value is needed to reproduce an uninterrupted run).
+        options: the run's fields of `TrainOptions` (out, configs, device, precision, resume,
+            max_steps, compile, progress, stop_after); a resume whose given configs or data
+            differ from the stored ones raises TrainingError naming each difference.
         collate: batch builder, ``list[(mixture, target)] -> (mixture, target, target_mask)``
             (None: the dataset's ``batch``, else `dose_model.train.batches.collate`).
-        progress: show a tqdm bar (rank 0).
-        stop_after: end after this many updates as if interrupted (last.ckpt written); tests.
-        compile: run the training forward and loss through `torch.compile`; None = on CUDA.
 
     Returns:
         `TrainResult`; on SIGTERM or Ctrl-C, ``last.ckpt`` is written and ``interrupted``
         names the signal.
     """
     env = dist_env()
-    join_process_group(env, device)
-    dev = resolve_device(device, env.local_rank)
-    out = Path(out)
+    join_process_group(env, options.device)
+    dev = resolve_device(options.device, env.local_rank)
+    out = Path(options.out)
     data = dict(getattr(train_set, "identity", {}) or {})
-    state = initial_state(model_cfg, train_cfg, data, out / "last.ckpt", resume)
-    cfg = run_config(state, max_steps, env.world)
+    state = initial_state(
+        options.model_cfg, options.train_cfg, data, out / "last.ckpt", options.resume
+    )
+    cfg = run_config(state, options.max_steps, env.world)
     check_shapes(train_set, ModelConfig.from_dict(state.model_config))
     loader = BatchLoader(train_set, cfg, env, dev, collate)  # fails early if too few examples
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
-    compile = dev.type == "cuda" if compile is None else compile
-    run = _build(state, env, dev, compile, precision=precision, out=out)
+    compile = dev.type == "cuda" if options.compile is None else options.compile
+    run = _build(state, env, dev, compile, precision=options.precision, out=out)
     try:
-        return _loop(run, loader, valid_set, collate, progress, stop_after)
+        return _loop(run, loader, valid_set, collate, options.progress, options.stop_after)
     finally:
         loader.close()
 
@@ -338,7 +320,7 @@ def _loop(run: _Run, loader: BatchLoader, valid_set, collate, progress, stop_aft
             bar.update(1)
             if row is not None:
                 bar.set_postfix(loss=f"{log.last_loss:.4f}", ex_s=f"{log.rate:.1f}")
-            if stop.requested(env, run.device, logging):
+            if stop.requested(env, run.device, logging) and stop.signum is not None:
                 interrupted = signal.Signals(stop.signum).name
             ending = interrupted or (stop_after is not None and state.step - start >= stop_after)
             saving = validating or state.stopped or bool(ending) or state.step == cfg.max_steps

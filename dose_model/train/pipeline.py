@@ -10,20 +10,22 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from dose_model import DRUMS
 from dose_model.cache.index import CacheError, read_index
-from dose_model.cache.tokenize import tokenize_manifest
+from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
 from dose_model.dataset.manifest import ManifestError, find_manifests, manifest_sha256
 from dose_model.device import resolve_device
-from dose_model.fileio import sha256_file
 from dose_model.model.checkpoints import CheckpointError, read_state
-from dose_model.model.config import ConfigError, ModelConfig, TrainConfig
+from dose_model.model.config import ConfigError, TrainConfig
 from dose_model.train.batches import TokenDataset
 from dose_model.train.distributed import dist_env
 from dose_model.train.loader import TrainingError
 from dose_model.train.loop import TrainResult, train
+from dose_model.train.options import TrainOptions
+from rmod_dose_common.fileio import sha256_file
 
 
 def dataset_root(manifest: str | Path) -> Path:
@@ -82,10 +84,13 @@ def _read_cache_index(tokdir: Path) -> dict:
 
 
 def _ensure_cache(
-    manifest, tokens, codec_weights, dev, progress: bool, log: Callable[[str], None]
+    options: TrainOptions, dev: torch.device, log: Callable[[str], None]
 ) -> tuple[Path, dict]:
     """The token cache folder and its index: a complete cache of this dataset (and codec),
     or one made or completed now with `tokenize_manifest`."""
+    manifest, tokens, codec_weights = options.manifest, options.tokens, options.codec_weights
+    if manifest is None:
+        raise TrainingError("give --manifest: the RMOD dataset to train on")
     env = dist_env()
     root = dataset_root(manifest)  # a wrong path is named first
     if tokens is None and codec_weights is None:
@@ -102,7 +107,9 @@ def _ensure_cache(
         raise TrainingError(f"{tokens} is not a complete token cache: give --codec-weights")
     if env.world > 1:
         raise TrainingError(f"{tokens}: tokenize first (dose-tokenize) before a torchrun launch")
-    summary = tokenize_manifest(root, codec_weights, tokens, device=str(dev), progress=progress)
+    summary = tokenize_manifest(
+        TokenizeOptions(root, codec_weights, tokens, device=str(dev), progress=options.progress)
+    )
     if env.main:
         log(str(summary))
     return tokens, read_index(tokens)
@@ -132,7 +139,7 @@ def _stored_train_config(last: Path) -> TrainConfig:
 
 
 def _datasets(
-    tokens: Path, index: dict, drum: str, frames: int
+    tokens: Path, index: dict, drum: str, frames: int | None
 ) -> tuple[TokenDataset, TokenDataset | None]:
     """The drum's training set and, when the cache has that split, its validation set;
     targets ``frames`` long. A cache that cannot serve them raises CacheError or
@@ -147,62 +154,28 @@ def _datasets(
     return sets[0], (sets[1] if len(sets) > 1 else None)
 
 
-def train_from_manifest(
-    manifest: str | Path,
-    drum: str,
-    out: str | Path,
-    codec_weights: str | Path | None = None,
-    tokens: str | Path | None = None,
-    model_cfg: ModelConfig | None = None,
-    train_cfg: TrainConfig | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    resume: bool = False,
-    max_steps: int | None = None,
-    progress: bool = True,
-    compile: bool | None = None,
-    log: Callable[[str], None] = print,
-    overrides: dict | None = None,
-) -> TrainResult:
+def train_from_manifest(options: TrainOptions, log: Callable[[str], None] = print) -> TrainResult:
     """`dose-train`: make sure a token cache exists, then `train` one drum class on it.
 
-    Args:
-        manifest: RMOD dataset folder ``DIR`` or one of its ``DIR/manifests/*.jsonl`` files
-            (the whole dataset is tokenized: training needs train and valid).
-        drum: "kick", "snare" or "hihat".
-        out: run folder.
-        codec_weights: DAC weights file; needed only when the token cache must be (completed).
-        tokens: token cache folder; default `default_token_dir`. A complete cache is used
-            when it was made from the dataset's current manifests (and with ``codec_weights``,
-            when given; see `check_cache_matches`); otherwise it is created or completed with
-            `dose_model.cache.tokenize.tokenize_manifest`.
-        model_cfg, train_cfg: configurations (default: `ModelConfig()`, `TrainConfig()`, or
-            when resuming the checkpoint's; given ones must equal the checkpoint's).
-        device, precision, resume, max_steps, progress, compile: see `train`.
-        log: where one-line notes go (rank 0 only).
-        overrides: `TrainConfig` fields set on top of ``train_cfg`` (``--batch-size``, ...).
+    ``options.manifest`` is an RMOD dataset folder ``DIR`` or one of its
+    ``DIR/manifests/*.jsonl`` files (the whole dataset is tokenized: training needs train
+    and valid). ``options.tokens`` (default `default_token_dir`) is used when it is a
+    complete cache made from the dataset's current manifests (and with
+    ``options.codec_weights``, when given; see `check_cache_matches`); otherwise it is
+    created or completed with `dose_model.cache.tokenize.tokenize_manifest`. The configs
+    are ``options.train_cfg`` (or, resuming, the checkpoint's) with ``options.overrides``
+    set; the rest of ``options`` goes to `train`. ``log`` takes one-line notes (rank 0).
     """
-    if drum not in DRUMS:
-        raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {drum!r}")
-    dev = resolve_device(device, dist_env().local_rank)  # fails early
-    tokens, index = _ensure_cache(manifest, tokens, codec_weights, dev, progress, log)
-    train_cfg = _with_overrides(train_cfg, overrides, Path(out) / "last.ckpt", resume)
+    if options.drum not in DRUMS:
+        raise TrainingError(f"--drum must be one of {', '.join(DRUMS)}, got {options.drum!r}")
+    dev = resolve_device(options.device, dist_env().local_rank)  # fails early
+    tokens, index = _ensure_cache(options, dev, log)
+    last = Path(options.out) / "last.ckpt"
+    train_cfg = _with_overrides(options.train_cfg, dict(options.overrides), last, options.resume)
     frames = (train_cfg or TrainConfig()).target_frames
-    train_set, valid_set = _datasets(tokens, index, drum, frames)
+    train_set, valid_set = _datasets(tokens, index, options.drum, frames)
     try:
-        return train(
-            model_cfg,
-            train_cfg,
-            train_set,
-            valid_set,
-            out,
-            device=device,
-            precision=precision,
-            resume=resume,
-            progress=progress,
-            max_steps=max_steps,
-            compile=compile,
-        )
+        return train(train_set, valid_set, replace(options, train_cfg=train_cfg))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -15,20 +15,22 @@ import importlib.util
 from pathlib import Path
 
 #: The modules whose code decides the bytes of a build, given its recipe, library content
-#: and seed: :func:`engine_fingerprint` hashes exactly these. A test renders an example
-#: and fails if it imported an ``rmod`` module that is neither here nor in
+#: and seed: :func:`engine_fingerprint` hashes exactly these, the shared package's modules
+#: that rendering uses included. A test renders an example and fails if it imported an
+#: ``rmod`` or ``rmod_dose_common`` module that is neither here nor in
 #: :data:`NOT_RENDERING_MODULES`.
 RENDERING_MODULES = (
-    "rmod", "rmod.audio", "rmod.records",
+    "rmod", "rmod.audio", "rmod.records", "rmod_dose_common.records",
     "rmod.recipe.spec", "rmod.recipe.checks", "rmod.recipe.distributions",
     "rmod.library.catalog", "rmod.library.hashing",
     "rmod.example.draw", "rmod.example.render", "rmod.example.pattern", "rmod.example.groove",
     "rmod.example.tracks", "rmod.example.mixing", "rmod.example.master",
     "rmod.example.sample_store", "rmod.example.pitch",
-    "rmod.build.manifest", "rmod.build.worker",
+    "rmod.build.manifest", "rmod.build.worker", "rmod_dose_common.audio",
     "rmod.build.tar_layout", "rmod_dose_common.tar_shards",
 )  # fmt: skip
-#: ``rmod`` modules a build imports that do not decide its bytes, and why.
+#: ``rmod`` and ``rmod_dose_common`` modules a build imports that do not decide its bytes,
+#: and why.
 NOT_RENDERING_MODULES = {
     "rmod.library.builtin": "makes the built-in library, whose content the library fingerprint covers",
     **{
@@ -58,6 +60,7 @@ NOT_RENDERING_MODULES = {
     "rmod.build.upkeep": "process upkeep (lease, parent watch, allocator); changes no result",
     "rmod.build.shards": "where a shard's files go and how it commits, not what they hold",
     "rmod_dose_common": "the shared package's index: its modules are listed one by one",
+    "rmod_dose_common.fileio": "writes files durably and hashes them; decides no bytes",
 }
 RENDERING_PACKAGES = (
     "numpy", "scipy", "soxr", "pedalboard", "soundfile", "miditoolkit"

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmod.audio import atomic_write_bytes
 from rmod.errors import RmodError
 from rmod.records import RecordError, from_plain, to_plain
+from rmod_dose_common.fileio import atomic_write_bytes
 
 MANIFEST_FORMAT = "rmod-manifest/1"
 BUILD_JSON = "build.json"
@@ -186,7 +186,7 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[ManifestRow]:
                 continue
             try:
                 row = ManifestRow.from_dict(json.loads(line))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:  # Recursion: nested too deep
                 raise ManifestError(f"{path}:{lineno}: {exc}") from None
             yield row
 
@@ -304,5 +304,5 @@ def read_build_info(root: str | os.PathLike) -> BuildInfo:
         return BuildInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise ManifestError(f"{path}: no build.json (is this an rmod dataset folder?)") from None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ManifestError(f"{path}: {exc}") from None

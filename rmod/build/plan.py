@@ -16,7 +16,6 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import rmod
 from rmod import SPLITS
@@ -29,7 +28,7 @@ from rmod.build.tar_layout import DEFAULT_TAR_SHARD_SIZE
 from rmod.errors import InputError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
-from rmod.recipe.spec import load_recipe
+from rmod.recipe.spec import Recipe, load_recipe
 
 log = logging.getLogger("rmod.build.run")  # a build's warnings, wherever they arise
 
@@ -45,9 +44,11 @@ class BuildOptions:
     loky and a ``LocalCluster``; every worker thread of a ``--scheduler`` cluster).
     ``audio_format``: ``wav``/``flac``, ``None`` for the recipe's. ``shard_size``:
     examples per shard, ``None`` for :func:`default_shard_size`. ``midi_dir``: MIDI
-    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``). ``layout``:
-    ``folder`` (a folder of files per shard) or ``tar`` (one WebDataset tar per shard,
-    :mod:`rmod.build.tar_layout`).
+    files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``).
+    ``store_max``: the sample store's cap in bytes (0: no store; ``None``:
+    :func:`rmod.example.sample_store.default_store_max`); not part of ``build.json``.
+    ``layout``: ``folder`` (a folder of files per shard) or ``tar`` (one WebDataset tar per
+    shard, :mod:`rmod.build.tar_layout`).
     """
 
     n: int
@@ -62,10 +63,11 @@ class BuildOptions:
     audio_format: str | None = None
     progress: bool = True
     midi_dir: str | os.PathLike | None = None
+    store_max: int | None = None
     layout: str = "folder"
 
 
-def split_counts(recipe: Any, n: int) -> dict[str, int]:
+def split_counts(recipe: Recipe, n: int) -> dict[str, int]:
     """Examples per split: ``n`` training; valid/test are the recipe's fractions of ``n``,
     rounded half up, at least ``max(1, recipe.splits.min_per_split)`` each."""
     if n < 1:
@@ -91,8 +93,8 @@ def default_shard_size(n: int, layout: str = "folder") -> int:
 
 
 def make_build_info(
-    recipe: Any,
-    library: Any,
+    recipe: Recipe,
+    library: Library,
     library_path: str | None,
     seed: int,
     counts: dict[str, int],
@@ -118,13 +120,12 @@ def make_build_info(
     )
 
 
-def load_inputs(options: BuildOptions) -> tuple[Any, Any, str | None]:
+def load_inputs(options: BuildOptions) -> tuple[Recipe, Library, str | None]:
     """The recipe (with ``--midi-dir`` recorded in it), the library and the library's
     absolute path (``None`` for the built-in one)."""
     recipe = load_recipe(options.recipe)
-    if (
-        options.midi_dir is not None
-    ):  # Groove variant: workers read the folder (rmod.example.groove)
+    # A Groove variant: workers read the MIDI folder (rmod.example.groove).
+    if options.midi_dir is not None:
         recipe = with_midi_dir(recipe, options.midi_dir)
         for path, reason in recipe_grooves(recipe).refused:
             log.warning("skipped %s: %s", path, reason)
@@ -136,7 +137,7 @@ def load_inputs(options: BuildOptions) -> tuple[Any, Any, str | None]:
     return recipe, Library.load(library_path), library_path
 
 
-def check_grooves(recipe: Any, counts: dict[str, int]) -> None:
+def check_grooves(recipe: Recipe, counts: dict[str, int]) -> None:
     """A Groove build needs MIDI windows in every split it renders (ValueError if not)."""
     grooves = recipe_grooves(recipe)
     if grooves is None:
@@ -156,8 +157,8 @@ class BuildPlan:
     shards."""
 
     out: Path
-    recipe: Any
-    library: Any
+    recipe: Recipe
+    library: Library
     library_path: str | None
     audio_format: str
     info: BuildInfo

@@ -7,11 +7,14 @@ build plans shards in memory or writes anything.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rmod import DRUMS, SPLITS
 from rmod.build.manifest import MAX_PER_SPLIT
 from rmod.errors import InputError
+
+if TYPE_CHECKING:
+    from rmod.library.catalog import Library
 
 #: Shards per split that shard folder names can hold (6 digits).
 MAX_SHARDS_PER_SPLIT = 10**6
@@ -52,7 +55,7 @@ def check_sizes(counts: dict[str, int], shard_size: int) -> None:
             )
 
 
-def check_library_covers(library: Any, counts: dict[str, int]) -> None:
+def check_library_covers(library: Library, counts: dict[str, int]) -> None:
     """Refuse (``ValueError``) a library that lacks a drum class in a split to be built.
 
     Every example draws two one-shots of each drum class from its own split; instruments

@@ -14,8 +14,11 @@
 4. run the remaining shards through joblib (``loky`` processes on this machine, or
    ``dask`` on a ``distributed`` cluster: a ``LocalCluster`` or ``--scheduler``; see
    :mod:`rmod.build.backends`);
-5. concatenate the manifest parts, in order, into ``DIR/manifests/{split}.jsonl``, and
-   remove the sample store the workers shared (``DIR/.rmod-store``, see :mod:`rmod.example.sample_store`).
+5. concatenate the manifest parts, in order, into ``DIR/manifests/{split}.jsonl``.
+
+Each run that renders makes a new, empty sample store for its workers (``DIR/.rmod-store``,
+capped at ``--store-max``; see :mod:`rmod.example.sample_store`) after step 3, and removes it
+when it ends, however it ends (a store is never trusted by a later run).
 
 Every example's randomness comes from (seed, split, index) alone, so the dataset is the
 same bytes whatever the number of workers, the backend or the number of resumes.
@@ -26,9 +29,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import socket
-import sys
 import time
 import traceback
 import uuid
@@ -67,8 +68,16 @@ from rmod.build.shards import (
     shard_present,
 )
 from rmod.build.task import ExampleFailed, ShardError, ShardTask
-from rmod.errors import RmodError
-from rmod.example.sample_store import STORE_DIR
+from rmod.errors import InputError, RmodError
+from rmod.example.sample_store import (
+    StoreError,
+    StoreUsage,
+    create_store,
+    default_store_max,
+    format_size,
+    read_store_usage,
+    remove_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +106,10 @@ class BuildSummary:
     error: str | None = None
     #: The traceback of an unexpected exception that stopped the build (``--debug`` prints it).
     error_traceback: str | None = None
+    #: The sample store's cap in bytes (0: no store); ``None`` when nothing was rendered.
+    store_cap_bytes: int | None = None
+    #: The sample store's usage record at the end of the run (hits, misses, peak bytes).
+    store: StoreUsage | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,7 +122,8 @@ class BuildSummary:
         return self.rendered / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        """One-line summary: examples, time, rate, workers, peak worker memory."""
+        """One-line summary: examples, time, rate, workers, peak worker memory, the sample
+        store's hit rate and peak size."""
         total = sum(self.counts.values())
         split_text = ", ".join(f"{self.counts[s]} {s}" for s in SPLITS)
         status = "done" if self.ok else "FAILED"
@@ -117,8 +131,21 @@ class BuildSummary:
             f"rmod-build {status}: {self.rendered} rendered + {self.reused} reused of"
             f" {total} examples ({split_text}) in {self.seconds:.1f} s,"
             f" {self.rate:.2f} examples/s, {self.workers} worker(s),"
-            f" peak worker RSS {self.peak_rss_bytes / 2**20:.0f} MiB -> {self.out}"
+            f" peak worker RSS {self.peak_rss_bytes / 2**20:.0f} MiB{self.store_text()}"
+            f" -> {self.out}"
         )
+
+    def store_text(self) -> str:
+        """``, store hit rate H % (peak P of C)`` for :meth:`line`; ``, no sample store`` for
+        a cap of 0, nothing when the run rendered nothing."""
+        if self.store_cap_bytes is None:
+            return ""
+        if self.store_cap_bytes == 0:
+            return ", no sample store"
+        u = self.store or StoreUsage(self.store_cap_bytes)
+        rate = "n/a" if u.hit_rate is None else f"{100 * u.hit_rate:.1f} %"
+        peak, cap = format_size(u.peak_bytes), format_size(self.store_cap_bytes)
+        return f", store hit rate {rate} (peak {peak} of {cap})"
 
 
 def prepare_output(out: Path, info: BuildInfo) -> None:
@@ -222,7 +249,6 @@ def resume_point(plan: BuildPlan, summary: BuildSummary) -> list[Shard]:
     todo = [s for s in shards if not is_complete(out, s)]
     summary.shards_reused = len(shards) - len(todo)
     summary.reused = sum(s.size for s in shards) - sum(s.size for s in todo)
-    _remove_store(out)  # a store left by an interrupted run is not trusted
     return todo
 
 
@@ -253,6 +279,8 @@ def build(options: BuildOptions) -> BuildSummary:
     is running on it, ``ValueError`` for bad options.
     """
     start = time.perf_counter()
+    if options.store_max is not None and options.store_max < 0:
+        raise InputError(f"--store-max must be at least 0, got {options.store_max}")
     plan = plan_build(options)
     out = plan.out
     check_new_output(out)
@@ -261,13 +289,18 @@ def build(options: BuildOptions) -> BuildSummary:
     with build_lock(out) as lease:
         todo = resume_point(plan, summary)
         tasks = shard_tasks(plan, todo, options.seed, lease)
+        cap = options.store_max
+        if cap is None:
+            cap = default_store_max(out, _dataset_bytes(plan.recipe, sum(s.size for s in todo)))
+        # what an earlier run left at DIR/.rmod-store is removed, or refused (StoreError)
+        create_store(out, cap if tasks else 0, lease)
+        summary.store_cap_bytes = cap if tasks else None
         try:
             if tasks:
                 with scheduling(options.backend, options.jobs, options.scheduler) as workers:
                     summary.workers = workers
                     _run(tasks, summary, options.progress)
             concatenate_parts(out, plan.shards)
-            _remove_store(out)  # a cache: the build is complete
         except (ExampleFailed, ShardError) as exc:
             summary.error = str(exc)
         except KeyboardInterrupt:
@@ -275,6 +308,9 @@ def build(options: BuildOptions) -> BuildSummary:
         except Exception as exc:  # scheduler/cluster failures (e.g. a worker that died)
             summary.error = f"the build stopped: {type(exc).__name__}: {exc}"
             summary.error_traceback = traceback.format_exc()
+        finally:
+            summary.store = read_store_usage(out)
+            _remove_store(out)  # a cache of this run only
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -290,18 +326,22 @@ def _run(tasks: list[ShardTask], summary: BuildSummary, progress: bool) -> None:
             summary.peak_rss_worker = result.worker
 
 
+def _dataset_bytes(recipe, examples: int) -> int:
+    """An upper bound of the bytes ``examples`` examples add to a dataset: 16-bit WAV of the
+    mixture and the three one-shot targets, all at the recipe's channel count (FLAC and mono
+    targets write less; MIDI and manifests are small)."""
+    a = recipe.audio
+    seconds = float(a.mixture_seconds) + 3 * float(a.target_seconds)
+    return int(examples * seconds * int(a.sample_rate) * int(a.channels) * 2)
+
+
 def _remove_store(out: Path) -> None:
-    """Remove the build's sample store (``DIR/.rmod-store``); log what could not be removed."""
-
-    def report(path: str, exc: BaseException) -> None:
-        log.warning("could not remove %s from the sample store: %s", path, exc)
-
-    if sys.version_info >= (3, 12):
-        handler = {"onexc": lambda func, path, exc: report(path, exc)}
-    else:
-        handler = {"onerror": lambda func, path, info: report(path, info[1])}
-    if (out / STORE_DIR).exists():
-        shutil.rmtree(out / STORE_DIR, **handler)
+    """Remove the run's sample store (``DIR/.rmod-store``); log it when it cannot be (the
+    next run refuses to start until it is gone)."""
+    try:
+        remove_store(out)
+    except StoreError as exc:
+        log.warning("%s", exc)
 
 
 __all__ = [

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmod import SPLITS
-from rmod.audio import atomic_write_bytes, atomic_writer, sync_folder
 from rmod.build import tar_layout
 from rmod.build.manifest import (
     LAYOUTS,
@@ -51,6 +50,7 @@ from rmod.build.manifest import (
     read_manifest,
     write_manifest,
 )
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_writer, replace_durably, sync_folder
 from rmod_dose_common.tar_shards import index_path
 
 TMP_PREFIX = ".tmp-"
@@ -194,7 +194,11 @@ class TarWriterCommit(tar_layout.TarShardWriter):
         write_manifest(part_path(self.root, self.shard), rows)
 
 
-def open_shard_writer(root: str | os.PathLike, shard: Shard) -> FolderShardWriter | TarWriterCommit:
+#: A shard's writer, in either layout (:func:`open_shard_writer`).
+ShardWriter = FolderShardWriter | TarWriterCommit
+
+
+def open_shard_writer(root: str | os.PathLike, shard: Shard) -> ShardWriter:
     """The writer of a shard in its layout: ``location``, ``write``, ``add_row``, ``commit``
     and ``discard`` (``OSError`` when the output cannot be written)."""
     if shard.layout == "tar":
@@ -207,12 +211,14 @@ def commit_shard(
 ) -> None:
     """Publish a fully written temporary folder as the shard, then write its part.
 
-    A leftover final folder without a part (from an interrupted run) is replaced.
+    ``tmp_dir`` must already be durable (:func:`rmod_dose_common.fileio.sync_folder`); the
+    rename is made durable here, before the part that records it. A leftover final folder
+    without a part (from an interrupted run) is replaced.
     """
     final = shard_dir(root, shard)
     if final.exists():
         shutil.rmtree(final)
-    os.replace(tmp_dir, final)
+    replace_durably(tmp_dir, final)
     write_manifest(part_path(root, shard), rows)
 
 
@@ -306,7 +312,8 @@ def clean_incomplete(root: str | os.PathLike, shards: Iterable[Shard]) -> list[s
     for split in SPLITS:
         split_dir = root / split
         if split_dir.is_dir():
-            for tmp in sorted(split_dir.glob(f"{TMP_PREFIX}*")):
+            debris = {*split_dir.glob(f"{TMP_PREFIX}*"), *split_dir.glob(".*.tmp")}
+            for tmp in sorted(debris):  # shard folders and tars; a tar index's atomic write
                 _remove(tmp)
                 removed.append(str(tmp.relative_to(root)))
     for folder in (root / MANIFEST_DIR, parts_dir(root)):

@@ -10,9 +10,11 @@ The format itself (headers, index, row paths ``TAR#MEMBER``) is
 
 Commit (the same protocol as a shard folder's, :mod:`rmod.build.shards`): the worker streams
 members into ``DIR/{split}/.tmp-{split}-{shard:06d}-{unique}.tar`` as they are rendered (a
-shard never sits in memory), ends the archive, writes the index beside it, fsyncs both,
-renames the index then the tar into place and fsyncs the folder; the manifest part, written
-last, is the commit record. A tar without its part is debris of a killed run and is redone.
+shard never sits in memory) and ends the archive; one filesystem flush makes it durable (as
+for a shard folder, :func:`rmod_dose_common.fileio.sync_folder`); the index is written
+atomically into place, then the tar is renamed into place and the folder fsynced; the
+manifest part, written last, is the commit record. A tar without its part is debris of a
+killed run and is redone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from rmod.build.manifest import ManifestRow
+from rmod_dose_common.fileio import atomic_write_bytes, replace_durably, sync_folder
 from rmod_dose_common.tar_shards import (
     IndexEntry,
     TarIndex,
@@ -79,7 +82,6 @@ class TarShardWriter:
         self.rel = tar_relpath(split, number)
         unique = uuid.uuid4().hex[:12]
         self.tmp = self.folder / f"{TMP_PREFIX}{split}-{number:06d}-{unique}.tar"
-        self.tmp_index = index_path(self.tmp)
         self._fh = open(self.tmp, "xb")  # noqa: SIM115 - closed in publish/discard
         self._hash = hashlib.sha256()
         self._written = 0
@@ -108,32 +110,21 @@ class TarShardWriter:
         self.write(json_member(row.id), row_json_bytes(row))
 
     def publish(self) -> None:
-        """End the archive, make tar and index durable, rename the index then the tar into
-        place and fsync the folder (the caller writes the manifest part afterwards)."""
+        """End the archive and make it durable, write the index into place (atomically), then
+        rename the tar into place, durably (the caller writes the manifest part afterwards)."""
         self._put(end_of_archive(self._written))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
         self._fh.close()
+        sync_folder(self.folder)  # one flush, as for a shard folder
         index = TarIndex(self.name, self._written, self._hash.hexdigest(), tuple(self.members))
-        with open(self.tmp_index, "xb") as fh:
-            fh.write(index.to_bytes())
-            fh.flush()
-            os.fsync(fh.fileno())
         final = self.folder / self.name
-        os.replace(self.tmp_index, index_path(final))
-        os.replace(self.tmp, final)
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write_bytes(index_path(final), index.to_bytes())
+        replace_durably(self.tmp, final)
 
     def discard(self) -> None:
-        """Remove the temporary tar and index (a shard that was not published)."""
+        """Remove the temporary tar (a shard that was not published)."""
         if not self._fh.closed:
             self._fh.close()
-        for path in (self.tmp, self.tmp_index):
-            path.unlink(missing_ok=True)
+        self.tmp.unlink(missing_ok=True)
 
 
 def tar_damage(

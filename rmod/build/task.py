@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rmod.build.shards import Shard
 from rmod.errors import RmodError
+from rmod.recipe.spec import Recipe
 
 
 class ExampleFailed(RmodError):
@@ -42,7 +42,7 @@ class ShardTask:
 
     root: str
     shard: Shard
-    recipe: Any
+    recipe: Recipe
     library_path: str | None
     library_fingerprint: str
     seed: int

@@ -32,18 +32,18 @@ from rmod import DRUMS
 from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
-from rmod.build.shards import FolderShardWriter, open_shard_writer
+from rmod.build.shards import FolderShardWriter, ShardWriter, open_shard_writer
 from rmod.build.task import ExampleFailed, ShardError, ShardResult, ShardTask
 from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_allocator
 from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR, SampleStore
 from rmod.library.catalog import Library
 
-_LIBRARIES: dict[tuple[str | None, str], Any] = {}
+_LIBRARIES: dict[tuple[str | None, str], Library] = {}
 _LIBRARIES_LOCK = threading.Lock()
 
 
-def worker_library(path: str | None, fingerprint: str) -> Any:
+def worker_library(path: str | None, fingerprint: str) -> Library:
     """The library at ``path`` (``None`` = built-in), loaded once per process.
 
     Raises ``RuntimeError`` when the library this worker sees is not the one the build
@@ -65,11 +65,12 @@ def worker_library(path: str | None, fingerprint: str) -> Any:
 
 def worker_store(task: ShardTask) -> Any:
     """The :class:`rmod.example.sample_store.SampleStore` of the task's library at the recipe's rate, in
-    the build's folder (``DIR/.rmod-store``)."""
+    the build's folder (``DIR/.rmod-store``), used only when it is the store this run made
+    (its marker carries the task's lease); close it after the shard (it reports its hits)."""
     library = worker_library(task.library_path, task.library_fingerprint)
     rate = int(task.recipe.audio.sample_rate)
     folder = Path(task.root) / STORE_DIR
-    return SampleStore(library, rate, folder=folder)
+    return SampleStore(library, rate, folder=folder, token=task.lease)
 
 
 def _level(value: float) -> float | None:
@@ -77,7 +78,9 @@ def _level(value: float) -> float | None:
     return None if value == float("-inf") else round(float(value), 3)
 
 
-def build_example(task: ShardTask, store: Any, index: int, out: Any) -> ManifestRow:
+def build_example(
+    task: ShardTask, store: SampleStore, index: int, out: ShardWriter | str | os.PathLike
+) -> ManifestRow:
     """Draw and render example ``index`` of the shard's split into ``out``; its row.
 
     ``out`` is the shard's writer (:func:`rmod.build.shards.open_shard_writer`: its
@@ -138,7 +141,7 @@ class OutputError(RmodError, OSError):
     """A file of a shard that could not be written (full disk, lost mount): names the path."""
 
 
-def _write(out: Any, name: str, data: bytes, sha256: str | None = None) -> None:
+def _write(out: ShardWriter, name: str, data: bytes, sha256: str | None = None) -> None:
     """Write file ``name`` through a shard's writer (published with the shard)."""
     try:
         out.write(name, data, sha256)
@@ -201,6 +204,7 @@ def render_shard(task: ShardTask) -> ShardResult:
             raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
         limits.restore_original_limits()
+        store.close()  # adds its hits and misses to the store's usage record
         if not committed:  # leave nothing half-built behind
             out.discard()
     worker = f"{socket.gethostname()}:{os.getpid()}"

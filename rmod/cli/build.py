@@ -7,6 +7,8 @@ import sys
 
 from rmod.build.run import BACKENDS, BuildOptions, BuildSummary, build
 from rmod.cli import run
+from rmod.errors import InputError
+from rmod.example.sample_store import parse_size
 from rmod_dose_common.cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "rmod-build"
@@ -103,8 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of General MIDI drum files for a Groove recipe (rmod-groove): their 4 s "
         "windows are the drum patterns",
     )
+    p.add_argument(
+        "--store-max",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="cap of the sample store DIR/.rmod-store, the pitched loops and decoded sources "
+        "the workers share during a run (least recently used out, recomputed when needed: "
+        "the dataset's bytes do not depend on it), e.g. 20MB, 4GB, 512MiB; 0: no store; "
+        "if not given: half of the free space of DIR's disk less what the run will still "
+        "write (not recorded in build.json: a resume may use another value)",
+    )
     add_common(p)
     return p
+
+
+def _size(text: str) -> int:
+    """argparse type of ``--store-max``."""
+    try:
+        return parse_size(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +148,7 @@ def _build(args: argparse.Namespace) -> int:
         audio_format=args.audio_format,
         progress=not args.no_progress,
         midi_dir=args.midi_dir,
+        store_max=args.store_max,
         layout=args.layout,
     )
     with sigterm_as_interrupt():

@@ -17,7 +17,6 @@ from rmod.cli import run
 from rmod.errors import InputError
 from rmod.example.groove import for_recipe
 from rmod.inspect.overview import contribution_db, onset_snr_db, plot_overview
-from rmod.inspect.stats import params_outside_recipe
 from rmod.library.catalog import Library
 from rmod.recipe.spec import load_recipe
 from rmod_dose_common.cli import add_common, new_parser
@@ -210,7 +209,6 @@ def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
     from rmod.inspect.example_folder import params_problems
 
     wrong = params_problems(params, recipe, library)
-    wrong += params_outside_recipe(params.to_dict(), recipe.to_dict())
     if args.id is not None and params.id != args.id:
         wrong.insert(0, f"id: the row's parameters are of {params.id}, not {args.id}")
     if wrong:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rmod import DRUMS, SPLITS
 from rmod.errors import RmodError
-from rmod.example.groove import GrooveRef, recipe_grooves
+from rmod.example.groove import GrooveRef, GrooveSet, GrooveWindow, recipe_grooves
 from rmod.example.master import MasterParams, draw_master
 from rmod.example.mixing import (
     BusParams,
@@ -42,6 +42,9 @@ from rmod.example.mixing import (
 from rmod.example.pattern import draw_grid
 from rmod.recipe.spec import Recipe
 from rmod.records import from_plain, to_plain
+
+if TYPE_CHECKING:  # the protocol only types the argument: nothing of it runs
+    from rmod.library.source import LibraryIndex
 
 SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 
@@ -126,7 +129,7 @@ class ExampleParams:
         """Library ids used, per drum class and per playing instrument."""
         out = {cls: list(d.sample_ids) for cls, d in self.drums.items()}
         for name, inst in self.instruments.items():
-            if inst.plays:
+            if inst.loop_id is not None:  # it plays
                 out[name] = [inst.loop_id]
         return out
 
@@ -138,7 +141,12 @@ class ExampleParams:
 
 # ----------------------------------------------------------------------------- drawing
 def draw_example(
-    recipe: Recipe, library: Any, seed: int, split: str, index: int, grooves: Any = None
+    recipe: Recipe,
+    library: LibraryIndex,
+    seed: int,
+    split: str,
+    index: int,
+    grooves: GrooveSet | None = None,
 ) -> ExampleParams:
     """Draw every random parameter of example ``(seed, split, index)``; loads no audio.
 
@@ -180,7 +188,12 @@ def draw_example(
 
 
 def _draw_drum(
-    cls: str, recipe: Recipe, library: Any, split: str, window: Any, rng: np.random.Generator
+    cls: str,
+    recipe: Recipe,
+    library: LibraryIndex,
+    split: str,
+    window: GrooveWindow | None,
+    rng: np.random.Generator,
 ) -> DrumParams:
     """A drum class's hit grid (from the groove window, or drawn), its two layered sources
     and their weights."""
@@ -208,7 +221,7 @@ def _draw_drum(
 
 
 def _draw_instrument(
-    name: str, recipe: Recipe, library: Any, split: str, rng: np.random.Generator
+    name: str, recipe: Recipe, library: LibraryIndex, split: str, rng: np.random.Generator
 ) -> InstrumentParams:
     """Whether an instrument plays; if it does, its loop, segment (length and start) and
     pitch shift."""
@@ -234,7 +247,9 @@ def _draw_instrument(
     )
 
 
-def _draw_window(recipe: Recipe, grooves: Any, split: str, rng: np.random.Generator) -> Any:
+def _draw_window(
+    recipe: Recipe, grooves: GrooveSet | None, split: str, rng: np.random.Generator
+) -> GrooveWindow | None:
     if recipe.groove is None:
         return None
     if grooves is None:

@@ -11,7 +11,7 @@ wrapped in one. Dry tracks (:mod:`rmod.example.tracks`) -> per-track chains and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import miditoolkit
 import numpy as np
@@ -36,6 +36,9 @@ from rmod.example.tracks import (
     render_drum_track,
 )
 from rmod.recipe.spec import Recipe
+
+if TYPE_CHECKING:  # the protocol only types the argument: nothing of it runs
+    from rmod.library.source import LibrarySource
 
 
 @dataclass
@@ -82,7 +85,7 @@ def instrument_track(inst: InstrumentParams, recipe: Recipe, store: SampleStore)
     return normalize_rms(track, recipe.instruments.loudness_rms_db)
 
 
-def _sample_store(library: Any, sample_rate: int) -> SampleStore:
+def _sample_store(library: LibrarySource | SampleStore, sample_rate: int) -> SampleStore:
     if isinstance(library, SampleStore):
         if library.sample_rate != sample_rate:
             raise ExampleError(
@@ -93,7 +96,9 @@ def _sample_store(library: Any, sample_rate: int) -> SampleStore:
     return SampleStore(library, sample_rate)
 
 
-def render_example(params: ExampleParams, recipe: Recipe, library: Any) -> Rendered:
+def render_example(
+    params: ExampleParams, recipe: Recipe, library: LibrarySource | SampleStore
+) -> Rendered:
     """Render an example from its drawn parameters (draws nothing).
 
     ``library``: a :class:`rmod.example.sample_store.SampleStore` or a library (then wrapped in a store

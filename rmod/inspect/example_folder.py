@@ -10,8 +10,8 @@ Parameters read with ``--from`` (a hand-edited ``example.json`` or a manifest ro
 checked against the recipe and the library before anything renders
 (:func:`params_problems`): the record's seed and id, the tracks it names, the library samples it
 uses (present, of the right class and split), the layer weights (a pair the recipe can
-draw), the loop slices (inside their loop). Distribution bounds are checked by
-:func:`rmod.inspect.stats.params_outside_recipe`.
+draw), the loop slices (inside their loop), and every drawn value against the bounds of
+its recipe distribution (:func:`rmod.recipe.checks.params_outside_recipe`).
 
 The output folder is the user's: a render writes into a new or empty folder, or into one
 that holds an earlier render (its ``example.json`` lists the files it wrote, with their
@@ -31,17 +31,22 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rmod import DRUMS
-from rmod.audio import atomic_write_bytes, atomic_write_text, sha256_file, write_audio
+from rmod.audio import write_audio
 from rmod.build.manifest import check_example_id, read_build_info
-from rmod.example.draw import ExampleError, ExampleParams, example_id
+from rmod.example.draw import ExampleError, ExampleParams, InstrumentParams, example_id
 from rmod.example.pattern import midi_bytes
 from rmod.example.render import Rendered
+from rmod.recipe.checks import params_outside_recipe
 from rmod.recipe.spec import Recipe, RecipeError
+from rmod_dose_common.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from rmod.library.catalog import Library
 
 #: Files of a render folder that are not listed in ``example.json``'s ``files``.
 OWN_FILES = ("example.json", "overview.png")
@@ -50,9 +55,11 @@ OWN_FILES = ("example.json", "overview.png")
 # ----------------------------------------------------------------------------- parameters
 
 
-def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list[str]:
+def params_problems(params: ExampleParams, recipe: Recipe, library: Library) -> list[str]:
     """What in ``params`` the recipe and the library could not have produced; one
-    ``'field: why'`` line per problem (empty list when rendering is safe)."""
+    ``'field: why'`` line per problem (empty list when rendering is safe): the record's own
+    consistency, its samples against the library, then every drawn value against the
+    recipe (:func:`rmod.recipe.checks.params_outside_recipe`)."""
     out = []
     if params.seed < 0:  # rmod-build's --seed and example_rng take non-negative seeds only
         out.append(f"seed: {params.seed} is negative (rmod-build draws with seeds >= 0)")
@@ -85,10 +92,10 @@ def params_problems(params: ExampleParams, recipe: Recipe, library: Any) -> list
     playing = list(params.drums) + [n for n, p in params.instruments.items() if p.plays]
     if list(params.mix) != playing:
         out.append(f"mix: expected tracks {playing}, got {list(params.mix)}")
-    return out
+    return out + params_outside_recipe(params.to_dict(), recipe.to_dict())
 
 
-def _sample_problems(ids: tuple[Any, ...], cls: str, split: str, library: Any) -> list[str]:
+def _sample_problems(ids: tuple[str, ...], cls: str, split: str, library: Library) -> list[str]:
     out = []
     for sid in ids:
         if sid not in library:
@@ -114,7 +121,9 @@ def _weight_problems(where: str, weights: tuple[float, float], recipe: Recipe) -
     return []
 
 
-def _slice_problems(where: str, inst: Any, recipe: Recipe, library: Any) -> list[str]:
+def _slice_problems(
+    where: str, inst: InstrumentParams, recipe: Recipe, library: Library
+) -> list[str]:
     sr = recipe.audio.sample_rate
     seg_n = int(round(inst.segment_seconds * sr))
     loop_n = int(math.floor(library.entry(inst.loop_id).duration * sr))

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from rmod import DRUMS
-from rmod.audio import atomic_write_bytes, rms_db
+from rmod.audio import rms_db
+from rmod_dose_common.fileio import atomic_write_bytes
 
 #: Range (dB) that the drum tracks' contribution to the pre-master mix stays within with
 #: the default recipes: (low, high) for each single drum class and for all drums together.

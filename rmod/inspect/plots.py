@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rmod.audio import atomic_writer
+from rmod_dose_common.fileio import atomic_writer
 
 
 def is_log_spec(spec: Any) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +37,13 @@ from rmod.inspect.overview import (
     onset_snr_db,
 )
 from rmod.recipe.spec import Recipe
+
+if TYPE_CHECKING:  # types only: rmod.example loads pedalboard, needed only to re-render
+    from rmod.build.manifest import BuildInfo
+    from rmod.example.draw import ExampleParams
+    from rmod.example.render import Rendered
+    from rmod.example.sample_store import SampleStore
+    from rmod.library.source import LibrarySource
 
 HIGH_BAND_HZ = 5000.0
 HIGH_BAND_TARGET = 0.10
@@ -70,7 +77,7 @@ def high_band_share(stems: dict[str, np.ndarray], sr: int) -> float:
     return e_other / total if total > 0 else 0.0
 
 
-def audibility_failures(rendered: Any) -> list[str]:
+def audibility_failures(rendered: Rendered) -> list[str]:
     """What makes one rendered example fail the drum-audibility checks (empty: none)."""
     lo, hi = DRUM_CONTRIBUTION_RANGE_DB["class"]
     d_lo, d_hi = DRUM_CONTRIBUTION_RANGE_DB["drums"]
@@ -87,7 +94,9 @@ def audibility_failures(rendered: Any) -> list[str]:
     return out
 
 
-def render_shares(params: Iterable[Any], recipe: Any, library: Any) -> list[float]:
+def render_shares(
+    params: Iterable[ExampleParams], recipe: Recipe, library: LibrarySource | SampleStore
+) -> list[float]:
     """High-band share of each example (``ExampleParams``), re-rendered with ``recipe`` and
     ``library`` (the ones the params were drawn with)."""
     from rmod.example.render import render_example
@@ -100,7 +109,11 @@ def render_shares(params: Iterable[Any], recipe: Any, library: Any) -> list[floa
 
 
 def build_shares(
-    root: str | os.PathLike, splits: Iterable[str], info: Any, library: Any, n: int
+    root: str | os.PathLike,
+    splits: Iterable[str],
+    info: BuildInfo,
+    library: LibrarySource | None,
+    n: int,
 ) -> list[float] | str:
     """High-band shares of a build's first ``n`` examples of ``splits`` (manifest order),
     re-rendered from their rows with the build's recipe (``info``: its
@@ -111,7 +124,7 @@ def build_shares(
         return "the build's library cannot be read as it was built"
     from rmod.example.draw import ExampleParams  # here: rmod.example.draw loads pedalboard
 
-    params: list[Any] = []
+    params: list[ExampleParams] = []
     try:
         recipe = Recipe.from_dict(info.recipe, source=f"{root}/build.json: recipe")
         for split in splits:

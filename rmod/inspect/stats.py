@@ -47,9 +47,9 @@ import numpy as np
 from tqdm import tqdm
 
 from rmod import SPLITS
-from rmod.audio import atomic_write_text
 from rmod.build.manifest import (
     BUILD_JSON,
+    BuildInfo,
     ManifestError,
     ManifestRow,
     iter_manifest,
@@ -58,10 +58,12 @@ from rmod.build.manifest import (
 )
 from rmod.inspect.plots import is_log_spec, plot_groups
 from rmod.inspect.quality import HIGH_BAND_TARGET, build_shares, share_summary
-from rmod.library.catalog import Library, LibraryError
+from rmod.library.catalog import Library, LibraryEntry, LibraryError
 from rmod.library.hashing import family_key
-from rmod.recipe.distributions import NAMES, parse_distribution
+from rmod.recipe.checks import drawn_values
+from rmod.recipe.distributions import parse_distribution
 from rmod.recipe.spec import Recipe
+from rmod_dose_common.fileio import atomic_write_text
 
 EXPECTED_DRAWS = 5000
 EXPECTED_SEED = 0
@@ -80,13 +82,6 @@ GROUPS = (
     "sources",
     "high_band",
 )
-_MIXING_GROUP = {
-    "eq": "mixing_eq",
-    "compressor": "mixing_dynamics",
-    "limiter": "mixing_dynamics",
-    "delay": "mixing_sends",
-    "reverb": "mixing_sends",
-}
 
 
 @dataclass
@@ -113,17 +108,10 @@ class Metric:
             self.values.append(float(value))
 
 
-def is_spec(node: Any) -> bool:
-    """True when a recipe node is a distribution spec (or a numeric/bool constant)."""
-    if isinstance(node, (bool, int, float)):
-        return True
-    return isinstance(node, dict) and any(k in NAMES for k in node)
-
-
 class Collector:
     """Walks rows' params alongside the recipe dict and accumulates :class:`Metric` s."""
 
-    def __init__(self, recipe: dict[str, Any], library: Any = None):
+    def __init__(self, recipe: dict[str, Any], library: Library | None = None):
         self.recipe = recipe
         self.metrics: dict[str, Metric] = {}
         self.library = library
@@ -140,64 +128,13 @@ class Collector:
             self.metrics[name] = Metric(name, group, spec, **kw)
         return self.metrics[name]
 
-    def walk(self, params: Any, spec: Any, name: str, group: str) -> None:
-        """Record every numeric/bool leaf of ``params`` whose recipe node is a spec."""
-        if isinstance(params, dict) and isinstance(spec, dict) and not is_spec(spec):
-            for key, value in params.items():
-                if key in spec:
-                    self.walk(value, spec[key], f"{name}.{key}", group)
-        elif isinstance(params, list) and isinstance(spec, list):
-            for i, (value, sub) in enumerate(zip(params, spec, strict=False)):
-                self.walk(value, sub, f"{name}[{i}]", group)
-        elif isinstance(params, (bool, int, float)) and is_spec(spec):
-            self.metric(name, group, spec).add(float(params))
-
     def add_row(self, row: ManifestRow) -> None:
-        """Accumulate the drawn parameters and loudness figures of one row."""
-        r, p = self.recipe, row.params
-        drums = r["drums"]
-        for cls, d in p.get("drums", {}).items():
-            self.metric(f"hits.{cls}", "hits", drums["hits"][cls]).add(len(d["grid"]))
-            self.metric(
-                "layering.weight_first", "layering", drums["layer_weights"], transform=_first
-            ).add(d["weights"][0])
-        inst_spec = r["instruments"]
-        for name, inst in p.get("instruments", {}).items():
-            track = inst_spec["tracks"].get(name, {})
-            plays = inst.get("loop_id") is not None
-            if "drop" in track:
-                self.metric(
-                    f"instruments.present.{name}", "instruments", track["drop"], transform=_not
-                ).add(1.0 if plays else 0.0)
-            if plays:
-                self.metric(
-                    "instruments.segment_seconds", "instruments", inst_spec["segment_seconds"]
-                ).add(inst["segment_seconds"])
-                self.metric(f"semitones.{name}", "semitones", track.get("semitones")).add(
-                    inst["semitones"]
-                )
-        mixing = r["mixing"]
-        for track, mix in p.get("mix", {}).items():
-            per_track = mixing["tracks"].get(track, {})
-            for key in ("gain_db", "pan"):
-                if key in mix and key in per_track:
-                    name = f"mixing.{key}.{track}"
-                    self.metric(name, "mixing_tracks", per_track[key]).add(mix[key])
-            for key, value in mix.items():
-                if key in _MIXING_GROUP and key in mixing:
-                    self.walk(value, mixing[key], f"mixing.{key}", _MIXING_GROUP[key])
-            for bus in ("delay", "reverb"):  # per-track send levels to the shared buses
-                if f"{bus}_send_db" in mix and bus in mixing:
-                    spec = mixing[bus].get("send_db")
-                    name = f"mixing.{bus}.send_db"
-                    self.metric(name, "mixing_sends", spec).add(mix[f"{bus}_send_db"])
-        for bus, value in p.get("buses", {}).items():  # the example's bus settings
-            if bus in mixing:
-                self.walk(value, mixing[bus], f"mixing.{bus}", "mixing_sends")
-        if "master" in p:
-            self.walk(p["master"], r["master"], "master", "master")
+        """Accumulate the drawn parameters (:func:`rmod.recipe.checks.drawn_values`) and
+        the loudness figures of one row."""
+        for d in drawn_values(row.params, self.recipe):
+            self.metric(d.name, d.group, d.spec, transform=d.transform).add(d.value)
         self._add_sources(row)
-        ceiling = r.get("master", {}).get("ceiling_dbfs")
+        ceiling = self.recipe.get("master", {}).get("ceiling_dbfs")
         for key, value in sorted(row.loudness.items()):
             ref = ceiling if key == "mixture_peak_db" else None
             self.metric(f"loudness.{key}", "loudness", reference=ref).add(value)
@@ -220,7 +157,7 @@ class Collector:
                     kw = {"reference": mean, "reference_label": "library mean (uniform draws)"}
                     self.metric(f"sources.{name}.{cls}", "sources", **kw).add(value)
 
-    def _source_figures(self, entry: Any) -> tuple[float, float]:
+    def _source_figures(self, entry: LibraryEntry) -> tuple[float, float]:
         """(1.0 if recorded from a soundfont else 0.0, the size of the entry's family)."""
         recorded = 1.0 if entry.source.startswith("sf2:") else 0.0
         return recorded, float(self._family_size[family_key(entry)])
@@ -236,7 +173,7 @@ class Collector:
         return self._expected[cls]
 
 
-def _library_of(info: Any) -> Any:
+def _library_of(info: BuildInfo) -> Library | None:
     """The build's library when it can be read without generating anything, else None."""
     path = info.library_path
     if path is None:
@@ -252,56 +189,6 @@ def _library_of(info: Any) -> Any:
     except (LibraryError, OSError):
         return None
     return lib if lib.fingerprint == info.library_fingerprint else None
-
-
-def params_outside_recipe(params: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
-    """What in ``params`` (``ExampleParams.to_dict()``) the recipe could not have drawn.
-
-    Each drawn value is checked against the bounds of the recipe distribution it comes
-    from (the walk of :class:`Collector`), and each drum grid must hold distinct sorted
-    points of the recipe's grid (a Groove recipe's hit counts come from MIDI windows and
-    are not checked). Returns one ``'name: why'`` line per problem (e.g. for a
-    hand-edited ``example.json``, before rendering it).
-    """
-    collector = Collector(recipe)
-    collector.add_row(_ParamsOnly(params))
-    problems = []
-    for name, m in sorted(collector.metrics.items()):
-        if m.spec is None or m.transform is not None:
-            continue
-        if "groove" in recipe and name.startswith("hits."):
-            continue  # a Groove window decides the hit counts
-        bounds = parse_distribution(m.spec, name).bounds
-        if bounds is None:
-            continue
-        tol = 1e-9 * max(1.0, abs(bounds[0]), abs(bounds[1]))
-        for v in m.values:
-            if not bounds[0] - tol <= v <= bounds[1] + tol:
-                problems.append(
-                    f"{name}: {v:g} outside the recipe's [{bounds[0]:g}, {bounds[1]:g}]"
-                )
-    points = int(recipe["drums"]["grid_points"])
-    for cls, drum in params.get("drums", {}).items():
-        grid = list(drum.get("grid", ()))
-        if grid != sorted(set(grid)) or not all(0 <= g < points for g in grid):
-            problems.append(f"drums.{cls}.grid: expected distinct sorted points in [0, {points})")
-    return problems
-
-
-@dataclass(frozen=True)
-class _ParamsOnly:
-    """A stand-in for a manifest row that holds drawn parameters only."""
-
-    params: dict[str, Any]
-    loudness: dict[str, Any] = field(default_factory=dict)
-
-
-def _first(value: Any) -> float:
-    return float(value[0])
-
-
-def _not(value: Any) -> float:
-    return 0.0 if value else 1.0
 
 
 def expected_draws(metric: Metric) -> np.ndarray | None:

@@ -16,7 +16,10 @@ Checks, each reported as a :class:`Problem` naming the file or row:
 * splits are source-disjoint: no library id is used by two splits;
 * the split folders hold nothing else (no stray files, no temporary or empty shard
   folders), ``manifests/`` nothing but the split manifests and the parts of this build's
-  shards; unreadable files and folders are reported as such.
+  shards; unreadable files and folders are reported as such;
+* no sample store is left in the folder (``.rmod-store``: a folder, a file or a link, a
+  build's cache that a complete build removes), and no other entry of the top folder is
+  a symbolic link.
 
 In a tar build (``build.json`` ``layout: tar``) a row's files are members of its shard's tar,
 read through the shard's index: the same checks apply to each member, plus its bytes against
@@ -55,6 +58,7 @@ from rmod.build.manifest import (
     read_build_info,
 )
 from rmod.build.tar_layout import json_member, row_json_bytes
+from rmod.example.sample_store import STORE_DIR
 from rmod.inspect.tar_check import TarMembers, check_tar_shard, check_tar_strays
 from rmod.recipe.spec import Recipe, RecipeError
 from rmod_dose_common.tar_shards import split_location
@@ -285,6 +289,26 @@ def check_strays(root: Path, referenced: Counter[str]) -> list[Problem]:
     return out
 
 
+def check_top_folder(root: Path) -> list[Problem]:
+    """A sample store left in the dataset (any kind of entry named ``.rmod-store``; a link
+    is named with its target) and symbolic links among the top folder's other entries
+    (the split folders and ``manifests/`` are checked by their own checks)."""
+    out: list[Problem] = []
+    for entry in _list(root, ".", out):
+        if entry.name == STORE_DIR:
+            if entry.is_symlink():
+                what = (
+                    f"a symbolic link to {os.readlink(entry)} where a build keeps its sample store"
+                )
+            else:
+                what = "a sample store left by a build (a cache, not part of the dataset)"
+            out.append(Problem(entry.name, f"{what}; remove it"))
+        elif entry.is_symlink() and entry.name not in (*SPLITS, MANIFEST_DIR):
+            what = "is a symbolic link (the dataset must hold its own files)"
+            out.append(Problem(entry.name, what))
+    return out
+
+
 def check_manifest_folder(root: Path, info: BuildInfo) -> list[Problem]:
     """Strays in ``manifests/``: files other than the split manifests, a ``.jsonl`` that a
     ``.jsonl.gz`` hides, and parts of shards this build does not have (stale parts)."""
@@ -494,6 +518,7 @@ def verify_dataset(
         report.problems += [Problem(w, what) for w, what in check_tar_strays(root, info)]
     else:
         report.problems += check_strays(root, walk.referenced)
+    report.problems += check_top_folder(root)
     report.problems += check_manifest_folder(root, info)
     report.problems += check_parts_agree(root, info)
     report.problems += check_disjoint(walk.used_by)

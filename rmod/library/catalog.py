@@ -50,10 +50,11 @@ from typing import Any
 import numpy as np
 
 from rmod import CLASSES, SPLITS
-from rmod.audio import AudioFileError, atomic_write_text, native_channels, read_audio, resample
+from rmod.audio import AudioFileError, native_channels, read_audio, resample
 from rmod.errors import RmodError
 from rmod.library.hashing import content_hash
 from rmod.records import from_plain, to_plain
+from rmod_dose_common.fileio import atomic_write_text
 
 FORMAT_NAME = "rmod-library"
 FORMAT_VERSION = 1

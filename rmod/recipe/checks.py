@@ -5,15 +5,22 @@ field's declared kind and range; :func:`cross_check` runs the checks that involv
 one field (lengths against lengths, hits against grid points, tracks against instruments,
 EQ frequencies against Nyquist). Each raises :class:`rmod.records.RecordError` naming the
 field path, which :meth:`rmod.recipe.spec.Recipe.from_dict` turns into a ``RecipeError``.
+
+Drawn parameters against their recipe: :func:`drawn_values` pairs each value an example
+holds with the recipe spec it was drawn from (what ``rmod-stats`` plots);
+:func:`params_outside_recipe` names the values no draw of their spec could give (what
+``rmod-render-one --from`` refuses, through
+:func:`rmod.inspect.example_folder.params_problems`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rmod import DRUMS, INSTRUMENTS
-from rmod.recipe.distributions import Distribution, parse_distribution
+from rmod.recipe.distributions import NAMES, Distribution, parse_distribution
 from rmod.records import RecordError
 
 if TYPE_CHECKING:  # annotations only: rmod.recipe.spec imports this module
@@ -140,3 +147,143 @@ def _check_eq_frequencies(r: Recipe) -> None:
                 raise RecordError(
                     f"{section}.eq.{label}.freq_hz", f"reaches the Nyquist frequency {nyquist:g} Hz"
                 )
+
+
+# ----------------------------------------------------------------------------- drawn values
+#: The figure group of each mixing section's drawn values (``rmod-stats``).
+MIXING_GROUP = {
+    "eq": "mixing_eq",
+    "compressor": "mixing_dynamics",
+    "limiter": "mixing_dynamics",
+    "delay": "mixing_sends",
+    "reverb": "mixing_sends",
+}
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One value an example's parameters hold, beside the recipe spec it was drawn from.
+
+    ``name``: where (``mixing.gain_db.kick``, ``hits.snare``); ``group``: its family in
+    ``rmod-stats``' figures; ``spec``: the recipe's plain distribution spec (``None``: the
+    recipe has none there); ``value``: what the parameters hold; ``transform``: how one
+    draw of ``spec`` becomes such a value (e.g. the first weight of a pair), ``None`` when
+    it is the draw itself.
+    """
+
+    name: str
+    group: str
+    spec: Any
+    value: float
+    transform: Callable[[Any], float] | None = None
+
+
+def is_spec(node: Any) -> bool:
+    """True when a plain recipe node is a distribution spec (or a numeric/bool constant)."""
+    if isinstance(node, (bool, int, float)):
+        return True
+    return isinstance(node, dict) and any(k in NAMES for k in node)
+
+
+def first_of(value: Any) -> float:
+    """The first item of a drawn pair (the first layer's weight)."""
+    return float(value[0])
+
+
+def present(value: Any) -> float:
+    """1.0 when a drop draw keeps the track, 0.0 when it drops it."""
+    return 0.0 if value else 1.0
+
+
+def drawn_values(params: Mapping[str, Any], recipe: Mapping[str, Any]) -> Iterator[Drawn]:
+    """Every value of ``params`` (``ExampleParams.to_dict()``) that ``recipe`` (its plain
+    dict) draws, in a fixed order: per drum its hit count and first weight, per instrument
+    its presence, segment length and semitones, per track its mix settings and sends, the
+    buses, the master."""
+    drums = recipe["drums"]
+    for cls, d in params.get("drums", {}).items():
+        yield Drawn(f"hits.{cls}", "hits", drums["hits"][cls], len(d["grid"]))
+        weight = Drawn("layering.weight_first", "layering", drums["layer_weights"],
+                       d["weights"][0], transform=first_of)  # fmt: skip
+        yield weight
+    inst_spec = recipe["instruments"]
+    for name, inst in params.get("instruments", {}).items():
+        track = inst_spec["tracks"].get(name, {})
+        plays = inst.get("loop_id") is not None
+        if "drop" in track:
+            yield Drawn(f"instruments.present.{name}", "instruments", track["drop"],
+                        1.0 if plays else 0.0, transform=present)  # fmt: skip
+        if plays:
+            yield Drawn("instruments.segment_seconds", "instruments",
+                        inst_spec["segment_seconds"], inst["segment_seconds"])  # fmt: skip
+            yield Drawn(f"semitones.{name}", "semitones", track.get("semitones"), inst["semitones"])
+    mixing = recipe["mixing"]
+    for track, mix in params.get("mix", {}).items():
+        per_track = mixing["tracks"].get(track, {})
+        for key in ("gain_db", "pan"):
+            if key in mix and key in per_track:
+                yield Drawn(f"mixing.{key}.{track}", "mixing_tracks", per_track[key], mix[key])
+        for key, value in mix.items():
+            if key in MIXING_GROUP and key in mixing:
+                yield from _walk(value, mixing[key], f"mixing.{key}", MIXING_GROUP[key])
+        for bus in ("delay", "reverb"):  # per-track send levels to the shared buses
+            if f"{bus}_send_db" in mix and bus in mixing:
+                spec = mixing[bus].get("send_db")
+                yield Drawn(f"mixing.{bus}.send_db", "mixing_sends", spec, mix[f"{bus}_send_db"])
+    for bus, value in params.get("buses", {}).items():  # the example's bus settings
+        if bus in mixing:
+            yield from _walk(value, mixing[bus], f"mixing.{bus}", "mixing_sends")
+    if "master" in params:
+        yield from _walk(params["master"], recipe["master"], "master", "master")
+
+
+def _walk(params: Any, spec: Any, name: str, group: str) -> Iterator[Drawn]:
+    """Every numeric/bool leaf of ``params`` whose recipe node is a spec."""
+    if isinstance(params, dict) and isinstance(spec, dict) and not is_spec(spec):
+        for key, value in params.items():
+            if key in spec:
+                yield from _walk(value, spec[key], f"{name}.{key}", group)
+    elif isinstance(params, list) and isinstance(spec, list):
+        for i, (value, sub) in enumerate(zip(params, spec, strict=False)):
+            yield from _walk(value, sub, f"{name}[{i}]", group)
+    elif isinstance(params, (bool, int, float)) and is_spec(spec):
+        yield Drawn(name, group, spec, float(params))
+
+
+def params_outside_recipe(params: Mapping[str, Any], recipe: Mapping[str, Any]) -> list[str]:
+    """What in ``params`` (``ExampleParams.to_dict()``) the recipe (its plain dict) could
+    not have drawn.
+
+    Each drawn value (:func:`drawn_values`) is checked against the bounds of the recipe
+    distribution it comes from, and each drum grid must hold distinct sorted points of the
+    recipe's grid (a Groove recipe's hit counts come from MIDI windows and are not
+    checked). Returns one ``'name: why'`` line per problem, by name (e.g. for a hand-edited
+    ``example.json``, before rendering it).
+    """
+    first: dict[str, Drawn] = {}  # a name's spec and transform: those of its first value
+    values: dict[str, list[float]] = {}
+    for d in drawn_values(params, recipe):
+        first.setdefault(d.name, d)
+        values.setdefault(d.name, []).append(float(d.value))
+    problems = []
+    for name in sorted(values):
+        spec, transform = first[name].spec, first[name].transform
+        if spec is None or transform is not None:
+            continue  # nothing to check, or a value no bound of the spec applies to
+        if "groove" in recipe and name.startswith("hits."):
+            continue  # a Groove window decides the hit counts
+        bounds = parse_distribution(spec, name).bounds
+        if bounds is None:
+            continue
+        tol = 1e-9 * max(1.0, abs(bounds[0]), abs(bounds[1]))
+        for v in values[name]:
+            if not bounds[0] - tol <= v <= bounds[1] + tol:
+                problems.append(
+                    f"{name}: {v:g} outside the recipe's [{bounds[0]:g}, {bounds[1]:g}]"
+                )
+    points = int(recipe["drums"]["grid_points"])
+    for cls, drum in params.get("drums", {}).items():
+        grid = list(drum.get("grid", ()))
+        if grid != sorted(set(grid)) or not all(0 <= g < points for g in grid):
+            problems.append(f"drums.{cls}.grid: expected distinct sorted points in [0, {points})")
+    return problems

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dose_model.cache.tokenize import tokenize_manifest
+from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
 from dose_model.cli.train import main
 from tests.dose_fixtures import write_fake_rmod, write_tiny_codec
 
@@ -15,7 +15,7 @@ def made(tmp_path_factory):
     data = write_fake_rmod(root / "ds", {"train": 2, "valid": 1}, seed=4, mixture_seconds=1.0)
     codec = write_tiny_codec(root / "codec.pth", seed=0)
     tokens = root / "tok"
-    tokenize_manifest(data, codec, tokens, oneshot_seconds=0.5, progress=False)
+    tokenize_manifest(TokenizeOptions(data, codec, tokens, oneshot_seconds=0.5, progress=False))
     return data, codec, tokens
 
 

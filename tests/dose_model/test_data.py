@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dose_model.cache.tokenize import tokenize_manifest
+from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
 from dose_model.codec.tokens import PAD_ID, revert_mixture, revert_target
 from dose_model.train.batches import TokenDataset, collate
 from tests.dose_fixtures import write_fake_rmod, write_tiny_codec
@@ -22,7 +22,9 @@ def tokdir(tmp_path_factory):
     weights = write_tiny_codec(root / "tiny.pth", seed=2)
     out = root / "tok"
     tokenize_manifest(
-        dataset, weights, out, batch_size=3, shard_size=2, oneshot_seconds=1.0, progress=False
+        TokenizeOptions(
+            dataset, weights, out, batch_size=3, shard_size=2, oneshot_seconds=1.0, progress=False
+        )
     )
     return out
 
@@ -200,14 +202,15 @@ def test_training_on_a_token_cache_resumes_exactly(tokdir, tmp_path):
     from dose_model.model.checkpoints import read_checkpoint
     from dose_model.model.config import ModelConfig, TrainConfig
     from dose_model.train.loop import train
+    from dose_model.train.options import TrainOptions
 
     model = ModelConfig(num_layers=1, num_heads=2, d_model=16, dropout=0.1, max_target_len=30)
     cfg = TrainConfig(lr=1e-3, warmup_steps=1, max_steps=5, batch_size=2, target_frames=20,
                       log_every=1, save_every=100, seed=4)  # fmt: skip
     ds = TokenDataset(tokdir, "train", "hihat", target_frames=20)
-    train(model, cfg, ds, None, tmp_path / "a", progress=False)
-    train(model, cfg, ds, None, tmp_path / "b", progress=False, stop_after=2)
-    train(model, cfg, ds, None, tmp_path / "b", progress=False, resume=True)
+    train(ds, None, TrainOptions(tmp_path / "a", model, cfg, progress=False))
+    train(ds, None, TrainOptions(tmp_path / "b", model, cfg, progress=False, stop_after=2))
+    train(ds, None, TrainOptions(tmp_path / "b", model, cfg, progress=False, resume=True))
     a, b = (read_checkpoint(tmp_path / r / "last.ckpt") for r in "ab")
     assert a["step"] == b["step"] == 5
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())

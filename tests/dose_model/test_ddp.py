@@ -12,6 +12,7 @@ from dose_model.model.checkpoints import read_checkpoint
 from dose_model.model.config import ModelConfig, TrainConfig
 from dose_model.model.transformer import DoseTransformer
 from dose_model.train.loop import train
+from dose_model.train.options import TrainOptions
 
 MODEL = ModelConfig(
     num_layers=2, num_heads=2, d_model=16, dropout=0.0, mixture_len=24, max_target_len=20
@@ -50,7 +51,11 @@ def _worker(rank, world, port, out):
     )
     torch.set_num_threads(1)
     try:
-        train(MODEL, CFG, dataset(10, 0), dataset(3, 1), out, device="cpu", progress=False)
+        train(
+            dataset(10, 0),
+            dataset(3, 1),
+            TrainOptions(out, MODEL, CFG, device="cpu", progress=False),
+        )
     finally:
         torch.distributed.destroy_process_group()
 
@@ -72,7 +77,11 @@ def test_two_gloo_processes_equal_single_process(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = train(MODEL, CFG, dataset(10, 0), dataset(3, 1), tmp_path / "one", progress=False)
+        single = train(
+            dataset(10, 0),
+            dataset(3, 1),
+            TrainOptions(tmp_path / "one", MODEL, CFG, progress=False),
+        )
     finally:
         torch.set_num_threads(threads)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)

@@ -12,6 +12,7 @@ from dose_model.model.config import ModelConfig, TrainConfig
 from dose_model.model.decode import StaticDecoder, row_uniforms, top_p_pick
 from dose_model.model.generate import generate
 from dose_model.train.loop import train
+from dose_model.train.options import TrainOptions
 from tests.dose_fixtures import (  # one_thread: an autouse fixture
     TINY_MODEL,
     one_thread,  # noqa: F401
@@ -183,7 +184,11 @@ def test_bf16_agrees_with_fp32_on_a_trained_model(tmp_path):
     tcfg = TrainConfig(lr=1e-2, weight_decay=0.0, warmup_steps=5, max_steps=80, batch_size=6,
                        target_frames=5, eval_every=80, log_every=80, save_every=80)  # fmt: skip
     torch.manual_seed(0)
-    train(cfg, tcfg, SoundTokens(12, seed=0), None, tmp_path, device="cpu", progress=False)
+    train(
+        SoundTokens(12, seed=0),
+        None,
+        TrainOptions(tmp_path, cfg, tcfg, device="cpu", progress=False),
+    )
     model = load_model(tmp_path / "last.ckpt").eval()
     held = SoundTokens(6, seed=1)
     mix = torch.stack([m for m, _ in held.items])

@@ -1,4 +1,4 @@
-"""dose_model.records: configs and the training state go to plain dicts and back unchanged
+"""dose_model's records through rmod_dose_common.records (checking): configs and the training state go to plain dicts and back unchanged
 (through JSON, and through a weights_only checkpoint), and a bad value names its field."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from dose_model.codec.dac_network import DacConfig
 from dose_model.model.checkpoints import CheckpointError, TrainState, read_state
 from dose_model.model.config import ConfigError, ModelConfig, TrainConfig
-from dose_model.records import from_plain, plain_problem, to_plain
+from rmod_dose_common.records import check_plain, plain_problem, to_plain
 
 MODEL = ModelConfig(num_layers=2, num_heads=2, d_model=16, dropout=0.0, positions="none")
 TRAIN = TrainConfig(lr=1, target_frames=None, eval_max_batches=3, mask_padding=False)
@@ -148,7 +148,7 @@ def test_type_problems_cover_tuples_and_lists(data, problem):
 def test_from_plain_uses_the_callers_error_class_and_requires_fields_without_defaults():
     assert plain_problem(TrainState, {"model_config": {}}, "s") == "s has no 'train_config'"
     with pytest.raises(KeyError, match="s has no 'train_config'"):
-        from_plain(TrainState, {"model_config": {}}, "s", KeyError)
+        check_plain(TrainState, {"model_config": {}}, "s", KeyError)
 
 
 def test_dac_kwargs_go_through_the_converter():

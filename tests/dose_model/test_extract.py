@@ -2,6 +2,8 @@
 finishing, sidecars, checkpoints of both kinds, bad songs, output paths."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -395,3 +397,116 @@ def test_float_options_refuse_non_finite_and_absurd_values_by_name(
 def test_sampling_refuses_an_infinite_temperature():
     with pytest.raises(ValueError, match="temperature must be finite"):
         Sampling("top-p", temperature=float("inf"))
+
+
+# ----------------------------------------------------------------- long songs, hostile songs
+def whole_song_plan(path, windows: int) -> tuple[np.ndarray, list[float]]:
+    """Clips and activities as dose-extract made them before streaming: the whole song read
+    at once (sf.read, channel mean, one resample_poly), the flux over all of it, then cuts."""
+    from tests.dose_model.test_audio_stream import whole_file_mono
+
+    audio = whole_file_mono(path, SR)
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(audio, (0, 1024)), 1024)[::512]
+    frames = frames[: (max(audio.size, 1024) - 1024) // 512 + 1]
+    db = 20 * np.log10(np.maximum(np.abs(np.fft.rfft(frames * np.hanning(1024))), 1e-12))
+    db = np.maximum(db, db.max() - 80.0)
+    flux = np.concatenate([[0.0], np.maximum(np.diff(db, axis=0), 0.0).sum(axis=-1)])
+    from dose_model.extract.songs import choose_windows
+
+    picked = choose_windows(flux, audio.size, SR, windows)
+    return np.stack([clip(audio, s, 4 * SR) for s, _ in picked]), [a for _, a in picked]
+
+
+def test_streamed_songs_give_the_clips_of_the_whole_song(files):
+    """Three passes over a stream of blocks choose and cut the same clips, bit for bit."""
+    root, _, _ = files
+    for rel in ("song.wav", "short.flac", "sub/b.ogg", "sub/c.aiff"):
+        path = root / "songs" / rel
+        plan = plan_song(Song(path, "x"), SR, windows=2, start_s=None, normalize=False)
+        clips, activity = whole_song_plan(path, 2)
+        assert np.array_equal(plan.clips, clips), rel
+        assert [w["activity"] for w in plan.windows] == activity, rel
+
+
+def test_a_long_song_costs_no_more_memory_than_a_short_one(tmp_path):
+    """A 2-minute song: 14 MiB traced at the peak (182 MiB when read whole; 2.1 GB of RSS
+    for 20 minutes then, 0.35 GB now, see the report)."""
+    import tracemalloc
+
+    import scipy.signal  # noqa: F401 (imported before tracing: the import itself is not data)
+
+    rng = np.random.default_rng(3)
+    sr = 22050
+    song = (0.3 * np.sin(2 * np.pi * 220 * np.arange(120 * sr) / sr)).astype(np.float32)
+    song[::5512] += 0.5
+    song += 0.05 * rng.standard_normal(song.size).astype(np.float32)
+    path = tmp_path / "long.wav"
+    sf.write(path, song, sr, subtype="PCM_16")
+    tracemalloc.start()
+    try:
+        plan = plan_song(Song(path, "long"), SR, windows=2, start_s=None, normalize=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert plan.clips.shape == (2, 4 * SR)
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_hostile_headers_are_skipped_songs(files, tmp_path, capsys):
+    """A WAV declaring 2**31 - 1 Hz crashed dose-extract (exit 3); one declaring 1 Hz took
+    3.4 GB; a FIFO among the songs blocked for ever."""
+    from tests.hostile_audio import wav_bytes
+
+    root, codec, ckpt = files
+    (tmp_path / "max.wav").write_bytes(wav_bytes(2**31 - 1))
+    (tmp_path / "one.wav").write_bytes(wav_bytes(1))
+    os.mkfifo(tmp_path / "fifo.wav")
+    songs = [str(tmp_path / n) for n in ("max.wav", "one.wav", "fifo.wav")]
+    argv = ["--kick", str(ckpt), "--codec-weights", str(codec), "--no-progress"]
+    assert main(songs + argv + ["--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {tmp_path / 'max.wav'}: declared sample rate 2,147,483,647 Hz" in err
+    assert "is above MAX_SAMPLE_RATE = 384,000 Hz" in err
+    assert f"skipped {tmp_path / 'one.wav'}: declared sample rate 1 Hz is below" in err
+    assert f"skipped {tmp_path / 'fifo.wav'}: not a regular file (a FIFO)" in err
+
+
+def test_out_inside_the_song_folder_is_left_out_of_the_search(files, tmp_path, capsys):
+    """Each rerun once extracted its own outputs again (songs/ex/ex/ex/song.kick.kick.kick)."""
+    root, codec, ckpt = files
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    shutil.copy(root / "songs" / "short.flac", songs / "short.flac")
+    argv = [str(songs), "--kick", str(ckpt), "--codec-weights", str(codec), "--no-progress"]
+    for _ in range(2):
+        assert main(argv + ["--out", str(songs / "ex")]) == 0
+        assert "1 of 1 songs extracted" in capsys.readouterr().out
+    assert sorted(p.relative_to(songs).as_posix() for p in songs.rglob("*.wav")) == [
+        "ex/short.kick.wav"
+    ]
+    assert [s.name for s in find_songs([songs], songs / "ex")] == ["short"]
+    for out in (songs, tmp_path):  # the folder itself, or one holding it: refused
+        with pytest.raises(SystemExit) as stop:
+            main(argv + ["--out", str(out)])
+        assert stop.value.code == 2
+        assert "the song folder is the output folder" in capsys.readouterr().err
+
+
+def test_links_out_of_a_song_folder_are_not_followed(files, tmp_path, capsys):
+    root, codec, ckpt = files
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    shutil.copy(root / "songs" / "short.flac", songs / "short.flac")
+    (songs / "inside.flac").symlink_to(songs / "short.flac")
+    (songs / "secret.wav").symlink_to(root / "songs" / "song.wav")
+    argv = [str(songs), "--kick", str(ckpt), "--codec-weights", str(codec), "--no-progress"]
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 1
+    captured = capsys.readouterr()
+    assert f"skipped {songs / 'secret.wav'}: a link to {root / 'songs' / 'song.wav'}, out of" in (
+        captured.err
+    )
+    assert "2 of 3 songs extracted" in captured.out
+    assert (tmp_path / "o" / "inside.kick.wav").is_file()
+    assert not (tmp_path / "o" / "secret.kick.wav").exists()
+    # a file given by itself is the user's own choice, link or not
+    assert main([str(songs / "secret.wav")] + argv[1:] + ["--out", str(tmp_path / "p")]) == 0

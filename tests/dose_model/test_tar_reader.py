@@ -206,7 +206,7 @@ def test_dose_tokenize_skips_a_changed_member_naming_shard_and_key(
 
 
 def test_larsnet_reads_the_stereo_mixture_of_a_member(builds, tar_copy):
-    from dose_model.separate.songs import read_stereo
+    from dose_model.separate.songs import SongAudioError, read_stereo
 
     f_row = read_rows(builds[0] / "manifests" / "test.jsonl")[0]
     t_row = read_rows(builds[1] / "manifests" / "test.jsonl")[0]
@@ -216,7 +216,7 @@ def test_larsnet_reads_the_stereo_mixture_of_a_member(builds, tar_copy):
     offset, _ = member_offset(tar_copy, "test/test-000000.tar", "test-00000000.mixture.wav")
     flip(tar_copy / "test" / "test-000000.tar", offset + 100)
     bad = read_rows(tar_copy / "manifests" / "test.jsonl")[0]
-    with pytest.raises(MemberError, match="key test-00000000"):
+    with pytest.raises(SongAudioError, match="shard test/test-000000.tar, key test-00000000"):
         read_stereo(bad.mixture)
 
 

@@ -17,12 +17,13 @@ import soundfile as sf
 import torch
 
 from dose_model.cache.index import read_index
-from dose_model.cache.tokenize import TokenizeError, tokenize_manifest
+from dose_model.cache.tokenize import TokenizeError, TokenizeOptions, tokenize_manifest
 from dose_model.cli.tokenize import main as tokenize_cli
 from dose_model.codec.dac_codec import DacCodec
 from dose_model.dataset.audio import load_mono
 from dose_model.dataset.manifest import ManifestError, find_manifests, read_rows
 from dose_model.train.batches import TokenDataset
+from rmod_dose_common import fileio
 from tests.dose_fixtures import write_fake_rmod, write_tiny_codec
 
 SHOT_S = 0.5  # one-shot length encoded in these tests: 22050 samples -> 44 frames
@@ -43,7 +44,7 @@ def weights(tmp_path_factory) -> Path:
 def reference_cache(tmp_path_factory, dataset, weights) -> Path:
     """One uninterrupted run: the files every other run must reproduce."""
     out = tmp_path_factory.mktemp("tok") / "ref"
-    summary = tokenize_manifest(dataset, weights, out, **SETTINGS)
+    summary = tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS))
     assert summary.rows_encoded == 3 and summary.shards_written == 3
     return out
 
@@ -95,8 +96,8 @@ KILL_SCRIPT = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return original(shard_dir, ids, skipped, arrays)
     T._write_shard = write_then_die
-    T.tokenize_manifest(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=2, shard_size=1,
-                        oneshot_seconds=float(sys.argv[4]), progress=False)
+    T.tokenize_manifest(T.TokenizeOptions(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=2,
+                        shard_size=1, oneshot_seconds=float(sys.argv[4]), progress=False))
     """
 )
 
@@ -115,7 +116,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path, dataset, weights, refer
     assert any(p.name.startswith(".tmp-") for p in (out / "train").iterdir())
     with pytest.raises(ValueError, match="incomplete"):
         TokenDataset(out, "train", "kick")
-    summary = tokenize_manifest(dataset, weights, out, **SETTINGS)
+    summary = tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS))
     assert summary.shards_kept == 1 and summary.shards_written == 2
     assert summary.rows_encoded == 2
     assert tree_bytes(out) == tree_bytes(reference_cache)
@@ -125,11 +126,48 @@ def test_an_unreadable_shard_meta_is_encoded_again(tmp_path, dataset, weights, r
     """A finished shard whose meta.json no longer reads (a disk fault, an editor) is not
     trusted and not a crash: the rerun encodes that shard again and the cache is whole."""
     out = tmp_path / "tok"
-    tokenize_manifest(dataset, weights, out, **SETTINGS)
+    tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS))
     (out / "train" / "000000" / "meta.json").write_text("{half")
-    summary = tokenize_manifest(dataset, weights, out, **SETTINGS)
+    summary = tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS))
     assert summary.shards_written == 1 and summary.rows_encoded == 1
     assert tree_bytes(out) == tree_bytes(reference_cache)
+
+
+def test_shards_are_synced_before_their_rename_and_the_index(
+    tmp_path, dataset, weights, reference_cache, monkeypatch
+):
+    """Each shard's files are fsync-ed before its folder is renamed into place, the split
+    folder after the rename, and all of it before the final index says "complete"."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(fileio, "_syncfs", lambda fd: False)  # one fsync per file, seen here
+    out = tmp_path / "tok"
+    tokenize_manifest(TokenizeOptions(dataset, weights, out, **SETTINGS))
+    assert tree_bytes(out) == tree_bytes(reference_cache)
+    renames = [i for i, (kind, dst) in enumerate(events) if kind == "replace"]
+    shards = [i for i in renames if Path(events[i][1]).parent.name in ("train", "valid")]
+    assert len(shards) == 3
+    for i in shards:
+        final = Path(events[i][1])
+        temp = f".tmp-{final.name}."
+        synced = [Path(p) for kind, p in events[:i] if kind == "fsync"]
+        files = {p.name for p in synced if p.parent.name.startswith(temp)}
+        assert files == {"mixture.npy", "kick.npy", "snare.npy", "hihat.npy", "meta.json"}
+        assert synced[-1].name.startswith(temp)  # the folder itself, last
+        assert events[i + 1] == ("fsync", str(final.parent))
+    assert events[renames[-1]] == ("replace", str(out / "index.json"))
+    assert renames[-1] > max(shards)
 
 
 def test_cli_run_rerun_and_refusal(tmp_path, dataset, weights, reference_cache, capsys):
@@ -150,7 +188,7 @@ def test_cli_run_rerun_and_refusal(tmp_path, dataset, weights, reference_cache, 
         junk = tmp_path / "junk"
         junk.mkdir()
         (junk / "x.txt").write_text("x")
-        tokenize_manifest(dataset, weights, junk, **SETTINGS)
+        tokenize_manifest(TokenizeOptions(dataset, weights, junk, **SETTINGS))
 
 
 @pytest.mark.parametrize(
@@ -201,6 +239,29 @@ def test_bad_rows_are_skipped_reported_and_indexed(tmp_path, dataset, weights, c
     assert skipped["train-000001"]["path"] == str(rows[1].mixture)
     assert np.load(out / "train" / "000000" / "mixture.npy").shape == (0, 9, 345)
     assert tokenize_cli([*args, "--max-skipped", "2"]) == 0
+
+
+def test_rows_whose_headers_would_exhaust_memory_are_skipped(tmp_path, dataset, weights, capsys):
+    """A WAV declaring 2**31 - 1 Hz once asked for 320 GiB (exit 3) and one declaring 1 Hz
+    resampled to gigabytes; now each is a skipped row naming the limit."""
+    from tests.hostile_audio import wav_bytes
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    rows = read_rows(data / "manifests" / "train.jsonl")
+    rows[0].mixture.write_bytes(wav_bytes(2**31 - 1, data=b"\0" * 4000))
+    rows[1].oneshots["kick"].write_bytes(wav_bytes(1, data=b"\0" * 10))
+    out = tmp_path / "tok"
+    args = ["--manifest", str(data / "manifests" / "train.jsonl"), "--out", str(out)]
+    args += ["--codec-weights", str(weights), "--oneshot-seconds", str(SHOT_S), "--no-progress"]
+    assert tokenize_cli(args) == 1
+    err = capsys.readouterr().err
+    assert "train-000000" in err and "train-000001" in err and "Traceback" not in err
+    skipped = {s["id"]: s for s in read_index(out)["skipped"]}
+    assert skipped["train-000000"]["path"] == str(rows[0].mixture)
+    assert "is above MAX_SAMPLE_RATE = 384,000 Hz" in skipped["train-000000"]["reason"]
+    assert skipped["train-000001"]["path"] == str(rows[1].oneshots["kick"])
+    assert "is below MIN_SAMPLE_RATE = 8,000 Hz" in skipped["train-000001"]["reason"]
 
 
 def test_load_mono_resamples_crops_and_pads(tmp_path):
@@ -292,7 +353,7 @@ def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
     )
     assert built.ok, built.error
     out = tmp_path / "tok"
-    summary = tokenize_manifest(data, weights, out, batch_size=2, progress=False)
+    summary = tokenize_manifest(TokenizeOptions(data, weights, out, batch_size=2, progress=False))
     counts = {split: len(read_rows(p)) for split, p in find_manifests(data).items()}
     assert summary.rows_encoded == sum(counts.values()) >= 3 and summary.rows_skipped == 0
     config = read_index(out)["config"]
@@ -302,7 +363,7 @@ def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
         assert len(ds) == n
         mixture, target = ds[0]
         assert mixture.shape == (87 + 8, 9) and target.shape == (44 + 10, 9)
-    again = tokenize_manifest(data, weights, out, batch_size=2, progress=False)
+    again = tokenize_manifest(TokenizeOptions(data, weights, out, batch_size=2, progress=False))
     assert again.rows_encoded == 0 and again.shards_kept == len(counts)
     # Stopped after its first shard, a rerun completes the cache to the same bytes.
 
@@ -311,9 +372,11 @@ def test_end_to_end_on_a_real_rmod_build(small_library, tmp_path, weights):
 
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        tokenize_manifest(data, weights, cut, batch_size=2, progress=False, on_shard=stop)
+        tokenize_manifest(
+            TokenizeOptions(data, weights, cut, batch_size=2, progress=False), on_shard=stop
+        )
     assert read_index(cut)["complete"] is False
-    resumed = tokenize_manifest(data, weights, cut, batch_size=2, progress=False)
+    resumed = tokenize_manifest(TokenizeOptions(data, weights, cut, batch_size=2, progress=False))
     assert resumed.shards_kept == 1 and resumed.shards_written == len(counts) - 1
     assert tree_bytes(cut) == tree_bytes(out)
 
@@ -339,12 +402,12 @@ def test_moved_dataset_and_cache_still_resume(tmp_path, dataset, weights, refere
     moved, tok = tmp_path / "moved", tmp_path / "tok"
     shutil.copytree(dataset, moved)
     shutil.copytree(reference_cache, tok)
-    summary = tokenize_manifest(moved, weights, tok, **SETTINGS)
+    summary = tokenize_manifest(TokenizeOptions(moved, weights, tok, **SETTINGS))
     assert summary.rows_encoded == 0 and summary.shards_kept == 3
     index = read_index(tok)
     assert index["complete"] and str(moved) in index["config"]["manifests"]["train"]["path"]
     with pytest.raises(TokenizeError, match="codec"):  # strict FP32 would be other codes
-        tokenize_manifest(moved, weights, tok, tf32=False, **SETTINGS)
+        tokenize_manifest(TokenizeOptions(moved, weights, tok, tf32=False, **SETTINGS))
     (moved / "manifests" / "valid.jsonl").write_text("")  # other content: refused
     with pytest.raises(TokenizeError, match="manifests"):
-        tokenize_manifest(moved, weights, tok, **SETTINGS)
+        tokenize_manifest(TokenizeOptions(moved, weights, tok, **SETTINGS))

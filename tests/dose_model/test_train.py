@@ -13,6 +13,7 @@ from dose_model.model.transformer import DoseTransformer
 from dose_model.train.loader import TrainingError, global_batch, rank_share
 from dose_model.train.log import METRIC_FIELDS
 from dose_model.train.loop import train
+from dose_model.train.options import TrainOptions
 from tests.dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 MIX = 32  # a short mixture keeps these CPU tests fast; the end-to-end test uses 353
@@ -63,7 +64,7 @@ def test_tiny_model_overfits_eight_examples(tmp_path):
         save_every=30,
         target_frames=12,
     )
-    result = train(MODEL, cfg, data, data, tmp_path, progress=False)
+    result = train(data, data, TrainOptions(tmp_path, MODEL, cfg, progress=False))
     rows = read_rows(tmp_path / "metrics.csv")
     assert list(rows[0]) == list(METRIC_FIELDS)
     first, last = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])
@@ -95,10 +96,14 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         target_frames=12,
         seed=5,
     )
-    full = train(model_cfg, cfg, data, valid, tmp_path / "a", progress=False)
-    part = train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False, stop_after=5)
+    full = train(data, valid, TrainOptions(tmp_path / "a", model_cfg, cfg, progress=False))
+    part = train(
+        data, valid, TrainOptions(tmp_path / "b", model_cfg, cfg, progress=False, stop_after=5)
+    )
     assert part.step == 5
-    resumed = train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False, resume=True)
+    resumed = train(
+        data, valid, TrainOptions(tmp_path / "b", model_cfg, cfg, progress=False, resume=True)
+    )
     assert resumed.step == full.step == 12
     a = read_checkpoint(tmp_path / "a" / "last.ckpt")
     b = read_checkpoint(tmp_path / "b" / "last.ckpt")
@@ -113,11 +118,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         assert ra == rb
     assert a["best_step"] == b["best_step"] and a["best_valid"] == b["best_valid"]
     # A run that is already finished resumes to itself without training.
-    again = train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False, resume=True)
+    again = train(
+        data, valid, TrainOptions(tmp_path / "b", model_cfg, cfg, progress=False, resume=True)
+    )
     assert again.step == 12
     # Without --resume an existing run is refused, not overwritten.
     with pytest.raises(TrainingError, match="already holds a run"):
-        train(model_cfg, cfg, data, valid, tmp_path / "b", progress=False)
+        train(data, valid, TrainOptions(tmp_path / "b", model_cfg, cfg, progress=False))
     assert read_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == 12
 
 
@@ -138,7 +145,7 @@ def test_padding_rows_do_not_train_unless_unmasked(tmp_path):
         for name, fn in (("zeros", collate), ("junk", junk_collate)):
             run = tmp_path / f"{name}-{masked}"
             c = TrainConfig.from_dict({**cfg.to_dict(), "mask_padding": masked})
-            train(MODEL, c, data, None, run, collate=fn, progress=False)
+            train(data, None, TrainOptions(run, MODEL, c, progress=False), collate=fn)
             weights[name, masked] = read_checkpoint(run / "last.ckpt")["model"]
     same = [torch.equal(weights["zeros", True][k], v) for k, v in weights["junk", True].items()]
     assert all(same)
@@ -171,7 +178,7 @@ def test_early_stopping_on_flat_validation(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "evaluate", flat)
     data = RandomTokens(4)
     cfg = TrainConfig(max_steps=50, batch_size=4, eval_every=2, patience=2, warmup_steps=0)
-    result = train(MODEL, cfg, data, data, tmp_path, progress=False)
+    result = train(data, data, TrainOptions(tmp_path, MODEL, cfg, progress=False))
     assert result.stopped_early and result.step == 6 and len(calls) == 3
     assert result.best_step == 2
     assert read_checkpoint(tmp_path / "best.ckpt")["step"] == 2
@@ -181,16 +188,24 @@ def test_early_stopping_on_flat_validation(tmp_path, monkeypatch):
 def test_bad_sizes_are_reported(tmp_path):
     cfg = TrainConfig(batch_size=8, max_steps=2)
     with pytest.raises(TrainingError, match="cannot fill one batch"):
-        train(MODEL, cfg, RandomTokens(4), None, tmp_path, progress=False)
+        train(RandomTokens(4), None, TrainOptions(tmp_path, MODEL, cfg, progress=False))
     short = ModelConfig(num_layers=1, num_heads=1, d_model=8, mixture_len=MIX, max_target_len=15)
     with pytest.raises(TrainingError, match="max_target_len"):
-        train(short, cfg, RandomTokens(8), None, tmp_path, progress=False)
+        train(RandomTokens(8), None, TrainOptions(tmp_path, short, cfg, progress=False))
     with pytest.raises(TrainingError, match="mixture tokens"):
-        train(MODEL, cfg, RandomTokens(8, mix_len=40), None, tmp_path, progress=False)
+        train(RandomTokens(8, mix_len=40), None, TrainOptions(tmp_path, MODEL, cfg, progress=False))
     with pytest.raises(TrainingError, match="does not exist"):
-        train(MODEL, cfg, RandomTokens(8), None, tmp_path / "new", progress=False, resume=True)
+        train(
+            RandomTokens(8),
+            None,
+            TrainOptions(tmp_path / "new", MODEL, cfg, progress=False, resume=True),
+        )
     with pytest.raises(ConfigError, match="max_steps"):
-        train(MODEL, cfg, RandomTokens(8), None, tmp_path / "new", progress=False, max_steps=0)
+        train(
+            RandomTokens(8),
+            None,
+            TrainOptions(tmp_path / "new", MODEL, cfg, progress=False, max_steps=0),
+        )
     assert not (tmp_path / "new").exists()  # nothing created for a run that cannot start
 
 
@@ -269,12 +284,12 @@ def test_cuda_bf16_training_and_checkpoint(tmp_path):
         target_frames=12,
     )
     kw = {"device": "cuda", "progress": False, "compile": False}  # compiled: bench_train
-    full = train(MODEL, cfg, data, data, tmp_path / "a", **kw)
+    full = train(data, data, TrainOptions(tmp_path / "a", MODEL, cfg, **kw))
     assert np.isfinite(full.last_train_loss) and full.last_train_loss < 14.0
     ckpt = read_checkpoint(tmp_path / "a" / "last.ckpt")
     assert "cuda" in ckpt["rng"]
-    train(MODEL, cfg, data, data, tmp_path / "b", stop_after=3, **kw)
-    train(MODEL, cfg, data, data, tmp_path / "b", resume=True, **kw)
+    train(data, data, TrainOptions(tmp_path / "b", MODEL, cfg, stop_after=3, **kw))
+    train(data, data, TrainOptions(tmp_path / "b", MODEL, cfg, resume=True, **kw))
     b = read_checkpoint(tmp_path / "b" / "last.ckpt")
     for key, value in ckpt["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
@@ -315,7 +330,7 @@ def test_end_to_end_rmod_build_then_dose_train(tmp_path, builtin_library, capsys
     common = ["--codec-weights", str(codec), "--kick", str(run / "best.ckpt"), "--device", "cpu"]
     assert dose_eval(["--manifest", str(root), "--out", str(tmp_path / "ev"), "--no-progress"]
                      + common) == 0  # fmt: skip
-    assert "1 scores from the test split" in capsys.readouterr().out
+    assert "1 rows of 1 dataset(s) scored" in capsys.readouterr().out
     (mixture,) = (root / "test").glob("*/*.mixture.wav")
     assert dose_extract([str(mixture), "--out", str(tmp_path / "ex")] + common) == 0
     assert (tmp_path / "ex" / f"{mixture.stem}.extract.json").is_file()
@@ -336,8 +351,10 @@ def test_compiled_training_matches_eager(tmp_path):
         save_every=100,
         target_frames=12,
     )
-    eager = train(MODEL, cfg, data, data, tmp_path / "eager", progress=False)
-    compiled = train(MODEL, cfg, data, data, tmp_path / "compiled", progress=False, compile=True)
+    eager = train(data, data, TrainOptions(tmp_path / "eager", MODEL, cfg, progress=False))
+    compiled = train(
+        data, data, TrainOptions(tmp_path / "compiled", MODEL, cfg, progress=False, compile=True)
+    )
     assert compiled.last_train_loss == pytest.approx(eager.last_train_loss, rel=1e-4)
     a = read_checkpoint(tmp_path / "eager" / "last.ckpt")["model"]
     b = read_checkpoint(tmp_path / "compiled" / "last.ckpt")["model"]
@@ -387,15 +404,14 @@ def test_sigterm_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path)
         lr=1e-3, warmup_steps=2, max_steps=8, batch_size=2, eval_every=100, log_every=2,
         save_every=100, target_frames=12, seed=2,
     )  # fmt: skip
-    full = train(MODEL, cfg, RandomTokens(6), None, tmp_path / "a", progress=False)
+    full = train(RandomTokens(6), None, TrainOptions(tmp_path / "a", MODEL, cfg, progress=False))
     before = signal.getsignal(signal.SIGTERM)
     data = TerminatedAt(6, at=1 + 2 * 4 + 1)  # a shape check, then 2 items a step: step 4
-    part = train(MODEL, cfg, data, None, tmp_path / "b", progress=False)
+    part = train(data, None, TrainOptions(tmp_path / "b", MODEL, cfg, progress=False))
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
     assert part.interrupted == "SIGTERM" and 3 <= part.step < 8
     assert read_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == part.step
-    resumed = train(MODEL, cfg, RandomTokens(6), None, tmp_path / "b", resume=True,
-                    progress=False)  # fmt: skip
+    resumed = train(RandomTokens(6), None, TrainOptions(tmp_path / "b", MODEL, cfg, resume=True, progress=False))  # fmt: skip
     assert resumed.step == full.step == 8 and resumed.interrupted is None
     a = read_checkpoint(tmp_path / "a" / "last.ckpt")["model"]
     b = read_checkpoint(tmp_path / "b" / "last.ckpt")["model"]
@@ -413,19 +429,21 @@ def test_resume_refuses_other_data_or_settings(tmp_path):
         identity = {"drum": "snare", "token_cache": "bbb"}
 
     cfg = TrainConfig(max_steps=2, batch_size=2, warmup_steps=0, target_frames=12)
-    train(MODEL, cfg, Kick(4), None, tmp_path, progress=False, stop_after=1)
+    train(Kick(4), None, TrainOptions(tmp_path, MODEL, cfg, progress=False, stop_after=1))
     assert read_checkpoint(tmp_path / "last.ckpt")["data"] == Kick.identity
     with pytest.raises(TrainingError) as err:
-        train(MODEL, cfg, Snare(4), None, tmp_path, progress=False, resume=True)
+        train(Snare(4), None, TrainOptions(tmp_path, MODEL, cfg, progress=False, resume=True))
     assert "data.drum: checkpoint 'kick', now 'snare'" in str(err.value)
     assert "data.token_cache: checkpoint 'aaa', now 'bbb'" in str(err.value)
     other = TrainConfig.from_dict({**cfg.to_dict(), "lr": 1.0})
     with pytest.raises(TrainingError, match="train.lr: checkpoint 0.0003, now 1.0"):
-        train(MODEL, other, Kick(4), None, tmp_path, progress=False, resume=True)
+        train(Kick(4), None, TrainOptions(tmp_path, MODEL, other, progress=False, resume=True))
     wider = ModelConfig.from_dict({**MODEL.to_dict(), "d_model": 64})
     with pytest.raises(TrainingError, match="model.d_model: checkpoint 32, now 64"):
-        train(wider, cfg, Kick(4), None, tmp_path, progress=False, resume=True)
-    done = train(None, None, Kick(4), None, tmp_path, progress=False, resume=True, max_steps=3)
+        train(Kick(4), None, TrainOptions(tmp_path, wider, cfg, progress=False, resume=True))
+    done = train(
+        Kick(4), None, TrainOptions(tmp_path, None, None, progress=False, resume=True, max_steps=3)
+    )
     assert done.step == 3
 
 

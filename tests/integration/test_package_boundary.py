@@ -1,6 +1,6 @@
 """`rmod` and `dose_model` meet only at the documented manifest format (docs/ARCHITECTURE.md):
-no module of one imports the other. The command-line runner both use (`rmod_dose_common`)
-imports neither."""
+no module of one imports the other. The shared package both use (`rmod_dose_common`: the
+command-line runner, durable writes, the record converter) imports neither."""
 
 import ast
 import importlib

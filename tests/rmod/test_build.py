@@ -378,27 +378,30 @@ def test_jobs2_loky_is_byte_identical(reference, build_kwargs, tmp_path):
 def test_the_sample_store_is_emptied_at_start_and_removed_at_the_end(
     reference, build_kwargs, tmp_path, monkeypatch
 ):
-    """A store left by an interrupted run is not trusted (emptied before work), the workers
+    """A store left by an interrupted run is not trusted (made anew before work), the workers
     keep pitched loops in the build's own store, and it is gone once the build is complete;
     the bytes are the reference's."""
     from rmod.build.run import BuildOptions, build
-    from rmod.example.sample_store import STORE_DIR, SampleStore
+    from rmod.example.sample_store import STORE_DIR, SampleStore, create_store
 
     out = tmp_path / "ds"
     shutil.copytree(reference[0], out)  # a finished build, then its last train shard lost
     (out / "manifests" / "parts" / "train-000003.jsonl").unlink()
     shutil.rmtree(out / "train" / "000003")
-    stale = out / STORE_DIR / "ab" / "stale.f32"
-    stale.parent.mkdir(parents=True)
+    create_store(out, 10**9, "an-earlier-run")
+    stale = out / STORE_DIR / "stale.f32"
     stale.write_bytes(b"junk")
     kept = []
     keep = SampleStore._keep
-    monkeypatch.setattr(SampleStore, "_keep", lambda self, p, a: kept.append(p) or keep(self, p, a))
+    monkeypatch.setattr(
+        SampleStore, "_keep", lambda self, n, a: kept.append((self.folder, n)) or keep(self, n, a)
+    )
     summary = build(BuildOptions(out=out, jobs=1, **build_kwargs))
     assert summary.ok, summary.error
     assert tree_bytes(out) == tree_bytes(reference[0])
-    assert any("-p" in p.name and p.is_relative_to(out / STORE_DIR) for p in kept)
-    assert not (out / STORE_DIR).exists()
+    assert any("-p" in n and folder == out / STORE_DIR for folder, n in kept)
+    assert summary.store.misses > 0 and summary.store.peak_bytes > 0
+    assert not (out / STORE_DIR).exists() and not stale.exists()
 
 
 def test_dask_local_cluster_is_byte_identical(reference, build_kwargs, tmp_path):
@@ -525,28 +528,54 @@ def child_pids(pid: int) -> list[int]:
     return out
 
 
+#: A ``sitecustomize`` for a build's processes: the audio reader's open of the file named by
+#: ``RMOD_TEST_BLOCKED_PATH`` waits forever (as a FIFO that nobody writes once did).
+BLOCKING_OPEN = """
+import os
+import time
+
+import rmod_dose_common.audio as _audio
+
+_real_open = _audio.open_regular
+
+
+def _open_or_wait(path, *args, **kwargs):
+    if os.fspath(path) == os.environ.get("RMOD_TEST_BLOCKED_PATH"):
+        while True:
+            time.sleep(60)
+    return _real_open(path, *args, **kwargs)
+
+
+_audio.open_regular = _open_or_wait
+"""
+
+
 @pytest.mark.parametrize("how", ["SIGKILL to the process group", "SIGTERM to the parent"])
 def test_kill_during_build_then_resume_gives_identical_dataset(
     how, reference, build_kwargs, small_library, tmp_path
 ):
-    """The build is stopped at a known point whatever the machine's speed: a valid-split
-    kick of a library copy is a FIFO nobody writes, so the valid shard blocks forever while
-    the train and test shards finish; the kill lands with exactly 5 of 6 shards committed
-    and the valid shard half-built."""
+    """The build is stopped at a known point whatever the machine's speed: opening a
+    valid-split kick of a library copy blocks forever (a ``sitecustomize`` on the build's
+    ``PYTHONPATH`` makes the audio reader's open wait on that one path: a FIFO, which did
+    this before, is now refused as not a regular file), so the valid shard blocks while the
+    train and test shards finish; the kill lands with exactly 5 of 6 shards committed and the
+    valid shard half-built."""
     from rmod.cli.build import main
     from rmod.library.catalog import Library
 
     lib_path = copy_library(small_library, tmp_path / "lib")
     copy = Library.load(lib_path)
-    fifo = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
-    good = fifo.read_bytes()
-    fifo.unlink()
-    os.mkfifo(fifo)
+    blocked = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCKING_OPEN, encoding="utf-8")
+    env = dict(os.environ, RMOD_TEST_BLOCKED_PATH=str(blocked))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
     kw = dict(build_kwargs, library=str(lib_path))
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(kw, out, "--jobs", "2")]
     proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     parts = out / "manifests" / "parts"
     deadline = time.monotonic() + 120
@@ -569,9 +598,7 @@ def test_kill_during_build_then_resume_gives_identical_dataset(
         [*(f"train-{i:06d}.jsonl" for i in range(4)), "test-000000.jsonl"]
     )
     assert not (out / "manifests" / "train.jsonl").exists()
-    fifo.unlink()
-    fifo.write_bytes(good)
-    assert main(cli_args(kw, out, "--jobs", "1")) == 0
+    assert main(cli_args(kw, out, "--jobs", "1")) == 0  # in this process: nothing blocks
     mine, ref = tree_bytes(out), tree_bytes(reference[0])
     mine.pop("build.json"), ref.pop("build.json")  # only the library path differs
     assert mine == ref

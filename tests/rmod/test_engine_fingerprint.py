@@ -1,4 +1,5 @@
-"""The engine fingerprint covers exactly the modules that decide a build's bytes."""
+"""The engine fingerprint covers exactly the modules that decide a build's bytes, those of
+the shared package (rmod_dose_common) that a render imports included."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def test_every_module_a_render_imports_is_covered_or_named(small_library, tmp_pa
         f"add these to RENDERING_MODULES or NOT_RENDERING_MODULES: {unaccounted}"
     )
     assert set(RENDERING_MODULES) <= set(imported)  # no stale names either
+    shared = {m for m in imported if m.startswith("rmod_dose_common.")}
+    assert {"rmod_dose_common.records", "rmod_dose_common.fileio"} <= shared  # checked above
 
 
 def test_fingerprint_is_stable_and_hex():

@@ -135,7 +135,7 @@ def test_files_that_are_not_the_earlier_renders_are_never_overwritten_or_deleted
     assert "kick.wav: exists and is not a file the earlier render recorded" in err
     assert {n: (used / n).read_bytes() for n in _files(used)} == before
     # example.json that lists files outside the folder (with their true hashes): untouched
-    from rmod.audio import sha256_file
+    from rmod_dose_common.fileio import sha256_file
 
     outside = tmp_path / "outside.wav"
     outside.write_bytes(b"not yours")
@@ -228,9 +228,10 @@ def test_errors_exit_nonzero_with_a_clear_message(tmp_path, recipe_file, small_l
         ),
         (lambda p: p["instruments"]["piano"].update(start_sample=10**9), "start_sample"),
         (lambda p: p.update(seed=-1), "seed: -1 is negative"),
+        (lambda p: p["mix"]["kick"].update(gain_db=9.0), "mixing.gain_db.kick: 9 outside"),
     ],
     ids=["grid", "eq", "sample", "huge-weight", "negative-weight", "snare-as-kick", "id",
-         "index", "track-name", "slice", "seed"],
+         "index", "track-name", "slice", "seed", "gain"],
 )  # fmt: skip
 def test_from_a_hand_edited_file_names_what_is_wrong(first, tmp_path, capsys, edit, message):
     doc = json.loads((first / "example.json").read_text())
@@ -348,3 +349,18 @@ def test_from_an_example_json_whose_library_path_is_not_a_string(first, tmp_path
         "expected a string or null, got int\n"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_params_problems_checks_drawn_values_against_the_recipe(small_library):
+    """Every caller of params_problems (rmod-render-one --from) gets the recipe's bounds:
+    a gain the recipe's uniform [-1, 2] dB cannot draw is named with those bounds."""
+    from rmod.example.draw import ExampleParams, draw_example
+    from rmod.inspect.example_folder import params_problems
+
+    recipe = load_recipe(None)
+    params = draw_example(recipe, small_library, 3, "train", 0)
+    assert params_problems(params, recipe, small_library) == []
+    plain = params.to_dict()
+    plain["mix"]["kick"]["gain_db"] = 9.0
+    problems = params_problems(ExampleParams.from_dict(plain), recipe, small_library)
+    assert problems == ["mixing.gain_db.kick: 9 outside the recipe's [-1, 2]"]

@@ -33,7 +33,14 @@ from rmod_dose_common.tar_shards import (
     read_member,
     ustar_header,
 )
-from tests.rmod.test_build import SCHEMA, cli_args, copy_library, tree_bytes, validate
+from tests.rmod.test_build import (
+    BLOCKING_OPEN,
+    SCHEMA,
+    cli_args,
+    copy_library,
+    tree_bytes,
+    validate,
+)
 from tests.rmod_fixtures import write_tiny_recipe
 
 SR = 22050
@@ -249,29 +256,28 @@ def test_flac_tar_build_verifies_and_matches_a_flac_folder_build(kwargs, tmp_pat
 
 
 def test_killed_tar_build_resumes_to_identical_bytes(pair, kwargs, small_library, tmp_path):
-    """The valid shard blocks on a FIFO in the library copy (see test_build's kill test);
-    the build is killed with the train and test tars committed and the valid tar half
-    written under its temporary name; a rerun gives the uninterrupted tar build's bytes."""
+    """The valid shard blocks on one library file (test_build's ``sitecustomize`` hook makes
+    the audio reader's open of that path wait forever); the build is killed with the train
+    and test tars committed and the valid tar half written under its temporary name; a rerun
+    gives the uninterrupted tar build's bytes."""
     from rmod.cli.build import main
     from rmod.library.catalog import Library
 
     lib_path = copy_library(small_library, tmp_path / "lib")
     copy = Library.load(lib_path)
-    fifo = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
-    good = fifo.read_bytes()
-    fifo.unlink()
-    os.mkfifo(fifo)
+    blocked = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCKING_OPEN, encoding="utf-8")
+    env = dict(os.environ, RMOD_TEST_BLOCKED_PATH=str(blocked))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
     kw = dict(kwargs, library=str(lib_path))
     out = tmp_path / "ds"
-    cmd = [
-        sys.executable,
-        "-m",
-        "rmod.cli.build",
-        *cli_args(kw, out, "--jobs", "2", "--layout", "tar"),
-    ]
+    args = cli_args(kw, out, "--jobs", "2", "--layout", "tar")
     proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        [sys.executable, "-m", "rmod.cli.build", *args],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
     parts = out / "manifests" / "parts"
     deadline = time.monotonic() + 120
     try:
@@ -286,8 +292,6 @@ def test_killed_tar_build_resumes_to_identical_bytes(pair, kwargs, small_library
         "test-000000.tar", "train-000000.tar", "train-000001.tar",
     ]  # fmt: skip
     assert not (out / "valid" / "valid-000000.tar").exists()
-    fifo.unlink()
-    fifo.write_bytes(good)
     assert main(cli_args(kw, out, "--jobs", "1", "--layout", "tar")) == 0
     mine, ref = tree_bytes(out), tree_bytes(pair[1])
     mine.pop("build.json"), ref.pop("build.json")  # only the library path differs

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from rmod import DRUMS, INSTRUMENTS
-from rmod.audio import atomic_write_bytes, encode_audio
+from rmod.audio import encode_audio
 from rmod.library.builtin.drums import drum_bases, sampled_oneshot
 from rmod.library.builtin.fonts import Font
 from rmod.library.builtin.loops import PROGRAMS, program_loop
 from rmod.library.builtin.sf2 import load_soundfont
+from rmod_dose_common.fileio import atomic_write_bytes
 
 
 @dataclass
