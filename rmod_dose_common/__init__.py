@@ -6,6 +6,8 @@
 - `records`: the converter between records (dataclasses) and plain values, with the
   caller's error class.
 - `audio`: the one bounded audio reader (regular files only, header limits, block decoding).
+- `tar_shards`: the tar shard format of ``rmod-build --layout tar`` (headers, the sidecar index,
+  ``TAR#MEMBER`` row paths, reading one member by offset).
 
 ``tests/integration/test_plumbing.py`` fails when either package grows its own copy again.
 """
