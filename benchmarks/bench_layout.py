@@ -93,6 +93,7 @@ def writer_costs(folder_build: Path, work: Path) -> dict[str, float]:
     from rmod.build.manifest import read_build_info, read_manifest
     from rmod.build.shards import FolderShardWriter, Shard, commit_shard, make_temp_dir
     from rmod.build.tar_layout import DEFAULT_TAR_SHARD_SIZE, TarShardWriter
+    from rmod_dose_common.fileio import sync_folder
 
     rows = read_manifest(folder_build / "manifests" / "train.jsonl")
     info = read_build_info(folder_build)
@@ -118,8 +119,6 @@ def writer_costs(folder_build: Path, work: Path) -> dict[str, float]:
                 for example in chunk:
                     for name, data, _ in example:
                         writer.write(name, data)
-                from rmod.audio import sync_folder
-
                 sync_folder(writer.folder)
                 commit_shard(root, shard, writer.folder, [])
             else:
