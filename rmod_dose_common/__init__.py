@@ -7,6 +7,8 @@
   caller's error class.
 - `pcm`: 16-bit quantization (`to_pcm16`) and its float read-back, for audio files and tokens.
 - `audio`: the one bounded audio reader (regular files only, header limits, block decoding).
+- `tar_shards`: the tar shard format of ``rmod-build --layout tar`` (headers, the sidecar index,
+  ``TAR#MEMBER`` row paths, reading one member by offset).
 
 ``tests/integration/test_plumbing.py`` fails when either package grows its own copy again.
 """

@@ -8,6 +8,9 @@ in three steps, each refusing with an error that names the path, the reason and 
    is refused without being opened). It is opened ``O_NONBLOCK`` (a FIFO swapped in after the
    check cannot block the open) and checked again on the open descriptor (``fstat``: still a
    regular file, still the same inode), and libsndfile decodes that descriptor, never the name.
+   A member of a tar shard (:class:`rmod_dose_common.tar_shards.MemberSource`, e.g. a
+   ``--layout tar`` row's file) is read through its shard's index instead, and decoded from
+   memory; a shard or member that cannot be trusted is refused like a bad file.
 2. **Header**: the declared sample rate must lie within ``MIN_SAMPLE_RATE .. MAX_SAMPLE_RATE``,
    the channels within ``1 .. MAX_CHANNELS``, the frames above 0, and frames x channels within
    the caller's cap (``MAX_SAMPLES`` for a whole-file read, ``MAX_STREAM_SAMPLES`` for a
@@ -25,6 +28,7 @@ Imports neither ``rmod`` nor ``dose_model``.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Iterator
@@ -33,6 +37,8 @@ from types import TracebackType
 
 import numpy as np
 import soundfile as sf
+
+from rmod_dose_common.tar_shards import MemberSource, TarShardError
 
 
 @dataclass(frozen=True)
@@ -164,11 +170,25 @@ def check_header(
         )
 
 
+def _open_source(
+    path: str | os.PathLike | MemberSource, error: type[AudioReadError]
+) -> int | io.BytesIO:
+    """What libsndfile decodes: a descriptor of a regular file (:func:`open_regular`), or a tar
+    member's bytes (a :class:`~rmod_dose_common.tar_shards.MemberSource`; its
+    ``TarShardError`` becomes ``error``, naming the shard and key)."""
+    if isinstance(path, MemberSource):
+        try:
+            return io.BytesIO(path.read_bytes())
+        except TarShardError as exc:
+            raise error(str(path), str(exc)) from None
+    return open_regular(path, error)
+
+
 class AudioReader:
     """An open audio file whose header passed :func:`check_header`; a context manager.
 
     Args:
-        path: the file (see the module text for what is refused).
+        path: the file, or a tar member (see the module text for what is refused).
         error: the error class raised, :class:`AudioReadError` or a subclass.
         max_samples: the cap on declared frames x channels (None: the header alone is read,
             e.g. to report a length; nothing may then be decoded through this reader).
@@ -176,16 +196,20 @@ class AudioReader:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | MemberSource,
         error: type[AudioReadError] = AudioReadError,
         max_samples: Limit | None = MAX_STREAM_SAMPLES,
     ) -> None:
-        self.path, self.error, self.max_samples = path, error, max_samples
-        fd = open_regular(path, error)
+        #: How errors name the file: its path, or ``{shard}#{member}`` for a tar member.
+        self.path: str | os.PathLike = str(path) if isinstance(path, MemberSource) else path
+        self.error, self.max_samples = error, max_samples
+        source = _open_source(path, error)
+        fd = source if isinstance(source, int) else None
         try:
-            self._file = sf.SoundFile(fd, closefd=False)
+            self._file = sf.SoundFile(source, closefd=False)
         except Exception as exc:  # soundfile raises several types for bad input
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             raise self._decode_error(exc) from None
         self._fd = fd
         info = self._file
@@ -193,7 +217,7 @@ class AudioReader:
             int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype
         )
         try:
-            check_header(path, self.header, error, max_samples)
+            check_header(self.path, self.header, error, max_samples)
         except BaseException:
             self.close()
             raise
@@ -246,7 +270,8 @@ class AudioReader:
         if getattr(self, "_file", None) is not None:
             self._file.close()
             self._file = None
-            os.close(self._fd)
+            if self._fd is not None:
+                os.close(self._fd)
 
     def __enter__(self) -> AudioReader:
         return self
@@ -261,7 +286,7 @@ class AudioReader:
 
 
 def read_header(
-    path: str | os.PathLike, error: type[AudioReadError] = AudioReadError
+    path: str | os.PathLike | MemberSource, error: type[AudioReadError] = AudioReadError
 ) -> AudioHeader:
     """The checked header of ``path`` (rate, channels, frames > 0; no cap on the length),
     without decoding a sample."""
@@ -270,7 +295,7 @@ def read_header(
 
 
 def read_audio(
-    path: str | os.PathLike,
+    path: str | os.PathLike | MemberSource,
     error: type[AudioReadError] = AudioReadError,
     max_samples: Limit = MAX_SAMPLES,
 ) -> tuple[np.ndarray, int]:

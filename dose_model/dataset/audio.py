@@ -8,6 +8,11 @@ is resampled to the codec's rate with :class:`Resampler`, a streaming form of
 So memory stays at a few blocks however long a file is, and only the part a caller needs is
 decoded: `load_mono` stops after its ``samples``, `read_clips` after its last clip. Used by
 `dose-tokenize`, `dose-extract` and `dose-eval`.
+
+A ``path`` may also be a member of a tar shard (:class:`~dose_model.dataset.members.TarMember`,
+what the manifest reader gives for a ``--layout tar`` build): the bounded reader reads it
+through the shard's index and decodes it from memory; a member that cannot be trusted is a
+`RowAudioError` naming the shard and key.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dose_model.dataset.members import TarMember
 from dose_model.errors import DoseError
 from rmod_dose_common.audio import (
     BLOCK_SAMPLES,
@@ -96,7 +102,7 @@ class Resampler:
 
 
 def mono_blocks(
-    path: str | Path, sample_rate: int, max_samples: Limit = MAX_STREAM_SAMPLES
+    path: str | Path | TarMember, sample_rate: int, max_samples: Limit = MAX_STREAM_SAMPLES
 ) -> Generator[np.ndarray, None, None]:
     """The file as consecutive float32 mono blocks at ``sample_rate`` (channel mean, then
     `Resampler`); joined, they are the whole file. Raises `RowAudioError` naming the file when
@@ -133,7 +139,7 @@ def mono_at_rate(data: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def read_mono(path: str | Path, sample_rate: int) -> np.ndarray:
+def read_mono(path: str | Path | TarMember, sample_rate: int) -> np.ndarray:
     """A whole file as float32 mono ``[samples]`` at ``sample_rate`` (at most ``MAX_SAMPLES``
     declared samples); `RowAudioError` naming the file if it is missing, refused, undecodable,
     empty or holds non-finite samples."""
@@ -141,7 +147,7 @@ def read_mono(path: str | Path, sample_rate: int) -> np.ndarray:
 
 
 def read_clips(
-    path: str | Path, sample_rate: int, starts: Sequence[int], length: int
+    path: str | Path | TarMember, sample_rate: int, starts: Sequence[int], length: int
 ) -> tuple[np.ndarray, int, bool]:
     """``clip(audio, s, length)`` for each of ``starts`` (samples at ``sample_rate``), as
     float32 ``[len(starts), length]``, decoding only up to the end of the last clip. Also
@@ -169,7 +175,7 @@ def clip(audio: np.ndarray, start: int, length: int) -> np.ndarray:
     return out
 
 
-def load_mono(path: str | Path, sample_rate: int, samples: int) -> np.ndarray:
+def load_mono(path: str | Path | TarMember, sample_rate: int, samples: int) -> np.ndarray:
     """The first ``samples`` of the file as float32 mono at ``sample_rate``, zero-padded at the
     end (the same values as `read_mono` then `clip`, but only that part is decoded)."""
     return read_clips(path, sample_rate, [0], samples)[0][0]

@@ -10,6 +10,13 @@ Rows are untrusted input: an ``id`` must match `ID_PATTERN` (``{split}-{index}``
 ``train-00000042``: safe as a file name), and every audio path must stay inside ``DIR``
 once resolved, symbolic links included (absolute paths, ``..`` and links that lead out are
 refused with a `ManifestError` naming the file, line, row and path).
+
+Both layouts of ``rmod-build`` are read. In a folder build a path names a file and becomes a
+``Path``. In a tar build (``--layout tar``) it names a member of a tar shard,
+``{split}/{split}-{shard:06d}.tar#{member}``, and becomes a
+:class:`~dose_model.dataset.members.TarMember` (the tar must stay inside ``DIR`` as a file
+would): ``read_bytes()`` reads it through the shard's index, and the audio readers of
+:mod:`dose_model.dataset.audio` take either type.
 """
 
 from __future__ import annotations
@@ -22,9 +29,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from dose_model import DRUMS
+from dose_model.dataset.members import MemberError, TarMember
 from dose_model.errors import DoseError
 from rmod_dose_common.fileio import sha256_file
 from rmod_dose_common.records import plain_problem
+from rmod_dose_common.tar_shards import split_location
+
+__all__ = ["ManifestError", "ManifestRow", "MemberError", "TarMember", "find_manifests",
+           "parse_row", "read_rows", "row_seconds", "split_name"]  # fmt: skip
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -48,14 +60,14 @@ class ManifestError(DoseError, ValueError):
 class ManifestRow:
     """One example: absolute audio paths plus the raw JSON fields.
 
-    ``mixture`` and ``oneshots[drum]`` are absolute paths; ``line`` is the 1-based line
-    number in ``manifest``.
+    ``mixture`` and ``oneshots[drum]`` are absolute paths, or :class:`TarMember` s in a tar
+    build; ``line`` is the 1-based line number in ``manifest``.
     """
 
     id: str
     split: str
-    mixture: Path
-    oneshots: dict[str, Path]
+    mixture: Path | TarMember
+    oneshots: dict[str, Path | TarMember]
     manifest: Path
     line: int
     sample_rate: int | None = None
@@ -128,14 +140,28 @@ class _Containment:
 
 
 def _relative_path(
-    root: Path, value: object, where: str, path: Path, line: int, inside: _Containment
-) -> Path:
-    """``where`` is ``"row ID: field 'NAME'"``."""
+    root: Path,
+    value: object,
+    where: str,
+    path: Path,
+    line: int,
+    inside: _Containment,
+    verify_members: bool = True,
+) -> Path | TarMember:
+    """``where`` is ``"row ID: field 'NAME'"``. A ``TAR#MEMBER`` value gives a
+    :class:`TarMember` (the tar proven inside ``root`` as a file would be)."""
     if not isinstance(value, str) or not value:
         raise ManifestError(path, f"{where} must be a non-empty path string", line)
-    joined = Path(os.path.normpath(root / value))
-    if os.path.isabs(value) or not joined.is_relative_to(root) or not inside.inside(joined):
+    try:
+        member = split_location(value)
+    except ValueError as exc:
+        raise ManifestError(path, f"{where}: {exc}", line) from None
+    rel = value if member is None else member[0]
+    joined = Path(os.path.normpath(root / rel))
+    if os.path.isabs(rel) or not joined.is_relative_to(root) or not inside.inside(joined):
         raise ManifestError(path, f"{where}: path {value!r} leaves the dataset folder", line)
+    if member is not None:
+        return TarMember(joined, member[1], member[0], verify_members)
     return joined
 
 
@@ -147,20 +173,29 @@ def parse_row(
     root: Path | None = None,
     keep_extra: bool = True,
     inside: _Containment | None = None,
+    verify_members: bool = True,
 ) -> ManifestRow:
     """Validate one decoded JSON line and resolve its paths against ``root`` (default: the
     absolute grandparent of ``path``), proving they stay inside it. ``keep_extra`` keeps the
-    other fields in ``extra``."""
+    other fields in ``extra``; ``verify_members``: tar members check their SHA-256 when read."""
     if not isinstance(obj, dict):
         raise ManifestError(path, f"line is a JSON {type(obj).__name__}, not an object", line)
     raw = _row_fields(obj, path, line)
     root = root or path.resolve().parent.parent
     inside = inside or _Containment(root)
     where = f"row {raw.id}: field"
-    mixture = _relative_path(root, raw.mixture, f"{where} 'mixture'", path, line, inside)
+    mixture = _relative_path(
+        root, raw.mixture, f"{where} 'mixture'", path, line, inside, verify_members
+    )
     oneshots = {
         drum: _relative_path(
-            root, raw.oneshots[drum], f"{where} 'oneshots.{drum}'", path, line, inside
+            root,
+            raw.oneshots[drum],
+            f"{where} 'oneshots.{drum}'",
+            path,
+            line,
+            inside,
+            verify_members,
         )
         for drum in DRUMS
     }
@@ -214,11 +249,15 @@ def _row_fields(obj: dict, path: Path, line: int) -> _RowFields:
     return raw
 
 
-def read_rows(path: str | os.PathLike, keep_extra: bool = False) -> list[ManifestRow]:
+def read_rows(
+    path: str | os.PathLike, keep_extra: bool = False, verify_members: bool = True
+) -> list[ManifestRow]:
     """All rows of one manifest file, in file order. Blank lines are skipped.
 
     Fields other than ``id``, ``split``, ``mixture``, ``oneshots`` and ``sample_rate`` are
     dropped unless ``keep_extra`` (a million rows of ``params`` would not fit in memory).
+    In a tar build the audio paths are :class:`TarMember` s; ``verify_members`` makes every
+    read of one check its bytes against the shard index's SHA-256.
 
     Raises ManifestError naming the file and line for invalid JSON, a missing or
     ill-typed field, or a duplicate ``id``.
@@ -240,7 +279,7 @@ def read_rows(path: str | os.PathLike, keep_extra: bool = False) -> list[Manifes
                     # long to parse, or arrays nested too deep for the decoder
                     reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                     raise ManifestError(path, f"invalid JSON ({reason})", line_no) from None
-                row = parse_row(obj, path, line_no, split, root, keep_extra, inside)
+                row = parse_row(obj, path, line_no, split, root, keep_extra, inside, verify_members)
                 if row.id in seen:
                     raise ManifestError(
                         path, f"duplicate id {row.id!r} (first on line {seen[row.id]})", line_no

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dose_model.dataset.members import MemberError, TarMember
 from dose_model.fad.cache import EmbeddingCache, atomic_save_npy
 from dose_model.fad.embedder import Embedder, EmbedderInfo, FadError
 from dose_model.fad.frechet import FadResult, fad
@@ -42,7 +43,7 @@ class AudioItem:
     ``path`` (where to read it)."""
 
     rel: str
-    path: Path
+    path: Path | TarMember  # a member of an RMOD --layout tar build's shard
 
 
 def list_audio(source: str) -> list[AudioItem]:
@@ -84,8 +85,10 @@ def _rmod_items(source: str) -> list[AudioItem]:
     root = Path(folder).resolve()
     rows = read_rows(manifests[split])
     return [
-        AudioItem(row.oneshots[drum].relative_to(root).as_posix(), row.oneshots[drum])
-        for row in rows
+        AudioItem(
+            shot.relative_to(root).as_posix() if isinstance(shot, Path) else str(shot), shot
+        )  # a tar build's member: "{shard}#{member}"
+        for shot in (row.oneshots[drum] for row in rows)
     ]
 
 
@@ -93,10 +96,11 @@ class FadAudioError(AudioReadError, FadError):
     """An audio file of a FAD set cannot be used (``path``, ``reason``)."""
 
 
-def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """float32 ``[channels, samples]`` and the rate of a whole audio file, through the bounded
-    reader (`rmod_dose_common.audio`); `FadAudioError` naming the file when it is missing,
-    refused, undecodable, empty or holds non-finite samples."""
+def read_audio(path: Path | TarMember) -> tuple[np.ndarray, int]:
+    """float32 ``[channels, samples]`` and the rate of a whole audio file (or a tar member of an
+    RMOD tar build), through the bounded reader (`rmod_dose_common.audio`); `FadAudioError`
+    naming the file when it is missing, refused, undecodable, empty or holds non-finite
+    samples (a member: also when its shard or bytes cannot be trusted)."""
     return read_bounded(path, FadAudioError)
 
 
@@ -119,7 +123,14 @@ def embed_items(
         else:
             if not item.path.is_file():
                 raise FadError(f"{item.path}: no such audio file")
-            out.append(cache.get_or_compute(sha256_file(item.path), compute))
+            if isinstance(item.path, TarMember):  # its index holds its SHA-256
+                try:
+                    key = item.path.sha256()
+                except MemberError as exc:
+                    raise FadError(str(exc)) from None
+            else:
+                key = sha256_file(item.path)
+            out.append(cache.get_or_compute(key, compute))
         if progress is not None:
             progress(done, len(items))
     return out

@@ -27,6 +27,7 @@ RENDERING_MODULES = (
     "rmod.example.tracks", "rmod.example.mixing", "rmod.example.master",
     "rmod.example.sample_store", "rmod.example.pitch",
     "rmod.build.manifest", "rmod.build.worker", "rmod_dose_common.audio",
+    "rmod.build.tar_layout", "rmod_dose_common.tar_shards",
 )  # fmt: skip
 #: ``rmod`` and ``rmod_dose_common`` modules a build imports that do not decide its bytes,
 #: and why.

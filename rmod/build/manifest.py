@@ -43,6 +43,7 @@ IDENTITY_FIELDS = (
     "stored",
     "midi_files",
     "library_sources",
+    "layout",
 )
 
 
@@ -52,6 +53,8 @@ ID_PATTERN = re.compile(r"(train|valid|test)-[0-9]{8}")
 MAX_PER_SPLIT = 10**8
 #: File roles of a row and their name suffixes: ``{id}.{role}.{ext}`` (``ext`` for audio).
 AUDIO_ROLES = ("mixture", "kick", "snare", "hihat")
+#: How a build stores its shards: a folder of files each (the default) or one tar each.
+LAYOUTS = ("folder", "tar")
 
 
 def check_example_id(value: object) -> str:
@@ -62,17 +65,23 @@ def check_example_id(value: object) -> str:
 
 
 def expected_files(
-    example_id: str, index: int, shard_size: int, audio_format: str
+    example_id: str, index: int, shard_size: int, audio_format: str, layout: str = "folder"
 ) -> dict[str, str]:
     """Role -> path (relative to ``DIR``) that ``rmod-build`` gives the files of an example:
-    ``{split}/{index // shard_size:06d}/{id}.{role}.{fmt}`` and ``{id}.pattern.mid``.
+    ``{split}/{index // shard_size:06d}/{id}.{role}.{fmt}`` and ``{id}.pattern.mid``; in the
+    tar layout the member ``{split}/{split}-{index // shard_size:06d}.tar#{id}.{role}.{fmt}``
+    (and ``#{id}.pattern.mid``).
 
     File names are tied to ids: a row whose paths differ points at another row's files.
     """
     split = example_id.split("-", 1)[0]
-    folder = f"{split}/{index // shard_size:06d}"
-    out = {role: f"{folder}/{example_id}.{role}.{audio_format}" for role in AUDIO_ROLES}
-    out["midi"] = f"{folder}/{example_id}.pattern.mid"
+    number = index // shard_size
+    if layout == "tar":
+        prefix = f"{split}/{split}-{number:06d}.tar#"
+    else:
+        prefix = f"{split}/{number:06d}/"
+    out = {role: f"{prefix}{example_id}.{role}.{audio_format}" for role in AUDIO_ROLES}
+    out["midi"] = f"{prefix}{example_id}.pattern.mid"
     return out
 
 
@@ -259,6 +268,9 @@ class BuildInfo:
     stored: bool = field(default=True, metadata={"optional": True})
     midi_files: dict[str, str] | None = field(default=None, metadata={"optional": True})
     library_sources: dict[str, str] | None = field(default=None, metadata={"optional": True})
+    #: ``folder`` (shard folders of files) or ``tar`` (one tar per shard); left out of
+    #: ``build.json`` for a folder build, so folder builds keep their bytes.
+    layout: str = field(default="folder", metadata={"choices": LAYOUTS, "optional": True})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""

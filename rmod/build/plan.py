@@ -5,8 +5,9 @@ derives the split sizes (valid/test are recipe fractions of the training size, a
 1 each) and the shard size, refuses sizes past the format's limits, a library that lacks
 a drum class in a split to be built and a Groove MIDI folder without windows in one, and
 returns the :class:`BuildPlan`: the ``build.json`` record and the shards. It writes nothing;
-bad options (numbers, ``--backend``/``--scheduler``, ``--format``, ``--shard-size``) are
-refused first.
+bad options (numbers, ``--backend``/``--scheduler``, ``--format``, ``--layout``, ``--tokens``
+with ``--layout tar``,
+``--shard-size``) are refused first.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rmod.build.backends import check_backend
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import (
     BUILD_JSON,
+    LAYOUTS,
     BuildInfo,
     ManifestError,
     changed_inputs,
@@ -31,6 +33,7 @@ from rmod.build.manifest import (
 from rmod.build.preflight import check_library_covers, check_numbers, check_sizes
 from rmod.build.shards import Shard, plan_shards
 from rmod.build.sink import SinkSpec, TokenSink, build_facts, make_sink
+from rmod.build.tar_layout import DEFAULT_TAR_SHARD_SIZE
 from rmod.errors import InputError, RmodError
 from rmod.example.groove import recipe_grooves, with_midi_dir
 from rmod.library.catalog import Library
@@ -55,6 +58,8 @@ class BuildOptions:
     token sink fed instead of writing audio files (``--tokens``, :mod:`rmod.build.sink`).
     ``store_max``: the sample store's cap in bytes (0: no store; ``None``:
     :func:`rmod.example.sample_store.default_store_max`); not part of ``build.json``.
+    ``layout``: ``folder`` (a folder of files per shard) or ``tar`` (one WebDataset tar per
+    shard, :mod:`rmod.build.tar_layout`).
     """
 
     n: int
@@ -71,6 +76,7 @@ class BuildOptions:
     midi_dir: str | os.PathLike | None = None
     tokens: SinkSpec | None = None
     store_max: int | None = None
+    layout: str = "folder"
 
 
 def split_counts(recipe: Recipe, n: int) -> dict[str, int]:
@@ -87,10 +93,14 @@ def split_counts(recipe: Recipe, n: int) -> dict[str, int]:
     }
 
 
-def default_shard_size(n: int) -> int:
-    """``n // 50`` clamped to 1..100: about 50 training shards for small builds (fine
-    progress, balanced workers), 100-example shards from 5,000 examples up. Depends on
-    ``n`` only, so rerunning the same command finds the same layout."""
+def default_shard_size(n: int, layout: str = "folder") -> int:
+    """Folders: ``n // 50`` clamped to 1..100: about 50 training shards for small builds
+    (fine progress, balanced workers), 100-example shards from 5,000 examples up. Tars:
+    :data:`rmod.build.tar_layout.DEFAULT_TAR_SHARD_SIZE` (at most one file per 500 examples,
+    ~0.6 GB per tar at the paper's lengths). Depends on ``n`` and the layout only, so
+    rerunning the same command finds the same shards."""
+    if layout == "tar":
+        return DEFAULT_TAR_SHARD_SIZE
     return max(1, min(MAX_DEFAULT_SHARD_SIZE, n // 50))
 
 
@@ -109,6 +119,7 @@ def make_build_info(
     audio_format: str,
     library_sources: dict[str, str] | None = None,
     stored: bool = True,
+    layout: str = "folder",
 ) -> BuildInfo:
     """The ``build.json`` record of a build (nothing about how it is run): with the MIDI
     files of a Groove recipe (``recipe.groove.midi_files``) and, for the built-in library,
@@ -132,6 +143,7 @@ def make_build_info(
         midi_files=midi,
         library_sources=library_sources if library_path is None else None,
         stored=stored,
+        layout=layout,
     )
 
 
@@ -227,15 +239,23 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     serve the build."""
     check_numbers(options.n, options.seed, options.jobs)
     check_backend(options.backend, options.scheduler)
+    if options.tokens is not None and options.layout != "folder":
+        raise InputError(
+            "--tokens writes no audio, so there is nothing to put in tars: drop --layout tar"
+        )
     out = real_path(options.out, "--out")
     sources = builtin_sources(out) if not options.library else None
     recipe, library, library_path = load_inputs(options)
     fmt = (options.audio_format or recipe.audio.format).lower()
     if fmt not in ("wav", "flac"):
         raise InputError(f"unsupported --format {fmt!r} (use wav or flac)")
+    if options.layout not in LAYOUTS:
+        raise InputError(f"unknown --layout {options.layout!r} (use {' or '.join(LAYOUTS)})")
     counts = split_counts(recipe, options.n)
     check_grooves(recipe, counts)
-    shard_size = default_shard_size(options.n) if options.shard_size is None else options.shard_size
+    shard_size = options.shard_size
+    if shard_size is None:
+        shard_size = default_shard_size(options.n, options.layout)
     if shard_size < 1:
         raise InputError(f"--shard-size must be at least 1, got {shard_size}")
     check_sizes(counts, shard_size)
@@ -250,8 +270,9 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         fmt,
         sources,
         stored=options.tokens is None,
+        layout=options.layout,
     )
-    shards = plan_shards(counts, shard_size)
+    shards = plan_shards(counts, shard_size, options.layout)
     spec = sink = None
     if options.tokens is not None:  # the sink checks its options here, before any work
         tokdir = check_token_dir(out, options.tokens.out)

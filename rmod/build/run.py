@@ -69,7 +69,8 @@ from rmod.build.shards import (
     part_path,
     parts_dir,
     restore_parts,
-    shard_dir,
+    shard_output,
+    shard_present,
 )
 from rmod.build.task import ExampleFailed, ShardError, ShardTask
 from rmod.errors import InputError
@@ -226,9 +227,9 @@ def recover_parts(out: Path, shards: list[Shard]) -> list[str]:
     """
     parts_gone = not parts_dir(out).is_dir()
     restored = restore_parts(out, shards)
-    orphans = [s for s in shards if shard_dir(out, s).is_dir() and not part_path(out, s).is_file()]
+    orphans = [s for s in shards if shard_present(out, s) and not part_path(out, s).is_file()]
     if parts_gone and orphans:
-        first = shard_dir(out, orphans[0]).relative_to(out)
+        first = shard_output(out, orphans[0]).relative_to(out)
         raise BuildRefused(
             f"{parts_dir(out)} is missing and {len(orphans)} shard folder(s) (e.g. {first}) "
             "are listed by no final manifest: they are finished work whose commit records "

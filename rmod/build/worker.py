@@ -10,8 +10,10 @@ examples.
 
 Files of a shard are written plainly into its temporary folder (the folder is published
 by one rename, so a half-written file is never visible), then made durable with one
-filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit. A
-``--tokens`` build writes no files: each example goes to the task's token sink
+filesystem flush per shard (:func:`rmod.audio.sync_folder`) before the commit. In the tar
+layout they are streamed into the shard's temporary tar instead, which is fsynced and
+renamed the same way (:mod:`rmod.build.tar_layout`); the bytes of every file are the same.
+A ``--tokens`` build writes no files: each example goes to the task's token sink
 (:mod:`rmod.build.sink`), which commits the shard before its manifest part is written.
 """
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import threading
 import time
@@ -33,14 +34,13 @@ from rmod import DRUMS
 from rmod.audio import AudioFileError, encode_audio_file, peak_db, rms_db
 from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.manifest import ManifestRow
-from rmod.build.shards import commit_shard, make_temp_dir
+from rmod.build.shards import FolderShardWriter, ShardWriter, open_shard_writer
 from rmod.build.sink import TokenSink, make_sink
 from rmod.build.task import ExampleFailed, ShardError, ShardResult, ShardTask
 from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_allocator
 from rmod.errors import RmodError
 from rmod.example.sample_store import STORE_DIR, SampleStore
 from rmod.library.catalog import Library
-from rmod_dose_common.fileio import sync_folder
 
 _LIBRARIES: dict[tuple[str | None, str], Library] = {}
 _LIBRARIES_LOCK = threading.Lock()
@@ -85,15 +85,17 @@ def build_example(
     task: ShardTask,
     store: SampleStore,
     index: int,
-    out_dir: Path | None,
+    out: ShardWriter | str | os.PathLike,
     sink: TokenSink | None = None,
 ) -> ManifestRow:
-    """Draw and render example ``index`` of the shard's split into ``out_dir``; its row.
+    """Draw and render example ``index`` of the shard's split into ``out``; its row.
 
-    Files are written plainly: ``out_dir`` is the shard's temporary folder, published as a
-    whole (see the module docstring). With a ``sink`` (``out_dir`` None), nothing is
-    written: the row (``stored`` False; its checksums and sizes those of the files'
-    bytes, encoded in memory) and the rendered audio go to the sink.
+    ``out`` is the shard's writer (:func:`rmod.build.shards.open_shard_writer`: its
+    temporary folder or tar, published as a whole, see the module docstring), or a folder to
+    write the files into plainly. With a ``sink`` (and a writer that stores nothing,
+    :class:`rmod.build.shards.UnstoredShardWriter`), nothing is written: the row
+    (``stored`` False; its checksums and sizes those of the files' bytes, encoded in
+    memory) and the rendered audio go to the sink.
     """
     from rmod.example.draw import draw_example, example_id
     from rmod.example.pattern import midi_bytes
@@ -104,25 +106,24 @@ def build_example(
     params = draw_example(task.recipe, store, task.seed, split, index)
     rendered = render_example(params, task.recipe, store)
     sr = int(task.recipe.audio.sample_rate)
-    rel_dir = f"{split}/{shard.number:06d}"
+    if isinstance(out, (str, os.PathLike)):
+        out = FolderShardWriter(Path(out), f"{split}/{shard.number:06d}")
     audio = {"mixture": rendered.mixture, **{c: rendered.oneshots[c] for c in DRUMS}}
     paths, frames, checksums, loudness, channels, sizes = {}, {}, {}, {}, {}, {}
     for role, data in audio.items():
         name = f"{eid}.{role}.{fmt}"
         encoded, checksums[role] = encode_audio_file(data, sr, fmt)
-        if out_dir is not None:
-            _write(out_dir / name, encoded)
+        _write(out, name, encoded, checksums[role])
         sizes[role] = len(encoded)
-        paths[role] = f"{rel_dir}/{name}"
+        paths[role] = out.location(name)
         frames[role] = int(data.shape[-1])
         channels[role] = int(data.shape[0])
         loudness[f"{role}_peak_db"] = _level(peak_db(data))
         loudness[f"{role}_rms_db"] = _level(rms_db(data))
     midi_name = f"{eid}.pattern.mid"
     midi_data = midi_bytes(rendered.midi)
-    if out_dir is not None:
-        _write(out_dir / midi_name, midi_data)
     checksums["midi"] = hashlib.sha256(midi_data).hexdigest()
+    _write(out, midi_name, midi_data, checksums["midi"])
     sizes["midi"] = len(midi_data)
     sources = {cls: list(ids) for cls, ids in params.sources().items()}
     row = ManifestRow(
@@ -140,10 +141,10 @@ def build_example(
         sources=sources,
         params=params.to_dict(),
         loudness=loudness,
-        midi=f"{rel_dir}/{midi_name}",
+        midi=out.location(midi_name),
         sizes=sizes,
         file_channels=channels,
-        stored=out_dir is not None,
+        stored=out.stored,
     )
     if sink is not None:
         sink.add(row.to_dict(), audio)
@@ -154,12 +155,13 @@ class OutputError(RmodError, OSError):
     """A file of a shard that could not be written (full disk, lost mount): names the path."""
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` in a shard's temporary folder (published with the folder)."""
+def _write(out: ShardWriter, name: str, data: bytes, sha256: str | None = None) -> None:
+    """Write file ``name`` through a shard's writer (published with the shard)."""
     try:
-        path.write_bytes(data)
+        out.write(name, data, sha256)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        where = getattr(out, "tmp", None) or getattr(out, "folder", "")
+        raise OutputError(f"cannot write {name} in {where}: {exc.strerror or exc}") from None
 
 
 def render_shard(task: ShardTask) -> ShardResult:
@@ -185,15 +187,15 @@ def render_shard(task: ShardTask) -> ShardResult:
         store = worker_store(task)
     except Exception as exc:
         raise ShardError(task.shard.name, f"cannot load the library: {_text(exc)}") from None
-    tmp, sink = None, None
+    sink = None
     try:
-        if task.sink is None:
-            tmp = make_temp_dir(task.root, task.shard)
-        else:
+        if task.sink is not None:
             sink = make_sink(task.sink)  # a fresh one per shard: it holds only this shard
+        out = open_shard_writer(task.root, task.shard, stored=task.sink is None)
     except (OSError, RmodError) as exc:
         raise ShardError(task.shard.name, f"cannot write the output: {_text(exc)}") from None
     rows = []
+    committed = False
     # One thread per worker in numeric libraries: a worker is one core's worth of work, and
     # idle BLAS/OpenMP threads spinning beside other workers cost system time (loky limits
     # them for its own workers; dask workers otherwise keep one pool per core).
@@ -202,11 +204,14 @@ def render_shard(task: ShardTask) -> ShardResult:
         for index in task.shard.indices():
             check_lease(task)  # an orphaned worker stops within one example
             try:
-                rows.append(build_example(task, store, index, tmp, sink))
+                rows.append(build_example(task, store, index, out, sink))
+                out.add_row(rows[-1])
             except AudioFileError as exc:
                 raise ExampleFailed(_eid(task, index), exc.reason, exc.path) from None
             except OutputError as exc:
                 raise ShardError(task.shard.name, str(exc)) from None
+            except OSError as exc:  # add_row's write
+                raise ShardError(task.shard.name, f"cannot write: {_text(exc)}") from None
             except Exception as exc:
                 raise ExampleFailed(_eid(task, index), _text(exc)) from None
         check_lease(task)
@@ -216,16 +221,15 @@ def render_shard(task: ShardTask) -> ShardResult:
             except Exception as exc:
                 raise ShardError(task.shard.name, f"the token sink: {_text(exc)}") from None
         try:
-            if tmp is not None:
-                sync_folder(tmp)
-            commit_shard(task.root, task.shard, tmp, rows)
+            out.commit(rows)
+            committed = True
         except OSError as exc:
             raise ShardError(task.shard.name, f"cannot commit: {_text(exc)}") from None
     finally:
         limits.restore_original_limits()
         store.close()  # adds its hits and misses to the store's usage record
-        if tmp is not None and tmp.exists():  # not committed: leave nothing half-built behind
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not committed:  # leave nothing half-built behind
+            out.discard()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return ShardResult(task.shard, time.perf_counter() - start, peak_rss_bytes(), worker)
 

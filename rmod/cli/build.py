@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (see ``rmod-build --help``)."""
     p = new_parser(
         PROG,
-        "Build an RMOD dataset into DIR: audio in shards DIR/{split}/{shard:06d}/, "
-        "manifests DIR/manifests/{train,valid,test}.jsonl, DIR/build.json. "
+        "Build an RMOD dataset into DIR: audio in shards DIR/{split}/{shard:06d}/ (or one "
+        "tar per shard with --layout tar), manifests DIR/manifests/{train,valid,test}.jsonl, "
+        "DIR/build.json. "
         "Rerunning the same command resumes an interrupted build; a different "
         "recipe/library/seed/size on an existing DIR is refused.",
     )
@@ -79,7 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="examples per shard, the unit of work, commit and resume; if not given: N/50 "
-        "clamped to 1..100 (recorded in build.json, so a resume must use the same value)",
+        "clamped to 1..100 for folders, 500 for tars (recorded in build.json, so a resume "
+        "must use the same value)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("folder", "tar"),
+        default="folder",
+        help="folder = a folder of files per shard (DIR/{split}/{shard:06d}/, 5 files per "
+        "example); tar = one WebDataset tar per shard, DIR/{split}/{split}-{shard:06d}.tar, "
+        "with an index of member offsets (.tar.index.json) beside it, for datasets that are "
+        "copied to the Hub or an object store; same bytes per file either way (not with "
+        "--tokens, which writes no audio)",
     )
     p.add_argument(
         "--format",
@@ -194,6 +206,7 @@ def _build(args: argparse.Namespace) -> int:
         midi_dir=args.midi_dir,
         tokens=_token_sink(args),
         store_max=args.store_max,
+        layout=args.layout,
     )
     with sigterm_as_interrupt():
         summary = build(options)

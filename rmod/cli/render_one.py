@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="from_file",
         default=None,
         metavar="FILE",
-        help="re-render from example.json, a one-row JSON file or a manifest .jsonl[.gz] "
-        "(with --id; audio in the dataset's format, so files compare byte for byte); "
-        "--seed/--split/--index are then ignored",
+        help="re-render from example.json, a one-row JSON file, a manifest .jsonl[.gz] or a "
+        "tar shard of a --layout tar build (the last two with --id; audio in the dataset's "
+        "format, so files compare byte for byte); --seed/--split/--index are then ignored",
     )
     p.add_argument(
         "--id",

@@ -18,8 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (see ``rmod-verify --help``)."""
     p = new_parser(
         PROG,
-        "Check an RMOD dataset: every manifest row's files exist, decode, are 16-bit "
-        "with the right sample rate, channels and length, and match their checksums; "
+        "Check an RMOD dataset: every manifest row's files (or, in a --layout tar build, "
+        "tar members) exist, decode, are 16-bit with the right sample rate, channels and "
+        "length, and match their checksums; every byte of every tar is checked against its "
+        "index (a problem names the shard and the example); "
         "ids are unique; row counts match build.json; no library source is shared "
         "between splits. Exit status 0 only when everything holds; otherwise the "
         "problems are listed, one per line (see --max-problems).",

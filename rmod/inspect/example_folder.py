@@ -303,20 +303,24 @@ class ExampleSource:
 
 
 def load_example_source(path: str | os.PathLike, example: str | None = None) -> ExampleSource:
-    """Read drawn params (+ recipe, library) from ``example.json``, a one-row JSON file, or
-    a manifest ``.jsonl``/``.jsonl.gz`` (then ``example`` names the row id; recipe and library come from
-    ``build.json`` in the manifest's grandparent folder when present).
+    """Read drawn params (+ recipe, library) from ``example.json``, a one-row JSON file, a
+    manifest ``.jsonl``/``.jsonl.gz`` or a tar shard of a tar build (then ``example`` names
+    the row id; recipe and library come from ``build.json`` in the manifest's or tar's
+    grandparent folder when present).
 
     Only a regular file is read: ``example.json`` whole (at most
     :data:`rmod.limits.MAX_JSON_BYTES`), a manifest line by line (each at most
-    :data:`rmod.limits.MAX_LINE_BYTES`, decompressed as it is read), so no file, however it
-    is made, takes more memory than one line. Raises :class:`ExampleError` naming the file
-    (and line) for anything unreadable or missing.
+    :data:`rmod.limits.MAX_LINE_BYTES`, decompressed as it is read), a tar's row member
+    (at most :data:`rmod.limits.MAX_JSON_BYTES`) through the shard's index, so no file,
+    however it is made, takes more memory than one line. Raises :class:`ExampleError`
+    naming the file (and line) for anything unreadable or missing (for a tar, a truncated
+    shard or a row member whose bytes no longer match its index).
     """
     path = Path(path)
+    is_tar = path.suffix == ".tar"
     build: dict[str, Any] = {}
     try:
-        many = example is not None and _many_lines(path)
+        many = example is not None and not is_tar and _many_lines(path)
         if path.name.endswith((".jsonl", ".jsonl.gz")) or many:
             if example is None:
                 raise ExampleError(f"{path}: a manifest holds many examples; name one with --id")
@@ -325,7 +329,12 @@ def load_example_source(path: str | os.PathLike, example: str | None = None) -> 
             if build_json.exists():
                 build = _build_of(build_json.parent)
         else:
-            doc = json.loads(_document_bytes(path).decode("utf-8"))
+            raw = _tar_row(path, example) if is_tar else _document_bytes(path)
+            doc = json.loads(raw.decode("utf-8"))
+            if is_tar and (root := real_path(path, "--from").parent.parent / "build.json").exists():
+                build = _build_of(root.parent)
+    except ExampleError:  # already names the file (an ExampleError is a ValueError too)
+        raise
     except (ValueError, RecursionError) as exc:  # not JSON, or an integer too long to parse
         raise ExampleError(f"{path}: not valid JSON ({exc})") from None
     except FileRefused as exc:
@@ -402,6 +411,27 @@ def _manifest_row(path: Path, example: str) -> Any:
             if row.get("id") == example:
                 return row
     raise ExampleError(f"{path}: no row with id {example!r}")
+
+
+def _tar_row(path: Path, example: str | None) -> bytes:
+    """The ``{id}.json`` member (the manifest row) of example ``example`` in tar shard
+    ``path``, read through the shard's index and checked against its SHA-256."""
+    from rmod_dose_common.tar_shards import TarShardError, read_index, read_member
+
+    if example is None:
+        raise ExampleError(f"{path}: a tar shard holds many examples; name one with --id")
+    try:
+        entry = read_index(path).entry(f"{example}.json")
+        if entry is None:
+            raise ExampleError(f"{path}: no example {example!r} in this shard")
+        if entry.size > MAX_JSON_BYTES:
+            raise ExampleError(
+                f"{path}: {entry.name} is {entry.size} bytes, more than "
+                f"MAX_JSON_BYTES = {MAX_JSON_BYTES}"
+            )
+        return read_member(path, entry)
+    except TarShardError as exc:
+        raise ExampleError(str(exc)) from None
 
 
 def _build_of(root: Path) -> dict[str, Any]:

@@ -25,6 +25,12 @@ A ``--tokens`` build (``build.json`` and its rows say ``"stored": false``) has n
 everything above is checked but the files themselves (their names still must be the ones
 ``rmod-build`` gives), and every row must say what ``build.json`` says. Its token cache is
 the sink's to check (``dose-tokenize --verify TOKDIR`` for the DAC cache).
+
+In a tar build (``build.json`` ``layout: tar``) a row's files are members of its shard's tar,
+read through the shard's index: the same checks apply to each member, plus its bytes against
+the index's SHA-256 and the ``{id}.json`` member against the row's manifest line; every other
+byte of each tar (headers, padding, end, size, the index's member list) is checked by
+:mod:`rmod.inspect.tar_check`. A problem in a tar names the shard and the key (example id).
 """
 
 from __future__ import annotations
@@ -56,8 +62,11 @@ from rmod.build.manifest import (
     open_manifest_bytes,
     read_build_info,
 )
+from rmod.build.tar_layout import json_member, row_json_bytes
 from rmod.example.sample_store import STORE_DIR
+from rmod.inspect.tar_check import TarMembers, check_tar_shard, check_tar_strays
 from rmod.recipe.spec import Recipe, RecipeError
+from rmod_dose_common.tar_shards import split_location
 
 PCM16 = "PCM_16"
 LOOKAHEAD_PER_JOB = 4
@@ -112,6 +121,13 @@ def check_file(
     raw, why = _read_bytes(root / rel)
     if raw is None:
         return [why]
+    return check_audio(raw, sample_rate, channels, frames, sha256)
+
+
+def check_audio(
+    raw: bytes, sample_rate: int, channels: int, frames: int | None, sha256: str | None
+) -> list[str]:
+    """Problems of the bytes of one audio file (or tar member) of a row."""
     problems = _checksum_problem(raw, sha256)
     try:  # decode the whole file: a truncated file can have a valid header
         info = sf.info(io.BytesIO(raw))
@@ -158,6 +174,12 @@ def path_problem(root: Path, rel: str, expected: str | None) -> str | None:
         return "path leaves the dataset folder"
     if expected is not None and rel != expected:
         return f"not this row's file name (expected {expected}; paths swapped or edited?)"
+    try:
+        member = split_location(rel)
+    except ValueError as exc:
+        return str(exc)
+    if member is not None:  # a tar member: the tar is the file on disk
+        rel = member[0]
     lexical = os.path.join(os.path.realpath(root), posixpath.normpath(rel))
     if os.path.realpath(root / rel) != lexical:
         return "is or passes through a symbolic link (the dataset must hold its own files)"
@@ -167,7 +189,7 @@ def path_problem(root: Path, rel: str, expected: str | None) -> str | None:
 def _expected_files(row: ManifestRow, info: BuildInfo) -> dict[str, str] | None:
     if row.index < 0:  # reported by check_identity
         return None
-    return expected_files(row.id, row.index, info.shard_size, info.audio_format)
+    return expected_files(row.id, row.index, info.shard_size, info.audio_format, info.layout)
 
 
 def check_identity(row: ManifestRow, split: str) -> list[Problem]:
@@ -184,8 +206,10 @@ def check_identity(row: ManifestRow, split: str) -> list[Problem]:
     return out
 
 
-def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list[Problem]:
-    """Problems of one row and its files."""
+def check_row(
+    root: Path, row: ManifestRow, info: BuildInfo, split: str, members: TarMembers | None = None
+) -> list[Problem]:
+    """Problems of one row and its files (``members``: how a tar build's members are read)."""
     out = check_identity(row, split)
     if out and out[0].where == split:  # not an id: nothing of the row can be trusted
         return out
@@ -205,8 +229,12 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
             continue
         if not row.stored:  # a --tokens build: the name is checked, there is no file
             continue
+        raw, why = _read_bytes(root / rel) if members is None else members.read(rel)
+        if raw is not None and members is not None:
+            index_sha = members.index_sha256(rel)
+            if index_sha is not None and hashlib.sha256(raw).hexdigest() != index_sha:
+                out.append(Problem(rel, f"{row.id}: bytes do not match the shard index's SHA-256"))
         if role == "midi":
-            raw, why = _read_bytes(root / rel)
             found = [why] if raw is None else _checksum_problem(raw, row.checksums.get(role, ""))
             out += [Problem(rel, f"{row.id}: {what}") for what in found]
             continue
@@ -217,15 +245,31 @@ def check_row(root: Path, row: ManifestRow, info: BuildInfo, split: str) -> list
             )
         if role not in row.checksums:
             out.append(Problem(rel, f"{row.id}: no checksum recorded"))
-        for what in check_file(
-            root,
-            rel,
+        found = [why] if raw is None else check_audio(
+            raw,
             info.sample_rate,
             row.file_channels.get(role, info.channels),
             frames,
             row.checksums.get(role),
-        ):
-            out.append(Problem(rel, f"{row.id}: {what}"))
+        )  # fmt: skip
+        out += [Problem(rel, f"{row.id}: {what}") for what in found]
+    if members is not None and expected is not None:
+        out += _json_member_problems(row, expected["mixture"], members)
+    return out
+
+
+def _json_member_problems(row: ManifestRow, mixture: str, members: TarMembers) -> list[Problem]:
+    """The ``{id}.json`` member of a tar build must be the row's manifest line."""
+    location = f"{mixture.split('#', 1)[0]}#{json_member(row.id)}"
+    raw, why = members.read(location)
+    if raw is None:
+        return [Problem(location, f"{row.id}: {why}")]
+    out = []
+    index_sha = members.index_sha256(location)
+    if index_sha is not None and hashlib.sha256(raw).hexdigest() != index_sha:
+        out.append(Problem(location, f"{row.id}: bytes do not match the shard index's SHA-256"))
+    if raw != row_json_bytes(row):
+        out.append(Problem(location, f"{row.id}: differs from the row in the manifest"))
     return out
 
 
@@ -371,6 +415,7 @@ class _RowWalk:
         self.referenced: Counter[str] = Counter()  # shard folder -> files that rows point to
         self.used_by: dict[str, set[str]] = defaultdict(set)
         total = sum(info.counts.values())
+        self.members = TarMembers(root) if info.layout == "tar" else None
         self.bar = tqdm(total=total, desc="rmod-verify", unit="row", disable=not progress)
         self.pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
         self.pending: deque[tuple[Future, list[Problem]]] = deque()
@@ -397,10 +442,12 @@ class _RowWalk:
     def check(self, row: ManifestRow, split: str, before: list[Problem]) -> None:
         """Check ``row``'s files (now, or in a thread); ``before`` are listed ahead of them."""
         if self.pool is None:
-            self.report.problems += before + check_row(self.root, row, self.info, split)
+            self.report.problems += before + check_row(
+                self.root, row, self.info, split, self.members
+            )
             self.bar.update(1)
             return
-        future = self.pool.submit(check_row, self.root, row, self.info, split)
+        future = self.pool.submit(check_row, self.root, row, self.info, split, self.members)
         self.pending.append((future, before))
         self.settle(keep=max(1, LOOKAHEAD_PER_JOB * self.jobs))  # memory stays flat
 
@@ -441,6 +488,18 @@ def _walk_manifest(walk: _RowWalk, split: str) -> None:
         problems.append(Problem(rel_manifest, f"{n} rows, build.json says {expected}"))
 
 
+def check_tars(root: Path, info: BuildInfo, jobs: int, progress: bool) -> list[Problem]:
+    """Every tar of a tar build, beyond its rows (:func:`rmod.inspect.tar_check.check_tar_shard`),
+    in ``jobs`` threads; problems in shard order."""
+    shards = [(s, k) for s in SPLITS for k in range(_shard_count(info, s))]
+    out: list[Problem] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        found = pool.map(lambda shard: check_tar_shard(root, info, *shard), shards)
+        for pairs in tqdm(found, total=len(shards), desc="rmod-verify tars", disable=not progress):
+            out += [Problem(where, what) for where, what in pairs]
+    return out
+
+
 def check_disjoint(used_by: dict[str, set[str]]) -> list[Problem]:
     """Library sources used by more than one split (``used_by``: source id -> splits)."""
     out = []
@@ -478,7 +537,11 @@ def verify_dataset(
             _walk_manifest(walk, split)
     finally:  # also on an error or Ctrl-C: no thread keeps checking
         walk.close()
-    report.problems += check_strays(root, walk.referenced)
+    if info.layout == "tar":
+        report.problems += check_tars(root, info, jobs, progress)
+        report.problems += [Problem(w, what) for w, what in check_tar_strays(root, info)]
+    else:
+        report.problems += check_strays(root, walk.referenced)
     report.problems += check_top_folder(root)
     report.problems += check_manifest_folder(root, info)
     report.problems += check_parts_agree(root, info)

@@ -254,6 +254,22 @@ def test_refusals(kw, weights, tokens, tmp_path, capsys):
     assert not (tmp_path / "z").exists()  # refused before anything was written
 
 
+def test_tokens_with_the_tar_layout_is_refused_before_any_work(kw, weights, tmp_path, capsys):
+    """A --tokens build writes no audio, so there is nothing to put in tars: --layout tar
+    with --tokens is refused in one line, before the output or token folder is made."""
+    from rmod.cli.build import main as build_cli
+
+    ds, tok = tmp_path / "ds", tmp_path / "tok"
+    spec = SinkSpec("dac", str(tok), {"codec_weights": str(weights)})
+    with pytest.raises(InputError, match="--tokens writes no audio.*--layout tar"):
+        build(BuildOptions(out=ds, tokens=spec, layout="tar", **kw))
+    args = ["--n", "1", "--out", str(ds), "--tokens", str(tok), "--codec-weights", str(weights)]
+    assert build_cli([*args, "--layout", "tar"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to put in tars" in err and len(err.strip().splitlines()) == 1
+    assert not ds.exists() and not tok.exists()
+
+
 def test_a_damaged_token_shard_is_rendered_again(kw, weights, tokens, tmp_path):
     """A committed shard whose token file was cut short (a disk fault) is not trusted on a
     rerun: that shard alone is rendered and encoded again, and the cache is whole."""

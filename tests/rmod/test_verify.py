@@ -185,7 +185,7 @@ def test_threads_give_the_same_report_in_the_same_order(ds, monkeypatch):
 def test_an_unexpected_error_in_a_thread_reaches_the_caller(ds, monkeypatch):
     import rmod.inspect.verify
 
-    def boom(root, row, info, split):
+    def boom(root, row, info, split, members=None):
         raise PermissionError(f"cannot read {row.id}")
 
     monkeypatch.setattr(rmod.inspect.verify, "check_row", boom)
