@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -253,6 +254,10 @@ def end_of_archive(written: int) -> bytes:
     return b"\0" * (2 * BLOCK + (-end % RECORD))
 
 
+#: Bytes of one tar's index (500 examples' index is about 0.5 MB).
+MAX_INDEX_BYTES = 64 << 20
+
+
 def read_index(tar: str | os.PathLike, shard: str | None = None) -> TarIndex:
     """Read the index of ``tar`` and check it against the tar on disk: the index must name
     this tar and record its current size (a truncated, grown or replaced tar is refused).
@@ -260,7 +265,20 @@ def read_index(tar: str | os.PathLike, shard: str | None = None) -> TarIndex:
     tar = Path(tar)
     shard = shard or str(tar)
     try:
-        data = index_path(tar).read_bytes()
+        # O_NONBLOCK: a FIFO put in the index's place is refused, not waited on
+        fd = os.open(index_path(tar), os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise TarShardError(
+                    shard, f"its index {index_path(tar).name} is not a regular file"
+                )
+            if info.st_size > MAX_INDEX_BYTES:
+                raise TarShardError(
+                    shard,
+                    f"its index is {info.st_size} bytes, over MAX_INDEX_BYTES = {MAX_INDEX_BYTES}",
+                )
+            data = fh.read(MAX_INDEX_BYTES + 1)
     except FileNotFoundError:
         raise TarShardError(shard, f"its index {index_path(tar).name} is missing") from None
     except OSError as exc:

@@ -245,3 +245,23 @@ def test_dose_fad_reads_rmod_sources_of_a_tar_build(builds, tmp_path):
     assert [i.rel for i in t_items] == [f"{SHARD}#train-0000000{k}.kick.wav" for k in (0, 1)]
     for f, t in zip(f_items, t_items, strict=True):
         np.testing.assert_array_equal(read_audio(f.path)[0], read_audio(t.path)[0])
+
+
+def test_an_index_that_is_a_fifo_or_too_big_is_refused(tmp_path, monkeypatch):
+    """The sidecar index is untrusted: a FIFO in its place is refused without blocking, and one
+    over MAX_INDEX_BYTES is refused by name before it is read."""
+    import os
+
+    import rmod_dose_common.tar_shards as shards
+    from rmod_dose_common.tar_shards import TarShardError, index_path, read_index
+
+    tar = tmp_path / "train-000000.tar"
+    tar.write_bytes(b"\0" * 1024)
+    os.mkfifo(index_path(tar))
+    with pytest.raises(TarShardError, match="not a regular file"):
+        read_index(tar)
+    os.unlink(index_path(tar))
+    index_path(tar).write_bytes(b"{" + b" " * 100 + b"}")
+    monkeypatch.setattr(shards, "MAX_INDEX_BYTES", 10)
+    with pytest.raises(TarShardError, match="MAX_INDEX_BYTES"):
+        read_index(tar)
