@@ -65,6 +65,7 @@ from rmod.build.manifest import (
 from rmod.build.tar_layout import json_member, row_json_bytes
 from rmod.example.sample_store import STORE_DIR
 from rmod.inspect.tar_check import TarMembers, check_tar_shard, check_tar_strays
+from rmod.limits import MAX_SLICE_SAMPLES
 from rmod.recipe.spec import Recipe, RecipeError
 from rmod_dose_common.tar_shards import split_location
 
@@ -129,8 +130,17 @@ def check_audio(
 ) -> list[str]:
     """Problems of the bytes of one audio file (or tar member) of a row."""
     problems = _checksum_problem(raw, sha256)
-    try:  # decode the whole file: a truncated file can have a valid header
+    try:
         info = sf.info(io.BytesIO(raw))
+    except Exception as exc:  # soundfile raises several types for bad input
+        return [*problems, f"does not decode ({type(exc).__name__}: {exc})"]
+    # The header's length sizes the decode: one that declares more than the row (or, without
+    # a row length, more than MAX_SLICE_SAMPLES) is reported, not decoded.
+    limit = frames if frames is not None else MAX_SLICE_SAMPLES
+    if info.frames > limit or info.channels > max(channels, 2):
+        return [*problems, f"header declares {info.frames} samples x {info.channels} channel(s), "
+                f"expected {limit} x {channels} (not decoded)"]  # fmt: skip
+    try:  # decode the whole file: a truncated file can have a valid header
         data, _ = sf.read(io.BytesIO(raw), dtype="int16", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad input
         return [*problems, f"does not decode ({type(exc).__name__}: {exc})"]

@@ -358,3 +358,23 @@ def test_an_unknown_build_json_format_is_refused(ds, capsys):
     assert "build.json: format: 'rmod-manifest/9' not allowed" in found, found
     assert main([str(ds), "--no-progress"]) == 1
     assert "rmod-manifest/9" in capsys.readouterr().out
+
+
+def test_a_header_declaring_more_samples_than_the_row_is_not_decoded():
+    """rmod-verify sizes no decode by an untrusted header: a FLAC whose STREAMINFO declares an
+    hour is reported against the row's length without being decoded (issue 20, item 4's
+    class: the decoder would allocate for the declared length)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from rmod.inspect.verify import check_audio
+    from tests.hostile_audio import patch_flac
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((100, 2), dtype=np.int16), 44100, subtype="PCM_16", format="FLAC")
+    assert check_audio(buf.getvalue(), 44100, 2, 100, None) == []
+    lying = patch_flac(buf.getvalue(), frames=3600 * 44100)
+    problems = check_audio(lying, 44100, 2, 100, None)
+    assert len(problems) == 1 and "not decoded" in problems[0] and "expected 100" in problems[0]
