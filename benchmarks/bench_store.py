@@ -75,7 +75,8 @@ from rmod.build.fingerprint import engine_fingerprint
 from rmod.build.shards import Shard
 from rmod.build.task import ShardTask
 from rmod.build.worker import build_example
-from rmod.example.sample_store import STORE_DIR, SampleStore, create_store, read_store_usage
+from rmod.example.sample_store import SampleStore
+from rmod.example.store_folder import STORE_DIR, create_store, read_store_usage
 from rmod.library.catalog import Library
 from rmod.recipe.spec import load_recipe
 lib = Library.load(args["library"])

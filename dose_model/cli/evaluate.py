@@ -223,7 +223,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     table, summary = evaluate_table(options, systems, settings, progress)
     for bar in bars.values():
         bar.close()
-    from dose_model.evaluate.report import write_table_markdown
+    from dose_model.evaluate.tables import write_table_markdown
 
     print(write_table_markdown(table, fad_details=False))
     skipped = [(d["name"], s) for d in summary["datasets"] for s in d["skipped"]]

@@ -137,8 +137,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _tokenize(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from dose_model.cache.options import TokenizeOptions
     from dose_model.cache.ranks import merge_after_barrier
-    from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
+    from dose_model.cache.tokenize import tokenize_manifest
 
     options = TokenizeOptions.from_args(args)
     if options.torchrun:  # the ranks wait for each other, then rank 0 merges

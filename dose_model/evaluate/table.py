@@ -319,13 +319,13 @@ def _finite(value: Any) -> Any:
 
 
 def _write_outputs(out: Path, table: TableResult, clips: list[ExampleClip], summary: dict) -> None:
-    from dose_model.evaluate import report
+    from dose_model.evaluate import report, tables
 
-    atomic_write_text(out / "table.md", report.write_table_markdown(table))
-    atomic_write_text(out / "table.csv", report.write_table_csv(table))
+    atomic_write_text(out / "table.md", tables.write_table_markdown(table))
+    atomic_write_text(out / "table.csv", tables.write_table_csv(table))
     text = json.dumps(_finite(summary), indent=2, allow_nan=False)
     atomic_write_text(out / "summary.json", text + "\n")
-    report.plot_table(table, out / "table.png")
+    tables.plot_table(table, out / "table.png")
     if clips:
         settings = {k: v for k, v in summary.items() if k != "cells"}
         report.write_report(out / "report", table, clips, settings)

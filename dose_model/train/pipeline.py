@@ -15,7 +15,8 @@ import torch.distributed as dist
 
 from dose_model import DRUMS
 from dose_model.cache.index import CacheError, read_index
-from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
+from dose_model.cache.options import TokenizeOptions
+from dose_model.cache.tokenize import tokenize_manifest
 from dose_model.dataset.manifest import ManifestError, find_manifests, manifest_sha256
 from dose_model.device import resolve_device
 from dose_model.model.checkpoints import CheckpointError, read_state

@@ -25,7 +25,7 @@ RENDERING_MODULES = (
     "rmod.library.catalog", "rmod.library.hashing",
     "rmod.example.draw", "rmod.example.render", "rmod.example.pattern", "rmod.example.groove",
     "rmod.example.tracks", "rmod.example.mixing", "rmod.example.master",
-    "rmod.example.sample_store", "rmod.example.pitch",
+    "rmod.example.sample_store", "rmod.example.store_folder", "rmod.example.pitch",
     "rmod.build.manifest", "rmod.build.worker", "rmod_dose_common.audio",
     "rmod.build.tar_layout", "rmod_dose_common.tar_shards",
 )  # fmt: skip

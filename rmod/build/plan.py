@@ -57,7 +57,7 @@ class BuildOptions:
     files of a Groove recipe (recorded in the recipe as ``groove.midi_dir``). ``tokens``: a
     token sink fed instead of writing audio files (``--tokens``, :mod:`rmod.build.sink`).
     ``store_max``: the sample store's cap in bytes (0: no store; ``None``:
-    :func:`rmod.example.sample_store.default_store_max`); not part of ``build.json``.
+    :func:`rmod.example.store_folder.default_store_max`); not part of ``build.json``.
     ``layout``: ``folder`` (a folder of files per shard) or ``tar`` (one WebDataset tar per
     shard, :mod:`rmod.build.tar_layout`).
     """

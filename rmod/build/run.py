@@ -74,7 +74,7 @@ from rmod.build.shards import (
 )
 from rmod.build.task import ExampleFailed, ShardError, ShardTask
 from rmod.errors import InputError
-from rmod.example.sample_store import (
+from rmod.example.store_folder import (
     StoreError,
     StoreUsage,
     create_store,

@@ -39,7 +39,8 @@ from rmod.build.sink import TokenSink, make_sink
 from rmod.build.task import ExampleFailed, ShardError, ShardResult, ShardTask
 from rmod.build.upkeep import check_lease, die_with_build, peak_rss_bytes, tune_allocator
 from rmod.errors import RmodError
-from rmod.example.sample_store import STORE_DIR, SampleStore
+from rmod.example.sample_store import SampleStore
+from rmod.example.store_folder import STORE_DIR
 from rmod.library.catalog import Library
 
 _LIBRARIES: dict[tuple[str | None, str], Library] = {}

@@ -9,7 +9,7 @@ from rmod.build.run import BACKENDS, BuildOptions, BuildSummary, build
 from rmod.build.sink import SinkSpec
 from rmod.cli import run
 from rmod.errors import InputError
-from rmod.example.sample_store import parse_size
+from rmod.example.store_folder import parse_size
 from rmod_dose_common.cli import add_common, new_parser, sigterm_as_interrupt
 
 PROG = "rmod-build"

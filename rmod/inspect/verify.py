@@ -63,7 +63,7 @@ from rmod.build.manifest import (
     read_build_info,
 )
 from rmod.build.tar_layout import json_member, row_json_bytes
-from rmod.example.sample_store import STORE_DIR
+from rmod.example.store_folder import STORE_DIR
 from rmod.inspect.tar_check import TarMembers, check_tar_shard, check_tar_strays
 from rmod.limits import MAX_SLICE_SAMPLES
 from rmod.recipe.spec import Recipe, RecipeError

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
+from dose_model.cache.options import TokenizeOptions
+from dose_model.cache.tokenize import tokenize_manifest
 from dose_model.cli.train import main
 from tests.dose_fixtures import write_fake_rmod, write_tiny_codec
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
+from dose_model.cache.options import TokenizeOptions
+from dose_model.cache.tokenize import tokenize_manifest
 from dose_model.codec.tokens import PAD_ID, revert_mixture, revert_target
 from dose_model.train.batches import TokenDataset, collate
 from tests.dose_fixtures import write_fake_rmod, write_tiny_codec

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from dose_model.cache.tokenize import TokenizeOptions
+from dose_model.cache.options import TokenizeOptions
 from dose_model.cli.evaluate import build_parser as eval_parser
 from dose_model.cli.extract import build_parser as extract_parser
 from dose_model.cli.tokenize import build_parser as tokenize_parser

@@ -19,16 +19,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dose_model.evaluate.report import (
+from dose_model.evaluate.report import mel_db, write_report
+from dose_model.evaluate.results import METRICS, Cell, ExampleClip, TableResult
+from dose_model.evaluate.tables import (
     ReportError,
     best_systems,
-    mel_db,
     plot_table,
-    write_report,
     write_table_csv,
     write_table_markdown,
 )
-from dose_model.evaluate.results import METRICS, Cell, ExampleClip, TableResult
 
 NASTY = '<script>alert("x")</script> & $drums'  # a dataset name from the command line
 DATASETS = ("RMOD", NASTY)

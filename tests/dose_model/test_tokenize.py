@@ -17,7 +17,8 @@ import soundfile as sf
 import torch
 
 from dose_model.cache.index import read_index
-from dose_model.cache.tokenize import TokenizeError, TokenizeOptions, tokenize_manifest
+from dose_model.cache.options import TokenizeOptions
+from dose_model.cache.tokenize import TokenizeError, tokenize_manifest
 from dose_model.cli.tokenize import main as tokenize_cli
 from dose_model.codec.dac_codec import DacCodec
 from dose_model.dataset.audio import load_mono

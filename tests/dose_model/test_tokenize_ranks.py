@@ -17,8 +17,9 @@ import torch
 
 import dose_model.cache.tokenize as T
 from dose_model.cache.index import read_index
+from dose_model.cache.options import TokenizeOptions
 from dose_model.cache.ranks import TokenizeRank
-from dose_model.cache.tokenize import MissingShards, TokenizeOptions, tokenize_manifest
+from dose_model.cache.tokenize import MissingShards, tokenize_manifest
 from tests.dose_fixtures import one_thread, write_fake_rmod, write_tiny_codec  # noqa: F401
 
 SHOT_S = 0.25

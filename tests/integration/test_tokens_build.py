@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from dose_model.cache.index import read_index
-from dose_model.cache.tokenize import TokenizeOptions, tokenize_manifest
+from dose_model.cache.options import TokenizeOptions
+from dose_model.cache.tokenize import tokenize_manifest
 from dose_model.train.batches import TokenDataset
 from rmod.build.run import BuildOptions, BuildRefused, build
 from rmod.build.sink import SinkSpec

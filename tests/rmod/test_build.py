@@ -382,7 +382,8 @@ def test_the_sample_store_is_emptied_at_start_and_removed_at_the_end(
     keep pitched loops in the build's own store, and it is gone once the build is complete;
     the bytes are the reference's."""
     from rmod.build.run import BuildOptions, build
-    from rmod.example.sample_store import STORE_DIR, SampleStore, create_store
+    from rmod.example.sample_store import SampleStore
+    from rmod.example.store_folder import STORE_DIR, create_store
 
     out = tmp_path / "ds"
     shutil.copytree(reference[0], out)  # a finished build, then its last train shard lost

@@ -17,11 +17,11 @@ import rmod.example.sample_store as store_module
 from rmod.audio import AudioFileError, write_audio
 from rmod.errors import InputError
 from rmod.example.pitch import pitch_shift, pitch_shift_loop
-from rmod.example.sample_store import (
+from rmod.example.sample_store import SampleStore
+from rmod.example.store_folder import (
     LOCK,
     MARKER,
     STORE_DIR,
-    SampleStore,
     StoreError,
     create_store,
     parse_size,
@@ -335,7 +335,7 @@ def test_processes_sharing_a_capped_store_keep_it_under_the_cap(small_library, t
 def test_the_default_cap_is_half_the_space_the_dataset_leaves(tmp_path, monkeypatch):
     from collections import namedtuple
 
-    from rmod.example.sample_store import default_store_max
+    from rmod.example.store_folder import default_store_max
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 100 * 10**9))

@@ -13,7 +13,8 @@ import pytest
 
 from rmod.build.manifest import read_manifest
 from rmod.example.draw import ExampleParams
-from rmod.example.sample_store import MARKER, STORE_DIR, SampleStore, StoreError, create_store
+from rmod.example.sample_store import SampleStore
+from rmod.example.store_folder import MARKER, STORE_DIR, StoreError, create_store
 from tests.rmod_fixtures import write_tiny_recipe
 
 SR = 22050
