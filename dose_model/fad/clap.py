@@ -45,6 +45,7 @@ import torch
 from dose_model.errors import DoseError
 from dose_model.fad.embedder import EmbedderInfo
 from dose_model.fad.htsat import CLIP_SAMPLES, SAMPLE_RATE, ClapAudioNetwork, HtsatConfig
+from dose_model.fileio import load_weights_only
 from rmod_dose_common.fileio import sha256_file
 
 PAD_RULES = ("repeat", "zero")
@@ -211,12 +212,9 @@ def load_clap(
         raise ClapWeightsError(f"pad rule {pad!r} is not one of {', '.join(PAD_RULES)}")
     if not path.is_file():
         raise ClapWeightsError(f"{path}: no such CLAP weights file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a pickle that is not plain tensors, a truncated file, ...
-        raise ClapWeightsError(
-            f"{path}: cannot be read as a torch weights file: {error}".splitlines()[0]
-        ) from error
+    checkpoint = load_weights_only(
+        path, lambda reason: ClapWeightsError(f"{path}: cannot be read as weights: {reason}")
+    )
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping):
         raise ClapWeightsError(f"{path}: holds no state dict")

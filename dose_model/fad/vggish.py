@@ -35,6 +35,7 @@ from torch import nn
 
 from dose_model.fad import logmel
 from dose_model.fad.embedder import EmbedderInfo, FadError
+from dose_model.fileio import load_weights_only
 from rmod_dose_common.fileio import sha256_file
 
 CONV_KEYS = (0, 3, 6, 8, 11, 13)
@@ -75,19 +76,18 @@ class VGGishNetwork(nn.Module):
 
 
 def _load_torch(path: Path, what: str, safe: list | None = None) -> object:
-    """``torch.load(weights_only=True)`` on the CPU; FadError naming the file otherwise."""
-    try:
-        if safe is None:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        with torch.serialization.safe_globals(safe):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any unpickling error, reported with the path
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-        if "WeightsUnpickler error:" in str(exc):
-            first = str(exc).split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
-        raise FadError(f"{path}: not a readable {what} ({type(exc).__name__}: {first})") from None
+    """`dose_model.fileio.load_weights_only` (``safe``: further globals the file may hold);
+    FadError naming the file and what it should have been otherwise."""
+    prefix = "not a readable torch file ("
+
+    def error(reason: str) -> FadError:
+        detail = reason[len(prefix) : -1] if reason.startswith(prefix) else reason
+        return FadError(f"{path}: not a readable {what} ({detail})")
+
+    if safe is None:
+        return load_weights_only(path, error)
+    with torch.serialization.safe_globals(safe):
+        return load_weights_only(path, error)
 
 
 def read_architecture(state: dict, path: Path) -> tuple[tuple[int, ...], int, int]:
