@@ -230,12 +230,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     for name, item in skipped:
         print(f"{PROG}: {name}: skipped row {item['id']}: {item['path']}: {item['reason']}",
               file=sys.stderr)  # fmt: skip
-    rows = sum(d["rows"] for d in summary["datasets"])
+    rows, sets = sum(d["rows"] for d in summary["datasets"]), len(summary["datasets"])
     print(
-        f"{PROG}: {rows} rows of {len(summary['datasets'])} dataset(s) scored in "
-        f"{summary['elapsed_s']:.1f} s, {len(skipped)} rows skipped; results in {out}"
+        f"{PROG}: {_count(rows, 'row')} of {_count(sets, 'dataset')} scored in "
+        f"{summary['elapsed_s']:.1f} s, {_count(len(skipped), 'row')} skipped; results in {out}"
     )
     return 1 if skipped else 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 if __name__ == "__main__":

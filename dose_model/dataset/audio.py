@@ -101,6 +101,28 @@ class Resampler:
         return out
 
 
+#: Up to this many channels `channel_mean` adds them itself; numpy's reduction sums eight or
+#: more pairwise, in another order, so wider blocks go through it.
+FAST_MEAN_CHANNELS = 4
+
+
+def channel_mean(block: np.ndarray) -> np.ndarray:
+    """Float32 ``[frames, channels]`` -> float32 ``[frames]``: bit for bit
+    ``block.mean(axis=1, dtype=np.float32)`` (numpy adds the channels in order onto +0.0 in
+    float32, then divides by their count; so a frame of -0.0 gives +0.0), at a fifth of its
+    cost on stereo, where numpy's general reduction over a short axis dominated reading.
+    ``test_channel_mean_is_numpys_mean_bit_for_bit`` holds it to numpy's."""
+    channels = block.shape[1]
+    if channels > FAST_MEAN_CHANNELS or block.dtype != np.float32:
+        return block.mean(axis=1, dtype=np.float32)
+    out = np.add(block[:, 0], np.float32(0.0), dtype=np.float32)
+    for c in range(1, channels):
+        out += block[:, c]
+    if channels > 1:
+        out /= np.float32(channels)
+    return out
+
+
 def mono_blocks(
     path: str | Path | TarMember, sample_rate: int, max_samples: Limit = MAX_STREAM_SAMPLES
 ) -> Generator[np.ndarray, None, None]:
@@ -119,7 +141,7 @@ def _mono_stream(
     ``sample_rate`` (channel mean, then `Resampler`); empty outputs are left out."""
     resampler = Resampler(sr, sample_rate)
     for block in blocks:
-        out = resampler.push(block.mean(axis=1, dtype=np.float32))
+        out = resampler.push(channel_mean(block))
         if out.shape[0]:
             yield out
     tail = resampler.finish()

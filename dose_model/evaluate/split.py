@@ -35,12 +35,13 @@ import torch
 
 from dose_model import DRUMS
 from dose_model.codec.dac_codec import DacCodec
-from dose_model.dataset.audio import RowAudioError, clip, load_mono
+from dose_model.dataset.audio import RowAudioError, clip, load_mono, mono_at_rate
 from dose_model.dataset.manifest import ManifestError, ManifestRow, find_manifests, read_rows
 from dose_model.errors import DoseError
 from dose_model.evaluate.baseline import baseline_oneshots, larsnet_oneshots
 from dose_model.evaluate.metrics import mss_distance
 from dose_model.extract.extractor import GREEDY, WINDOW_S, Extractor, Sampling, oneshot_frames
+from rmod_dose_common.audio import read_audio
 
 RECONSTRUCTION, LARSNET, DSP, SILENCE = "Reconstruction", "LarsNet", "DSP baseline", "Silence"
 PAPER_TARGET_FRAMES = 173
@@ -154,16 +155,20 @@ def _read_row(row: ManifestRow, systems: Systems) -> tuple[np.ndarray, Any, dict
     """(mono mixture at the codec's rate, stereo 44.1 kHz mixture for LarsNet or None,
     ground truth per drum). Raises `RowAudioError` naming the unreadable file."""
     sr = systems.codec.sample_rate
-    mixture = load_mono(row.mixture, sr, int(round(WINDOW_S * sr)))
+    window = int(round(WINDOW_S * sr))
     truth = {d: load_mono(row.oneshots[d], sr, systems.oneshot_samples(d)) for d in systems.drums}
-    stereo = None
-    if systems.larsnet is not None:
-        from dose_model.separate.songs import read_stereo
+    if systems.larsnet is None:
+        return load_mono(row.mixture, sr, window), None, truth
+    from dose_model.separate.songs import as_stereo
 
-        try:
-            stereo = read_stereo(row.mixture)[:, : mixture.shape[0]]
-        except DoseError as err:
-            raise RowAudioError(row.mixture, str(err).split(": ", 1)[-1]) from None
+    # LarsNet wants the stereo file: decode it once and make the mono mixture from the same
+    # samples, as load_mono would (mono_at_rate is its conversion, fed in the reader's blocks)
+    data, rate = read_audio(row.mixture, RowAudioError)
+    mixture = clip(mono_at_rate(data.T, rate, sr), 0, window)
+    try:
+        stereo = as_stereo(data, rate, row.mixture)[:, :window]
+    except DoseError as err:
+        raise RowAudioError(row.mixture, str(err).split(": ", 1)[-1]) from None
     return mixture, stereo, truth
 
 

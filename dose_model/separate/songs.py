@@ -58,6 +58,12 @@ def read_stereo(path: str | Path) -> np.ndarray:
     `LarsNetError`) naming the file if it is missing, refused, undecodable, empty, has more
     than two channels or holds non-finite samples."""
     data, rate = read_audio(path, SongAudioError)
+    return as_stereo(data, rate, path)
+
+
+def as_stereo(data: np.ndarray, rate: int, path: str | Path) -> np.ndarray:
+    """Decoded float32 ``[channels, samples]`` at ``rate`` Hz -> what `read_stereo` gives for
+    that file; `SongAudioError` naming ``path`` for more than two channels."""
     if data.shape[0] > 2:
         raise SongAudioError(path, f"{data.shape[0]} channels; LarsNet takes mono or stereo")
     audio = np.repeat(data, 2 // data.shape[0], axis=0)

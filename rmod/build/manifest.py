@@ -279,11 +279,18 @@ class BuildInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildInfo:
         """Inverse of :meth:`to_dict`; ``ValueError`` naming a missing, unknown or bad key
-        (``build.json: seed: -1 below the allowed minimum 0``)."""
+        (``build.json: seed: -1 below the allowed minimum 0``), or a tar layout that says its
+        files are not stored."""
         try:
-            return from_plain(cls, data)
+            info = from_plain(cls, data)
         except RecordError as err:
             raise ValueError(f"build.json: {err}") from None
+        if info.layout == "tar" and not info.stored:
+            raise ValueError(
+                "build.json: layout: tar with stored: false, which no build writes (a --tokens "
+                "build stores no audio, so it has no tars)"
+            )
+        return info
 
     def differences(self, other: BuildInfo) -> list[str]:
         """Human-readable list of identity fields that differ from ``other``."""

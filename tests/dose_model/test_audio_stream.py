@@ -11,8 +11,10 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from dose_model.dataset.audio import (
+    FAST_MEAN_CHANNELS,
     Resampler,
     RowAudioError,
+    channel_mean,
     load_mono,
     mono_blocks,
     read_clips,
@@ -31,6 +33,24 @@ def whole_file_mono(path, sample_rate: int) -> np.ndarray:
         return mono
     g = math.gcd(sr, sample_rate)
     return resample_poly(mono, sample_rate // g, sr // g).astype(np.float32)
+
+
+@pytest.mark.parametrize("channels", range(1, FAST_MEAN_CHANNELS + 3))
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_channel_mean_is_numpys_mean_bit_for_bit(channels, order):
+    """Every bit, signed zeros, subnormals and overflow to inf included: the tokens of caches
+    written before the fast path depend on it."""
+    rng = np.random.default_rng(channels)
+    for scale in (1e-40, 1e-3, 1.0, 1e30):
+        x = (rng.standard_normal((4099, channels)) * scale).astype(np.float32)
+        for value, share in ((-0.0, 0.2), (0.0, 0.05), (3e38, 0.02), (-3e38, 0.02), (1e-45, 0.02)):
+            x[rng.random(x.shape) < share] = value
+        x = np.asarray(x, order=order)
+        with np.errstate(over="ignore"):
+            expected = x.mean(axis=1, dtype=np.float32)
+            got = channel_mean(x)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
 @pytest.mark.parametrize("sr_in", [8000, 22050, 44100, 48000, 44101, 96000])

@@ -209,3 +209,38 @@ def test_bad_options_are_one_line_errors(setup, tmp_path, capsys, extra, message
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("rate", [44100, 22050])
+def test_with_larsnet_a_mixture_is_decoded_once_and_the_same(setup, tmp_path, monkeypatch, rate):
+    """LarsNet's stereo input and the mono mixture the other systems see come from one decode,
+    and the mono is what load_mono reads from the file (at the codec's rate or not)."""
+    from dose_model.codec.dac_codec import DacCodec
+    from dose_model.dataset.audio import load_mono
+    from dose_model.dataset.manifest import read_rows
+    from dose_model.evaluate import split as split_mod
+    from dose_model.separate.larsnet import load_larsnet
+    from dose_model.separate.songs import read_stereo
+    from rmod_dose_common import audio as common
+
+    root, rmod, drums, codec_path, ckpt, other = setup
+    data = write_fake_rmod(tmp_path / f"r{rate}", counts={"test": 1}, sample_rate=rate)
+    row = read_rows(data / "manifests" / "test.jsonl")[0]
+    codec = DacCodec.load(str(codec_path), "cpu")
+    larsnet = load_larsnet(REFERENCE_DIR / "larsnet_narrow", stems=("kick", "snare", "hihat"))
+    systems = split_mod.Systems(codec, {}, larsnet, None, split_mod.GREEDY)
+    opened: list[str] = []
+    real_init = common.AudioReader.__init__
+
+    def counting_init(self, path, *args, **kwargs):
+        opened.append(str(path))
+        real_init(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(common.AudioReader, "__init__", counting_init)
+    mixture, stereo, truth = split_mod._read_row(row, systems)
+    assert opened.count(str(row.mixture)) == 1 and len(opened) == 1 + len(truth)
+    monkeypatch.undo()
+    window = mixture.shape[0]
+    expected = load_mono(row.mixture, codec.sample_rate, window)
+    np.testing.assert_array_equal(mixture.view(np.uint32), expected.view(np.uint32))
+    np.testing.assert_array_equal(stereo, read_stereo(row.mixture)[:, :window])

@@ -330,7 +330,7 @@ def test_end_to_end_rmod_build_then_dose_train(tmp_path, builtin_library, capsys
     common = ["--codec-weights", str(codec), "--kick", str(run / "best.ckpt"), "--device", "cpu"]
     assert dose_eval(["--manifest", str(root), "--out", str(tmp_path / "ev"), "--no-progress"]
                      + common) == 0  # fmt: skip
-    assert "1 rows of 1 dataset(s) scored" in capsys.readouterr().out
+    assert "1 row of 1 dataset scored" in capsys.readouterr().out
     (mixture,) = (root / "test").glob("*/*.mixture.wav")
     assert dose_extract([str(mixture), "--out", str(tmp_path / "ex")] + common) == 0
     assert (tmp_path / "ex" / f"{mixture.stem}.extract.json").is_file()

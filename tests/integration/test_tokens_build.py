@@ -223,6 +223,11 @@ def test_verify_checks_what_a_tokens_build_has(tokens, tmp_path, capsys):
     assert "train/000000: 1 file(s) that no manifest row points to" in out
     assert "valid-00000000: row says its files are stored, build.json says not" in out
     assert "valid/000000/valid-00000000.mixture.wav: valid-00000000: file is missing" in out
+    # a hand-made build.json claiming tars for a build that stores nothing is refused whole
+    info = json.loads((ds / "build.json").read_text())
+    (ds / "build.json").write_text(json.dumps(info | {"layout": "tar"}))
+    assert verify([str(ds), "--no-progress"]) == 1
+    assert "layout: tar with stored: false, which no build writes" in capsys.readouterr().out
 
 
 def test_refusals(kw, weights, tokens, tmp_path, capsys):

@@ -179,6 +179,9 @@ def test_record_classes_keep_their_error_types_and_messages():
         BuildInfo.from_dict(_build_info().to_dict() | {"shard_size": 0})
     with pytest.raises(ValueError, match="build.json: audio_format: 'mp3' not allowed"):
         BuildInfo.from_dict(_build_info().to_dict() | {"audio_format": "mp3"})
+    with pytest.raises(ValueError, match="layout: tar with stored: false, which no build"):
+        BuildInfo.from_dict(_build_info().to_dict() | {"layout": "tar", "stored": False})
+    assert BuildInfo.from_dict(_build_info().to_dict() | {"layout": "tar"}).layout == "tar"
 
 
 _LEVELS = st.floats(-1.0, 1.0, allow_nan=False)

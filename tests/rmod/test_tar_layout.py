@@ -7,6 +7,7 @@ Each test holds a tar build against the folder build of the same recipe, library
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -421,6 +422,40 @@ def test_render_one_refuses_a_changed_row_member_naming_shard_and_key(pair, tmp_
 # ----------------------------------------------------------------------------- other readers
 
 
+ROLES = ("mixture", "kick", "snare", "hihat")
+
+
+def extra_package(name: str):
+    """Import ``name``, a package of the ``test`` extra; skip without it, but fail when ``CI``
+    is set (``.ci/run`` installs the extra, so a missing one is a broken install there)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        reason = f"{name} is not installed ({exc}); pip install -e '.[test]'"
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{reason}; CI is set, so this is a failure, not a skip")
+        pytest.skip(reason)
+
+
+def same_within(got, want, tolerance: float) -> bool:
+    """``got == want``, but floats may differ by ``tolerance``."""
+    if isinstance(want, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(same_within(got[k], want[k], tolerance) for k in want)
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(same_within(g, w, tolerance) for g, w in zip(got, want, strict=True))
+        )
+    if isinstance(want, float):
+        return isinstance(got, (int, float)) and abs(got - want) <= tolerance
+    return type(got) is type(want) and got == want
+
+
 def group_by_key(path: Path) -> dict[str, dict[str, bytes]]:
     """What a WebDataset reader makes of a tar: key -> {extension: bytes}, the key being the
     member's name up to its first dot (read with the standard library)."""
@@ -448,10 +483,46 @@ def test_a_shard_reads_as_webdataset_samples(pair):
         expected["train-00000002"]["kick.wav"]
         == (folder / "train" / "000001" / "train-00000002.kick.wav").read_bytes()
     )
-    wds = pytest.importorskip("webdataset", reason="webdataset is not installed")
+    wds = extra_package("webdataset")
     samples = list(wds.WebDataset(str(shard), shardshuffle=False))
     assert [s["__key__"] for s in samples] == list(expected)
     for sample in samples:
         assert {k: v for k, v in sample.items() if not k.startswith("__")} == expected[
             sample["__key__"]
         ]
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "arrow"])
+def test_a_shard_loads_with_hugging_face_datasets(pair, tmp_path, monkeypatch, streaming):
+    """The read docs/dataset.md shows: ``datasets``' ``webdataset`` builder, offline, with the
+    audio kept as bytes (its ``Audio`` feature would need torchcodec). Every sample is one
+    example: its row, and members byte-equal to the folder build's files."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    datasets = extra_package("datasets")
+    folder, tar = pair
+    fields = {"__key__": datasets.Value("string"), "__url__": datasets.Value("string")}
+    fields["json"] = datasets.Json()
+    fields["pattern.mid"] = datasets.Value("binary")
+    fields |= {f"{role}.wav": datasets.Value("binary") for role in ROLES}
+    ds = datasets.load_dataset(
+        "webdataset",
+        data_files={"train": str(tar / "train" / "*.tar")},
+        split="train",
+        streaming=streaming,
+        features=datasets.Features(fields),
+        cache_dir=str(tmp_path / "hf-cache"),
+    )
+    lines = (tar / "manifests" / "train.jsonl").read_bytes().splitlines()
+    frows = read_manifest(folder / "manifests" / "train.jsonl")
+    samples = list(ds)
+    assert [s["__key__"] for s in samples] == [r.id for r in frows]
+    for sample, line, frow in zip(samples, lines, frows, strict=True):
+        # the tar build's manifest row; datasets' Json type stores floats with 10 decimals
+        # (pandas' ujson), so a float is the row's within 1e-10 and everything else exact
+        assert same_within(sample["json"], json.loads(line), 1e-10), sample["__key__"]
+        files = {role: folder / frow.oneshots.get(role, frow.mixture) for role in ROLES}
+        for role, path in files.items():
+            assert sample[f"{role}.wav"] == path.read_bytes(), (sample["__key__"], role)
+        assert sample["pattern.mid"] == (folder / frow.midi).read_bytes()
