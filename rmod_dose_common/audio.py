@@ -10,7 +10,9 @@ in three steps, each refusing with an error that names the path, the reason and 
    regular file, still the same inode), and libsndfile decodes that descriptor, never the name.
    A member of a tar shard (:class:`rmod_dose_common.tar_shards.MemberSource`, e.g. a
    ``--layout tar`` row's file) is read through its shard's index instead, and decoded from
-   memory; a shard or member that cannot be trusted is refused like a bad file.
+   memory; a shard or member that cannot be trusted is refused like a bad file. A member that
+   is a plain 16-bit PCM WAV (what rmod writes: :func:`plain_pcm16_wav`) is decoded from its
+   bytes by numpy, with libsndfile's scaling; any other is given to libsndfile.
 2. **Header**: the declared sample rate must lie within ``MIN_SAMPLE_RATE .. MAX_SAMPLE_RATE``,
    the channels within ``1 .. MAX_CHANNELS``, the frames above 0, and frames x channels within
    the caller's cap (``MAX_SAMPLES`` for a whole-file read, ``MAX_STREAM_SAMPLES`` for a
@@ -31,13 +33,16 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
+from rmod_dose_common.pcm import pcm16_as_float
 from rmod_dose_common.tar_shards import MemberSource, TarShardError
 
 
@@ -170,17 +175,89 @@ def check_header(
         )
 
 
+def plain_pcm16_wav(data: bytes) -> tuple[int, int, int, int] | None:
+    """``(channels, sample_rate, data_offset, frames)`` when ``data`` is a whole plain 16-bit
+    PCM WAV, else None (libsndfile then decodes it).
+
+    Plain: ``RIFF``/``WAVE`` whose RIFF size is the bytes' length; chunks that each fit; one
+    ``fmt `` chunk before ``data`` with format tag 1 (PCM, not EXTENSIBLE), 16 bits, block
+    align ``2 x channels`` and byte rate ``rate x align``; a ``data`` chunk of whole frames.
+    That is what soundfile writes for 16-bit WAV (every rmod row's file); for such bytes
+    libsndfile reads ``frames`` frames from ``data_offset`` and scales them by 1/32768, which
+    is what :class:`_Pcm16Wav` does."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    if int.from_bytes(data[4:8], "little") + 8 != len(data):
+        return None
+    at, fmt = 12, None
+    while at + 8 <= len(data):
+        chunk, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        body = at + 8
+        if body + size > len(data):
+            return None
+        if chunk == b"fmt ":
+            if fmt is not None or size < 16:
+                return None
+            tag, channels, rate, byte_rate, align, bits = struct.unpack_from("<HHIIHH", data, body)
+            if tag != 1 or bits != 16 or channels < 1 or align != 2 * channels:
+                return None
+            if byte_rate != rate * align:
+                return None
+            fmt = (channels, rate)
+        elif chunk == b"data":
+            if fmt is None or size % (2 * fmt[0]):
+                return None
+            return fmt[0], fmt[1], body, size // (2 * fmt[0])
+        at = body + size + (size & 1)
+    return None
+
+
+class _Pcm16Wav:
+    """What :class:`AudioReader` uses of ``soundfile.SoundFile``, over the bytes of a plain
+    16-bit PCM WAV (:func:`plain_pcm16_wav`): the samples are read by numpy straight from the
+    bytes and scaled as libsndfile scales them (:func:`rmod_dose_common.pcm.pcm16_as_float`),
+    so a tar member costs no copy into libsndfile and no Python callback per read."""
+
+    format, subtype = "WAV", "PCM_16"
+
+    def __init__(self, data: bytes, channels: int, rate: int, offset: int, frames: int):
+        self.frames, self.samplerate, self.channels = frames, rate, channels
+        count = frames * channels
+        pcm = np.frombuffer(data, dtype="<i2", count=count, offset=offset)
+        self._pcm: np.ndarray | None = pcm.reshape(frames, channels)
+        self._at = 0
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, frame: int) -> int:
+        self._at = frame
+        return frame
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        assert self._pcm is not None and dtype == "float32" and always_2d
+        block = self._pcm[self._at : self._at + frames]
+        self._at += block.shape[0]
+        return pcm16_as_float(block)
+
+    def close(self) -> None:
+        self._pcm = None
+
+
 def _open_source(
     path: str | os.PathLike | MemberSource, error: type[AudioReadError]
-) -> int | io.BytesIO:
-    """What libsndfile decodes: a descriptor of a regular file (:func:`open_regular`), or a tar
+) -> int | io.BytesIO | _Pcm16Wav:
+    """What is decoded: a descriptor of a regular file (:func:`open_regular`), or a tar
     member's bytes (a :class:`~rmod_dose_common.tar_shards.MemberSource`; its
-    ``TarShardError`` becomes ``error``, naming the shard and key)."""
+    ``TarShardError`` becomes ``error``, naming the shard and key), as a :class:`_Pcm16Wav`
+    when they are a plain 16-bit PCM WAV."""
     if isinstance(path, MemberSource):
         try:
-            return io.BytesIO(path.read_bytes())
+            data = path.read_bytes()
         except TarShardError as exc:
             raise error(str(path), str(exc)) from None
+        plain = plain_pcm16_wav(data)
+        return _Pcm16Wav(data, *plain) if plain is not None else io.BytesIO(data)
     return open_regular(path, error)
 
 
@@ -205,8 +282,12 @@ class AudioReader:
         self.error, self.max_samples = error, max_samples
         source = _open_source(path, error)
         fd = source if isinstance(source, int) else None
+        self._file: Any  # a soundfile.SoundFile or a _Pcm16Wav; None once closed
         try:
-            self._file = sf.SoundFile(source, closefd=False)
+            if isinstance(source, _Pcm16Wav):
+                self._file = source
+            else:
+                self._file = sf.SoundFile(source, closefd=False)
         except Exception as exc:  # soundfile raises several types for bad input
             if fd is not None:
                 os.close(fd)

@@ -4,14 +4,19 @@ soundfile's whole-file read, errors of the caller's class in one line."""
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dose_model.dataset.audio import RowAudioError
 from dose_model.errors import DoseError
@@ -189,3 +194,118 @@ def test_no_other_module_decodes_audio_files_itself():
                 ):
                     found.append(f"{rel}:{node.lineno} sf.{node.attr}")
     assert found == [], "decode through rmod_dose_common.audio instead"
+
+
+# ------------------------------------------------------------- tar members decoded in memory
+class _Member:
+    """A tar member as the reader sees one (a ``MemberSource``): its bytes, and its name."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def read_bytes(self) -> bytes:
+        return self.data
+
+    def tar_member(self) -> tuple[str, str]:
+        return "train/train-000000.tar", "train-00000000.mixture.wav"
+
+    def __str__(self) -> str:
+        return "train/train-000000.tar#train-00000000.mixture.wav"
+
+
+def _outcome(source, block_samples: int | None = None):
+    """(header, blocks) the reader gives, or ("refused", reason)."""
+    try:
+        with AudioReader(source, AudioReadError, common.MAX_STREAM_SAMPLES) as reader:
+            return reader.header, [b.copy() for b in reader.blocks(block_samples)]
+    except AudioReadError as exc:
+        return "refused", exc.reason
+
+
+def _same_as_a_file(data: bytes, tmp: Path, block_samples: int | None = None) -> None:
+    """A member of these bytes decodes to what libsndfile gives for them as a file: the same
+    header and bit-identical blocks, or a refusal of both."""
+    path = tmp / "same.wav"
+    path.write_bytes(data)
+    member, file = _outcome(_Member(data), block_samples), _outcome(path, block_samples)
+    if file[0] == "refused" or member[0] == "refused":
+        assert member[0] == file[0] == "refused", (member, file)
+        return
+    assert member[0] == file[0]
+    assert len(member[1]) == len(file[1])
+    for got, want in zip(member[1], file[1], strict=True):
+        assert got.dtype == want.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("frames", [1, 777, 140_001])
+def test_a_member_decodes_as_libsndfile_decodes_the_file(tmp_path, channels, frames):
+    """soundfile's own 16-bit WAVs (what rmod writes) go through numpy, in several blocks,
+    and give libsndfile's values bit for bit; FLAC, 24-bit and float members go to
+    libsndfile."""
+    rng = np.random.default_rng(frames + channels)
+    audio = rng.uniform(-1.2, 1.2, (frames, channels)).astype(np.float32)  # clips too
+    for fmt, subtype in (("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("WAV", "PCM_24"),
+                         ("WAV", "FLOAT")):  # fmt: skip
+        buf = io.BytesIO()
+        sf.write(buf, audio, 22050, format=fmt, subtype=subtype)
+        data = buf.getvalue()
+        plain = common.plain_pcm16_wav(data)
+        assert (plain is not None) == (fmt == "WAV" and subtype == "PCM_16")
+        if plain is not None:
+            assert plain[0] == channels and plain[1] == 22050 and plain[3] == frames
+        _same_as_a_file(data, tmp_path, block_samples=50_000)
+
+
+def _chunk(name: bytes, body: bytes) -> bytes:
+    return name + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+
+
+def _riff(*chunks: bytes, extra: int = 0) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body) + extra) + body
+
+
+_FMT = struct.pack("<HHIIHH", 1, 2, 44100, 44100 * 4, 4, 16)
+_DATA = np.arange(-4000, 4000, dtype="<i2").tobytes()
+
+
+@pytest.mark.parametrize(
+    "data,plain",
+    [
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"data", _DATA)), True),
+        (_riff(_chunk(b"fmt ", _FMT + b"\0\0"), _chunk(b"data", _DATA)), True),  # size 18
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"LIST", b"odd"), _chunk(b"data", _DATA)), True),
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"data", _DATA), _chunk(b"LIST", b"tail")), True),
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"data", _DATA), extra=8), False),  # RIFF size
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"data", _DATA))[:-2], False),  # truncated
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"data", _DATA[:-2])), False),  # half a frame
+        (_riff(_chunk(b"data", _DATA), _chunk(b"fmt ", _FMT)), False),  # fmt after data
+        (_riff(_chunk(b"fmt ", _FMT[:14] + b"\x18\0"), _chunk(b"data", _DATA)), False),  # 24 bit
+        (_riff(_chunk(b"fmt ", _FMT[:12] + b"\2\0" + _FMT[14:]), _chunk(b"data", _DATA)), False),
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"fmt ", _FMT), _chunk(b"data", _DATA)), False),
+        (_riff(_chunk(b"fmt ", _FMT), _chunk(b"data", b"")), True),  # no samples: refused
+    ],
+    ids=["plain", "fmt-18", "chunk-before-data", "chunk-after-data", "riff-size", "truncated",
+         "half-frame", "fmt-after-data", "24-bit", "bad-align", "two-fmt", "empty"],
+)  # fmt: skip
+def test_odd_wav_members_decode_or_fail_as_the_file_would(tmp_path, data, plain):
+    """What numpy decodes is exactly what :func:`plain_pcm16_wav` accepts; every other layout
+    goes to libsndfile, so a member and a file of the same bytes always agree."""
+    assert (common.plain_pcm16_wav(data) is not None) is plain
+    _same_as_a_file(data, tmp_path)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 63), st.integers(1, 255)), max_size=3),
+    cut=st.integers(0, 120),
+)
+def test_a_damaged_header_decodes_from_memory_as_from_a_file(flips, cut):
+    """Random bytes of a plain WAV's header changed, its end cut: member and file agree."""
+    data = bytearray(_riff(_chunk(b"fmt ", _FMT), _chunk(b"data", _DATA[:200])))
+    for at, xor in flips:
+        data[at] ^= xor
+    with tempfile.TemporaryDirectory() as tmp:
+        _same_as_a_file(bytes(data[: len(data) - cut]), Path(tmp))
