@@ -57,6 +57,9 @@ MAX_LINE_BYTES = 1 << 20
 MAX_BLANK_LINES = 1000
 #: Largest ``build.json`` or ``example.json`` (bytes).
 MAX_JSON_BYTES = 64 << 20
+#: Largest file of a dataset row that ``rmod-verify`` reads whole to decode and hash (bytes; a
+#: 4 s stereo 16-bit mixture is 1.4 MB).
+MAX_ROW_FILE_BYTES = 1 << 30
 #: Longest loop slice a drawn example may name (samples: an hour at 44.1 kHz; the recipe's own
 #: bounds, checked afterwards, are far smaller), so no arithmetic overflows on a hostile row.
 MAX_SLICE_SAMPLES = 3600 * 44100

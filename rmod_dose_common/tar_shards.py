@@ -300,16 +300,27 @@ def read_index(tar: str | os.PathLike, shard: str | None = None) -> TarIndex:
     return index
 
 
+#: Bytes of one member read into memory (a row's 4 s stereo 16-bit mixture is 1.4 MB). An index
+#: may describe a member as large as its tar; a bigger one is refused before a byte is read.
+MAX_MEMBER_BYTES = 1 << 30
+
+
 def read_member(
     tar: str | os.PathLike, entry: IndexEntry, verify: bool = True, shard: str | None = None
 ) -> bytes:
     """The data of member ``entry`` of ``tar``: ``entry.size`` bytes at ``entry.offset``.
 
     With ``verify``, the bytes' SHA-256 must be the index's. :class:`TarShardError` names
-    ``shard`` (default: the tar's path) and the member's key for a short read (a truncated
-    tar) or a mismatch.
+    ``shard`` (default: the tar's path) and the member's key for a member over
+    ``MAX_MEMBER_BYTES`` (not read), a short read (a truncated tar) or a mismatch.
     """
     shard = shard or str(tar)
+    if entry.size > MAX_MEMBER_BYTES:
+        raise TarShardError(
+            shard,
+            f"{entry.name} is {entry.size:,} bytes, over MAX_MEMBER_BYTES = {MAX_MEMBER_BYTES:,}",
+            entry.key,
+        )
     try:
         with open(tar, "rb") as fh:
             fh.seek(entry.offset)

@@ -47,7 +47,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from rmod import SPLITS
+from rmod import SPLITS, limits
 from rmod.build.manifest import (
     BUILD_JSON,
     MANIFEST_DIR,
@@ -161,6 +161,12 @@ def _read_bytes(path: Path) -> tuple[bytes | None, str]:
     if not path.is_file():
         return None, "file is missing"
     try:
+        size = path.stat().st_size
+        if size > limits.MAX_ROW_FILE_BYTES:
+            return (
+                None,
+                f"file is {size:,} bytes, over MAX_ROW_FILE_BYTES = {limits.MAX_ROW_FILE_BYTES:,}",
+            )
         return path.read_bytes(), ""
     except OSError as exc:
         return None, f"cannot read ({exc.strerror or exc})"

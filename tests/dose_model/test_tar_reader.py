@@ -265,3 +265,26 @@ def test_an_index_that_is_a_fifo_or_too_big_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(shards, "MAX_INDEX_BYTES", 10)
     with pytest.raises(TarShardError, match="MAX_INDEX_BYTES"):
         read_index(tar)
+
+
+def test_a_member_over_max_member_bytes_is_refused_before_it_is_read(builds, monkeypatch):
+    """An index may describe a member as large as its (sparse, hostile) tar: over the limit
+    it is refused by name, naming the shard and key, and no byte of it is read."""
+    import builtins
+
+    import rmod_dose_common.tar_shards as shards
+
+    rows = read_rows(builds[1] / "manifests" / "train.jsonl")
+    monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 1000)
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(
+        builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k)
+    )
+    with pytest.raises(RowAudioError) as err:
+        read_mono(rows[1].oneshots["kick"], 44100)
+    assert f"shard {SHARD}, key train-00000001" in str(err.value)
+    assert "train-00000001.kick.wav is" in str(err.value) and "MAX_MEMBER_BYTES = 1,000" in str(
+        err.value
+    )
+    assert not any(f.endswith(".tar") for f in opened)

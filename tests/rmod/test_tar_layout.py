@@ -526,3 +526,25 @@ def test_a_shard_loads_with_hugging_face_datasets(pair, tmp_path, monkeypatch, s
         for role, path in files.items():
             assert sample[f"{role}.wav"] == path.read_bytes(), (sample["__key__"], role)
         assert sample["pattern.mid"] == (folder / frow.midi).read_bytes()
+
+
+def test_verify_reads_no_file_or_member_over_its_limit(pair, monkeypatch):
+    """rmod-verify reads a row's file whole to decode and hash it: one over
+    MAX_ROW_FILE_BYTES (a folder build) or MAX_MEMBER_BYTES (a tar build) is reported by name
+    instead of being read."""
+    import rmod.limits
+    import rmod_dose_common.tar_shards as shards
+
+    folder, tar = pair
+    monkeypatch.setattr(rmod.limits, "MAX_ROW_FILE_BYTES", 1000)
+    monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 1000)
+    found = problems(folder)
+    assert any(
+        "train-00000000.mixture.wav: train-00000000: file is" in p
+        and "over MAX_ROW_FILE_BYTES = 1,000" in p
+        for p in found
+    ), found[:3]
+    found = problems(tar)
+    assert any(
+        "train-00000000.mixture.wav is" in p and "over MAX_MEMBER_BYTES = 1,000" in p for p in found
+    ), found[:3]
