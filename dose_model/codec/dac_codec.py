@@ -20,11 +20,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 
-from dose_model.codec.dac_network import DAC, DacConfig, skip_init
+from dose_model.codec.dac_network import DAC, DacConfig, VectorQuantize, skip_init
 from dose_model.errors import DoseError
 from dose_model.fileio import load_weights_only
 from rmod_dose_common.fileio import atomic_write_bytes, sha256_file
@@ -193,8 +194,8 @@ class DacCodec:
             torch.manual_seed(seed)
             model = DAC(config)
             with torch.no_grad():
-                for quantizer in model.quantizer.quantizers:
-                    quantizer.codebook.weight.normal_()
+                for quantizer in model.quantizer.quantizers:  # a ModuleList's items: Modules
+                    cast(VectorQuantize, quantizer).codebook.weight.normal_()
         return cls(model, device=device, source=f"<random seed={seed}>")
 
     def save(self, path: str | os.PathLike) -> str:

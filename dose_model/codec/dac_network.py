@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -333,7 +334,7 @@ class ResidualVectorQuantize(nn.Module):
         """Codes [batch, n, frames] (n <= n_codebooks) -> quantized latents [batch, dim, frames]."""
         z_q: torch.Tensor | float = 0.0
         for i in range(codes.shape[1]):
-            quantizer = self.quantizers[i]
+            quantizer = cast(VectorQuantize, self.quantizers[i])  # a ModuleList's item: a Module
             z_q = z_q + quantizer.out_proj(quantizer.lookup(codes[:, i, :]))
         assert isinstance(z_q, torch.Tensor)
         return z_q

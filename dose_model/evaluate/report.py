@@ -168,9 +168,10 @@ def _cell_html(table: TableResult, key: CellKey, best: bool) -> str:
         if cell.fad_inf is not None:
             parts.append(f"FAD∞ {fmt(cell.fad_inf)}")
             tips.append(f"FAD∞ {fmt(cell.fad_inf)}")
-        if _interval(cell):
-            parts.append(_interval(cell))
-            tips.append(f"bootstrap interval {_interval(cell)}")
+        interval = _interval(cell)
+        if interval:
+            parts.append(interval)
+            tips.append(f"bootstrap interval {interval}")
         if parts:
             text += f'<div class="sub">{"<br>".join(_e(p) for p in parts)}</div>'
     title = f' title="{_e("; ".join(tips))}"' if tips else ""
@@ -257,7 +258,8 @@ def _sections(
 
 
 def _examples_html(folder: Path, table: TableResult, examples: list[ExampleClip]) -> str:
-    out, done = [], set()
+    out: list[str] = []
+    done: set[Path] = set()
     last_dataset = None
     for n, (d, k, clips) in enumerate(_sections(table, examples)):
         if d != last_dataset:

@@ -19,7 +19,7 @@ import io
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def _interval(cell: Cell) -> str | None:
     return f"[{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]"
 
 
-def _has_fad_details(cell: Cell | None) -> bool:
+def _has_fad_details(cell: Cell | None) -> TypeGuard[Cell]:
     return cell is not None and (
         cell.fad_inf is not None or _interval(cell) is not None or cell.warning is not None
     )

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -204,7 +205,7 @@ class ExtractOptions:
         )
 
 
-def _on_own_stream(fn: Callable, arg, device: torch.device):
+def _on_own_stream(fn: Callable[[str], Generation], arg: str, device: torch.device) -> Generation:
     """``fn(arg)`` in a worker thread; on CUDA on a fresh stream that first waits for the
     default stream's work, and that the default stream then waits for."""
     if device.type != "cuda":
@@ -288,6 +289,7 @@ class Extractor:
                 limit = oneshot_frames(self.models[drum].config)
                 lengths = target_lengths(g.tokens).clamp(max=limit).tolist()
                 shot_codes = revert_target(g.tokens)
+                assert g.mean_log_prob is not None  # StaticDecoder._result always sets it
                 ended, scores = g.ended.tolist(), g.mean_log_prob.tolist()  # one sync each
                 for row, (b, c) in enumerate(part):
                     audio = self._decode(shot_codes[row : row + 1, :, : lengths[row]])
@@ -302,7 +304,11 @@ class Extractor:
         ]
 
     def _generate_drums(
-        self, mix: torch.Tensor, part: list[tuple[int, int]], keys: Sequence[str], sampling
+        self,
+        mix: torch.Tensor,
+        part: list[tuple[int, int]],
+        keys: Sequence[str],
+        sampling: Sampling,
     ) -> dict[str, Generation]:
         """Every drum's generation for the rows ``part`` (clip, candidate) of ``mix``: one
         after another, or with ``concurrent`` one thread per drum (on CUDA each on its own
@@ -356,7 +362,7 @@ def extract_clips(
     models: dict[str, DoseTransformer],
     keys: Sequence[str] | None = None,
     precision: str = "fp32",
-    **sampling,
+    **sampling: Any,
 ) -> list[dict[str, OneShot]]:
     """The best one-shot of every drum for each clip of ``mixtures`` [B, samples] (one
     `Extractor` call; ``sampling``: the fields of `Sampling`; ``keys`` default "")."""
@@ -368,7 +374,7 @@ def extract_clips(
 
 
 def extract_clip(
-    mixture: np.ndarray, codec: DacCodec, models: dict[str, DoseTransformer], **sampling
+    mixture: np.ndarray, codec: DacCodec, models: dict[str, DoseTransformer], **sampling: Any
 ) -> dict[str, OneShot]:
     """`extract_clips` for one mixture clip ``[samples]`` (key "")."""
     return extract_clips(mixture[None], codec, models, **sampling)[0]

@@ -58,7 +58,10 @@ class EmbedderInfo:
 class Embedder(Protocol):
     """An embedding model for FAD (see the module docstring)."""
 
-    info: EmbedderInfo
+    @property
+    def info(self) -> EmbedderInfo:
+        """What produced the embeddings (a plain or frozen attribute of the embedder)."""
+        ...
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """float32 ``[channels, samples]`` at ``sample_rate`` Hz -> float32 ``[windows, dim]``

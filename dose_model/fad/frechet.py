@@ -29,7 +29,9 @@ Everything random draws from a ``numpy.random.Generator`` seeded by the caller.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 
@@ -161,7 +163,8 @@ def _factor(x: np.ndarray, ddof: int) -> np.ndarray:
     try:
         return np.linalg.cholesky(centred.T @ centred).T
     except np.linalg.LinAlgError:  # collinear rows: slower, exact
-        return np.linalg.qr(centred, mode="r")
+        # mode="r" returns R alone (numpy's stubs say a QRResult)
+        return cast(np.ndarray, np.linalg.qr(centred, mode="r"))
 
 
 def _distance(a: np.ndarray, b: np.ndarray, ddof: int = 1) -> float:
@@ -201,7 +204,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fad_infinity(
-    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, fractions=FRACTIONS
+    a: np.ndarray,
+    b: np.ndarray,
+    rng: np.random.Generator,
+    fractions: Sequence[float] = FRACTIONS,
 ) -> tuple[float, float]:
     """(intercept, slope) of the Fréchet distance of random subsets against ``1 / f``; each
     subset keeps ``round(f * n)`` rows of each set (at least 2), drawn without replacement.
@@ -226,7 +232,7 @@ def fad(
     bootstrap: int = 100,
     seed: int = 0,
     level: float = 0.95,
-    fractions=FRACTIONS,
+    fractions: Sequence[float] = FRACTIONS,
 ) -> FadResult:
     """FAD, FAD∞ and a bootstrap interval of FAD∞ between a reference and an evaluated set.
 

@@ -149,6 +149,8 @@ def merge_windows(windows: torch.Tensor, window: int, height: int, width: int) -
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with a learned relative position bias."""
 
+    relative_position_index: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, dim: int, window: int, heads: int, qkv_bias: bool) -> None:
         super().__init__()
         self.heads = heads
@@ -287,6 +289,11 @@ class HtsatEncoder(nn.Module):
     ``[n_fft/2 + 1, mel_bins]`` are buffers filled from the weights file (the window and the
     mel design are whatever the file holds).
     """
+
+    # buffers (register_buffer in __init__)
+    stft_real: torch.Tensor
+    stft_imag: torch.Tensor
+    mel_basis: torch.Tensor
 
     def __init__(self, config: HtsatConfig) -> None:
         super().__init__()

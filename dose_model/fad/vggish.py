@@ -90,7 +90,7 @@ def _load_torch(path: Path, what: str, safe: list | None = None) -> object:
         return load_weights_only(path, error)
 
 
-def read_architecture(state: dict, path: Path) -> tuple[tuple[int, ...], int, int]:
+def read_architecture(state: object, path: Path) -> tuple[tuple[int, ...], int, int]:
     """(conv widths, hidden width, embedding dim) read from a release-layout state dict;
     FadError naming the file and key when a key is missing or extra or a shape does not fit."""
     expected = {f"features.{i}.{p}" for i in CONV_KEYS for p in ("weight", "bias")}
@@ -185,6 +185,7 @@ class VGGish:
         out = np.maximum(out, 0.0)
         if self.info.options["output"] == "relu":
             return out
+        assert self.pca is not None  # load_vggish requires the PCA for output 'postprocessed'
         return postprocess(out, *self.pca)
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -224,6 +225,7 @@ def load_vggish(
     state = _load_torch(path, "VGGish weight file")
     widths, hidden, dim = read_architecture(state, path)
     network = VGGishNetwork(widths, hidden, dim)
+    assert isinstance(state, dict)  # read_architecture has refused anything else
     network.load_state_dict(state)
     network.eval()
     options = {

@@ -27,14 +27,15 @@ end row): `Generation.mean_log_prob`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 
 from dose_model.model.generate import Generation, nucleus
-from dose_model.model.transformer import DoseTransformer
+from dose_model.model.transformer import Block, DoseTransformer
 
 _MASK32 = 0xFFFFFFFF
 # Odd multipliers below 2**31: a 32-bit value times one of them stays below 2**63 (no int64
@@ -51,7 +52,7 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 
 
 def row_uniforms(
-    seeds: torch.Tensor, row: torch.Tensor, num_codebooks: int, dtype=torch.float32
+    seeds: torch.Tensor, row: torch.Tensor, num_codebooks: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Uniform numbers in [0, 1) ``[B, num_codebooks]``, a pure function of (seed, row,
     codebook): ``seeds`` int64 ``[B]`` (any 63-bit values), ``row`` int64 ``[1]``."""
@@ -90,7 +91,9 @@ class _Layer:
     values: torch.Tensor
 
 
-def _pair(module: torch.nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(
+    module: torch.nn.Linear | torch.nn.LayerNorm, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     return module.weight.detach().to(dtype), module.bias.detach().to(dtype)
 
 
@@ -147,7 +150,8 @@ class StaticDecoder:
     def _copy_weights(self, model: DoseTransformer) -> None:
         cfg, dt = self.cfg, self.dtype
         with torch.no_grad():
-            table = torch.cat([e.weight.detach() for e in model.embeddings]).clone()
+            embeddings = cast("Iterable[torch.nn.Embedding]", model.embeddings)  # a ModuleList
+            table = torch.cat([e.weight.detach() for e in embeddings]).clone()
             if cfg.published:
                 table[: cfg.vocab_size] *= 2  # x + x, exactly
             self.table = table.to(dt)
@@ -161,14 +165,23 @@ class StaticDecoder:
                 self.capacity,
                 cfg.d_model // cfg.num_heads,
             )
-            self.layers = [
-                _Layer(
-                    *(_pair(m, dt) for m in (b.ln1, b.attn.qkv, b.attn.proj, b.ln2, b.fc1, b.fc2)),
+
+            def layer(b: Block) -> _Layer:
+                ln1, qkv, proj, ln2, fc1, fc2 = (
+                    _pair(m, dt) for m in (b.ln1, b.attn.qkv, b.attn.proj, b.ln2, b.fc1, b.fc2)
+                )
+                return _Layer(
+                    ln1,
+                    qkv,
+                    proj,
+                    ln2,
+                    fc1,
+                    fc2,
                     keys=torch.zeros(shape, dtype=dt, device=self.device),
                     values=torch.zeros(shape, dtype=dt, device=self.device),
                 )
-                for b in model.blocks
-            ]
+
+            self.layers = [layer(b) for b in cast("Iterable[Block]", model.blocks)]  # a ModuleList
             self.ln_f = _pair(model.ln_f, dt)
             self.head = _pair(model.head, dt)
 

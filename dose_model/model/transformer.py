@@ -57,6 +57,7 @@ class KVCache:
             self.keys[layer] = k.new_zeros(shape)
             self.values[layer] = v.new_zeros(shape)
         keys, values = self.keys[layer], self.values[layer]
+        assert keys is not None and values is not None  # allocated just above on first use
         keys[:, :, start : start + t] = k
         values[:, :, start : start + t] = v
         return keys[:, :, : start + t], values[:, :, : start + t]

@@ -231,8 +231,8 @@ class LarsNet:
         with torch.inference_mode():
             out = self._separate_44k(torch.tensor(x), wanted, wiener_alpha)
         result = {}
-        for stem, y in out.items():
-            y = y.numpy()
+        for stem, separated in out.items():
+            y = separated.numpy()
             if sample_rate != SAMPLE_RATE:
                 y = _fit(resample(y, SAMPLE_RATE, sample_rate), n)
             result[stem] = np.ascontiguousarray(y, dtype=np.float32)

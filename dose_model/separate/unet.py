@@ -69,6 +69,8 @@ class MaskUNet(nn.Module):
         channels: audio channels (2: LarsNet is stereo).
     """
 
+    dec1: _Decoder  # a submodule (add_module in __init__)
+
     def __init__(self, widths: tuple[int, ...], bins: int = 2048, channels: int = 2):
         super().__init__()
         if len(widths) != DEPTH:

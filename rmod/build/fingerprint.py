@@ -80,7 +80,10 @@ def engine_fingerprint() -> str:
     """
     h = hashlib.sha256()
     for name in RENDERING_MODULES:
-        origin = importlib.util.find_spec(name).origin
+        spec = importlib.util.find_spec(name)
+        # our own modules, importable from their source files
+        assert spec is not None and spec.origin is not None
+        origin = spec.origin
         h.update(name.encode() + b"\0" + Path(origin).read_bytes() + b"\0")
     for name in RENDERING_PACKAGES:
         try:

@@ -155,7 +155,9 @@ def load_inputs(options: BuildOptions) -> tuple[Recipe, Library, str | None]:
         options.midi_dir is not None
     ):  # Groove variant: workers read the folder (rmod.example.groove)
         recipe = with_midi_dir(recipe, options.midi_dir)
-        for path, reason in recipe_grooves(recipe).refused:
+        grooves = recipe_grooves(recipe)
+        assert grooves is not None  # with_midi_dir has given the recipe a groove.midi_dir
+        for path, reason in grooves.refused:
             log.warning("skipped %s: %s", path, reason)
     elif recipe.groove is not None and recipe.groove.midi_dir is None:
         raise InputError(
@@ -193,6 +195,7 @@ def check_grooves(recipe: Recipe, counts: dict[str, int]) -> None:
     grooves = recipe_grooves(recipe)
     if grooves is None:
         return
+    assert recipe.groove is not None  # recipe_grooves found a groove.midi_dir
     empty = [s for s in SPLITS if counts.get(s, 0) and not grooves.windows.get(s)]
     if empty:
         raise InputError(

@@ -83,6 +83,7 @@ from rmod.example.store_folder import (
     read_store_usage,
     remove_store,
 )
+from rmod.recipe.spec import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ def _run(tasks: list[ShardTask], summary: BuildSummary, progress: bool) -> None:
             summary.peak_rss_worker = result.worker
 
 
-def _dataset_bytes(recipe, examples: int) -> int:
+def _dataset_bytes(recipe: Recipe, examples: int) -> int:
     """An upper bound of the bytes ``examples`` examples add to a dataset: 16-bit WAV of the
     mixture and the three one-shot targets, all at the recipe's channel count (FLAC and mono
     targets write less; MIDI and manifests are small)."""

@@ -40,6 +40,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from rmod import SPLITS
 from rmod.build import tar_layout
@@ -156,7 +157,9 @@ class FolderShardWriter:
     the same methods as :class:`rmod.build.tar_layout.TarShardWriter`. ``folder`` is where
     files go, ``rel_dir`` the shard folder's path relative to the dataset."""
 
-    def __init__(self, folder: Path, rel_dir: str, root: Path | None = None, shard=None):
+    def __init__(
+        self, folder: Path, rel_dir: str, root: Path | None = None, shard: Shard | None = None
+    ):
         self.folder, self.rel_dir, self.root, self.shard = Path(folder), rel_dir, root, shard
 
     @classmethod
@@ -181,6 +184,8 @@ class FolderShardWriter:
 
     def commit(self, rows: Sequence[ManifestRow]) -> None:
         """Flush the folder once, publish it and write the part (:func:`commit_shard`)."""
+        # a writer from open() commits; one for a single example (rmod.build.worker) does not
+        assert self.root is not None and self.shard is not None
         sync_folder(self.folder)
         commit_shard(self.root, self.shard, self.folder, rows)
 
@@ -327,7 +332,8 @@ def restore_parts(root: str | os.PathLike, shards: Sequence[Shard]) -> list[str]
         for shard in sorted(set(by_index.values()), key=lambda s: s.number):
             got = [lines.get(i) for i in shard.indices()]
             if all(line is not None for line in got):
-                atomic_write_bytes(part_path(root, shard), b"".join(got))
+                # all lines are there (checked just above)
+                atomic_write_bytes(part_path(root, shard), b"".join(cast("list[bytes]", got)))
                 restored.append(str(part_path(root, shard).relative_to(root)))
     return restored
 

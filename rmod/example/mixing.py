@@ -43,9 +43,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pedalboard
+
+if TYPE_CHECKING:  # annotations only: nothing of the recipe runs here
+    from rmod.recipe.spec import BandSpec, EQSpec, LimiterSpec, MixingSpec, TrackSpec
 
 LIMITER_RATIO = 1000.0
 LIMITER_ATTACK_MS = 0.01
@@ -129,7 +133,7 @@ class TrackMixParams:
 
 
 # ----------------------------------------------------------------------------- drawing
-def _band(spec, rng: np.random.Generator) -> BandParams:
+def _band(spec: BandSpec, rng: np.random.Generator) -> BandParams:
     return BandParams(
         freq_hz=float(spec.freq_hz.sample(rng)),
         gain_db=float(spec.gain_db.sample(rng)),
@@ -137,7 +141,7 @@ def _band(spec, rng: np.random.Generator) -> BandParams:
     )
 
 
-def draw_eq(spec, rng: np.random.Generator) -> EQParams:
+def draw_eq(spec: EQSpec, rng: np.random.Generator) -> EQParams:
     """Draw an EQ from a recipe ``EQSpec``: low shelf, each peak, high shelf (in that order)."""
     low = _band(spec.low_shelf, rng)
     peaks = tuple(_band(p, rng) for p in spec.peaks)
@@ -145,7 +149,7 @@ def draw_eq(spec, rng: np.random.Generator) -> EQParams:
     return EQParams(low_shelf=low, peaks=peaks, high_shelf=high)
 
 
-def draw_limiter(spec, rng: np.random.Generator) -> LimiterParams:
+def draw_limiter(spec: LimiterSpec, rng: np.random.Generator) -> LimiterParams:
     """Draw limiter settings from a recipe ``LimiterSpec``."""
     return LimiterParams(
         threshold_db=float(spec.threshold_db.sample(rng)),
@@ -153,7 +157,9 @@ def draw_limiter(spec, rng: np.random.Generator) -> LimiterParams:
     )
 
 
-def draw_track_mix(track_spec, mixing_spec, rng: np.random.Generator) -> TrackMixParams:
+def draw_track_mix(
+    track_spec: TrackSpec, mixing_spec: MixingSpec, rng: np.random.Generator
+) -> TrackMixParams:
     """Draw every parameter of one track's chain and its two send levels (recipe
     ``TrackSpec`` + ``MixingSpec``), in a fixed order: gain, pan, EQ, compressor, limiter,
     delay send, reverb send. Sends are drawn even when a bus is off, so switching a bus
@@ -181,7 +187,7 @@ def draw_track_mix(track_spec, mixing_spec, rng: np.random.Generator) -> TrackMi
     )
 
 
-def draw_buses(mixing_spec, rng: np.random.Generator) -> BusParams:
+def draw_buses(mixing_spec: MixingSpec, rng: np.random.Generator) -> BusParams:
     """Draw the example's delay bus, then its reverb bus (recipe ``MixingSpec``)."""
     d, r = mixing_spec.delay, mixing_spec.reverb
     delay = DelayParams(
@@ -199,9 +205,9 @@ def draw_buses(mixing_spec, rng: np.random.Generator) -> BusParams:
 
 
 # ----------------------------------------------------------------------------- rendering
-def eq_plugins(eq: EQParams) -> list:
+def eq_plugins(eq: EQParams) -> list[pedalboard.Plugin]:
     """pedalboard filters for an EQ, low shelf first."""
-    plugins = [
+    plugins: list[pedalboard.Plugin] = [
         pedalboard.LowShelfFilter(
             cutoff_frequency_hz=eq.low_shelf.freq_hz, gain_db=eq.low_shelf.gain_db, q=eq.low_shelf.q
         )
@@ -329,7 +335,8 @@ def process_buses(
     sample_rate: int,
 ) -> dict[str, np.ndarray]:
     """The active buses' outputs (fully wet, ``[2, n]``), by name ``delay``/``reverb``."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
+    fx: pedalboard.Plugin
     if buses.delay.active and delay_in is not None:
         d = buses.delay
         fx = pedalboard.Delay(delay_seconds=d.time_s, feedback=d.feedback, mix=1.0)

@@ -78,6 +78,7 @@ def layered_oneshot(drum: DrumParams, recipe: Recipe, store: SampleStore) -> np.
 def instrument_track(inst: InstrumentParams, recipe: Recipe, store: SampleStore) -> np.ndarray:
     """Dry instrument track: the loop pitch-shifted whole, the segment sliced from it,
     repeated to the mixture length (a short segment repeats exactly), RMS-normalized."""
+    assert inst.loop_id is not None  # only a playing instrument (one with a loop) gets a track
     sr = recipe.audio.sample_rate
     length = int(round(inst.segment_seconds * sr))
     segment = store.loop_segment(inst.loop_id, inst.semitones, inst.start_sample, length)

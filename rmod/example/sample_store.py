@@ -61,6 +61,7 @@ import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -83,6 +84,10 @@ from rmod.example.store_folder import (
     _usage,
     _write_record,
 )
+
+if TYPE_CHECKING:  # annotations only: nothing of these runs here
+    from rmod.library.catalog import LibraryEntry
+    from rmod.library.source import LibrarySource
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ class SampleStore:
 
     def __init__(
         self,
-        library,
+        library: LibrarySource,
         sample_rate: int,
         folder: str | os.PathLike | None = None,
         token: str | None = None,
@@ -138,7 +143,7 @@ class SampleStore:
         """The library's ids of ``cls`` in ``split``."""
         return self.library.ids(cls, split)
 
-    def entry(self, entry_id: str):
+    def entry(self, entry_id: str) -> LibraryEntry:
         """The library's entry ``entry_id``."""
         return self.library.entry(entry_id)
 
@@ -296,7 +301,7 @@ class SampleStore:
     def __enter__(self) -> SampleStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -330,6 +335,7 @@ def _open_store(folder: Path, token: str | None) -> _Open | None:
         os.close(fd)
         _unusable(folder, why)
         return None
+    assert marker is not None  # a missing marker has set why above
     return _Open(fd, marker["id"], marker["cap_bytes"])
 
 
@@ -356,7 +362,7 @@ class _locked:
             raise
         return self.fd
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         os.close(self.fd)  # releases the flock
 
 
@@ -403,7 +409,8 @@ def _publish(s: _Open, name: str, array: np.ndarray) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644, dir_fd=s.fd)  # fmt: skip
         try:
-            view = memoryview(data).cast("B")
+            # the array's own memoryview (numpy's stubs type ndarray as a Buffer on 3.12+ only)
+            view = data.data.cast("B")
             while view:
                 view = view[os.write(fd, view) :]
         finally:

@@ -97,15 +97,15 @@ def render_drum_track(
     if the gap is shorter), or until ``n_samples``.
     """
     out = np.zeros((oneshot.shape[0], n_samples), dtype=np.float32)
-    positions = [int(p) for p in positions]
-    for k, start in enumerate(positions):
+    starts = [int(p) for p in positions]
+    for k, start in enumerate(starts):
         if start >= n_samples:
             continue
-        stop = positions[k + 1] if k + 1 < len(positions) else n_samples
+        stop = starts[k + 1] if k + 1 < len(starts) else n_samples
         stop = min(stop, n_samples)
         length = min(stop - start, oneshot.shape[-1])
         piece = oneshot[:, :length].copy()
-        cut = k + 1 < len(positions) and oneshot.shape[-1] > stop - start
+        cut = k + 1 < len(starts) and oneshot.shape[-1] > stop - start
         if cut and fade > 0:
             f = min(fade, length)
             piece[:, length - f :] *= fade_out_gains(f)

@@ -29,9 +29,10 @@ import json
 import math
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -94,6 +95,7 @@ def params_problems(params: ExampleParams, recipe: Recipe, library: Library) -> 
         if inst.plays and (inst.dropped or not inst.available):
             out.append(f"{where}: a dropped or unavailable instrument has a loop")
         if inst.plays and name in names:
+            assert inst.loop_id is not None  # it plays: it has a loop
             found = _sample_problems((inst.loop_id,), name, params.split, library)
             out += [f"{where}.loop_id: {p}" for p in found]
             if not found:
@@ -141,6 +143,7 @@ def _slice_problems(
             f"(0 < samples <= MAX_SLICE_SAMPLES = {MAX_SLICE_SAMPLES})"
         ]
     seg_n = int(round(seg))
+    assert inst.loop_id is not None  # called for a playing instrument only
     loop_n = int(math.floor(library.entry(inst.loop_id).duration * sr))
     last = max(0, loop_n - seg_n)
     if not 0 <= inst.start_sample <= last:
@@ -180,7 +183,9 @@ def claim_folder(out: Path) -> dict[str, str]:
             f"{out}: not empty and holds no earlier render (no rmod example.json); "
             "render into a new or empty folder, or one that rmod-render-one wrote"
         )
-    files = doc.get("files") if isinstance(doc.get("files"), dict) else {}
+    files = doc.get("files")
+    if not isinstance(files, dict):
+        files = {}
     return {
         rel: sha
         for rel, sha in files.items()
@@ -382,7 +387,7 @@ def _document_bytes(path: Path) -> bytes:
     return data
 
 
-def _open_text_lines(path: Path):
+def _open_text_lines(path: Path) -> tuple[BinaryIO, Iterator[tuple[int, bytes]]]:
     """``(line number, raw line)`` of a JSON Lines file, gzip or not (bounded lines)."""
     fh = open_stream(path, what="--from")
     return fh, bounded_lines(fh, str(path))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,7 +38,8 @@ CLASS_COLORS = {"kick": "tab:red", "snare": "tab:blue", "hihat": "tab:green"}
 def premaster_mix(stems: dict[str, np.ndarray]) -> np.ndarray:
     """Sum of the processed track stems (``*_dry`` stems excluded), ``[2, n]``."""
     names = [k for k in stems if not k.endswith("_dry")]
-    return np.sum([stems[k] for k in names], axis=0, dtype=np.float64)
+    # a sum over axis 0 of [2, n] arrays is an array (numpy's stubs allow a scalar)
+    return cast(np.ndarray, np.sum([stems[k] for k in names], axis=0, dtype=np.float64))
 
 
 def contribution_db(stems: dict[str, np.ndarray]) -> dict[str, float]:
@@ -47,7 +48,8 @@ def contribution_db(stems: dict[str, np.ndarray]) -> dict[str, float]:
     out = {k: rms_db(v) - mix_db for k, v in stems.items() if not k.endswith("_dry")}
     drums = [stems[c] for c in DRUMS if c in stems]
     if drums:
-        out["drums"] = rms_db(np.sum(drums, axis=0, dtype=np.float64)) - mix_db
+        drum_sum = cast(np.ndarray, np.sum(drums, axis=0, dtype=np.float64))  # an array, as above
+        out["drums"] = rms_db(drum_sum) - mix_db
     return out
 
 

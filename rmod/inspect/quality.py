@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -71,10 +71,16 @@ def high_band_share(stems: dict[str, np.ndarray], sr: int) -> float:
     drums = [v for k, v in stems.items() if k in DRUMS]
     if not other:
         return 0.0
-    e_other = high_band_energy(np.sum(other, axis=0, dtype=np.float64), sr)
-    e_drum = high_band_energy(np.sum(drums, axis=0, dtype=np.float64), sr) if drums else 0.0
+    e_other = high_band_energy(_sum_tracks(other), sr)
+    e_drum = high_band_energy(_sum_tracks(drums), sr) if drums else 0.0
     total = e_other + e_drum
     return e_other / total if total > 0 else 0.0
+
+
+def _sum_tracks(tracks: list[np.ndarray]) -> np.ndarray:
+    """The float64 sum of ``[channels, n]`` tracks, ``[channels, n]`` (a sum over axis 0 of
+    arrays is an array; numpy's stubs allow a scalar)."""
+    return cast(np.ndarray, np.sum(tracks, axis=0, dtype=np.float64))
 
 
 def audibility_failures(rendered: Rendered) -> list[str]:

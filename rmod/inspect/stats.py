@@ -41,7 +41,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -166,16 +166,21 @@ class Collector:
         """The means of :meth:`_source_figures` over the library's training ``cls`` entries
         (None when it has none)."""
         if cls not in self._expected:
+            assert self.library is not None  # _add_sources, the caller, returns without one
             ids = self.library.ids(cls, "train")
             figures = np.array([self._source_figures(self.library.entry(i)) for i in ids])
             means = figures.mean(axis=0) if len(figures) else (None, None)
-            self._expected[cls] = tuple(None if m is None else float(m) for m in means)
+            # two means: figures is [entries, 2] (recorded, family size)
+            self._expected[cls] = cast(
+                "tuple[float | None, float | None]",
+                tuple(None if m is None else float(m) for m in means),
+            )
         return self._expected[cls]
 
 
 def _library_of(info: BuildInfo) -> Library | None:
     """The build's library when it can be read without generating anything, else None."""
-    path = info.library_path
+    path: str | os.PathLike | None = info.library_path
     if path is None:
         # here: the built-in library's modules load scipy.signal (~1 s), needed only here
         from rmod.library.builtin import BuiltinConfig, Sources, cache_root, check_builtin
@@ -256,14 +261,16 @@ def summarize(metric: Metric) -> dict[str, Any]:
     return out
 
 
-def collect(root: str | os.PathLike, splits: Iterable[str] = SPLITS, progress: bool = True):
+def collect(
+    root: str | os.PathLike, splits: Iterable[str] = SPLITS, progress: bool = True
+) -> tuple[BuildInfo, Collector, dict[str, int]]:
     """Read the manifests of ``splits`` and return ``(build info, Collector, rows per split)``."""
     root = Path(root)
     info = read_build_info(root)
     # the walk below reads the recipe dict as a recipe: refuse one that is not (RecipeError)
     Recipe.from_dict(info.recipe, source=f"{root / BUILD_JSON}: recipe")
     collector = Collector(info.recipe, _library_of(info))
-    counts = {}
+    counts: dict[str, int] = {}
     splits = list(splits)
     total = sum(info.counts.get(s, 0) for s in splits)
     with tqdm(total=total, desc="rmod-stats", unit="row", disable=not progress) as bar:
@@ -309,7 +316,7 @@ def compute_stats(
     metrics = {name: summarize(m) for name, m in sorted(collector.metrics.items())}
     if "high_band.share" in metrics:
         metrics["high_band.share"]["median"] = summary["median"]
-    stats = {
+    stats: dict[str, Any] = {
         "dataset": str(root),
         "recipe": info.recipe.get("name"),
         "recipe_fingerprint": info.recipe_fingerprint,

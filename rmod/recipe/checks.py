@@ -42,7 +42,9 @@ def distribution_field(value: Any, where: str, meta: Mapping[str, Any]) -> Distr
         raise RecordError(where, f"expected numeric values, got {dist.to_dict()!r}")
     if kind in ("int", "float"):
         lo, hi = meta.get("range", (None, None))
-        b_lo, b_hi = dist.bounds
+        bounds = dist.bounds
+        assert bounds is not None  # an int or float distribution has numeric bounds
+        b_lo, b_hi = bounds
         if lo is not None and b_lo < lo:
             raise RecordError(where, f"values can reach {b_lo}, below the allowed minimum {lo}")
         if hi is not None and b_hi > hi:
@@ -105,6 +107,7 @@ def _check_groove(r: Recipe) -> None:
             "drums.grid_points",
             f"the Groove variant needs one grid point per sample ({r.mixture_samples})",
         )
+    assert r.groove is not None  # cross_check calls this for a Groove recipe only
     seen: dict[int, str] = {}
     for cls in DRUMS:
         for note in getattr(r.groove.notes, cls):  # each in 0-127: the field's range
@@ -121,7 +124,9 @@ def _check_tracks(r: Recipe) -> None:
                 f"instruments.tracks.{name}",
                 f"unknown instrument (expected one of: {', '.join(INSTRUMENTS)})",
             )
-    b_hi = r.instruments.segment_seconds.bounds[1]
+    bounds = r.instruments.segment_seconds.bounds
+    assert bounds is not None  # a float field (distribution_field has checked its kind)
+    b_hi = bounds[1]
     if b_hi > r.audio.mixture_seconds:
         raise RecordError("instruments.segment_seconds", f"{b_hi:g} s is longer than the mixture")
     expected = list(DRUMS) + list(r.instrument_names)

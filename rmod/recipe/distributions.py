@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -325,7 +325,8 @@ def _loguniform(arg: Any, spec: dict, where: str) -> Distribution:
 
 
 def _randint(arg: Any, spec: dict, where: str) -> Distribution:
-    return RandInt(*_pair(arg, where, "randint", integer=True))
+    # integer=True: _pair has checked that both ends are ints
+    return RandInt(*cast("tuple[int, int]", _pair(arg, where, "randint", integer=True)))
 
 
 def _normal(arg: Any, spec: dict, where: str) -> Distribution:

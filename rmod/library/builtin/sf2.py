@@ -33,6 +33,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -55,7 +56,7 @@ _COARSE_TUNE, _FINE_TUNE, _SAMPLE_ID, _SAMPLE_MODES = 51, 52, 53, 54
 _SCALE_TUNING, _ROOT_KEY = 56, 58
 _FILTER_FC, _FILTER_Q = 8, 9
 #: Generators a preset zone adds to its instrument zones' values (SF2.04 section 9.4).
-_ADDITIVE = (_ATTENUATION, _COARSE_TUNE, _FINE_TUNE, _FILTER_FC, _FILTER_Q)
+_ADDITIVE: tuple[int, ...] = (_ATTENUATION, _COARSE_TUNE, _FINE_TUNE, _FILTER_FC, _FILTER_Q)
 _ADDITIVE += (_ATTACK, _HOLD, _DECAY, _SUSTAIN, _RELEASE)
 #: Allowed range of each generator's value (SoundFont 2.04 section 8.1.3; instrument and
 #: preset values summed first): values outside are clamped.
@@ -194,7 +195,7 @@ class SoundFont:
             logging.disable(previous)
         del self._built
 
-    def _preset_zones(self, preset) -> list[Zone]:
+    def _preset_zones(self, preset: Any) -> list[Zone]:  # an sf2utils preset (untyped)
         """The zones of a preset. Zones of one instrument under equal preset generators are
         built once per font (the same records serve every preset zone that repeats them);
         what is built and what each preset plays count towards
@@ -220,7 +221,7 @@ class SoundFont:
         if self._count > MAX_SF2_ZONES:
             raise SoundFontError(f"{self.path}: more than MAX_SF2_ZONES = {MAX_SF2_ZONES} zones")
 
-    def _instrument_zones(self, inst, pgens: dict) -> list[Zone]:
+    def _instrument_zones(self, inst: Any, pgens: dict) -> list[Zone]:  # an sf2utils instrument
         """The zones of instrument ``inst`` under preset generators ``pgens``."""
         pkeys, pvels = _range(pgens, _KEY_RANGE), _range(pgens, _VEL_RANGE)
         zones: list[Zone] = []
@@ -238,7 +239,7 @@ class SoundFont:
             zones.append(self._zone(ibag, gens, keys, vels))
         return zones
 
-    def _plays(self, ibag) -> bool:
+    def _plays(self, ibag: Any) -> bool:  # an sf2utils instrument bag (untyped)
         """Whether the zone's sample can sound: inside the sample data (else
         :class:`SoundFontError`), at an allowed rate (else too), not empty."""
         s = ibag.sample
@@ -255,7 +256,7 @@ class SoundFont:
             )
         return s.end - s.start >= 2
 
-    def _zone(self, ibag, gens: dict, keys: tuple[int, int], vels: tuple[int, int]) -> Zone:
+    def _zone(self, ibag: Any, gens: dict, keys: tuple[int, int], vels: tuple[int, int]) -> Zone:
         s = ibag.sample
         looping = _short(gens, _SAMPLE_MODES, 0) & 1 == 1
         loop = None
@@ -318,7 +319,7 @@ class SoundFont:
         return np.asarray(self.pool[zone.start : zone.end], dtype=np.float32) / np.float32(32768)
 
 
-def _layout(fh, size: int, path: Path) -> tuple[int, int] | None:
+def _layout(fh: BinaryIO, size: int, path: Path) -> tuple[int, int] | None:
     """Offset and size (bytes) of the sample data (``smpl``), from the RIFF chunk headers;
     :class:`SoundFontError` for a file that is no SoundFont 2 or whose header block
     (``pdta``) is bigger than :data:`rmod.limits.MAX_SF2_PDTA_BYTES`."""
@@ -356,7 +357,7 @@ def _layout(fh, size: int, path: Path) -> tuple[int, int] | None:
 def _check_hydra(pdta: dict, path: Path) -> None:
     """Refuse header records that point backwards or past their lists (each bag, generator
     and modulator then belongs to one preset or instrument, read once)."""
-    pairs = (("Phdr", "bag", "Pbag"), ("Inst", "bag", "Ibag"))
+    pairs: tuple[tuple[str, str, str], ...] = (("Phdr", "bag", "Pbag"), ("Inst", "bag", "Ibag"))
     pairs += (("Pbag", "gen", "Pgen"), ("Pbag", "mod", "Pmod"))
     pairs += (("Ibag", "gen", "Igen"), ("Ibag", "mod", "Imod"))
     for records, field_name, target in pairs:
