@@ -166,9 +166,9 @@ def _read_row(row: ManifestRow, systems: Systems) -> tuple[np.ndarray, Any, dict
     data, rate = read_audio(row.mixture, RowAudioError)
     mixture = clip(mono_at_rate(data.T, rate, sr), 0, window)
     try:
-        stereo = as_stereo(data, rate, row.mixture)[:, :window]
+        stereo = as_stereo(data, rate, str(row.mixture))[:, :window]
     except DoseError as err:
-        raise RowAudioError(row.mixture, str(err).split(": ", 1)[-1]) from None
+        raise RowAudioError(str(row.mixture), str(err).split(": ", 1)[-1]) from None
     return mixture, stereo, truth
 
 
@@ -194,10 +194,10 @@ def _estimates(
             SILENCE: {d: (np.zeros_like(truth[d]), {}) for d in drums},
         }
         if systems.larsnet is not None:
-            shots = larsnet_oneshots(
+            separated = larsnet_oneshots(
                 systems.larsnet, stereo, sr, drums, lengths, systems.wiener_alpha
             )
-            per[LARSNET] = {d: (shots[d], {}) for d in drums}
+            per[LARSNET] = {d: (separated[d], {}) for d in drums}
         per[DSP] = {d: (a, {}) for d, a in baseline_oneshots(mixture, sr, drums, lengths).items()}
         for label, ranked in extracted.items():
             per[label] = {}
@@ -241,7 +241,7 @@ def _score_batch(
                 if drum not in by_drum:
                     continue
                 estimate, extra = by_drum[drum]
-                line = {"id": row.id, "drum": drum, "system": system}
+                line: dict[str, Any] = {"id": row.id, "drum": drum, "system": system}
                 line["mss"] = mss_distance(estimate, ref, sr)
                 scores.lines.append({**line, **extra})
                 if system == SILENCE:

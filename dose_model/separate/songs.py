@@ -42,7 +42,8 @@ class SeparatedSong:
 def outside(songs: Sequence[Song], out: str | Path) -> tuple[list[Song], list[Song]]:
     """(songs that lie outside the folder ``out``, songs inside it), each in input order."""
     root = Path(out).resolve()
-    kept, inside = [], []
+    kept: list[Song] = []
+    inside: list[Song] = []
     for song in songs:
         (inside if song.path.resolve().is_relative_to(root) else kept).append(song)
     return kept, inside

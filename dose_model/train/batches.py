@@ -21,6 +21,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -147,10 +148,13 @@ class TokenDataset(Dataset):
         """Raw codes of the items ``indices`` (in that order): int64 mixture [B, 9, T] and
         one-shot [B, 9, target_frames], read with one gather per shard and range-checked."""
         idx = np.asarray(indices, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+        if idx.size == 0:
+            raise ValueError("a batch needs at least one item")
+        if idx.min() < 0 or idx.max() >= len(self):
             raise IndexError(f"indices out of range for {len(self)} items")
         shard_of = np.searchsorted(self.offsets, idx, side="right") - 1
-        mix_out = shot_out = None
+        mix_out: np.ndarray | None = None
+        shot_out: np.ndarray | None = None
         for s in np.unique(shard_of):
             mix, shot = self._shard(int(s))
             sel = np.flatnonzero(shard_of == s)
@@ -163,11 +167,13 @@ class TokenDataset(Dataset):
             if mix_out is None:
                 mix_out = np.empty((len(idx), *m.shape[1:]), dtype=np.int64)
                 shot_out = np.empty((len(idx), *t.shape[1:]), dtype=np.int64)
+            assert shot_out is not None  # made with mix_out
             mix_out[sel[order]] = m
             shot_out[sel[order]] = t
+        assert mix_out is not None and shot_out is not None  # idx is not empty: a shard was read
         return mix_out, shot_out
 
-    def batch(self, indices) -> Batch:
+    def batch(self, indices: Sequence[int] | np.ndarray) -> Batch:
         """The batch of items ``indices``, equal to ``collate([self[i] for i in indices])``:
         (mixture long [B, T + 8, 9], target long [B, target_frames + 10, 9], mask all True)."""
         mix, shot = self._gather(np.asarray(indices))

@@ -186,6 +186,8 @@ def test_a_corrupted_cache_is_named_not_trained_on(tokdir, tmp_path, capsys):
         TokenDataset(wild, "train", "hihat").batch([2])
     with pytest.raises(CacheError, match="codes outside"):
         TokenDataset(wild, "train", "hihat")[2]
+    with pytest.raises(ValueError, match="a batch needs at least one item"):
+        TokenDataset(wild, "train", "hihat").batch([])  # was a TypeError deep in torch
     with pytest.raises(CacheError, match="codes outside"):
         verify_cache(wild)
 
