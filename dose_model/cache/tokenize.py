@@ -113,7 +113,9 @@ class TokenizeSummary:
         )
 
 
-def load_row(row: ManifestRow, sample_rate: int, mix_samples: int, shot_samples: int):
+def load_row(
+    row: ManifestRow, sample_rate: int, mix_samples: int, shot_samples: int
+) -> tuple[np.ndarray, np.ndarray] | RowAudioError:
     """(mixture [mix_samples], one-shots [3, shot_samples]) float32, or a RowAudioError."""
     try:
         mixture = load_mono(row.mixture, sample_rate, mix_samples)

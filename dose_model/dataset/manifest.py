@@ -27,6 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import IO
 
 from dose_model import DRUMS
 from dose_model.dataset.members import MemberError, TarMember
@@ -75,7 +76,7 @@ class ManifestRow:
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
 
-def _open_text(path: Path):
+def _open_text(path: Path) -> IO[str]:
     if path.name.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")

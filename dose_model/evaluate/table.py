@@ -153,7 +153,13 @@ class ExampleKeeper:
         folder = self.report / "audio" / slug(name)
         rows = self._rows.setdefault(name, [])
 
-        def keep(row: ManifestRow, drum: str, mixture, truth, estimates) -> None:
+        def keep(
+            row: ManifestRow,
+            drum: str,
+            mixture: np.ndarray,
+            truth: np.ndarray,
+            estimates: dict[str, np.ndarray],
+        ) -> None:
             if row.id not in rows:
                 if len(rows) >= self.per_dataset:
                     return
@@ -267,7 +273,15 @@ def _write_rows(path: Path, lines: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _summary(options, systems, table, all_scores, infos, settings, start) -> dict:
+def _summary(
+    options: TableOptions,
+    systems: Systems,
+    table: TableResult,
+    all_scores: list[SplitScores],
+    infos: dict[str, dict],
+    settings: dict,
+    start: float,
+) -> dict:
     first = next(iter(systems.models.values()), None)
     return {
         "datasets": [

@@ -37,7 +37,9 @@ class Generation:
     mean_log_prob: torch.Tensor | None = None
 
 
-def nucleus(logits: torch.Tensor, top_p, temperature) -> tuple[torch.Tensor, torch.Tensor]:
+def nucleus(
+    logits: torch.Tensor, top_p: float | torch.Tensor, temperature: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The nucleus of ``logits`` [..., V] at ``temperature``: the probabilities sorted in
     descending order with every token past the smallest set whose mass reaches ``top_p`` set
     to 0 (not renormalised), and the token of each sorted position. ``top_p`` and

@@ -30,6 +30,7 @@ cast).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     """Per-row cross-entropy in fp32 of low-precision logits [N, V], chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # ctx: the context object autograd passes (save_for_backward, saved_tensors)
         lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
         for rows, chunk in zip(lse.split(CHUNK_ROWS), logits.split(CHUNK_ROWS), strict=True):
             rows.copy_(torch.logsumexp(chunk.float(), dim=-1))
@@ -50,7 +52,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return lse - logits.gather(1, target[:, None])[:, 0].float()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, target, lse = ctx.saved_tensors
         out = torch.empty_like(logits)
         parts = (out, logits, target, lse, grad)

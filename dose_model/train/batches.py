@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,6 +36,17 @@ from dose_model.errors import InputError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """(mixture [B, M, K] long, target [B, L, K] long, target_mask [B, L] bool)."""
+
+
+class ExampleSet(Protocol):
+    """What training reads (for annotations): a sized set of items ``(mixture [M, K],
+    target [L, K])`` long tensors, such as `TokenDataset` (whose ``batch(indices)`` training
+    uses when it is there) or a list of such pairs."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 MAX_OPEN_SHARDS = 64
 """Shards a dataset keeps memory-mapped at once (per process)."""

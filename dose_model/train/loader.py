@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from dose_model.model.config import TrainConfig
 from dose_model.train.batches import Batch
 from dose_model.train.batches import collate as default_collate
 from dose_model.train.distributed import DistEnv
+
+if TYPE_CHECKING:
+    from dose_model.train.batches import ExampleSet
 
 
 class TrainingError(DoseError, RuntimeError):
@@ -52,7 +55,7 @@ def rank_share(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 
 def load_batch(
-    dataset, indices: Sequence[int] | np.ndarray, collate: Callable | None = None
+    dataset: ExampleSet, indices: Sequence[int] | np.ndarray, collate: Callable | None = None
 ) -> Batch:
     """The batch of ``indices`` on the CPU: ``dataset.batch(indices)`` (one gather, the delay
     pattern for the whole batch) when the dataset has it and no ``collate`` is given, else
@@ -71,7 +74,14 @@ class BatchLoader:
     `load_batch` of ``rank_share(global_batch(seed, step, n, B), rank, world)``.
     """
 
-    def __init__(self, dataset, cfg: TrainConfig, env: DistEnv, device, collate=None) -> None:
+    def __init__(
+        self,
+        dataset: ExampleSet,
+        cfg: TrainConfig,
+        env: DistEnv,
+        device: torch.device | str,
+        collate: Callable | None = None,
+    ) -> None:
         self.dataset, self.cfg, self.env, self.collate = dataset, cfg, env, collate
         self.device = torch.device(device)
         self.n = len(dataset)

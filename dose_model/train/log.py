@@ -32,7 +32,9 @@ class MetricsLog:
 
     NAMES = ("train_loss", "full_loss", "onset_loss", "token_accuracy")
 
-    def __init__(self, path: Path, state: TrainState, env: DistEnv, device) -> None:
+    def __init__(
+        self, path: Path, state: TrainState, env: DistEnv, device: torch.device | str
+    ) -> None:
         self.path, self.env = path, env
         self.window = torch.tensor(state.window, dtype=torch.float64).to(device)
         self.rows = _read_metrics(path, state.step) if env.main and state.step else []

@@ -28,7 +28,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -56,6 +56,9 @@ from dose_model.train.state import (
     run_config,
     set_rng_state,
 )
+
+if TYPE_CHECKING:
+    from dose_model.train.batches import ExampleSet
 
 
 @dataclass
@@ -105,7 +108,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     )
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -129,7 +132,7 @@ def _loss(
 @torch.no_grad()
 def evaluate(
     model: DoseTransformer,
-    dataset,
+    dataset: ExampleSet,
     cfg: TrainConfig,
     device: torch.device,
     precision: str = "auto",
@@ -180,7 +183,7 @@ class _Run:
     out: Path
 
 
-def _build(state: TrainState, env: DistEnv, dev: torch.device, compile: bool, **kw) -> _Run:
+def _build(state: TrainState, env: DistEnv, dev: torch.device, compile: bool, **kw: Any) -> _Run:
     """Model, optimizer and the (DDP-wrapped, compiled) step, restored from ``state``."""
     cfg = TrainConfig.from_dict(state.train_config)
     torch.manual_seed(cfg.seed)
@@ -232,7 +235,13 @@ def _save(run: _Run, path: Path, window: torch.Tensor) -> None:
     state.save(path)
 
 
-def _validate(run: _Run, valid_set, collate, best_path: Path, window) -> dict[str, str]:
+def _validate(
+    run: _Run,
+    valid_set: ExampleSet,
+    collate: Callable | None,
+    best_path: Path,
+    window: torch.Tensor,
+) -> dict[str, str]:
     """Evaluate, update best/early-stopping state, save ``best.ckpt`` on a new best; returns
     the metrics row's validation columns."""
     ev = evaluate(run.model, valid_set, run.cfg, run.device, run.precision, collate, run.env)
@@ -253,7 +262,10 @@ def _validate(run: _Run, valid_set, collate, best_path: Path, window) -> dict[st
 
 # ----------------------------------------------------------------------------- the loop
 def train(
-    train_set, valid_set, options: TrainOptions, collate: Callable | None = None
+    train_set: ExampleSet,
+    valid_set: ExampleSet | None,
+    options: TrainOptions,
+    collate: Callable | None = None,
 ) -> TrainResult:
     """Train a `DoseTransformer` and write ``metrics.csv``, ``last.ckpt``, ``best.ckpt``.
 
@@ -293,7 +305,14 @@ def train(
         loader.close()
 
 
-def _loop(run: _Run, loader: BatchLoader, valid_set, collate, progress, stop_after) -> TrainResult:
+def _loop(
+    run: _Run,
+    loader: BatchLoader,
+    valid_set: ExampleSet | None,
+    collate: Callable | None,
+    progress: bool,
+    stop_after: int | None,
+) -> TrainResult:
     state, cfg, env, out = run.state, run.cfg, run.env, run.out
     log = MetricsLog(out / "metrics.csv", state, env, run.device)
     has_valid = valid_set is not None and len(valid_set) > 0
@@ -314,6 +333,7 @@ def _loop(run: _Run, loader: BatchLoader, valid_set, collate, progress, stop_aft
                 state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
             )
             if validating:
+                assert valid_set is not None  # has_valid: valid_set is a non-empty set
                 row = (row or {"step": state.step, "lr": fmt(lr)}) | _validate(
                     run, valid_set, collate, out / "best.ckpt", log.window
                 )

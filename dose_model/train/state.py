@@ -7,13 +7,16 @@ torch's generator states, which the checkpoint carries for an exact resume.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dose_model.model.checkpoints import CheckpointError, TrainState, read_state
 from dose_model.model.config import ModelConfig, TrainConfig
 from dose_model.train.loader import TrainingError
+
+if TYPE_CHECKING:
+    from dose_model.train.batches import ExampleSet
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -92,7 +95,7 @@ def run_config(state: TrainState, max_steps: int | None, world: int) -> TrainCon
     return cfg
 
 
-def check_shapes(dataset, cfg: ModelConfig) -> None:
+def check_shapes(dataset: ExampleSet, cfg: ModelConfig) -> None:
     """Refuse (TrainingError) an empty training set or one whose token shapes ``cfg``
     cannot take."""
     if len(dataset) == 0:

@@ -20,7 +20,8 @@ class ExampleFailed(RmodError):
         where = f" ({path})" if path else ""
         super().__init__(f"example {example_id}{where}: {reason}")
 
-    def __reduce__(self):  # keep the fields when the error crosses a process boundary
+    def __reduce__(self) -> tuple[type[ExampleFailed], tuple[str, str, str | None]]:
+        # keep the fields when the error crosses a process boundary
         return (type(self), (self.example_id, self.reason, self.path))
 
 
@@ -33,7 +34,7 @@ class ShardError(RmodError):
         self.reason = reason
         super().__init__(f"shard {shard}: {reason}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ShardError], tuple[str, str]]:
         return (type(self), (self.shard, self.reason))
 
 

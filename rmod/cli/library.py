@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import rmod_dose_common.cli as rmod_dose_cli
 from rmod import CLASSES, DRUMS, INSTRUMENTS, SPLITS
@@ -16,6 +17,9 @@ from rmod.library.families import family_counts, source_counts
 from rmod.library.indexing import GROUP_BY, IndexLimits, check_limits, index_library
 from rmod.library.leaks import leak_report
 from rmod_dose_common.cli import HelpFormatter, add_common, new_parser
+
+if TYPE_CHECKING:
+    from rmod.library.leaks import ClassLeaks
 
 PROG = "rmod-library"
 #: argparse type of a length in seconds: a finite number above 0.
@@ -121,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_soundfont_parser(sub) -> None:
+def _add_soundfont_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sf = sub.add_parser(
         "soundfont",
         help="turn a SoundFont 2 file into library folders",
@@ -237,7 +241,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _leaks(lib):
+def _leaks(lib: Library) -> list[ClassLeaks]:
     return leak_report(lib, [c for c in DRUMS if c in lib.classes])
 
 

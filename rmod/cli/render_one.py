@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rmod import SPLITS
 from rmod.build.manifest import MAX_PER_SPLIT, check_example_id
@@ -21,6 +22,12 @@ from rmod.library.catalog import Library
 from rmod.limits import real_path
 from rmod.recipe.spec import load_recipe
 from rmod_dose_common.cli import add_common, new_parser
+
+if TYPE_CHECKING:  # annotations only: drawing and rendering are imported where used
+    from rmod.example.draw import ExampleParams
+    from rmod.example.groove import GrooveSet
+    from rmod.example.render import Rendered
+    from rmod.recipe.spec import Recipe
 
 PROG = "rmod-render-one"
 
@@ -92,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _grooves(midi_dir, recipe):
+def _grooves(midi_dir: str | None, recipe: Recipe) -> GrooveSet | None:
     """The Groove windows of ``midi_dir`` (refused files listed on stderr), or None."""
     if midi_dir is None:
         return None
@@ -146,7 +153,9 @@ def _render_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs(args: argparse.Namespace):
+def _inputs(
+    args: argparse.Namespace,
+) -> tuple[ExampleParams, Recipe, Library, str | None, str | None]:
     """(params, recipe, library, library path or None, audio format or None) to render:
     read with ``--from`` (and checked), else drawn."""
     from rmod.example.draw import draw_example
@@ -166,7 +175,7 @@ def _inputs(args: argparse.Namespace):
     return params, recipe, library, args.library, None
 
 
-def _summary(params, recipe, rendered) -> None:
+def _summary(params: ExampleParams, recipe: Recipe, rendered: Rendered) -> None:
     """Print what was drawn and how loud each part came out."""
     levels = contribution_db(rendered.stems)
     hits = ", ".join(f"{c} {len(d.grid)}" for c, d in params.drums.items())
@@ -203,7 +212,9 @@ def _example_id(value: str | None) -> str | None:
         raise InputError(f"--id: {exc}") from None
 
 
-def _check_params(args: argparse.Namespace, params, recipe, library) -> None:
+def _check_params(
+    args: argparse.Namespace, params: ExampleParams, recipe: Recipe, library: Library
+) -> None:
     """Refuse drawn parameters (read with ``--from``) that the recipe and the library could
     not have produced, naming each field (:class:`rmod.example.draw.ExampleError`)."""
     from rmod.example.draw import ExampleError

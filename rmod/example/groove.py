@@ -42,6 +42,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +58,11 @@ from rmod.limits import (
     read_regular,
     real_path,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from rmod.recipe.spec import Recipe
 
 DEFAULT_NOTES = {"kick": (35, 36), "snare": (37, 38, 40), "hihat": (42, 44, 46, 22, 26)}
 MIDI_EXTENSIONS = (".mid", ".midi")
@@ -126,7 +132,7 @@ class _TempoMap:
     """Seconds of a tick under a file's tempo changes (miditoolkit's ``TempoChange``: BPM at
     a tick): the same arithmetic as miditoolkit's tick table, without the table."""
 
-    def __init__(self, ticks_per_beat: int, changes) -> None:
+    def __init__(self, ticks_per_beat: int, changes: Iterable[Any]) -> None:
         if ticks_per_beat < 1:
             raise ValueError(f"unreadable ({ticks_per_beat} ticks per beat)")
         changes = sorted(changes, key=lambda c: c.time) or []
@@ -144,7 +150,7 @@ class _TempoMap:
         return self.offsets[k] + self.per_tick[k] * (tick - self.starts[k])
 
 
-def _drum_notes(data: bytes):
+def _drum_notes(data: bytes) -> list[tuple[float, int, int]]:
     """``(onset seconds, pitch, velocity)`` of every drum-track note, by time; ``ValueError``
     past :data:`rmod.limits.MAX_MIDI_NOTES` notes or :data:`rmod.limits.MAX_MIDI_SECONDS`."""
     import miditoolkit
@@ -157,7 +163,7 @@ def _drum_notes(data: bytes):
     if count > MAX_MIDI_NOTES:
         raise ValueError(f"{count} drum notes, more than MAX_MIDI_NOTES = {MAX_MIDI_NOTES}")
     tempo = _TempoMap(int(midi.ticks_per_beat), midi.tempo_changes)
-    notes = []
+    notes: list[tuple[float, int, int]] = []
     for inst in drums:
         for n in inst.notes:
             t = float(tempo.seconds(int(n.start)))
@@ -206,7 +212,7 @@ def file_windows(
     return out
 
 
-def with_midi_dir(recipe, midi_dir: str | os.PathLike):
+def with_midi_dir(recipe: Recipe, midi_dir: str | os.PathLike) -> Recipe:
     """``recipe`` whose ``groove.midi_dir`` is the absolute path of ``midi_dir`` and whose
     ``groove.midi_files`` are the SHA-256 of the usable files found there now (how
     ``rmod-build --midi-dir`` hands the folder to its workers, who check that they see the
@@ -239,13 +245,16 @@ def _scan(
     return _SCANS[key]
 
 
-def _scan_args(recipe) -> tuple[tuple, float, int]:
+def _scan_args(recipe: Recipe) -> tuple[tuple, float, int]:
     """A Groove recipe's note map (hashable), window length (the mixture's) and rate."""
+    # Every caller passes a Groove recipe: with_midi_dir has just set recipe.groove,
+    # recipe_grooves and rmod-render-one's _grooves check it first.
+    assert recipe.groove is not None
     notes = tuple((c, tuple(getattr(recipe.groove.notes, c))) for c in DRUMS)
     return notes, recipe.audio.mixture_seconds, recipe.audio.sample_rate
 
 
-def recipe_grooves(recipe) -> GrooveSet | None:
+def recipe_grooves(recipe: Recipe) -> GrooveSet | None:
     """The windows of the recipe's ``groove.midi_dir`` (scanned once per process), or None.
 
     When the recipe records the files it was planned with (``groove.midi_files``, set by
@@ -268,7 +277,7 @@ def recipe_grooves(recipe) -> GrooveSet | None:
     return found
 
 
-def for_recipe(midi_dir: str | os.PathLike, recipe) -> GrooveSet:
+def for_recipe(midi_dir: str | os.PathLike, recipe: Recipe) -> GrooveSet:
     """:func:`scan_midi_dir` with a Groove recipe's note map, mixture length and rate."""
     notes, window_s, sample_rate = _scan_args(recipe)
     return scan_midi_dir(midi_dir, dict(notes), window_s=window_s, sample_rate=sample_rate)

@@ -14,6 +14,7 @@ Stages, in order (all ``[2, n]`` float32):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pedalboard
@@ -27,6 +28,9 @@ from rmod.example.mixing import (
     linked_limit,
 )
 
+if TYPE_CHECKING:  # annotations only
+    from rmod.recipe.spec import MasterSpec
+
 
 @dataclass(frozen=True)
 class MasterParams:
@@ -36,7 +40,7 @@ class MasterParams:
     limiter: LimiterParams
 
 
-def draw_master(spec, rng: np.random.Generator) -> MasterParams:
+def draw_master(spec: MasterSpec, rng: np.random.Generator) -> MasterParams:
     """Draw mastering parameters from a recipe ``MasterSpec`` (EQ first, then limiter)."""
     eq = draw_eq(spec.eq, rng)
     limiter = draw_limiter(spec.limiter, rng)

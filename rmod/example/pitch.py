@@ -26,10 +26,14 @@ carries no edge artefact.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
 import soxr
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 N_FFT = 2048
 HOP = 512
@@ -76,7 +80,7 @@ def _norm(start: int, stop: int, n_out_frames: int) -> np.ndarray:
     return norm
 
 
-def _stretch(x: np.ndarray, rate: float, length: int, sink) -> None:
+def _stretch(x: np.ndarray, rate: float, length: int, sink: Callable[[np.ndarray], object]) -> None:
     """Time-stretch mono float32 ``x`` by ``rate`` (> 1: shorter) to ``length`` samples,
     passing the output to ``sink`` in order, block by block."""
     padded = np.pad(x, (N_FFT // 2, N_FFT // 2))

@@ -23,6 +23,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from rmod import SPLITS
 from rmod.build.manifest import AUDIO_ROLES, BuildInfo
@@ -40,6 +41,9 @@ from rmod_dose_common.tar_shards import (
     split_location,
     ustar_header,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Indexes kept in memory at once by :class:`TarMembers` (rows come in shard order).
 CACHED_INDEXES = 8
@@ -165,7 +169,7 @@ def _check_framing(path: Path, rel: str, index: TarIndex) -> list[tuple[str, str
     return out
 
 
-def _stream(fh, entry: IndexEntry, take) -> None:
+def _stream(fh: IO[bytes], entry: IndexEntry, take: Callable[[int], bytes]) -> None:
     """Read past a member's data (hashed by ``take``) in blocks of 1 MiB."""
     left = entry.size
     while left > 0:

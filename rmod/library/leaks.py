@@ -19,11 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rmod import DRUMS
 from rmod.audio import read_audio, resample
+
+if TYPE_CHECKING:
+    from rmod.library.catalog import Library
 
 RATE = 44100
 LEAK_THRESHOLD = 0.95
@@ -104,7 +108,7 @@ class ClassLeaks:
 
 
 def leak_report(
-    library,
+    library: Library,
     classes: Sequence[str] = DRUMS,
     *,
     threshold: float = LEAK_THRESHOLD,

@@ -17,11 +17,15 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
 from rmod.library.builtin.generate import MANIFEST_NAME, BuiltinConfig, Sources, generate_builtin
 from rmod.library.catalog import LibraryError, read_library
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "BuiltinConfig",
@@ -63,7 +67,7 @@ def check_builtin(manifest: str | os.PathLike) -> str | None:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path):
+def _exclusive(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as fh:
         try:

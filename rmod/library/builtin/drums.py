@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rmod.library.builtin.fonts import Font
 from rmod.library.builtin.sf2 import SoundFontError, load_soundfont, render_note
+
+if TYPE_CHECKING:
+    from rmod.library.builtin.sf2 import SoundFont
 
 DRUM_KEYS = {"kick": (35, 36), "snare": (38, 39, 40), "hihat": (42, 44, 46)}
 #: (font file, kit, key) whose sound is not of the class: TimGM6mb's timpani, ocean wave.
@@ -45,13 +49,13 @@ class DrumBase:
         return "sf2:" + self.font.rsplit("/", 1)[-1]
 
 
-def _kits(font: Font, sf) -> list[tuple[int, int]]:
+def _kits(font: Font, sf: SoundFont) -> list[tuple[int, int]]:
     if font.role == "kits":
         return sorted(sf.names)
     return sorted(k for k in sf.names if k[0] == 128)
 
 
-def _layers(sf, bank: int, program: int, key: int) -> list[int]:
+def _layers(sf: SoundFont, bank: int, program: int, key: int) -> list[int]:
     """Top velocity of each velocity layer of a key (ascending)."""
     tops = sorted({z.vel_range[1] for z in sf.zones(bank, program, key, None)})
     return [v for v in tops if v >= 1]

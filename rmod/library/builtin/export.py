@@ -96,7 +96,9 @@ def export_soundfont(
             for k in range(loops_per_program):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, program, k]))
 
-                def loop(cls=cls, rng=rng, program=program):
+                def loop(
+                    cls: str = cls, rng: np.random.Generator = rng, program: int = program
+                ) -> tuple[np.ndarray, str]:
                     return program_loop(cls, rng, path, program, min_loop_s, sample_rate)
 
                 try:

@@ -31,12 +31,19 @@ the loop end wrap to its start so the loop repeats seamlessly.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy.signal import butter, lfilter, resample_poly, sosfilt
 
 from rmod.library.builtin.phrases import random_phrase
 from rmod.library.builtin.sf2 import SoundFontError, load_soundfont, render_note
 from rmod.library.builtin.voice import speech_loop
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rmod.library.builtin.sf2 import SoundFont
 
 #: Program groups per class: (weight, GM programs).
 PROGRAMS = {
@@ -77,7 +84,9 @@ def quietest_window_db(x: np.ndarray, sr: int, window_s: float = LOOP_WINDOW_S) 
     return float(20 * np.log10(max(float(rms.min()), 1e-300) / peak))
 
 
-def until_sound(make, what: str, sr: int) -> tuple[np.ndarray, str]:
+def until_sound(
+    make: Callable[[], tuple[np.ndarray, str]], what: str, sr: int
+) -> tuple[np.ndarray, str]:
     """The first of up to :data:`MAX_LOOP_TRIES` loops ``make()`` gives (``(audio, how)``)
     that has no silent stretch (:func:`quietest_window_db` >= -:data:`QUIET_WINDOW_DB`);
     :class:`SoundFontError` naming ``what`` when none has."""
@@ -109,7 +118,7 @@ def high_shelf(x: np.ndarray, freq: float, gain_db: float, sr: int) -> np.ndarra
     return _circular(lambda y: lfilter(b / a[0], a / a[0], y), x)
 
 
-def _circular(fn, x: np.ndarray, k: int = 4096) -> np.ndarray:
+def _circular(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, k: int = 4096) -> np.ndarray:
     """Apply a causal filter to a loop as if it had been playing: its end runs in first."""
     k = min(x.size, k)
     return fn(np.concatenate([x[-k:], x]))[k:]
@@ -151,7 +160,7 @@ def has_programs(cls: str, font: str) -> bool:
     return any(sf.has_preset(0, p) for _, group in PROGRAMS[cls] for p in group)
 
 
-def _program(cls: str, rng: np.random.Generator, sf) -> int:
+def _program(cls: str, rng: np.random.Generator, sf: SoundFont) -> int:
     groups = PROGRAMS[cls]
     weights = np.array([w for w, _ in groups])
     group = groups[int(rng.choice(len(groups), p=weights / weights.sum()))][1]

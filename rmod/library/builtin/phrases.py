@@ -71,8 +71,10 @@ def _vel(rng: np.random.Generator, lo: int = 70, hi: int = 115) -> int:
     return int(rng.integers(lo, hi + 1))
 
 
-def _bass(rng, chords, beat, n_bars) -> list[Note]:
-    notes = []
+def _bass(
+    rng: np.random.Generator, chords: list[list[int]], beat: float, n_bars: int
+) -> list[Note]:
+    notes: list[Note] = []
     for bar in range(n_bars):
         chord = chords[bar % len(chords)]
         root = _near(chord[0], 28, 43, rng)
@@ -91,8 +93,10 @@ def _bass(rng, chords, beat, n_bars) -> list[Note]:
     return notes
 
 
-def _piano(rng, chords, beat, n_bars) -> list[Note]:
-    notes = []
+def _piano(
+    rng: np.random.Generator, chords: list[list[int]], beat: float, n_bars: int
+) -> list[Note]:
+    notes: list[Note] = []
     arpeggio = rng.random() < 0.5
     for bar in range(n_bars):
         chord = chords[bar % len(chords)]
@@ -116,8 +120,15 @@ def _piano(rng, chords, beat, n_bars) -> list[Note]:
     return notes
 
 
-def _guitar(rng, chords, beat, n_bars, tonic, scale) -> list[Note]:
-    notes = []
+def _guitar(
+    rng: np.random.Generator,
+    chords: list[list[int]],
+    beat: float,
+    n_bars: int,
+    tonic: int,
+    scale: str,
+) -> list[Note]:
+    notes: list[Note] = []
     if rng.random() < 0.6:  # strums
         for bar in range(n_bars):
             chord = chords[bar % len(chords)]
@@ -149,8 +160,15 @@ def _guitar(rng, chords, beat, n_bars, tonic, scale) -> list[Note]:
     return notes
 
 
-def _vocal(rng, chords, beat, n_bars, tonic, scale_steps) -> list[Note]:
-    notes = []
+def _vocal(
+    rng: np.random.Generator,
+    chords: list[list[int]],
+    beat: float,
+    n_bars: int,
+    tonic: int,
+    scale_steps: list[int],
+) -> list[Note]:
+    notes: list[Note] = []
     keys = [k for k in range(55, 77) if (k - tonic) % 12 in {s % 12 for s in scale_steps}]
     t = 0.0
     total = n_bars * 4 * beat

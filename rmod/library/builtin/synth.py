@@ -40,7 +40,9 @@ def _normalize(x: np.ndarray, fade_s: float, sr: int) -> np.ndarray:
     return (0.9 * x / peak).astype(np.float32) if peak > 0 else x.astype(np.float32)
 
 
-def _filter(x: np.ndarray, kind: str, freq, sr: int, order: int = 2) -> np.ndarray:
+def _filter(
+    x: np.ndarray, kind: str, freq: float | tuple[float, float], sr: int, order: int = 2
+) -> np.ndarray:
     sos = butter(order, freq, btype=kind, fs=sr, output="sos")
     return sosfilt(sos, x)
 
