@@ -8,7 +8,6 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-import rmod_dose_common.cli as rmod_dose_cli
 from rmod import CLASSES, DRUMS, INSTRUMENTS, SPLITS
 from rmod.cli import run
 from rmod.errors import InputError
@@ -16,14 +15,14 @@ from rmod.library.catalog import Library
 from rmod.library.families import family_counts, source_counts
 from rmod.library.indexing import GROUP_BY, IndexLimits, check_limits, index_library
 from rmod.library.leaks import leak_report
-from rmod_dose_common.cli import HelpFormatter, add_common, new_parser
+from rmod_dose_common.cli import HelpFormatter, add_common, float_in, new_parser
 
 if TYPE_CHECKING:
     from rmod.library.leaks import ClassLeaks
 
 PROG = "rmod-library"
 #: argparse type of a length in seconds: a finite number above 0.
-SECONDS = rmod_dose_cli.float_in(0.0, above=True)
+SECONDS = float_in(0.0, above=True)
 # rmod.library.builtin.export (the soundfont sampler) loads scipy: imported where used.
 
 
@@ -74,13 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ix.add_argument(
         "--silence-db",
-        type=rmod_dose_cli.float_in(-200.0, 0.0),
+        type=float_in(-200.0, 0.0),
         default=lim.silence_db,
         help="refuse files whose peak is below this level (dBFS, -200 to 0)",
     )
     ix.add_argument(
         "--splits",
-        type=rmod_dose_cli.float_in(0.0, 1.0),
+        type=float_in(0.0, 1.0),
         nargs=3,
         default=list(lim.split_fractions),
         metavar=("TRAIN", "VALID", "TEST"),

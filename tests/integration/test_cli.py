@@ -14,7 +14,7 @@ import pytest
 
 import dose_model.cli
 import rmod.cli
-import rmod_dose_common.cli as rmod_dose_cli
+from rmod_dose_common import cli as common_cli
 from tests.integration.test_packaging import SCRIPTS
 
 
@@ -45,7 +45,7 @@ def test_help_shows_defaults_through_the_formatter_only(name):
     """No help string writes its own default; every option with a meaningful default shows
     it as ``(default: X)``; None/False defaults show nothing; every tool has --debug."""
     for parser in _parsers(name):
-        assert parser.formatter_class is rmod_dose_cli.HelpFormatter, parser.prog
+        assert parser.formatter_class is common_cli.HelpFormatter, parser.prog
         text = " ".join(parser.format_help().split())
         assert "(default: None)" not in text and "(default: False)" not in text, parser.prog
         options = {s for a in parser._actions for s in a.option_strings}
@@ -171,7 +171,7 @@ def test_a_closed_pipe_ends_quietly_with_141(
     monkeypatch.setattr(importlib.import_module(module), function, lambda *a, **k: result)
     for stdout in (_ClosedPipe(), _BufferedClosedPipe()):
         monkeypatch.setattr(sys, "stdout", stdout)
-        assert _main(name)(argv) == rmod_dose_cli.BROKEN_PIPE_STATUS == 141
+        assert _main(name)(argv) == common_cli.BROKEN_PIPE_STATUS == 141
         assert capsys.readouterr().err == ""
 
 
@@ -191,7 +191,7 @@ def test_sigterm_exits_143_through_the_dose_runner(capsys):
     """dose-train turns SIGTERM into Terminated while tokenizing; the runner maps it."""
 
     def work(args):
-        raise rmod_dose_cli.Terminated
+        raise common_cli.Terminated
 
     args = argparse.Namespace(debug=False)
     assert dose_model.cli.run("dose-x", work, args, hint="resume it") == 143
