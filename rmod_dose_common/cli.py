@@ -127,6 +127,11 @@ def add_common(p: argparse.ArgumentParser, progress: bool = True) -> None:
     )
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 row``, ``0 rows``, ``2 rows``: a count and its noun, for the lines commands print."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def describe(exc: BaseException, base: type[Exception]) -> str:
     """One line naming what went wrong and where (a plain ``OSError``'s file and reason;
     the message of an error of the package's ``base`` class, which names its file)."""

@@ -68,6 +68,7 @@ from dose_model.dataset.manifest import (
 )
 from dose_model.device import resolve_device
 from dose_model.errors import DoseError, InputError
+from rmod_dose_common.cli import counted
 from rmod_dose_common.fileio import atomic_write_text, replace_durably, sync_folder
 
 TMP_PREFIX = ".tmp-"
@@ -106,9 +107,9 @@ class TokenizeSummary:
 
     def __str__(self) -> str:
         return (
-            f"tokenized {self.rows_encoded} rows into {self.out} "
-            f"({self.shards_written} shards written, {self.shards_kept} kept, "
-            f"{self.rows_skipped} rows skipped): {self.audio_seconds:.0f} audio-s in "
+            f"tokenized {counted(self.rows_encoded, 'row')} into {self.out} "
+            f"({counted(self.shards_written, 'shard')} written, {self.shards_kept} kept, "
+            f"{counted(self.rows_skipped, 'row')} skipped): {self.audio_seconds:.0f} audio-s in "
             f"{self.elapsed_s:.1f} s = {self.audio_seconds_per_second:.1f} audio-s/s"
         )
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from dose_model import DRUMS
 from dose_model.cli import run
 from dose_model.cli.extract import add_model_arguments, check_model_arguments
-from rmod_dose_common.cli import float_in, new_parser
+from rmod_dose_common.cli import counted, float_in, new_parser
 
 if TYPE_CHECKING:  # loads torch; the work imports it where used
     from dose_model.evaluate.split import Systems
@@ -232,15 +232,10 @@ def _evaluate(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
     rows, sets = sum(d["rows"] for d in summary["datasets"]), len(summary["datasets"])
     print(
-        f"{PROG}: {_count(rows, 'row')} of {_count(sets, 'dataset')} scored in "
-        f"{summary['elapsed_s']:.1f} s, {_count(len(skipped), 'row')} skipped; results in {out}"
+        f"{PROG}: {counted(rows, 'row')} of {counted(sets, 'dataset')} scored in "
+        f"{summary['elapsed_s']:.1f} s, {counted(len(skipped), 'row')} skipped; results in {out}"
     )
     return 1 if skipped else 0
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 row``, ``2 rows``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 
 from dose_model.cache.index import verify_cache
 from dose_model.cli import run
-from rmod_dose_common.cli import add_common, new_parser
+from rmod_dose_common.cli import add_common, counted, new_parser
 
 PROG = "dose-tokenize"
 RESUME = "finished shards are kept, rerun the same command to resume"
@@ -156,7 +156,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     print(summary if alone else f"rank {part.rank} of {part.world_size}: {summary}")
     if summary.rows_skipped > args.max_skipped:
         print(
-            f"{PROG}: {summary.rows_skipped} rows skipped (more than --max-skipped "
+            f"{PROG}: {counted(summary.rows_skipped, 'row')} skipped (more than --max-skipped "
             f"{args.max_skipped}); see 'skipped' in {args.out}/index.json",
             file=sys.stderr,
         )

@@ -412,3 +412,13 @@ def test_moved_dataset_and_cache_still_resume(tmp_path, dataset, weights, refere
     (moved / "manifests" / "valid.jsonl").write_text("")  # other content: refused
     with pytest.raises(TokenizeError, match="manifests"):
         tokenize_manifest(TokenizeOptions(moved, weights, tok, **SETTINGS))
+
+
+def test_the_summary_line_counts_in_words():
+    """'1 row', '1 shard', '0 rows': what dose-tokenize prints reads as English."""
+    from dose_model.cache.tokenize import TokenizeSummary
+
+    one = TokenizeSummary(out="tok", rows_encoded=1, rows_skipped=1, shards_written=1)
+    assert str(one).startswith("tokenized 1 row into tok (1 shard written, 0 kept, 1 row skipped)")
+    many = TokenizeSummary(out="tok", rows_encoded=2, shards_written=0)
+    assert str(many).startswith("tokenized 2 rows into tok (0 shards written, 0 kept, 0 rows")
