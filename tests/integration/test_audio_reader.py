@@ -213,6 +213,10 @@ class _Member:
         return "train/train-000000.tar#train-00000000.mixture.wav"
 
 
+def _no_libsndfile(*args, **kwargs):
+    raise AssertionError("libsndfile was asked to decode a plain 16-bit WAV member")
+
+
 def _outcome(source, block_samples: int | None = None):
     """(header, blocks) the reader gives, or ("refused", reason)."""
     try:
@@ -255,6 +259,9 @@ def test_a_member_decodes_as_libsndfile_decodes_the_file(tmp_path, channels, fra
         assert (plain is not None) == (fmt == "WAV" and subtype == "PCM_16")
         if plain is not None:
             assert plain[0] == channels and plain[1] == 22050 and plain[3] == frames
+            with pytest.MonkeyPatch.context() as mp:  # numpy decodes it: libsndfile is not asked
+                mp.setattr(common.sf, "SoundFile", _no_libsndfile)
+                assert _outcome(_Member(data))[0] != "refused"
         _same_as_a_file(data, tmp_path, block_samples=50_000)
 
 
