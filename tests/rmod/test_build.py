@@ -551,6 +551,43 @@ _audio.open_regular = _open_or_wait
 """
 
 
+def start_blocked_build(
+    small_library, tmp_path: Path, kw: dict, *extra: str
+) -> tuple[subprocess.Popen, Path, dict]:
+    """Start ``rmod-build --jobs 2 EXTRA`` (``kw``, output ``tmp_path/ds``) in a session of its
+    own, on a copy of the small library whose first valid-split kick blocks forever when the
+    audio reader opens it (:data:`BLOCKING_OPEN`): the valid shard never finishes, every other
+    one does. Returns the process (stdout and stderr piped), the output folder and ``kw`` with
+    the copy's library (the one a resume must use)."""
+    from rmod.library.catalog import Library
+
+    lib_path = copy_library(small_library, tmp_path / "lib")
+    copy = Library.load(lib_path)
+    blocked = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCKING_OPEN, encoding="utf-8")
+    env = dict(os.environ, RMOD_TEST_BLOCKED_PATH=str(blocked))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    kw = dict(kw, library=str(lib_path))
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(kw, out, "--jobs", "2", *extra)]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    return proc, out, kw
+
+
+def wait_until(proc: subprocess.Popen, done, seconds: float = 120) -> None:
+    """Poll ``done()`` until it holds; fail with the process's stderr if it exits first, or
+    after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "build made no progress"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("how", ["SIGKILL to the process group", "SIGTERM to the parent"])
 def test_kill_during_build_then_resume_gives_identical_dataset(
     how, reference, build_kwargs, small_library, tmp_path
@@ -562,29 +599,14 @@ def test_kill_during_build_then_resume_gives_identical_dataset(
     train and test shards finish; the kill lands with exactly 5 of 6 shards committed and the
     valid shard half-built."""
     from rmod.cli.build import main
-    from rmod.library.catalog import Library
 
-    lib_path = copy_library(small_library, tmp_path / "lib")
-    copy = Library.load(lib_path)
-    blocked = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(BLOCKING_OPEN, encoding="utf-8")
-    env = dict(os.environ, RMOD_TEST_BLOCKED_PATH=str(blocked))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-    kw = dict(build_kwargs, library=str(lib_path))
-    out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "rmod.cli.build", *cli_args(kw, out, "--jobs", "2")]
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
+    proc, out, kw = start_blocked_build(small_library, tmp_path, build_kwargs)
     parts = out / "manifests" / "parts"
-    deadline = time.monotonic() + 120
     try:
-        while len(list(parts.glob("*.jsonl"))) < 5 or not list(out.glob("valid/.tmp-*")):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "build made no progress"
-            time.sleep(0.02)
+        wait_until(
+            proc,
+            lambda: len(list(parts.glob("*.jsonl"))) >= 5 and bool(list(out.glob("valid/.tmp-*"))),
+        )
     finally:
         if how.startswith("SIGKILL"):
             os.killpg(proc.pid, signal.SIGKILL)

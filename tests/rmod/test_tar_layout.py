@@ -12,10 +12,7 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,12 +32,12 @@ from rmod_dose_common.tar_shards import (
     ustar_header,
 )
 from tests.rmod.test_build import (
-    BLOCKING_OPEN,
     SCHEMA,
     cli_args,
-    copy_library,
+    start_blocked_build,
     tree_bytes,
     validate,
+    wait_until,
 )
 from tests.rmod_fixtures import write_tiny_recipe
 
@@ -262,30 +259,16 @@ def test_killed_tar_build_resumes_to_identical_bytes(pair, kwargs, small_library
     and test tars committed and the valid tar half written under its temporary name; a rerun
     gives the uninterrupted tar build's bytes."""
     from rmod.cli.build import main
-    from rmod.library.catalog import Library
 
-    lib_path = copy_library(small_library, tmp_path / "lib")
-    copy = Library.load(lib_path)
-    blocked = Path(copy.entry(copy.ids("kick", "valid")[0]).path)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(BLOCKING_OPEN, encoding="utf-8")
-    env = dict(os.environ, RMOD_TEST_BLOCKED_PATH=str(blocked))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-    kw = dict(kwargs, library=str(lib_path))
-    out = tmp_path / "ds"
-    args = cli_args(kw, out, "--jobs", "2", "--layout", "tar")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rmod.cli.build", *args],
-        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-    )  # fmt: skip
+    proc, out, kw = start_blocked_build(small_library, tmp_path, kwargs, "--layout", "tar")
     parts = out / "manifests" / "parts"
-    deadline = time.monotonic() + 120
     try:
-        while len(list(parts.glob("*.jsonl"))) < 3 or not list(out.glob("valid/.tmp-*.tar")):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "build made no progress"
-            time.sleep(0.02)
+        wait_until(
+            proc,
+            lambda: (
+                len(list(parts.glob("*.jsonl"))) >= 3 and bool(list(out.glob("valid/.tmp-*.tar")))
+            ),
+        )
     finally:
         os.killpg(proc.pid, 9)
         proc.communicate(timeout=60)
