@@ -22,8 +22,8 @@ from dose_model.fad.clap import (
     split_windows,
 )
 from dose_model.fad.htsat import ClapAudioNetwork
+from tests.dose_fixtures import REFERENCE_DIR
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
 CLAP_PT = REFERENCE_DIR / "clap_narrow.pt"
 CLAP_JSON = REFERENCE_DIR / "clap_narrow.json"
 CLAP_REFERENCE = REFERENCE_DIR / "clap_narrow_reference.npz"

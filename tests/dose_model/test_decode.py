@@ -1,7 +1,5 @@
 """The static decode engine against the eager reference: greedy tokens, ends, top-p, scores."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from dose_model.model.generate import generate
 from dose_model.train.loop import train
 from dose_model.train.options import TrainOptions
 from tests.dose_fixtures import (  # one_thread: an autouse fixture
+    REFERENCE_DIR,
     TINY_MODEL,
     one_thread,  # noqa: F401
     tiny_mixture,
@@ -21,7 +20,7 @@ from tests.dose_fixtures import (  # one_thread: an autouse fixture
 )
 
 TINY = TINY_MODEL
-REF = Path(__file__).parents[1] / "fixtures" / "reference"
+REF = REFERENCE_DIR
 
 
 make = tiny_model

@@ -17,8 +17,9 @@ from dose_model.fad.cache import EmbeddingCache, cache_key
 from dose_model.fad.frechet import RankDeficiencyWarning, fad
 from dose_model.fad.score import list_audio
 from dose_model.fad.vggish import VGGish, load_vggish
+from tests.dose_fixtures import REFERENCE_DIR
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "vggish_narrow.pth"
+WEIGHTS = REFERENCE_DIR / "vggish_narrow.pth"
 MODEL = f"vggish={WEIGHTS}"
 
 

@@ -22,23 +22,14 @@ from dose_model.separate import (
     load_larsnet,
     widths_from_state_dict,
 )
+from tests.dose_fixtures import REFERENCE_DIR, one_thread  # noqa: F401 (one_thread: autouse)
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
 NARROW = REFERENCE_DIR / "larsnet_narrow"
 NARROW_JSON = REFERENCE_DIR / "larsnet_narrow.json"
 REFERENCE = REFERENCE_DIR / "larsnet_narrow_reference.npz"
 RELEASED_SHAPES = REFERENCE_DIR / "larsnet_state_dict_shapes.json"
 #: Largest error allowed, relative to the reference stem's peak (float32 on the CPU).
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Narrow models run faster on one thread of a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

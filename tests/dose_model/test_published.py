@@ -1,16 +1,17 @@
 """Conformance with the published DOSE code, via the reference fixture of its tiny checkpoint."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from dose_model.model.checkpoints import CheckpointError, load_published
 from dose_model.model.generate import generate
-from tests.dose_fixtures import one_thread  # noqa: F401 (autouse fixture)
+from tests.dose_fixtures import (
+    REFERENCE_DIR,
+    one_thread,  # noqa: F401 (autouse fixture)
+)
 
-REF = Path(__file__).parents[1] / "fixtures" / "reference"
+REF = REFERENCE_DIR
 CKPT = REF / "dose_kick_tiny.ckpt"
 
 

@@ -8,7 +8,6 @@ import json
 import sys
 import types
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,9 @@ from dose_model.fad import logmel
 from dose_model.fad.embedder import FadError, load_embedder
 from dose_model.fad.resample import kaiser_best_table, resample
 from dose_model.fad.vggish import load_pca, load_vggish
+from tests.dose_fixtures import REFERENCE_DIR
 
-REF = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
+REF = REFERENCE_DIR
 WEIGHTS = REF / "vggish_narrow.pth"
 PCA = REF / "vggish_narrow_pca.pth"
 CLIPS = {"long_44k_stereo": 44100, "exact_16k_mono": 16000, "oneshot_44k_mono": 44100}

@@ -27,21 +27,13 @@ from dose_model.train.batches import TokenDataset
 from rmod.build.run import BuildOptions, BuildRefused, build
 from rmod.build.sink import SinkSpec
 from rmod.errors import InputError
-from tests.dose_fixtures import write_tiny_codec
+from tests.dose_fixtures import one_thread, write_tiny_codec  # noqa: F401 (one_thread: autouse)
 from tests.rmod.test_build import SCHEMA, validate
 from tests.rmod_fixtures import write_tiny_recipe
 
 SR = 22050
 SHARD = 2
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
