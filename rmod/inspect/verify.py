@@ -156,18 +156,15 @@ def check_audio(
 
 
 def _read_bytes(path: Path) -> tuple[bytes | None, str]:
-    """A file's bytes, read once for both decoding and hashing; else None and why (an
+    """A file's bytes, read once for both decoding and hashing (a regular file of at most
+    ``MAX_ROW_FILE_BYTES``: :func:`rmod.limits.read_regular`); else None and why (an
     unreadable file is named as such, not as a decoding error)."""
-    if not path.is_file():
-        return None, "file is missing"
     try:
-        size = path.stat().st_size
-        if size > limits.MAX_ROW_FILE_BYTES:
-            return (
-                None,
-                f"file is {size:,} bytes, over MAX_ROW_FILE_BYTES = {limits.MAX_ROW_FILE_BYTES:,}",
-            )
-        return path.read_bytes(), ""
+        return limits.read_regular(path, limits.MAX_ROW_FILE_BYTES, "MAX_ROW_FILE_BYTES"), ""
+    except FileNotFoundError:
+        return None, "file is missing"
+    except limits.FileRefused as exc:  # its message is "<path>: <why>"; the problem names the path
+        return None, str(exc).split(": ", 1)[-1]
     except OSError as exc:
         return None, f"cannot read ({exc.strerror or exc})"
 
