@@ -15,7 +15,6 @@ CI installs them: ``apt-get install chromium chromium-driver``).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from urllib.parse import unquote
@@ -24,6 +23,7 @@ import pytest
 import soundfile as sf
 
 from dose_model.evaluate.report import write_report
+from tests import skip_unless_ci
 from tests.dose_model.test_report import build_report_inputs
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -77,10 +77,6 @@ const loaded = (a) => new Promise((resolve, reject) => {
 """
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
@@ -94,9 +90,7 @@ def driver(tmp_path_factory):
             f"the report's browser test needs {', '.join(missing)} "
             "(apt-get install chromium chromium-driver; pip install -e '.[test]')"
         )
-        if _ci():
-            pytest.fail(f"{reason}; CI is set, so this is a failure, not a skip")
-        pytest.skip(reason)
+        skip_unless_ci(reason)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
