@@ -115,16 +115,6 @@ class VerifyReport:
         )
 
 
-def check_file(
-    root: Path, rel: str, sample_rate: int, channels: int, frames: int | None, sha256: str | None
-) -> list[str]:
-    """Problems of one audio file of a row (empty list when it is fine)."""
-    raw, why = _read_bytes(root / rel)
-    if raw is None:
-        return [why]
-    return check_audio(raw, sample_rate, channels, frames, sha256)
-
-
 def check_audio(
     raw: bytes, sample_rate: int, channels: int, frames: int | None, sha256: str | None
 ) -> list[str]:
